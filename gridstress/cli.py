@@ -1,0 +1,152 @@
+"""The ``gridstress`` command line: parses options, calls the library, prints.
+
+Exit status: 0 on success, 2 on bad input (config, portfolio, options),
+1 on any other failure, 130 when interrupted (finished blocks are kept).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import InputError
+
+app = typer.Typer(
+    help="Credit stress grids for loans against GPU fleets.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _fail_input(exc: InputError) -> None:
+    for line in exc.problems:
+        err.print(f"error: {line}", markup=False)
+    raise typer.Exit(2)
+
+
+def _progress(total_cells: int, label: str):
+    """A rich progress bar over cells on a terminal; nothing otherwise."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("cells"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, disable=not err.is_terminal, transient=False,
+    )
+    task = progress.add_task(label, total=total_cells)
+    return progress, lambda block: progress.advance(task, block.size)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="YAML run config."),
+    out_path: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Cube path: a .zarr directory (default) or a .nc file. "
+        "Default: results/<config name>.zarr"),
+    backend: str = typer.Option("auto", help="auto, numpy or cupy."),
+    chunk_cells: Optional[int] = typer.Option(
+        None, help="Cells per block (default: sized to about 256 MB of working memory)."),
+    resume: bool = typer.Option(
+        False, help="Keep the blocks of an interrupted run of the same config."),
+) -> None:
+    """Evaluate the portfolio on every cell of the grid and write the cube."""
+    from .analysis.headline import headline
+    from .backend import resolve_backend
+    from .cube import open_cube
+    from .engine import blocks_done, prepare, write_cube
+
+    try:
+        chosen = resolve_backend(backend)
+        run_ = prepare(config, chosen, chunk_cells)
+    except InputError as exc:
+        _fail_input(exc)
+    if chosen.note:
+        err.print(chosen.note, markup=False)
+    target = out_path or Path("results") / f"{run_.config.name}.zarr"
+    cfg = run_.config
+    err.print(
+        f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "
+        f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {chosen.name} "
+        f"({chosen.device}), {len(run_.plan)} block(s)", markup=False)
+    progress, advance = _progress(cfg.n_cells, "evaluating")
+    started = time.perf_counter()
+    try:
+        with progress:
+            write_cube(cfg, target, progress=advance, resume=resume, prepared=run_)
+    except InputError as exc:
+        _fail_input(exc)
+    except KeyboardInterrupt:
+        done = blocks_done(target)
+        err.print(f"interrupted: {done or 0} of {len(run_.plan)} blocks are saved; run the "
+                  "same command with --resume to finish", markup=False)
+        raise typer.Exit(130)
+    seconds = time.perf_counter() - started
+    out.print(f"cube: {target}", markup=False)
+    out.print(f"{cfg.n_cells:,} cells in {seconds:.2f} s", markup=False)
+    with open_cube(target) as ds:
+        for line in headline(ds).lines():
+            out.print(line, markup=False)
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="YAML run config.")) -> None:
+    """Check a config and its portfolio without computing anything."""
+    from .engine import prepare
+
+    try:
+        prepared = prepare(config, "numpy")
+    except InputError as exc:
+        _fail_input(exc)
+    cfg = prepared.config
+    out.print(f"{config}: valid", markup=False)
+    out.print(f"  {len(cfg.loans)} loans, ${prepared.portfolio.total_principal / 1e9:,.3f}B "
+              f"principal, horizon {prepared.portfolio.horizon} periods "
+              f"({cfg.periods_per_year} a year)", markup=False)
+    for a in cfg.axes:
+        out.print(f"  {a.name}: {len(a)} values from {a.values[0]:g} to {a.values[-1]:g}",
+                  markup=False)
+    out.print(f"  {cfg.n_cells:,} cells in {len(prepared.plan)} block(s)", markup=False)
+
+
+@app.command()
+def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress run.")) -> None:
+    """Headline figures of a cube."""
+    from .analysis.headline import headline
+    from .cube import open_cube
+
+    try:
+        ds = open_cube(cube)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2)
+    with ds:
+        out.print(f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
+                  f"{ds.attrs.get('backend')} on {ds.attrs.get('device')}, "
+                  f"{ds.attrs.get('created')})", markup=False)
+        for line in headline(ds).lines():
+            out.print(line, markup=False)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except InputError as exc:  # raised outside a command's own handling
+        for line in exc.problems:
+            err.print(f"error: {line}", markup=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

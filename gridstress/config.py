@@ -1,0 +1,539 @@
+"""Run configs and portfolios: the only module that reads user files.
+
+``load_config(path)`` reads the YAML run config and its portfolio (CSV,
+Parquet or inline), checks every value against the rules of
+:mod:`gridstress.params`, and returns a frozen :class:`RunConfig`.  Every
+broken rule is reported at once, each on its own line, in the form
+``portfolio.csv row 7 (loan_id=IREN-2): utilization=1.3 must be in [0, 1]``,
+by raising :class:`gridstress.errors.InputError`.
+
+Rows are counted from 1, the header not included.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+from pydantic.functional_validators import AfterValidator
+from typing_extensions import Annotated
+
+from .errors import InputError
+from .params import LOAN_FIELDS, REQUIRED_AXES, SCENARIO_PARAMS, Field, Rule
+
+__all__ = ["Axis", "Loan", "RunConfig", "load_config", "config_from_dict"]
+
+
+# --------------------------------------------------------------------------
+# Frozen objects handed to the rest of the package
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: a scenario parameter and its strictly increasing values."""
+
+    name: str
+    values: tuple[float, ...]
+    central: float | None = None
+    severe: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=np.float64)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"values": list(self.values)}
+        if self.central is not None:
+            out["central"] = self.central
+        if self.severe is not None:
+            out["severe"] = self.severe
+        return out
+
+
+@dataclass(frozen=True)
+class Loan:
+    """One loan with every field of model v1 resolved (see params.LOAN_FIELDS)."""
+
+    loan_id: str
+    borrower: str
+    segment: str
+    principal: float
+    rate: float
+    spread: float | None
+    term_years: float
+    amortization: str
+    balloon: float
+    n_gpus: float
+    gpu_age_years: float
+    economic_life_years: float
+    pledged_share: float
+    rent: float
+    utilization: float
+    contracted_share: float
+    contract_years: float
+    contract_rent: float
+    power_kw_per_gpu: float
+    power_price: float
+    fixed_opex_per_gpu_year: float
+    mining_revenue: float
+    mining_cost: float
+    crypto_collateral: float
+    cash_reserve: float
+    min_dscr: float
+    cure_periods: int
+    max_ltv: float | None
+    refi_advance_rate: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in LOAN_FIELDS}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: grid axes, fixed scenario values and the portfolio."""
+
+    name: str
+    periods_per_year: int
+    scenario: dict[str, float]
+    axes: tuple[Axis, ...]
+    loans: tuple[Loan, ...]
+    source: str = "<dict>"
+
+    def __hash__(self) -> int:  # dict field: hash by content
+        return hash(self.config_sha256 + self.portfolio_sha256)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a) for a in self.axes)
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(self.shape)
+
+    def axis(self, name: str) -> Axis:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def to_dict(self, with_portfolio: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "periods_per_year": self.periods_per_year,
+            "scenario": dict(self.scenario),
+            "grid": {a.name: a.as_dict() for a in self.axes},
+        }
+        if with_portfolio:
+            out["portfolio"] = [loan.as_dict() for loan in self.loans]
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved config (every default applied, loans inline) as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @cached_property
+    def config_sha256(self) -> str:
+        """Hash of everything but the portfolio, in canonical JSON."""
+        text = json.dumps(self.to_dict(with_portfolio=False), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @cached_property
+    def portfolio_sha256(self) -> str:
+        """Hash of the resolved loans sorted by loan_id: loan order does not matter."""
+        loans = sorted((loan.as_dict() for loan in self.loans), key=lambda d: d["loan_id"])
+        text = json.dumps(loans, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Loan validation: a pydantic model generated from params.LOAN_FIELDS
+
+
+def _rule_validator(rule: Rule):
+    def check(value):
+        if value is None:
+            return value
+        problem = rule.check(float(value))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _annotation(field: Field):
+    if field.kind == "str":
+        return str | None
+    if field.kind == "choice":
+        return str | None
+    return Annotated[float | None, _rule_validator(field.rule or Rule())]
+
+
+def _strip_str(value):
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+_LoanRow = create_model(
+    "LoanRow",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True),
+    __validators__={
+        "blank_is_missing": field_validator("*", mode="before")(_strip_str),
+        "choices": field_validator("amortization", mode="after")(
+            lambda v: _check_choice(v, LOAN_FIELDS["amortization"].choices)
+        ),
+    },
+    **{name: (_annotation(f), None) for name, f in LOAN_FIELDS.items()},
+)
+
+
+def _check_choice(value, choices):
+    if value is not None and value not in choices:
+        raise ValueError("must be one of " + ", ".join(choices))
+    return value
+
+
+_PYDANTIC_RULES = {
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be text",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+}
+
+
+def _describe(err: dict) -> str:
+    if err["type"] == "value_error":
+        return str(err["ctx"]["error"])
+    return _PYDANTIC_RULES.get(err["type"], err["msg"])
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(empty)"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return repr(value)
+    return str(value)
+
+
+def _validate_fields(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, Any, str]]]:
+    """Validate one mapping of loan fields; return (clean values, problems)."""
+    try:
+        row = _LoanRow(**raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append((name, raw.get(name, err.get("input")), _describe(err)))
+        return {}, problems
+    return row.model_dump(), []
+
+
+def _resolve_loan(values: dict[str, Any], defaults: dict[str, Any]) -> tuple[Loan | None, list]:
+    """Apply config defaults then documented defaults, and the cross-field rules."""
+    merged = {}
+    for name, field in LOAN_FIELDS.items():
+        value = values.get(name)
+        if value is None:
+            value = defaults.get(name)
+        if value is None and not field.optional:
+            value = field.default
+        merged[name] = value
+    problems = []
+    for name in ("loan_id", "principal", "rate", "term_years"):
+        if merged[name] is None:
+            problems.append((name, None, "is required"))
+    if problems:
+        return None, problems
+    merged["borrower"] = merged["borrower"] or merged["loan_id"]
+    if merged["contract_rent"] is None:
+        merged["contract_rent"] = merged["rent"]
+    if merged["amortization"] == "bullet" and merged["balloon"]:
+        problems.append(("balloon", merged["balloon"],
+                         "must be 0 or empty for a bullet loan (all of it is balloon)"))
+        return None, problems
+    merged["cure_periods"] = int(merged["cure_periods"])
+    return Loan(**merged), []
+
+
+# --------------------------------------------------------------------------
+# Portfolio files
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows = []
+        for raw in reader:
+            if None in raw:  # more cells than header columns
+                raise InputError(
+                    f"{path.name} row {len(rows) + 1}: has more cells than the header has columns"
+                )
+            if not any((v or "").strip() for v in raw.values()):
+                continue  # a blank line is not a loan
+            rows.append({k.strip(): v for k, v in raw.items()})
+    return columns, rows
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path.name}: not a readable Parquet file ({exc})") from exc
+    return list(table.column_names), table.to_pylist()
+
+
+def _read_portfolio_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    if not path.is_file():
+        raise InputError(f"{path}: portfolio file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet(path)
+    raise InputError(f"{path.name}: portfolio must be a .csv or .parquet file")
+
+
+def _build_loans(
+    rows: list[dict[str, Any]], columns: list[str], where: str, row_label, defaults: dict
+) -> tuple[Loan, ...]:
+    problems: list[str] = []
+    unknown = [c for c in columns if c not in LOAN_FIELDS]
+    if unknown:
+        known = ", ".join(LOAN_FIELDS)
+        raise InputError(
+            f"{where}: unknown column(s) {', '.join(unknown)}; loan fields are: {known}"
+        )
+    if not rows:
+        raise InputError(f"{where}: the portfolio is empty (at least one loan is required)")
+    loans: list[Loan] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(rows, start=1):
+        values, field_problems = _validate_fields(raw)
+        loan = None
+        if not field_problems:
+            loan, field_problems = _resolve_loan(values, defaults)
+        loan_id = _strip_str(raw.get("loan_id"))
+        label = f"{where} {row_label(i)}" + (f" (loan_id={loan_id})" if loan_id else "")
+        for name, value, rule in field_problems:
+            problems.append(f"{label}: {name}={_show(value)} {rule}")
+        if loan is None:
+            continue
+        if loan.loan_id in seen:
+            problems.append(
+                f"{label}: loan_id={loan.loan_id} must be unique "
+                f"(already used in {row_label(seen[loan.loan_id])})"
+            )
+            continue
+        seen[loan.loan_id] = i
+        loans.append(loan)
+    if problems:
+        raise InputError(problems)
+    return tuple(loans)
+
+
+# --------------------------------------------------------------------------
+# Run config
+
+
+class _AxisSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=False)
+    start: float | None = None
+    stop: float | None = None
+    num: int | None = None
+    values: list[float] | None = None
+    central: float | None = None
+    severe: float | None = None
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str | None = None
+    periods_per_year: int = 4
+    scenario: dict[str, Any] = {}
+    grid: dict[str, _AxisSpec]
+    defaults: dict[str, Any] = {}
+    portfolio: str | list[dict[str, Any]]
+
+
+def _config_problems(exc: ValidationError, raw: dict, where: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        value = raw
+        for part in err["loc"]:
+            value = value.get(part) if isinstance(value, dict) else None
+        rule = _describe(err)
+        if err["type"] == "extra_forbidden":
+            rule = "is not a known key"
+        elif err["type"] in ("int_parsing", "int_from_float", "int_type"):
+            rule = "must be a whole number"
+        elif err["type"] in ("dict_type", "model_type"):
+            rule = "must be a mapping"
+        elif err["type"] == "list_type":
+            rule = "must be a list"
+        if err["type"] == "missing":
+            out.append(f"{where}: {key} is required")
+        else:
+            out.append(f"{where}: {key}={_show(value)} {rule}")
+    return out
+
+
+def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None, list[str]]:
+    key = f"grid.{name}"
+    linspace = [spec.start, spec.stop, spec.num]
+    if spec.values is not None and any(v is not None for v in linspace):
+        return None, [f"{where}: {key} must give either values or start, stop and num, not both"]
+    if spec.values is not None:
+        values = list(spec.values)
+        if not values:
+            return None, [f"{where}: {key}.values=[] must hold at least one value"]
+    elif all(v is not None for v in linspace):
+        if spec.num < 1:
+            return None, [f"{where}: {key}.num={spec.num} must be >= 1"]
+        if spec.num > 1 and not spec.stop > spec.start:
+            return None, [
+                f"{where}: {key}.stop={spec.stop} must be greater than start={spec.start}"
+            ]
+        values = np.linspace(spec.start, spec.stop, spec.num).tolist()
+    else:
+        missing = [k for k, v in zip(("start", "stop", "num"), linspace) if v is None]
+        return None, [f"{where}: {key} needs values, or start, stop and num "
+                      f"({', '.join(missing)} missing)"]
+    problems = []
+    if any(b <= a for a, b in zip(values, values[1:])):
+        problems.append(f"{where}: {key}.values={values} must be strictly increasing")
+    rule = SCENARIO_PARAMS[name].rule
+    for v in values:
+        broken = rule.check(v)
+        if broken:
+            problems.append(f"{where}: {key} value {_show(v)} {broken}")
+            break
+    for label in ("central", "severe"):
+        v = getattr(spec, label)
+        if v is not None and (broken := rule.check(v)):
+            problems.append(f"{where}: {key}.{label}={_show(v)} {broken}")
+    if problems:
+        return None, problems
+    return Axis(name, tuple(float(v) for v in values), spec.central, spec.severe), []
+
+
+def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Validate a parsed config mapping; ``where`` names it in messages."""
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__ if raw is not None else "empty"
+        raise InputError(f"{where}: the config must be a YAML mapping, not {kind}")
+    try:
+        spec = _ConfigFile(**raw)
+    except ValidationError as exc:
+        raise InputError(_config_problems(exc, raw, where)) from None
+    problems: list[str] = []
+    if spec.periods_per_year < 1:
+        problems.append(f"{where}: periods_per_year={spec.periods_per_year} must be >= 1")
+
+    axes: list[Axis] = []
+    for name, axis_spec in spec.grid.items():
+        if name not in SCENARIO_PARAMS:
+            problems.append(
+                f"{where}: grid.{name} is not a known axis; axes are scenario parameters: "
+                + ", ".join(SCENARIO_PARAMS)
+            )
+            continue
+        axis, axis_problems = _axis_from_spec(name, axis_spec, where)
+        problems += axis_problems
+        if axis is not None:
+            axes.append(axis)
+    for name in REQUIRED_AXES:
+        if name not in spec.grid:
+            problems.append(f"{where}: grid.{name} is required (the three named axes are)")
+
+    scenario: dict[str, float] = {}
+    for name, value in spec.scenario.items():
+        param = SCENARIO_PARAMS.get(name)
+        if param is None or param.default is None:
+            allowed = ", ".join(n for n, p in SCENARIO_PARAMS.items() if p.default is not None)
+            problems.append(f"{where}: scenario.{name} is not a fixed scenario parameter "
+                            f"(those are: {allowed})")
+            continue
+        if name in spec.grid:
+            problems.append(f"{where}: scenario.{name} is also a grid axis; give it in one place")
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{where}: scenario.{name}={_show(value)} must be a number")
+            continue
+        if broken := param.rule.check(number):
+            problems.append(f"{where}: scenario.{name}={_show(value)} {broken}")
+            continue
+        scenario[name] = number
+    for name, param in SCENARIO_PARAMS.items():
+        if param.default is not None and name not in spec.grid:
+            scenario.setdefault(name, param.default)
+
+    defaults: dict[str, Any] = {}
+    for name, value in spec.defaults.items():
+        if name not in LOAN_FIELDS or name == "loan_id":
+            problems.append(f"{where}: defaults.{name} is not a loan field that takes a default")
+            continue
+        clean, field_problems = _validate_fields({name: value})
+        for fname, fvalue, rule in field_problems:
+            problems.append(f"{where}: defaults.{fname}={_show(fvalue)} {rule}")
+        if not field_problems:
+            defaults[name] = clean[name]
+    if problems:
+        raise InputError(problems)
+
+    if isinstance(spec.portfolio, str):
+        path = Path(spec.portfolio)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        columns, rows = _read_portfolio_file(path)
+        loans = _build_loans(rows, columns, path.name, lambda i: f"row {i}", defaults)
+    else:
+        columns = sorted({k for row in spec.portfolio for k in row})
+        loans = _build_loans(
+            spec.portfolio, columns, f"{where} portfolio", lambda i: f"loan {i}", defaults
+        )
+
+    return RunConfig(
+        name=spec.name or Path(where).stem,
+        periods_per_year=spec.periods_per_year,
+        scenario=scenario,
+        axes=tuple(axes),
+        loans=loans,
+        source=where,
+    )
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config and its portfolio.
+
+    Raises :class:`gridstress.errors.InputError` naming every broken rule.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path.name}: not valid YAML ({exc})") from None
+    return config_from_dict(raw, where=path.name, base_dir=path.parent)

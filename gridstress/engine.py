@@ -1,0 +1,196 @@
+"""Running a grid: blocks of cells through the model, into a cube.
+
+:func:`run_grid` returns the cube in memory; :func:`write_cube` streams each
+finished block into a Zarr store on disk, so memory stays bounded by one
+block whatever the grid, and an interrupted run keeps every finished block:
+``resume=True`` carries on from them.
+
+The store is built at ``<out>.partial`` and renamed to ``<out>`` only when
+complete; a NetCDF ``.nc`` output is converted from that store at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from .backend import Backend, resolve_backend
+from .config import RunConfig, load_config
+from .cube import (
+    ZarrBlockWriter,
+    build_dataset,
+    empty_zarr,
+    provenance,
+    write_netcdf_from_zarr,
+)
+from .errors import InputError
+from .grid import Block, BlockPlan, plan_blocks
+from .model import VARIABLES, cells_per_block, evaluate, scenario_arrays
+from .portfolio import PortfolioArrays, portfolio_arrays
+
+#: Working-memory budget of one block on the CPU [bytes].
+BLOCK_BUDGET_BYTES = 256 * 2**20
+_DONE = "gridstress_progress"
+
+ProgressFn = Callable[[Block], None]
+
+
+@dataclass
+class PreparedRun:
+    """A config ready to evaluate: portfolio on the device, block plan chosen."""
+
+    config: RunConfig
+    backend: Backend
+    portfolio: PortfolioArrays
+    device_portfolio: PortfolioArrays
+    plan: BlockPlan
+
+    def evaluate_block(self, block: Block) -> dict[str, np.ndarray]:
+        """Results of one block, as host arrays."""
+        axes_values = {a.name: a.array[s] for a, s in zip(self.config.axes, block.slices)}
+        xp = self.backend.xp
+        scenario = scenario_arrays(axes_values, self.config.scenario, xp)
+        out = evaluate(self.device_portfolio, scenario, block.shape, xp)
+        return {name: self.backend.to_host(value) for name, value in out.items()}
+
+    def attrs(self) -> dict[str, Any]:
+        return provenance(self.config, self.backend.name, self.backend.device, self.portfolio)
+
+
+def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
+            chunk_cells: int | None = None) -> PreparedRun:
+    """Validate inputs, pick the backend and plan the blocks."""
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    if not isinstance(backend, Backend):
+        backend = resolve_backend(backend)
+    if chunk_cells is not None and chunk_cells < 1:
+        raise InputError(f"--chunk-cells={chunk_cells} must be >= 1")
+    try:
+        pf = portfolio_arrays(config.loans, config.periods_per_year)
+    except ValueError as exc:
+        raise InputError(f"{config.source}: {exc}") from None
+    max_cells = chunk_cells or cells_per_block(pf.n_loans, len(pf.segments),
+                                               BLOCK_BUDGET_BYTES)
+    plan = plan_blocks(config.shape, max_cells)
+    return PreparedRun(config, backend, pf, pf.to(backend.xp), plan)
+
+
+def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",
+             chunk_cells: int | None = None, progress: ProgressFn | None = None) -> xr.Dataset:
+    """Evaluate every cell of the config's grid; return the cube in memory."""
+    run = prepare(config, backend, chunk_cells)
+    n_seg = len(run.portfolio.segments)
+    arrays = {name: np.empty(run.plan.shape) for name in VARIABLES}
+    arrays["loss_by_segment"] = np.empty(run.plan.shape + (n_seg,))
+    for block in run.plan:
+        results = run.evaluate_block(block)
+        for name in VARIABLES:
+            arrays[name][block.slices] = results[name]
+        if progress is not None:
+            progress(block)
+    return build_dataset(run.config, arrays, run.attrs(), run.portfolio.segments)
+
+
+def partial_path(out: Path) -> Path:
+    """Where an unfinished run keeps its blocks (a Zarr store)."""
+    return out.with_name(out.name + ".partial")
+
+
+def _done_marks(store: Path, n_blocks: int | None = None):
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    if n_blocks is None:
+        return group[_DONE]
+    return group.create_array(_DONE, shape=(n_blocks,), chunks=(1,), dtype="uint8",
+                              fill_value=0)
+
+
+def _check_resumable(store: Path, run: PreparedRun) -> BlockPlan:
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    except Exception as exc:
+        raise InputError(f"{store}: cannot resume, the partial cube is unreadable ({exc})")
+    for key, now in (("config_sha256", run.config.config_sha256),
+                     ("portfolio_sha256", run.config.portfolio_sha256)):
+        if attrs.get(key) != now:
+            what = key.split("_")[0]
+            raise InputError(
+                f"{store}: cannot resume: the {what} changed since the interrupted run "
+                f"({key} {str(attrs.get(key))[:12]} there, {now[:12]} now); "
+                "run without --resume to start again"
+            )
+    return BlockPlan(run.plan.shape, tuple(int(c) for c in attrs["block_chunks"]))
+
+
+def write_cube(config: RunConfig | str | Path, out: str | Path,
+               backend: str | Backend = "auto", chunk_cells: int | None = None,
+               progress: ProgressFn | None = None, resume: bool = False,
+               prepared: PreparedRun | None = None) -> Path:
+    """Evaluate the grid block by block into a cube at ``out``; return ``out``.
+
+    ``out`` ending in ``.nc`` gives NetCDF-4, anything else a Zarr directory.
+    Finished blocks are on disk as soon as they are computed; with
+    ``resume=True`` the blocks of an interrupted run (same config and
+    portfolio) are kept and only the rest are computed.
+    """
+    out = Path(out)
+    run = prepared or prepare(config, backend, chunk_cells)
+    store = partial_path(out)
+    if resume and store.exists():
+        run.plan = _check_resumable(store, run)
+        marks = _done_marks(store)
+        done = np.asarray(marks[:], dtype=bool)
+    else:
+        if store.exists():
+            shutil.rmtree(store)
+        store.parent.mkdir(parents=True, exist_ok=True)
+        attrs = run.attrs() | {"block_chunks": list(run.plan.chunks)}
+        empty_zarr(store, run.config, run.plan, attrs, run.portfolio.segments)
+        marks = _done_marks(store, len(run.plan))
+        done = np.zeros(len(run.plan), dtype=bool)
+
+    writer = ZarrBlockWriter(store)
+    for block in run.plan:
+        if not done[block.index]:
+            writer.write(block.slices, run.evaluate_block(block))
+            marks[block.index] = 1  # only after the block's data is on disk
+        if progress is not None:
+            progress(block)
+
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    del group[_DONE]
+    del group.attrs["block_chunks"]
+    if out.suffix.lower() == ".nc":
+        tmp = out.with_name(out.name + ".partial.nc")
+        write_netcdf_from_zarr(store, tmp)
+        tmp.replace(out)
+        shutil.rmtree(store)
+    else:
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        store.rename(out)
+    return out
+
+
+def blocks_done(out: str | Path) -> int | None:
+    """Blocks already on disk for an interrupted run at ``out`` (None if none)."""
+    store = partial_path(Path(out))
+    if not store.exists():
+        return None
+    try:
+        return int(np.asarray(_done_marks(store)[:]).sum())
+    except Exception:
+        return None

@@ -1,0 +1,79 @@
+"""Cutting the grid into blocks of cells (pure geometry, no model).
+
+A block is a hyper-rectangle of the grid: one index on each of the leading
+axes, a run of indices on one axis (the *split axis*) and every index of the
+trailing axes.  Blocks tile the grid in C order, never overlap, hold at most
+``max_cells`` cells each and align with the chunks of the Zarr store, so each
+block is written into its own chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block: its number in the plan and its slice on every axis."""
+
+    index: int
+    slices: tuple[slice, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(s.stop - s.start for s in self.slices)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a grid of ``shape`` is cut: the block (chunk) shape and the blocks."""
+
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        return tuple(math.ceil(n / c) for n, c in zip(self.shape, self.chunks))
+
+    def __len__(self) -> int:
+        return math.prod(self.counts)
+
+    def __iter__(self) -> Iterator[Block]:
+        for i in range(len(self)):
+            yield self.block(i)
+
+    def block(self, index: int) -> Block:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        slices = []
+        rest = index
+        for n, c, count in reversed(list(zip(self.shape, self.chunks, self.counts))):
+            rest, j = divmod(rest, count)
+            slices.append(slice(j * c, min(n, (j + 1) * c)))
+        return Block(index, tuple(reversed(slices)))
+
+
+def plan_blocks(shape: tuple[int, ...], max_cells: int) -> BlockPlan:
+    """Blocks of at most ``max_cells`` cells, as large as possible.
+
+    The split axis is the first axis ``p`` such that the trailing axes after it
+    fit in ``max_cells``; the block takes as many indices on ``p`` as fit.
+    """
+    if max_cells < 1:
+        raise ValueError("max_cells must be >= 1")
+    shape = tuple(int(n) for n in shape)
+    if any(n < 1 for n in shape):
+        raise ValueError(f"every axis needs at least one value, got shape {shape}")
+    for p in range(len(shape)):
+        trailing = math.prod(shape[p + 1:])
+        if trailing <= max_cells:
+            run = min(shape[p], max_cells // trailing)
+            chunks = (1,) * p + (run,) + shape[p + 1:]
+            return BlockPlan(shape, chunks)
+    return BlockPlan(shape, shape)  # zero-dimensional grid: one cell

@@ -1,0 +1,159 @@
+"""Names, defaults, units and validity rules of every model input.
+
+One table for the scenario parameters and one for the loan fields of model
+v1 (``docs/model.md``).  The config reader validates against these rules, the
+cube takes units and long names from them, and the docs list them.  Defaults
+marked (E) are estimates; the others cite ``docs/model.md#sources``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A numeric range, with open or closed ends, and an optional integer check."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def check(self, value: float) -> str | None:
+        """Return the broken rule as text (``"must be in [0, 1]"``), or None."""
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if self.integer and value != int(value):
+            return "must be a whole number"
+        low_ok = value > self.lo if self.lo_open else value >= self.lo
+        high_ok = value < self.hi if self.hi_open else value <= self.hi
+        if low_ok and high_ok:
+            return None
+        return f"must be {self.describe()}"
+
+    def describe(self) -> str:
+        lo, hi = _fmt(self.lo), _fmt(self.hi)
+        if math.isinf(self.hi):
+            return f"> {lo}" if self.lo_open else f">= {lo}"
+        if math.isinf(self.lo):
+            return f"< {hi}" if self.hi_open else f"<= {hi}"
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open else "]"
+        return f"in {left}{lo}, {hi}{right}"
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+@dataclass(frozen=True)
+class Param:
+    """A scenario parameter: one value per cell, the same for every loan."""
+
+    name: str
+    default: float | None
+    rule: Rule
+    units: str
+    long_name: str
+    symbol: str
+    path: bool
+    """True when it changes cash flows or default times; False when it enters
+    only the recovery, so default paths are shared across its values."""
+
+
+SCENARIO_PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("deflation", None, Rule(-1, 1, True, True), "1/year",
+              "annual market GPU rent deflation", "d", True),
+        Param("crypto_drawdown", None, Rule(0, 1), "1",
+              "crypto price peak-to-trough drawdown", "c", True),
+        Param("haircut", None, Rule(0, 1), "1",
+              "GPU collateral liquidation haircut", "h", False),
+        Param("drawdown_periods", 4.0, Rule(1, math.inf), "period",
+              "periods over which the crypto drawdown is reached", "D", True),
+        Param("crypto_haircut", 0.10, Rule(0, 1), "1",
+              "crypto collateral liquidation haircut", "h_c", False),
+        Param("liquidation_cost", 0.05, Rule(0, 1), "1",
+              "share of gross liquidation proceeds lost to costs", "l", False),
+        Param("discount_rate", 0.08, Rule(-1, math.inf, lo_open=True), "1/year",
+              "annual rate for appraisals and PV of losses", "y", True),
+    )
+}
+REQUIRED_AXES = ("deflation", "crypto_drawdown", "haircut")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A loan field: one column of the portfolio."""
+
+    name: str
+    kind: str  # "str", "float", "int", "choice"
+    default: Any
+    rule: Rule | None = None
+    units: str = ""
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    optional: bool = False
+    """True when "not given" is itself a value (``max_ltv``: no covenant)."""
+
+
+_UNIT = Rule(0, 1)
+_NONNEG = Rule(0)
+_POS = Rule(0, lo_open=True)
+
+LOAN_FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        Field("loan_id", "str", None, required=True, doc="unique identifier"),
+        Field("borrower", "str", None, doc="borrower name; defaults to loan_id"),
+        Field("segment", "str", "other", doc="group for loss_by_segment"),
+        Field("principal", "float", None, _POS, "USD", "outstanding at t = 0", required=True),
+        Field("rate", "float", None, _NONNEG, "1/year", "annual all-in coupon", required=True),
+        Field("spread", "float", None, Rule(), "1/year",
+              "annual credit spread over the base rate, compared with the breakeven spread",
+              optional=True),
+        Field("term_years", "float", None, _POS, "year", "years to maturity", required=True),
+        Field("amortization", "choice", "annuity", doc="repayment profile",
+              choices=("annuity", "linear", "bullet")),
+        Field("balloon", "float", 0.0, Rule(0, 1, hi_open=True), "1",
+              "share of principal repaid at maturity by refinancing (annuity, linear)"),
+        Field("n_gpus", "float", 0.0, _NONNEG, "GPU", "GPUs in the revenue-earning fleet"),
+        Field("gpu_age_years", "float", 0.0, _NONNEG, "year", "fleet age at t = 0"),
+        Field("economic_life_years", "float", 5.0, _POS, "year",
+              "age at which a GPU stops earning"),
+        Field("pledged_share", "float", 1.0, _UNIT, "1",
+              "share of the fleet's value the lender can claim"),
+        Field("rent", "float", 2.40, _POS, "USD/GPU-hour", "market rent at t = 0"),
+        Field("utilization", "float", 0.85, _UNIT, "1", "rented share of merchant capacity"),
+        Field("contracted_share", "float", 0.0, _UNIT, "1", "take-or-pay share of capacity"),
+        Field("contract_years", "float", 0.0, _NONNEG, "year", "years the contract runs"),
+        Field("contract_rent", "float", None, _NONNEG, "USD/GPU-hour",
+              "contract price; defaults to rent"),
+        Field("power_kw_per_gpu", "float", 1.2, _NONNEG, "kW",
+              "all-in power per GPU, server share and PUE included"),
+        Field("power_price", "float", 0.081, _NONNEG, "USD/kWh", "electricity price"),
+        Field("fixed_opex_per_gpu_year", "float", 3000.0, _NONNEG, "USD/GPU/year",
+              "fixed operating cost per GPU in service"),
+        Field("mining_revenue", "float", 0.0, _NONNEG, "USD/year",
+              "mining revenue at the t = 0 crypto price"),
+        Field("mining_cost", "float", 0.0, _NONNEG, "USD/year", "mining operating cost"),
+        Field("crypto_collateral", "float", 0.0, _NONNEG, "USD",
+              "value at t = 0 of coins pledged to the lender"),
+        Field("cash_reserve", "float", 0.0, _NONNEG, "USD",
+              "debt-service reserve at t = 0, also its cap"),
+        Field("min_dscr", "float", 0.0, _NONNEG, "1", "DSCR covenant; 0 means none"),
+        Field("cure_periods", "int", 1, Rule(1, integer=True), "period",
+              "consecutive breaches before a covenant default"),
+        Field("max_ltv", "float", None, _POS, "1", "LTV covenant; empty means none",
+              optional=True),
+        Field("refi_advance_rate", "float", 0.7, _UNIT, "1",
+              "share of collateral value a new lender advances at maturity"),
+    )
+}
+REQUIRED_FIELDS = tuple(f.name for f in LOAN_FIELDS.values() if f.required)

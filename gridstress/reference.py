@@ -1,0 +1,218 @@
+"""A literal transcription of model v1, kept as the test oracle.
+
+This is the straightforward implementation: vectorised over cells only, with
+Python loops over loans and periods, every cell evaluated on its own (no path
+shared across haircut values) and each appraisal ``G_k`` summed term by term
+as model.md writes it.  It shares no code with :mod:`gridstress.model` except
+the input tables, so that agreement between the two is evidence, and it is
+the baseline that ``benchmarks/numpy_backend.py`` measures the engine against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import Loan
+from .model import CELL_VARIABLES
+from .params import SCENARIO_PARAMS
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(round(x, 9) + 0.5)
+
+
+def _schedule(loan: Loan, f: int):
+    """Lists I, A (regular), balloon, DS, O, B indexed 0..n, as model.md states them."""
+    n = _round_half_up(loan.term_years * f)
+    r = loan.rate / f
+    B0 = loan.principal
+    b = loan.balloon
+    interest, regular, balloon, owed, balance = ([0.0] * (n + 1) for _ in range(5))
+    balance[0] = B0
+    if loan.amortization == "bullet":
+        balloon[n] = B0
+    else:
+        balloon[n] = b * B0
+    if loan.amortization == "annuity":
+        if r == 0:
+            payment = B0 * (1 - b) / n
+        else:
+            v = 1 / (1 + r)
+            payment = (B0 - b * B0 * v**n) * r / (1 - v**n)
+    for k in range(1, n + 1):
+        interest[k] = balance[k - 1] * r
+        if loan.amortization == "linear":
+            regular[k] = B0 * (1 - b) / n
+        elif loan.amortization == "annuity":
+            regular[k] = payment - interest[k]
+        owed[k] = balance[k - 1] - regular[k]
+        balance[k] = owed[k] - balloon[k]
+    balance[n] = 0.0  # closes exactly; see gridstress.schedule
+    owed[n] = balloon[n]
+    ds = [interest[k] + regular[k] for k in range(n + 1)]
+    wal = sum(k / f * (regular[k] + balloon[k]) for k in range(n + 1)) / B0
+    return n, interest, regular, balloon, ds, owed, balance, wal
+
+
+def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray]):
+    """Run one loan through every cell; return per-cell default info."""
+    cells = p["deflation"].shape[0]
+    dt = 1 / f
+    H = 8760 * dt
+    n, _, _, _, DS, O, B, wal = _schedule(loan, f)
+    n_L = max(0, _round_half_up((loan.economic_life_years - loan.gpu_age_years) * f))
+    n_c = _round_half_up(loan.contract_years * f)
+    e = loan.power_kw_per_gpu * loan.power_price
+    d, c, D, y = p["deflation"], p["crypto_drawdown"], p["drawdown_periods"], p["discount_rate"]
+
+    def rent(j):
+        return loan.rent * (1 - d) ** (j * dt)
+
+    def X(k):
+        return 1 - c * np.minimum(k, D) / D
+
+    def appraisal(k):
+        total = np.zeros(cells)
+        for j in range(k + 1, n_L + 1):
+            pi_j = H * loan.utilization * np.maximum(0, rent(j) - e) \
+                - loan.fixed_opex_per_gpu_year * dt
+            total += pi_j * (1 + y) ** (-(j - k) * dt)
+        return np.maximum(0, total)
+
+    cash = np.full(cells, loan.cash_reserve)
+    run = np.zeros(cells)
+    tau = np.zeros(cells, dtype=int)  # 0: no default
+    ead = np.zeros(cells)
+    V_tau = np.zeros(cells)
+    C_tau = np.zeros(cells)
+    cash_tau = np.zeros(cells)
+    dscr_low = np.full(cells, np.inf)
+    for k in range(1, n + 1):
+        open_ = tau == 0
+        g = 1.0 if k <= n_L else 0.0
+        s_k = loan.contracted_share if k <= n_c else 0.0
+        m_k = rent(k)
+        u_k = np.where(m_k > e, loan.utilization, 0.0)
+        R = g * loan.n_gpus * H * (s_k * loan.contract_rent + (1 - s_k) * u_k * m_k)
+        P = g * loan.n_gpus * H * (s_k + (1 - s_k) * u_k) * e
+        F = g * loan.n_gpus * loan.fixed_opex_per_gpu_year * dt
+        M = np.maximum(0, loan.mining_revenue * X(k) - loan.mining_cost) * dt
+        cfads = R - P - F + M
+        if DS[k] > 0:
+            dscr = cfads / DS[k]
+            dscr_low = np.where(open_, np.minimum(dscr_low, dscr), dscr_low)
+            breach = (loan.min_dscr > 0) & (dscr < loan.min_dscr)
+        else:
+            breach = np.zeros(cells, dtype=bool)
+        cash = np.minimum(loan.cash_reserve, cash + cfads - DS[k])
+        pay_def = cash < 0
+        run = np.where(breach, run + 1, 0)
+        cov_def = (loan.min_dscr > 0) & (run >= loan.cure_periods)
+        V = loan.pledged_share * loan.n_gpus * appraisal(k)
+        C = loan.crypto_collateral * X(k)
+        if loan.max_ltv is None:
+            ltv_def = np.zeros(cells, dtype=bool)
+        elif O[k] == 0:
+            ltv_def = np.zeros(cells, dtype=bool)
+        else:
+            with np.errstate(divide="ignore"):
+                ltv = np.where(V + C == 0, np.inf, O[k] / (V + C))
+            ltv_def = ltv > loan.max_ltv
+        if k == n:
+            mat_def = _schedule_balloon(loan, n) > np.maximum(cash, 0) \
+                + loan.refi_advance_rate * (V + C)
+        else:
+            mat_def = np.zeros(cells, dtype=bool)
+        new = open_ & (pay_def | cov_def | ltv_def | mat_def)
+        tau = np.where(new, k, tau)
+        ead = np.where(new, np.where(pay_def, B[k - 1], O[k]), ead)
+        V_tau = np.where(new, V, V_tau)
+        C_tau = np.where(new, C, C_tau)
+        cash_tau = np.where(new, cash, cash_tau)
+    return tau, ead, V_tau, C_tau, cash_tau, dscr_low, wal
+
+
+def _schedule_balloon(loan: Loan, n: int) -> float:
+    return loan.principal if loan.amortization == "bullet" else loan.balloon * loan.principal
+
+
+def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
+    """Per-cell results for cells given as flat arrays of every scenario parameter.
+
+    ``cells`` maps each name of :data:`SCENARIO_PARAMS` to a 1-D array (one
+    entry per cell).  Returns :data:`CELL_VARIABLES` as 1-D arrays and
+    ``loss_by_segment`` as a dict of segment name to 1-D array.
+    """
+    f = periods_per_year
+    p = {name: np.asarray(cells[name], dtype=np.float64) for name in SCENARIO_PARAMS}
+    n_cells = p["deflation"].shape[0]
+    total = sum(loan.principal for loan in loans)
+    loss = np.zeros(n_cells)
+    loss_pv = np.zeros(n_cells)
+    defaults = np.zeros(n_cells)
+    defaulted_principal = np.zeros(n_cells)
+    first = np.full(n_cells, np.inf)
+    dscr_min = np.full(n_cells, np.inf)
+    rec_sum = np.zeros(n_cells)
+    ead_sum = np.zeros(n_cells)
+    principal_wal = 0.0
+    by_segment: dict[str, np.ndarray] = {}
+    for loan in loans:
+        tau, ead, V, C, cash, dscr_low, wal = _loan_in_cells(loan, f, p)
+        principal_wal += loan.principal * wal
+        hit = tau > 0
+        proceeds = (1 - p["liquidation_cost"]) * (
+            V * (1 - p["haircut"]) + C * (1 - p["crypto_haircut"])
+        ) + np.maximum(cash, 0)
+        recovery = np.where(hit, np.minimum(ead, proceeds), 0.0)
+        loan_loss = np.where(hit, ead - recovery, 0.0)
+        t_tau = tau / f
+        loss += loan_loss
+        loss_pv += loan_loss * (1 + p["discount_rate"]) ** (-t_tau)
+        defaults += hit
+        defaulted_principal += np.where(hit, loan.principal, 0.0)
+        first = np.where(hit, np.minimum(first, t_tau), first)
+        dscr_min = np.minimum(dscr_min, dscr_low)
+        rec_sum += recovery
+        ead_sum += np.where(hit, ead, 0.0)
+        by_segment.setdefault(loan.segment, np.zeros(n_cells))
+        by_segment[loan.segment] += loan_loss
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "loss": loss,
+            "loss_pv": loss_pv,
+            "loss_rate": loss / total,
+            "defaults": defaults,
+            "default_rate": defaulted_principal / total,
+            "first_default_years": np.where(np.isinf(first), np.nan, first),
+            "min_dscr": np.where(np.isinf(dscr_min), np.nan, dscr_min),
+            "recovery_rate": np.where(ead_sum > 0, rec_sum / ead_sum, np.nan),
+            "breakeven_spread_bps": 1e4 * loss_pv / principal_wal,
+        }
+    assert set(out) == set(CELL_VARIABLES)
+    out["loss_by_segment"] = by_segment
+    return out
+
+
+def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
+                  fixed: dict[str, float]):
+    """Reference results on a full grid: every cell of the product of ``axes``.
+
+    Returns arrays shaped like the grid; ``loss_by_segment`` has the
+    segments (sorted by name) as its last dim.
+    """
+    names = list(axes)
+    mesh = np.meshgrid(*[np.asarray(axes[n], dtype=np.float64) for n in names], indexing="ij")
+    shape = mesh[0].shape if mesh else ()
+    cells = {n: m.ravel() for n, m in zip(names, mesh)}
+    size = int(np.prod(shape))
+    for name, param in SCENARIO_PARAMS.items():
+        if name not in cells:
+            cells[name] = np.full(size, fixed.get(name, param.default), dtype=np.float64)
+    flat = evaluate_cells(loans, periods_per_year, cells)
+    segs = flat.pop("loss_by_segment")
+    out = {k: v.reshape(shape) for k, v in flat.items()}
+    out["loss_by_segment"] = np.stack([segs[s].reshape(shape) for s in sorted(segs)], axis=-1)
+    return out
