@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,7 +34,11 @@ def _fail_input(exc: InputError) -> None:
 def _progress(total_cells: int, label: str):
     """A rich progress bar over cells on a terminal; nothing otherwise."""
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
@@ -51,11 +54,11 @@ def _progress(total_cells: int, label: str):
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="YAML run config."),
-    out_path: Optional[Path] = typer.Option(
+    out_path: Path | None = typer.Option(
         None, "--out", "-o", help="Cube path: a .zarr directory (default) or a .nc file. "
         "Default: results/<config name>.zarr"),
     backend: str = typer.Option("auto", help="auto, numpy or cupy."),
-    chunk_cells: Optional[int] = typer.Option(
+    chunk_cells: int | None = typer.Option(
         None, help="Cells per block (default: sized to about 256 MB of working memory)."),
     resume: bool = typer.Option(
         False, help="Keep the blocks of an interrupted run of the same config."),
@@ -90,7 +93,7 @@ def run(
         done = blocks_done(target)
         err.print(f"interrupted: {done or 0} of {len(run_.plan)} blocks are saved; run the "
                   "same command with --resume to finish", markup=False)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     seconds = time.perf_counter() - started
     out.print(f"cube: {target}", markup=False)
     out.print(f"{cfg.n_cells:,} cells in {seconds:.2f} s", markup=False)
@@ -129,7 +132,7 @@ def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress ru
         ds = open_cube(cube)
     except (FileNotFoundError, ValueError) as exc:
         err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     with ds:
         out.print(f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
                   f"{ds.attrs.get('backend')} on {ds.attrs.get('device')}, "

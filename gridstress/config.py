@@ -19,13 +19,12 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 from pydantic.functional_validators import AfterValidator
-from typing_extensions import Annotated
 
 from .errors import InputError
 from .params import LOAN_FIELDS, REQUIRED_AXES, SCENARIO_PARAMS, Field, Rule

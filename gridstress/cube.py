@@ -74,7 +74,7 @@ def provenance(config: RunConfig, backend: str, device: str, pf) -> dict[str, An
         "portfolio_sha256": config.portfolio_sha256,
         "backend": backend,
         "device": device,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "periods_per_year": config.periods_per_year,
         "n_loans": len(config.loans),
         "total_principal_usd": pf.total_principal,

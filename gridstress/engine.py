@@ -12,9 +12,10 @@ complete; a NetCDF ``.nc`` output is converted from that store at the end.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -118,7 +119,9 @@ def _check_resumable(store: Path, run: PreparedRun) -> BlockPlan:
     try:
         attrs = dict(zarr.open_group(str(store), mode="r").attrs)
     except Exception as exc:
-        raise InputError(f"{store}: cannot resume, the partial cube is unreadable ({exc})")
+        raise InputError(
+            f"{store}: cannot resume, the partial cube is unreadable ({exc})"
+        ) from None
     for key, now in (("config_sha256", run.config.config_sha256),
                      ("portfolio_sha256", run.config.portfolio_sha256)):
         if attrs.get(key) != now:
@@ -173,7 +176,11 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
     del group.attrs["block_chunks"]
     if out.suffix.lower() == ".nc":
         tmp = out.with_name(out.name + ".partial.nc")
-        write_netcdf_from_zarr(store, tmp)
+        try:
+            write_netcdf_from_zarr(store, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(out)
         shutil.rmtree(store)
     else:
