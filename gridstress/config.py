@@ -45,6 +45,9 @@ class Axis:
     central: float | None = None
     severe: float | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+
     def __len__(self) -> int:
         return len(self.values)
 

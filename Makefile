@@ -1,0 +1,32 @@
+# gridstress: the two commands of the README quickstart.
+#   make run   create .venv, install gridstress, run configs/seed.yaml
+#   make test  install the test extras, run ruff and pytest
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/seed.yaml
+
+.PHONY: run test install install-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+
+run: install
+	$(BIN)/gridstress run $(CONFIG)
+
+test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: install-test
+	$(BIN)/python benchmarks/numpy_backend.py --out benchmarks/results/numpy_backend.json
+
+clean:
+	rm -rf results .pytest_cache .ruff_cache .hypothesis build *.egg-info
