@@ -31,8 +31,8 @@ def _fail_input(exc: InputError) -> None:
     raise typer.Exit(2)
 
 
-def _progress(total_cells: int, label: str):
-    """A rich progress bar over cells on a terminal; nothing otherwise."""
+def _progress(total_cells: int, label: str, log_every_s: float = 10.0):
+    """Progress over cells: a rich bar on a terminal, else a log line every 10 s."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -48,7 +48,22 @@ def _progress(total_cells: int, label: str):
         console=err, disable=not err.is_terminal, transient=False,
     )
     task = progress.add_task(label, total=total_cells)
-    return progress, lambda block: progress.advance(task, block.size)
+    started = last = time.monotonic()
+    done = 0
+
+    def advance(block) -> None:
+        nonlocal last, done
+        progress.advance(task, block.size)
+        done += block.size
+        now = time.monotonic()
+        if not err.is_terminal and now - last >= log_every_s and done < total_cells:
+            last = now
+            rate = done / (now - started)
+            err.print(f"{label}: {done:,} of {total_cells:,} cells ({done / total_cells:.0%}), "
+                      f"{rate:,.0f} cells/s, about {(total_cells - done) / rate:.0f} s left",
+                      markup=False)
+
+    return progress, advance
 
 
 @app.command()

@@ -415,7 +415,9 @@ def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None
             return None, [
                 f"{where}: {key}.stop={spec.stop} must be greater than start={spec.start}"
             ]
-        values = np.linspace(spec.start, spec.stop, spec.num).tolist()
+        # Rounded to 12 decimals so grid points print and select as written
+        # (linspace gives 0.35000000000000003 for 0.35).
+        values = [round(v, 12) for v in np.linspace(spec.start, spec.stop, spec.num).tolist()]
     else:
         missing = [k for k, v in zip(("start", "stop", "num"), linspace) if v is None]
         return None, [f"{where}: {key} needs values, or start, stop and num "

@@ -11,6 +11,7 @@ complete; a NetCDF ``.nc`` output is converted from that store at the end.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ from .cube import (
     write_netcdf_from_zarr,
 )
 from .errors import InputError
-from .grid import Block, BlockPlan, plan_blocks
-from .model import VARIABLES, cells_per_block, evaluate, scenario_arrays
+from .grid import Block, BlockPlan, largest_plan, plan_blocks
+from .model import VARIABLES, block_bytes, evaluate, scenario_arrays
+from .params import SCENARIO_PARAMS
 from .portfolio import PortfolioArrays, portfolio_arrays
 
-#: Working-memory budget of one block on the CPU [bytes].
+#: Working-memory budget of one block [bytes].
 BLOCK_BUDGET_BYTES = 256 * 2**20
+#: Loans x path cells per block: state arrays of about 2 MB stay in the CPU's
+#: caches, which makes the recursion about twice as fast as on larger blocks.
+CACHE_LOAN_CELLS = 2**18
 _DONE = "gridstress_progress"
 
 ProgressFn = Callable[[Block], None]
@@ -76,10 +81,27 @@ def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
         pf = portfolio_arrays(config.loans, config.periods_per_year)
     except ValueError as exc:
         raise InputError(f"{config.source}: {exc}") from None
-    max_cells = chunk_cells or cells_per_block(pf.n_loans, len(pf.segments),
-                                               BLOCK_BUDGET_BYTES)
-    plan = plan_blocks(config.shape, max_cells)
+    if chunk_cells is not None:
+        plan = plan_blocks(config.shape, chunk_cells)
+    else:
+        plan = default_plan(config, pf)
     return PreparedRun(config, backend, pf, pf.to(backend.xp), plan)
+
+
+def default_plan(config: RunConfig, pf: PortfolioArrays,
+                 budget_bytes: int = BLOCK_BUDGET_BYTES,
+                 loan_cells: int = CACHE_LOAN_CELLS) -> BlockPlan:
+    """Largest blocks within the memory budget whose default paths fit the caches."""
+    on_path = [SCENARIO_PARAMS[a.name].path for a in config.axes]
+
+    def fits(plan: BlockPlan) -> bool:
+        path_cells = math.prod(c for c, p in zip(plan.chunks, on_path) if p)
+        cells = math.prod(plan.chunks)
+        return (pf.n_loans * path_cells <= loan_cells
+                and block_bytes(pf.n_loans, len(pf.segments), path_cells, cells)
+                <= budget_bytes)
+
+    return largest_plan(config.shape, fits)
 
 
 def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",

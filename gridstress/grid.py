@@ -77,3 +77,19 @@ def plan_blocks(shape: tuple[int, ...], max_cells: int) -> BlockPlan:
             chunks = (1,) * p + (run,) + shape[p + 1:]
             return BlockPlan(shape, chunks)
     return BlockPlan(shape, shape)  # zero-dimensional grid: one cell
+
+
+def largest_plan(shape: tuple[int, ...], fits) -> BlockPlan:
+    """The plan with the largest blocks that ``fits(plan)`` accepts.
+
+    Blocks only grow with ``max_cells``, so a cost that grows with the block
+    shape is searched by bisection; blocks of one cell are always accepted.
+    """
+    lo, hi = 1, max(1, math.prod(shape))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(plan_blocks(shape, mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return plan_blocks(shape, lo)

@@ -43,8 +43,10 @@ CELL_VARIABLES = (
 )
 VARIABLES = CELL_VARIABLES + ("loss_by_segment",)
 
-#: Arrays of one loan-cell that the recursion keeps: used to size blocks.
+#: Arrays of one loan and path cell that the recursion holds at once (state
+#: and temporaries), and arrays of one cell in the recovery step: block sizing.
 STATE_ARRAYS_PER_LOAN = 26
+CELL_ARRAYS = 8
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -187,27 +189,32 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
             dscr = cfads / xp.where(has_ds, debt_service, 1.0)
             cash_k = xp.minimum(cash0[rows], cash[rows] + cfads - debt_service)
             cash[rows] = cash_k
-            payment_default = cash_k < 0
+            trigger = cash_k < 0  # 5. payment default
+            payment_default = trigger
             # 6. Covenant: cure_periods consecutive breaches of min_dscr.
-            breach = has_ds & (dscr < dscr_floor[rows])
-            breaches[rows] = xp.where(breach, breaches[rows] + 1.0, 0.0)
-            covenant_default = breaches[rows] >= cure[rows]
-            # 7. Collateral and LTV (O/(V+C): inf when only V+C is 0, NaN->no default when O=0).
+            if pf.has_covenant[rows].any():
+                breach = has_ds & (dscr < dscr_floor[rows])
+                breaches[rows] = xp.where(breach, breaches[rows] + 1.0, 0.0)
+                trigger = trigger | (breaches[rows] >= cure[rows])
+            # 7. Collateral and LTV (O/(V+C): inf when only V+C is 0; 0 when O = 0).
             owed = col(pf.owed[rows, k])
             gpu_k = pledged_gpus[rows] * gpu_value[k][rows]
             crypto_k = crypto0[rows] * price_k
             collateral = gpu_k + crypto_k
-            ltv_default = xp.where(owed > 0, owed / collateral, 0.0) > max_ltv[rows]
-            # 8. Maturity: the balloon (0 before period n) must be refinanced.
-            balloon = col(pf.balloon[rows, k])
-            maturity_default = balloon > xp.maximum(cash_k, 0.0) + refi[rows] * collateral
+            if pf.has_ltv_covenant[rows].any():
+                trigger = trigger | (
+                    xp.where(owed > 0, owed / collateral, 0.0) > max_ltv[rows])
+            # 8. Maturity: the balloon due in period n must be refinanced.
+            if pf.balloon_due[rows, k].any():
+                balloon = col(pf.balloon[rows, k])
+                trigger = trigger | (
+                    balloon > xp.maximum(cash_k, 0.0) + refi[rows] * collateral)
 
             was_alive = alive[rows]
             dscr_min[rows] = xp.where(
                 was_alive & has_ds, xp.minimum(dscr_min[rows], dscr), dscr_min[rows]
             )
-            new = was_alive & (payment_default | covenant_default | ltv_default
-                               | maturity_default)
+            new = was_alive & trigger
             if bool(new.any()):
                 # Payment default: nothing of period k was paid, so B_{k-1} is exposed.
                 ead_k = xp.where(payment_default, col(pf.balance[rows, k - 1]), owed)
@@ -221,21 +228,32 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
                 default_years[rows] = xp.where(new, t_k, default_years[rows])
                 alive[rows] = was_alive & ~new
 
-    # Recovery at default: the only place the liquidation axes enter.
+    # Recovery at default: the only place the liquidation axes enter.  Loan
+    # by loan, so that working memory is one loan's cells, not all loans'.
     defaulted = ~alive
-    proceeds = (1.0 - liquidation_cost) * (
-        gpu_collateral * (1.0 - haircut) + crypto_collateral * (1.0 - crypto_haircut)
-    ) + xp.maximum(cash_at_default, 0.0)
-    recovery = xp.where(defaulted, xp.minimum(ead, proceeds), 0.0)
-    loss = ead - recovery
-    loss_pv = loss * discount_at_default
+    keep = (1.0 - liquidation_cost) * (1.0 - haircut)
+    keep_crypto = (1.0 - liquidation_cost) * (1.0 - crypto_haircut)
+    loss = xp.zeros(shape)
+    loss_pv = xp.zeros(shape)
+    rec_sum = xp.zeros(shape)
+    by_segment = [xp.zeros(shape) for _ in pf.segments]
+    any_default = np.asarray(defaulted.reshape(L, -1).any(axis=1).tolist(), dtype=bool)
+    for i in np.flatnonzero(any_default):
+        proceeds = (gpu_collateral[i] * keep + crypto_collateral[i] * keep_crypto
+                    + xp.maximum(cash_at_default[i], 0.0))
+        recovery = xp.where(defaulted[i], xp.minimum(ead[i], proceeds), 0.0)
+        loss_i = ead[i] - recovery  # 0 where no default: ead stays 0 there
+        loss += loss_i
+        loss_pv += loss_i * discount_at_default[i]
+        rec_sum += recovery
+        by_segment[pf.segment_index[i]] += loss_i
 
     principal = v["principal"]
     total = float(pf.total_principal)
     out: dict[str, Any] = {}
-    out["loss"] = loss.sum(axis=0)
-    out["loss_pv"] = loss_pv.sum(axis=0)
-    out["loss_rate"] = out["loss"] / total
+    out["loss"] = loss
+    out["loss_pv"] = loss_pv
+    out["loss_rate"] = loss / total
     out["defaults"] = defaulted.sum(axis=0).astype(xp.float64)
     out["default_rate"] = xp.where(defaulted, col(principal), 0.0).sum(axis=0) / total
     first = default_years.min(axis=0)
@@ -243,27 +261,22 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     lowest = dscr_min.min(axis=0)
     out["min_dscr"] = xp.where(xp.isinf(lowest), xp.nan, lowest)
     ead_sum = ead.sum(axis=0)
-    rec_sum = recovery.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["recovery_rate"] = xp.where(ead_sum > 0, rec_sum / ead_sum, xp.nan)
-    out["breakeven_spread_bps"] = 1e4 * out["loss_pv"] / float(pf.principal_wal)
-    by_segment = [
-        loss[np.flatnonzero(pf.segment_index == s)].sum(axis=0)
-        for s in range(len(pf.segments))
-    ]
+    out["breakeven_spread_bps"] = 1e4 * loss_pv / float(pf.principal_wal)
     out = {name: xp.broadcast_to(value, shape) for name, value in out.items()}
-    out["loss_by_segment"] = xp.stack([xp.broadcast_to(x, shape) for x in by_segment], axis=-1)
+    out["loss_by_segment"] = xp.stack(by_segment, axis=-1)
     return out
 
 
-def block_bytes_per_cell(n_loans: int, n_segments: int) -> int:
-    """Upper bound of working memory per cell of a block [bytes]."""
-    return 8 * (STATE_ARRAYS_PER_LOAN * n_loans + len(CELL_VARIABLES) * 2 + 2 * n_segments)
+def block_bytes(n_loans: int, n_segments: int, path_cells: int, cells: int) -> int:
+    """Upper bound of :func:`evaluate`'s working memory for one block [bytes].
 
-
-def cells_per_block(n_loans: int, n_segments: int, budget_bytes: int) -> int:
-    """Largest block that keeps :func:`evaluate` within ``budget_bytes``."""
-    return max(1, budget_bytes // block_bytes_per_cell(n_loans, n_segments))
+    ``path_cells`` counts the block's cells over the axes that change default
+    paths (the liquidation axes excluded), ``cells`` all of its cells.
+    """
+    per_cell = CELL_ARRAYS + 2 * len(CELL_VARIABLES) + 2 * n_segments
+    return 8 * (STATE_ARRAYS_PER_LOAN * n_loans * path_cells + per_cell * cells)
 
 
 def scenario_arrays(axes_values: dict[str, Any], fixed: dict[str, float], xp=np):
@@ -285,6 +298,6 @@ def scenario_arrays(axes_values: dict[str, Any], fixed: dict[str, float], xp=np)
 
 
 __all__ = [
-    "CELL_VARIABLES", "MODEL_VERSION", "VARIABLES", "appraisal_table", "cells_per_block",
+    "CELL_VARIABLES", "MODEL_VERSION", "VARIABLES", "appraisal_table", "block_bytes",
     "evaluate", "scenario_arrays",
 ]

@@ -26,7 +26,7 @@ NUMERIC_FIELDS = (
 
 
 #: Index arrays used for slicing from the host, never moved to a device.
-_HOST_ONLY = ("active", "segment_index")
+_HOST_ONLY = ("active", "segment_index", "has_covenant", "has_ltv_covenant", "balloon_due")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class PortfolioArrays:
 
     ``n``, ``n_life``, ``n_contract`` are periods to maturity, in service and
     under contract; ``max_ltv`` is +inf where there is no LTV covenant;
-    ``active[k]`` is the number of loans with ``n >= k``.
+    ``active[k]`` is the number of loans with ``n >= k``.  ``has_covenant``,
+    ``has_ltv_covenant`` and ``balloon_due`` (per loan and period) stay on the
+    host and let the model skip a default test that no loan can fail.
     """
 
     loan_id: tuple[str, ...]
@@ -54,6 +56,9 @@ class PortfolioArrays:
     balloon: np.ndarray
     owed: np.ndarray
     balance: np.ndarray
+    has_covenant: np.ndarray
+    has_ltv_covenant: np.ndarray
+    balloon_due: np.ndarray
     values: dict[str, np.ndarray]
 
     def __getattr__(self, name: str) -> Any:
@@ -150,5 +155,8 @@ def portfolio_arrays(loans, periods_per_year: int) -> PortfolioArrays:
         balloon=balloon,
         owed=owed,
         balance=balance,
+        has_covenant=values["min_dscr"] > 0,
+        has_ltv_covenant=np.isfinite(max_ltv),
+        balloon_due=balloon > 0,
         values=values,
     )

@@ -176,11 +176,17 @@ def test_every_scenario_parameter_can_be_an_axis(extra):
 
 
 def test_block_plan_bounds_memory_for_a_dense_grid():
-    # 2 million cells of the seed portfolio are cut into blocks of at most the budget
-    from gridstress.model import block_bytes_per_cell
+    # 2 million cells of the seed portfolio are cut into blocks within the budget
+    from gridstress.engine import BLOCK_BUDGET_BYTES, CACHE_LOAN_CELLS
+    from gridstress.model import block_bytes
 
     run = prepare("configs/seed-dense.yaml", "numpy")
     assert run.config.n_cells >= 2_000_000
-    per_cell = block_bytes_per_cell(run.portfolio.n_loans, len(run.portfolio.segments))
-    assert max(b.size for b in run.plan) * per_cell <= 256 * 2**20
+    n_h = run.config.axis("haircut").values
+    chunks = dict(zip([a.name for a in run.config.axes], run.plan.chunks))
+    assert chunks["haircut"] == len(n_h)  # every path serves every haircut
+    path_cells = chunks["deflation"] * chunks["crypto_drawdown"]
+    loans, segments = run.portfolio.n_loans, len(run.portfolio.segments)
+    assert loans * path_cells <= CACHE_LOAN_CELLS
+    assert block_bytes(loans, segments, path_cells, path_cells * len(n_h)) <= BLOCK_BUDGET_BYTES
     assert len(run.plan) > 1
