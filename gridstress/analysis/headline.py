@@ -53,19 +53,39 @@ class Headline:
         ]
 
 
+def _leading_slices(shape: tuple[int, ...], max_cells: int = 2**22):
+    """Slices along the first dim that hold at most about ``max_cells`` cells."""
+    per_row = max(1, int(np.prod(shape[1:])))
+    step = max(1, max_cells // per_row)
+    for start in range(0, shape[0], step):
+        yield slice(start, min(shape[0], start + step))
+
+
 def headline(ds: xr.Dataset) -> Headline:
-    """Worst loss rate and where, share of cells with a default, central loss."""
-    loss_rate = ds["loss_rate"].load()
-    flat = int(np.nanargmax(loss_rate.values)) if loss_rate.size else 0
-    index = np.unravel_index(flat, loss_rate.shape)
-    worst_cell = {d: float(ds[d].values[i]) for d, i in zip(loss_rate.dims, index)}
-    defaults = ds["defaults"].load()
+    """Worst loss rate and where, share of cells with a default, central loss.
+
+    Reads the cube slice by slice, so memory stays bounded for any grid.
+    """
+    loss_rate = ds["loss_rate"]
+    dims = loss_rate.dims
+    worst, worst_index, with_default = -np.inf, None, 0
+    for rows in _leading_slices(loss_rate.shape):
+        part = loss_rate.isel({dims[0]: rows}).values
+        if np.isfinite(part).any():
+            flat = int(np.nanargmax(part))
+            if part.flat[flat] > worst:
+                worst = float(part.flat[flat])
+                local = np.unravel_index(flat, part.shape)
+                worst_index = (local[0] + rows.start,) + tuple(local[1:])
+        with_default += int((ds["defaults"].isel({dims[0]: rows}).values > 0).sum())
+    worst_cell = ({d: float(ds[d].values[i]) for d, i in zip(dims, worst_index)}
+                  if worst_index is not None else {})
     central = scenario_point(ds, "central")
     at = ds[["loss", "loss_rate"]].sel(central).load()
     return Headline(
-        worst_loss_rate=float(loss_rate.values[index]),
+        worst_loss_rate=worst if worst_index is not None else float("nan"),
         worst_cell=worst_cell,
-        default_share=float((defaults > 0).mean()),
+        default_share=with_default / loss_rate.size,
         central=central,
         central_loss=float(at["loss"]),
         central_loss_rate=float(at["loss_rate"]),
