@@ -39,8 +39,9 @@ def _schedule(loan: Loan, f: int):
         if r == 0:
             payment = B0 * (1 - b) / n
         else:
-            v = 1 / (1 + r)
-            payment = (B0 - b * B0 * v**n) * r / (1 - v**n)
+            # v^n = exp(-n log1p(r)), 1 - v^n = -expm1(-n log1p(r)): exact for tiny r
+            v_n = math.exp(-n * math.log1p(r))
+            payment = (B0 - b * B0 * v_n) * r / -math.expm1(-n * math.log1p(r))
     for k in range(1, n + 1):
         interest[k] = balance[k - 1] * r
         if loan.amortization == "linear":

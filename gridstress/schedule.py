@@ -75,7 +75,9 @@ def contractual_schedule(
     -----
     - linear: ``A_k = B0 (1 - b) / n``.
     - annuity: level payment ``P = (B0 - b B0 v^n) r / (1 - v^n)``,
-      ``v = 1 / (1 + r)`` (``P = B0 (1 - b) / n`` when r = 0); ``A_k = P - I_k``.
+      ``v = 1 / (1 + r)`` (``P = B0 (1 - b) / n`` when r = 0); ``A_k = P - I_k``;
+      ``v^n`` and ``1 - v^n`` are evaluated as ``exp(-n log1p(r))`` and
+      ``-expm1(-n log1p(r))``.
     - bullet: ``A_k = 0``, balloon ``B0`` at k = n.
     ``WAL = sum_k t_k (A_k + balloon_k) / B0`` [years].
     """
@@ -98,8 +100,10 @@ def contractual_schedule(
         if r == 0.0:
             payment = principal * (1.0 - b) / n
         else:
-            v_n = (1.0 + r) ** (-n)
-            payment = (principal - b * principal * v_n) * r / (1.0 - v_n)
+            # v^n and 1 - v^n through log1p/expm1: exact to rounding even for a
+            # rate so small that (1 + r)^-n rounds to 1.
+            log_v_n = -n * math.log1p(r)
+            payment = (principal - b * principal * math.exp(log_v_n)) * r / -math.expm1(log_v_n)
     elif amortization == "linear":
         level = principal * (1.0 - b) / n
     elif amortization != "bullet":

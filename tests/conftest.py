@@ -9,10 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from gridstress.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# HYPOTHESIS_PROFILE=thorough runs ten times the examples of the default.
+settings.register_profile("default", max_examples=30)
+settings.register_profile("thorough", max_examples=300)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _gpu_available() -> bool:

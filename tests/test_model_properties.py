@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from gridstress import reference, run_grid
 from gridstress.engine import prepare
 
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+# Example counts come from the hypothesis profile (tests/conftest.py).
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -129,7 +129,7 @@ def test_no_income_no_reserve_defaults_in_period_one(seed, rate, term, amortizat
     assert np.all(ds["first_default_years"].values == 0.25)
 
 
-@settings(max_examples=15, deadline=None)
+@SETTINGS
 @given(seed=seeds)
 def test_chunking_and_loan_order_do_not_change_the_cube(seed):
     rng = np.random.default_rng(seed)

@@ -55,6 +55,12 @@ def test_annuity_hand_worked():
     assert s.wal_years == pytest.approx((1 * (P - 100) + 2 * (1100 - P)) / 1000)
 
 
+def test_annuity_with_a_vanishing_rate_is_level():
+    # (1 + 1e-200)^-n rounds to 1; the payment must still tend to B0 (1 - b) / n
+    s = contractual_schedule(1000.0, 1e-200, 4, "annuity", 0.0, 4)
+    np.testing.assert_allclose(s.debt_service[1:], 250.0, rtol=1e-15)
+
+
 def test_annuity_zero_rate_is_level():
     # r = 0: P = B0 (1 - b) / n = 1000 * 0.8 / 4 = 200, balloon 200
     s = contractual_schedule(1000.0, 0.0, 4, "annuity", 0.2, 4)
