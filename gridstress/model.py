@@ -180,7 +180,7 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
             power = gpu_hours * (share_k + merchant) * power_cost[rows]
             fixed = xp.where(in_service, n_gpus[rows] * opex[rows], 0.0)
             # 3. Mining, at the crypto price index X_k.
-            price_k = 1.0 - c * xp.minimum(k, D) / D
+            price_k = 1.0 - c * (xp.minimum(k, D) if hasattr(D, "shape") else min(k, D)) / D
             mining = xp.maximum(0.0, mining_revenue[rows] * price_k - mining_cost[rows]) * dt
             # 4-5. CFADS, DSCR and the reserve account.
             cfads = revenue - power - fixed + mining
@@ -249,7 +249,7 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
         by_segment[pf.segment_index[i]] += loss_i
 
     principal = v["principal"]
-    total = float(pf.total_principal)
+    total = pf.total_principal
     out: dict[str, Any] = {}
     out["loss"] = loss
     out["loss_pv"] = loss_pv
@@ -263,7 +263,7 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     ead_sum = ead.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["recovery_rate"] = xp.where(ead_sum > 0, rec_sum / ead_sum, xp.nan)
-    out["breakeven_spread_bps"] = 1e4 * loss_pv / float(pf.principal_wal)
+    out["breakeven_spread_bps"] = 1e4 * loss_pv / pf.principal_wal
     out = {name: xp.broadcast_to(value, shape) for name, value in out.items()}
     out["loss_by_segment"] = xp.stack(by_segment, axis=-1)
     return out

@@ -59,6 +59,10 @@ class PortfolioArrays:
     has_covenant: np.ndarray
     has_ltv_covenant: np.ndarray
     balloon_due: np.ndarray
+    total_principal: float
+    """``sum_i B0_i`` [USD]."""
+    principal_wal: float
+    """``sum_i B0_i WAL_i`` [USD year]: the denominator of the breakeven spread."""
     values: dict[str, np.ndarray]
 
     def __getattr__(self, name: str) -> Any:
@@ -70,15 +74,6 @@ class PortfolioArrays:
     @property
     def n_loans(self) -> int:
         return len(self.loan_id)
-
-    @property
-    def total_principal(self) -> float:
-        return float(self.values["principal"].sum())
-
-    @property
-    def principal_wal(self) -> float:
-        """``sum_i B0_i WAL_i`` [USD year]: the denominator of the breakeven spread."""
-        return float(np.sum(self.values["principal"] * self.wal_years))
 
     def to(self, xp) -> PortfolioArrays:
         """The same portfolio with its arrays on ``xp``'s device (NumPy or CuPy)."""
@@ -158,5 +153,7 @@ def portfolio_arrays(loans, periods_per_year: int) -> PortfolioArrays:
         has_covenant=values["min_dscr"] > 0,
         has_ltv_covenant=np.isfinite(max_ltv),
         balloon_due=balloon > 0,
+        total_principal=float(values["principal"].sum()),
+        principal_wal=float(np.sum(values["principal"] * wal)),
         values=values,
     )
