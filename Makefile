@@ -27,6 +27,7 @@ test: install-test
 
 bench: install-test
 	$(BIN)/python benchmarks/numpy_backend.py --out benchmarks/results/numpy_backend.json
+	$(BIN)/python benchmarks/peak_memory.py --out benchmarks/results/peak_memory.json
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache .hypothesis build *.egg-info

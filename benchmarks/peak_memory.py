@@ -1,0 +1,85 @@
+"""Peak resident memory of ``gridstress run`` as the grid grows.
+
+Runs the real CLI (NumPy backend) on configs/seed-dense.yaml (2.25 million
+cells) and on the same config with finer axes, each in a fresh process, and
+reports the peak resident set size of that process.  Memory is bounded by
+one block of cells, not by the grid.
+
+    python benchmarks/peak_memory.py [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GRIDS = {  # deflation x crypto_drawdown x haircut
+    "seed-dense": None,
+    "8M": (401, 721, 31),
+    "20M": (1001, 1001, 20),
+}
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    """Run ``args`` in a child of a fresh Python; return (peak RSS MB, seconds)."""
+    code = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        f"subprocess.run({args!r}, check=True, stdout=subprocess.DEVNULL)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+        "time.perf_counter() - t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    return int(out[0]) / 1024, float(out[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="JSON result file")
+    args = ap.parse_args()
+    exe = shutil.which("gridstress", path=str(Path(sys.executable).parent)) or "gridstress"
+    base = yaml.safe_load((ROOT / "configs" / "seed-dense.yaml").read_text())
+    base["portfolio"] = str(ROOT / "configs" / "portfolios" / "seed.csv")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, shape in GRIDS.items():
+            cfg = dict(base, grid={k: dict(v) for k, v in base["grid"].items()})
+            if shape is not None:
+                for axis, num in zip(("deflation", "crypto_drawdown", "haircut"), shape):
+                    cfg["grid"][axis]["num"] = num
+            path = Path(tmp) / f"{label}.yaml"
+            path.write_text(yaml.safe_dump(cfg))
+            cells = 1
+            for spec in cfg["grid"].values():
+                cells *= spec["num"]
+            rss, seconds = peak_rss_mb([exe, "run", str(path), "--backend", "numpy",
+                                        "--out", str(Path(tmp) / f"{label}.zarr")])
+            runs.append({"grid": label, "cells": cells, "peak_rss_mb": round(rss, 1),
+                         "wall_seconds": round(seconds, 2)})
+            shutil.rmtree(Path(tmp) / f"{label}.zarr")
+    result = {
+        "benchmark": "peak_memory",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/peak_memory.py", *sys.argv[1:]]),
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "runs": runs,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
