@@ -18,7 +18,7 @@ import xarray as xr
 
 from .config import RunConfig
 from .grid import BlockPlan
-from .model import CELL_VARIABLES, MODEL_VERSION, VARIABLES
+from .model import MODEL_VERSION, VARIABLES
 from .params import SCENARIO_PARAMS
 
 VARIABLE_META: dict[str, tuple[str, str]] = {
@@ -153,4 +153,4 @@ def open_cube(path: str | Path) -> xr.Dataset:
     return ds
 
 
-__all__ = ["VARIABLE_META", "build_dataset", "empty_zarr", "open_cube", "CELL_VARIABLES"]
+__all__ = ["VARIABLE_META", "build_dataset", "empty_zarr", "open_cube"]

@@ -156,6 +156,21 @@ def _check_resumable(store: Path, run: PreparedRun) -> BlockPlan:
     return BlockPlan(run.plan.shape, tuple(int(c) for c in attrs["block_chunks"]))
 
 
+def check_output_path(out: Path) -> None:
+    """Refuse to replace anything at ``out`` but a gridstress cube."""
+    if not out.exists():
+        return
+    from .cube import open_cube
+
+    try:
+        open_cube(out).close()
+    except Exception:
+        raise InputError(
+            f"--out {out}: exists and is not a gridstress cube; "
+            "remove it or choose another path"
+        ) from None
+
+
 def write_cube(config: RunConfig | str | Path, out: str | Path,
                backend: str | Backend = "auto", chunk_cells: int | None = None,
                progress: ProgressFn | None = None, resume: bool = False,
@@ -169,6 +184,7 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
     """
     out = Path(out)
     run = prepared or prepare(config, backend, chunk_cells)
+    check_output_path(out)
     store = partial_path(out)
     if resume and store.exists():
         run.plan = _check_resumable(store, run)

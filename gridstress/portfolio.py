@@ -9,7 +9,6 @@ loans still running in period ``k`` are always the first ``active[k]`` rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 
@@ -64,12 +63,6 @@ class PortfolioArrays:
     principal_wal: float
     """``sum_i B0_i WAL_i`` [USD year]: the denominator of the breakeven spread."""
     values: dict[str, np.ndarray]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     @property
     def n_loans(self) -> int:

@@ -236,3 +236,18 @@ def test_resume_refuses_a_changed_portfolio(cli, tmp_path):
     res = cli("run", config, "--out", "c.zarr", "--resume")
     assert res.returncode == 2
     assert "cannot resume: the portfolio changed" in res.stderr
+
+
+def test_run_refuses_to_replace_what_is_not_a_cube(cli, tmp_path):
+    config = write_case(tmp_path)
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    res = cli("run", config, "--out", precious)
+    assert res.returncode == 2
+    assert "exists and is not a gridstress cube" in res.stderr
+    assert (precious / "keep.txt").read_text() == "mine"
+    # a cube is replaced, atomically, by the new run
+    assert cli("run", config, "--out", "cube.zarr").returncode == 0
+    res = cli("run", config, "--out", "cube.zarr")
+    assert res.returncode == 0, res.stderr
