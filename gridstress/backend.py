@@ -7,6 +7,7 @@ machine without a usable GPU, the reason it fell back to NumPy.
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from types import ModuleType
@@ -32,7 +33,17 @@ class Backend:
 
 
 def _cpu_name() -> str:
-    return f"CPU ({platform.processor() or platform.machine()})"
+    """The CPU model, e.g. ``CPU (AMD EPYC 9B14, 2 cores)``."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU ({model}, {os.cpu_count()} cores)"
 
 
 def _cupy_or_reason() -> tuple[ModuleType | None, str]:

@@ -160,6 +160,91 @@ def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress ru
             out.print(line, markup=False)
 
 
+def _parse_point(items: list[str]) -> dict[str, float]:
+    from .params import SCENARIO_PARAMS
+
+    point = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in SCENARIO_PARAMS:
+            raise InputError(f"--at {item}: must be NAME=VALUE with NAME one of "
+                             + ", ".join(SCENARIO_PARAMS))
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(f"--at {item}: {value!r} must be a number") from None
+        if broken := SCENARIO_PARAMS[name].rule.check(number):
+            raise InputError(f"--at {item}: {name}={value} {broken}")
+        point[name] = number
+    return point
+
+
+@app.command()
+def trace(
+    config: Path = typer.Argument(..., help="YAML run config."),
+    at: list[str] = typer.Option(
+        [], "--at", help="Scenario value NAME=VALUE (repeatable); axes not given take "
+        "their central value, other parameters the config's."),
+    loan: list[str] = typer.Option([], "--loan", help="Loan id (repeatable; default all)."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write every period here."),
+) -> None:
+    """Show each loan's path period by period in one scenario cell."""
+    import csv
+
+    import xarray as xr
+    from rich.table import Table
+
+    from .analysis.headline import axis_point
+    from .config import load_config
+    from .cube import coords
+    from .reference import trace_loan
+
+    try:
+        cfg = load_config(config)
+        given = _parse_point(at)
+        unknown = [lid for lid in loan if lid not in {ln.loan_id for ln in cfg.loans}]
+        if unknown:
+            raise InputError(f"--loan {', '.join(unknown)}: not in the portfolio")
+    except InputError as exc:
+        _fail_input(exc)
+    grid = xr.Dataset(coords=coords(cfg, ()))
+    point = {**cfg.scenario, **axis_point([grid[a.name] for a in cfg.axes]), **given}
+    out.print("cell: " + ", ".join(f"{k}={v:g}" for k, v in point.items()), markup=False)
+    all_rows = []
+    for ln in cfg.loans:
+        if loan and ln.loan_id not in loan:
+            continue
+        rows, outcome = trace_loan(ln, cfg.periods_per_year, point)
+        all_rows += rows
+        table = Table(title=f"{ln.loan_id} ({ln.segment}, ${ln.principal / 1e6:,.0f}M, "
+                      f"{ln.amortization}, {ln.term_years:g}y)", title_justify="left")
+        for col in ("t", "rent", "CFADS $M", "DS $M", "DSCR", "cash $M", "owed $M",
+                    "GPU coll. $M", "crypto $M", "LTV", "default"):
+            table.add_column(col, justify="left" if col == "default" else "right")
+        for r in rows:
+            table.add_row(
+                f"{r['t_years']:.2f}", f"{r['rent']:.3f}", f"{r['cfads'] / 1e6:,.1f}",
+                f"{r['debt_service'] / 1e6:,.1f}",
+                "" if r["dscr"] is None else f"{r['dscr']:.2f}", f"{r['cash'] / 1e6:,.1f}",
+                f"{r['owed'] / 1e6:,.1f}", f"{r['gpu_collateral'] / 1e6:,.1f}",
+                f"{r['crypto_collateral'] / 1e6:,.1f}", f"{r['ltv']:.2f}", r["default"])
+        out.print(table)
+        if outcome["default_years"] is None:
+            out.print("  repaid, no default", markup=False)
+        else:
+            out.print(f"  {outcome['trigger']} default at t={outcome['default_years']:g}: "
+                      f"EAD ${outcome['ead'] / 1e6:,.1f}M, recovery "
+                      f"${outcome['recovery'] / 1e6:,.1f}M, loss ${outcome['loss'] / 1e6:,.1f}M",
+                      markup=False)
+    if csv_path is not None and all_rows:
+        with csv_path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(all_rows[0]))
+            writer.writeheader()
+            writer.writerows(all_rows)
+        out.print(f"periods written to {csv_path}", markup=False)
+
+
 def main() -> None:
     """Console entry point."""
     try:

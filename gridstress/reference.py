@@ -57,8 +57,12 @@ def _schedule(loan: Loan, f: int):
     return n, interest, regular, balloon, ds, owed, balance, wal
 
 
-def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray]):
-    """Run one loan through every cell; return per-cell default info."""
+def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | None = None):
+    """Run one loan through every cell; return per-cell default info.
+
+    With ``trace`` a list, each period of the first cell up to its default is
+    appended to it as a dict of the period's quantities.
+    """
     cells = p["deflation"].shape[0]
     dt = 1 / f
     H = 8760 * dt
@@ -127,6 +131,20 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray]):
         else:
             mat_def = np.zeros(cells, dtype=bool)
         new = open_ & (pay_def | cov_def | ltv_def | mat_def)
+        if trace is not None and open_[0]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ltv0 = 0.0 if O[k] == 0 else float(O[k] / (V[0] + C[0]))
+            fired = [name for name, hit in (("payment", pay_def), ("covenant", cov_def),
+                                            ("ltv", ltv_def), ("maturity", mat_def)) if hit[0]]
+            trace.append({
+                "loan_id": loan.loan_id, "k": k, "t_years": k * dt, "rent": float(m_k[0]),
+                "utilization": float(u_k[0]), "revenue": float(R[0]), "power": float(P[0]),
+                "fixed": F, "mining": float(M[0]), "cfads": float(cfads[0]),
+                "debt_service": DS[k], "dscr": float(cfads[0] / DS[k]) if DS[k] > 0 else None,
+                "cash": float(cash[0]), "owed": O[k], "gpu_collateral": float(V[0]),
+                "crypto_collateral": float(C[0]), "ltv": ltv0,
+                "default": "+".join(fired),
+            })
         tau = np.where(new, k, tau)
         ead = np.where(new, np.where(pay_def, B[k - 1], O[k]), ead)
         V_tau = np.where(new, V, V_tau)
@@ -217,3 +235,29 @@ def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
     out = {k: v.reshape(shape) for k, v in flat.items()}
     out["loss_by_segment"] = np.stack([segs[s].reshape(shape) for s in sorted(segs)], axis=-1)
     return out
+
+
+def trace_loan(loan: Loan, periods_per_year: int, point: dict[str, float]):
+    """One loan's path, period by period, in the cell ``point``.
+
+    ``point`` gives scenario parameters (missing ones take their defaults).
+    Returns ``(rows, outcome)``: a dict per period up to maturity or default
+    (cash flows, DSCR, reserve, collateral, LTV and the triggers that fired)
+    and a dict with the default time, EAD, recovery and loss (None when the
+    loan is repaid).
+    """
+    p = {name: np.array([float(point.get(name, param.default))])
+         for name, param in SCENARIO_PARAMS.items()}
+    rows: list[dict] = []
+    tau, ead, V, C, cash, _, _ = _loan_in_cells(loan, periods_per_year, p, trace=rows)
+    if tau[0] == 0:
+        return rows, {"loan_id": loan.loan_id, "default_years": None, "trigger": None,
+                      "ead": None, "recovery": None, "loss": 0.0, "loss_pv": 0.0}
+    proceeds = (1 - p["liquidation_cost"][0]) * (
+        V[0] * (1 - p["haircut"][0]) + C[0] * (1 - p["crypto_haircut"][0])) + max(cash[0], 0.0)
+    recovery = min(ead[0], proceeds)
+    loss = ead[0] - recovery
+    t = tau[0] / periods_per_year
+    return rows, {"loan_id": loan.loan_id, "default_years": t, "trigger": rows[-1]["default"],
+                  "ead": float(ead[0]), "recovery": float(recovery), "loss": float(loss),
+                  "loss_pv": float(loss * (1 + p["discount_rate"][0]) ** (-t))}

@@ -14,20 +14,25 @@ def grid_dims(ds: xr.Dataset) -> list[str]:
 
 
 def scenario_point(ds: xr.Dataset, which: str = "central") -> dict[str, float]:
-    """Grid point of the ``central`` (or ``severe``) scenario.
+    """Grid point of the ``central`` (or ``severe``) scenario of a cube."""
+    return axis_point([ds[d] for d in grid_dims(ds)], which)
 
-    Each axis takes the value its config gave (kept as a coordinate
-    attribute), else the midpoint of its range, rounded to the nearest grid
-    value.  For ``severe`` the fallback is the axis maximum.
+
+def axis_point(coords, which: str = "central") -> dict[str, float]:
+    """Grid point of the ``central`` (or ``severe``) scenario of some axes.
+
+    Each axis (an xarray coordinate: ``name``, ``values``, ``attrs``) takes
+    the value its config gave, kept in the ``central``/``severe`` attribute,
+    else the midpoint of its range (the maximum for ``severe``), rounded to
+    the nearest grid value.
     """
     point = {}
-    for dim in grid_dims(ds):
-        coord = ds[dim]
-        values = coord.values
+    for coord in coords:
+        values = np.asarray(coord.values)
         target = coord.attrs.get(which)
         if target is None:
             target = values.max() if which == "severe" else (values.min() + values.max()) / 2
-        point[dim] = float(values[int(np.argmin(np.abs(values - target)))])
+        point[coord.name] = float(values[int(np.argmin(np.abs(values - target)))])
     return point
 
 
