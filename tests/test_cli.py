@@ -112,7 +112,6 @@ def test_missing_files(cli, tmp_path):
 
 
 def test_cupy_backend_without_gpu_exits_2(cli, tmp_path):
-    pytest.importorskip("numpy")
     try:
         import cupy  # noqa: F401
 
