@@ -82,7 +82,7 @@ def run(
     from .analysis.headline import headline
     from .backend import resolve_backend
     from .cube import open_cube
-    from .engine import blocks_done, check_output_path, prepare, write_cube
+    from .engine import blocks_done, prepare, write_cube
 
     try:
         chosen = resolve_backend(backend)
@@ -92,10 +92,6 @@ def run(
     if chosen.note:
         err.print(chosen.note, markup=False)
     target = out_path or Path("results") / f"{run_.config.name}.zarr"
-    try:
-        check_output_path(target)
-    except InputError as exc:
-        _fail_input(exc)
     cfg = run_.config
     err.print(
         f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "

@@ -66,7 +66,7 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | N
     cells = p["deflation"].shape[0]
     dt = 1 / f
     H = 8760 * dt
-    n, _, _, _, DS, O, B, wal = _schedule(loan, f)
+    n, _, _, balloon, DS, O, B, wal = _schedule(loan, f)
     n_L = max(0, _round_half_up((loan.economic_life_years - loan.gpu_age_years) * f))
     n_c = _round_half_up(loan.contract_years * f)
     e = loan.power_kw_per_gpu * loan.power_price
@@ -126,7 +126,7 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | N
                 ltv = np.where(V + C == 0, np.inf, O[k] / (V + C))
             ltv_def = ltv > loan.max_ltv
         if k == n:
-            mat_def = _schedule_balloon(loan, n) > np.maximum(cash, 0) \
+            mat_def = balloon[n] > np.maximum(cash, 0) \
                 + loan.refi_advance_rate * (V + C)
         else:
             mat_def = np.zeros(cells, dtype=bool)
@@ -151,10 +151,6 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | N
         C_tau = np.where(new, C, C_tau)
         cash_tau = np.where(new, cash, cash_tau)
     return tau, ead, V_tau, C_tau, cash_tau, dscr_low, wal
-
-
-def _schedule_balloon(loan: Loan, n: int) -> float:
-    return loan.principal if loan.amortization == "bullet" else loan.balloon * loan.principal
 
 
 def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
