@@ -1,0 +1,559 @@
+"""The fused CUDA kernel of model v1: its source, compilation and launch.
+
+This is the one module that reads ``kernels/`` (shipped in the wheel as
+``gridstress/_cuda``).  :class:`FusedGrid` evaluates blocks of cells on the
+GPU with a single kernel, ``gs_grid_v1``, compiled at run time by NVRTC
+through :class:`cupy.RawModule`; CuPy caches the compiled module on disk
+(``CUPY_CACHE_DIR``, default ``~/.cupy/kernel_cache``), so later runs start
+without compiling.
+
+How a block is laid out for the kernel
+--------------------------------------
+The axes of a block fall into three groups:
+
+- *appraisal* axes (``deflation``, ``discount_rate``), index ``a``: they fix
+  the rent index, the fleet's cash flow and the appraisal of each loan;
+- *mining* axes (``crypto_drawdown``, ``drawdown_periods``), index ``b``;
+- *recovery* axes (``haircut``, ``crypto_haircut``, ``liquidation_cost``),
+  index ``q``: they enter only the recovery at default.
+
+One GPU thread owns a path cell ``(a, b)``, runs every loan through it once
+and evaluates each default's recovery for every ``q``.  Results come out as
+``[var][a][q][b]`` (coalesced writes) and are put in the block's dim order on
+the device before they are copied to the host, slab by slab of ``a`` so that
+copies overlap the next slab's kernel.
+
+The same arithmetic (``kernels/gridstress_v1.cuh``) also builds with a C++
+compiler into a host library (:func:`build_host_library`), which the tests
+run against the NumPy backend on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model import CELL_VARIABLES
+from .portfolio import PortfolioArrays
+
+#: Kernel sources, in the order they are joined into one compilation unit.
+HEADER = "gridstress_v1.cuh"
+KERNEL = "grid_v1.cu"
+HOST = "host_v1.cpp"
+KERNEL_NAME = "gs_grid_v1"
+#: NVRTC options: float64 operation by operation, as the NumPy backend.
+NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
+
+APPRAISAL_AXES = ("deflation", "discount_rate")
+MINING_AXES = ("crypto_drawdown", "drawdown_periods")
+RECOVERY_AXES = ("haircut", "crypto_haircut", "liquidation_cost")
+
+# Columns of the loan matrices (the GS_* defines of gridstress_v1.cuh).
+LOAN_F = ("principal", "n_gpus", "rent", "utilization", "contracted_share", "contract_rent",
+          "power_cost", "opex", "mining_revenue", "mining_cost", "crypto_collateral",
+          "pledged_gpus", "cash_reserve", "dscr_floor", "max_ltv", "refi_advance_rate",
+          "balloon", "cure_periods")
+LOAN_I = ("n", "n_life", "n_contract", "segment", "flags")
+HAS_COVENANT, HAS_LTV, HAS_MINING = 1, 2, 4
+#: Output variables of the kernel, in its order (the GS_QV_* and GS_PV_* defines).
+Q_VARIABLES = ("loss", "loss_pv", "loss_rate", "recovery_rate", "breakeven_spread_bps")
+P_VARIABLES = ("defaults", "default_rate", "first_default_years", "min_dscr")
+assert set(Q_VARIABLES + P_VARIABLES) == set(CELL_VARIABLES)
+
+#: The kernel's argument block (struct GsArgs), C layout.
+ARGS_DTYPE = np.dtype(
+    [(name, np.uint64) for name in (
+        "loan_f", "loan_i", "debt_service", "owed", "balance", "a_deflation", "a_discount",
+        "b_crypto", "b_periods", "q_keep", "q_keep_crypto", "out_q", "out_p")]
+    + [(name, np.int32) for name in (
+        "n_loans", "K1", "A", "B", "Q", "n_segments", "a_begin", "a_end", "na_block",
+        "nb_block", "loan_tile")]
+    + [(name, np.float64) for name in ("dt", "hours", "total_principal", "principal_wal")],
+    align=True,
+)
+
+THREADS_PER_BLOCK = 128
+SHARED_BYTES = 48 * 1024
+#: Cells per slab: the unit in which the kernel's results are copied to the
+#: host while the next slab computes.
+SLAB_CELLS = 2**21
+
+
+def kernel_dir() -> Path:
+    """Folder holding the CUDA sources: in the installed package, else the repository."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_cuda", here.parent / "kernels"):
+        if (candidate / KERNEL).is_file() and (candidate / HEADER).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"the CUDA sources {KERNEL} and {HEADER} are missing from {here / '_cuda'} "
+        f"and {here.parent / 'kernels'}; reinstall gridstress"
+    )
+
+
+def _inline(path: Path) -> str:
+    """A source file with its local ``#include "..."`` lines replaced by the files."""
+    folder = path.parent
+
+    def include(match: re.Match) -> str:
+        return (folder / match.group(1)).read_text(encoding="utf-8")
+
+    return re.sub(r'^#include "([^"]+)"\s*$', include, path.read_text(encoding="utf-8"),
+                  flags=re.MULTILINE)
+
+
+def kernel_source() -> str:
+    """The kernel as one compilation unit (the header inlined), as NVRTC gets it."""
+    return _inline(kernel_dir() / KERNEL)
+
+
+def source_sha256() -> str:
+    return hashlib.sha256(kernel_source().encode()).hexdigest()
+
+
+_MODULES: dict[int, Any] = {}
+
+
+def kernel_function(cupy):
+    """The compiled ``gs_grid_v1`` for the current device (compiled once per process)."""
+    device = cupy.cuda.Device().id
+    if device not in _MODULES:
+        module = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
+        _MODULES[device] = module.get_function(KERNEL_NAME)
+    return _MODULES[device]
+
+
+@dataclass(frozen=True)
+class LaunchShape:
+    """How a launch covers its path cells: thread blocks and shared-memory tiles."""
+
+    na_block: int
+    nb_block: int
+    threads: int
+    loan_tile: int
+
+    def shared_bytes(self, horizon: int) -> int:
+        return 2 * self.na_block * self.loan_tile * horizon * 8
+
+    def n_blocks(self, a_count: int, b_count: int) -> int:
+        return math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
+
+
+def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
+                 threads: int = THREADS_PER_BLOCK,
+                 shared_bytes: int = SHARED_BYTES) -> LaunchShape:
+    """Thread-block shape for ``a_count x b_count`` path cells.
+
+    A block takes up to ``threads`` mining values ``b`` (one warp-aligned row
+    per appraisal value ``a``); when there are fewer ``b`` than threads it
+    takes several ``a`` values, as many as fit their tables of at least one
+    loan in ``shared_bytes``.  Loans are then tiled to fill the shared memory.
+    """
+    if min(a_count, b_count, n_loans, horizon) < 1:
+        raise ValueError("a launch needs at least one a value, b value, loan and period")
+    per_loan_a = 2 * horizon * 8
+    if per_loan_a > shared_bytes:
+        raise ValueError(f"a horizon of {horizon} periods does not fit the shared memory")
+    nb = min(b_count, threads)
+    na = max(1, min(a_count, threads // nb, shared_bytes // per_loan_a))
+    tile = max(1, min(n_loans, shared_bytes // (per_loan_a * na)))
+    used = na * nb
+    return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile)
+
+
+def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
+    """The portfolio as the kernel's ``[L][GS_NF]`` float64 and ``[L][GS_NI]`` int32 rows."""
+    v = pf.values
+    dt = 1.0 / pf.periods_per_year
+    last = np.arange(pf.n_loans)
+    columns = {
+        "principal": v["principal"],
+        "n_gpus": v["n_gpus"],
+        "rent": v["rent"],
+        "utilization": v["utilization"],
+        "contracted_share": v["contracted_share"],
+        "contract_rent": v["contract_rent"],
+        # The products the NumPy backend forms, formed here the same way.
+        "power_cost": v["power_kw_per_gpu"] * v["power_price"],
+        "opex": v["fixed_opex_per_gpu_year"] * dt,
+        "mining_revenue": v["mining_revenue"],
+        "mining_cost": v["mining_cost"],
+        "crypto_collateral": v["crypto_collateral"],
+        "pledged_gpus": v["pledged_share"] * v["n_gpus"],
+        "cash_reserve": v["cash_reserve"],
+        "dscr_floor": np.where(v["min_dscr"] > 0, v["min_dscr"], -np.inf),
+        "max_ltv": pf.max_ltv,
+        "refi_advance_rate": v["refi_advance_rate"],
+        "balloon": pf.balloon[last, pf.n],
+        "cure_periods": v["cure_periods"],
+    }
+    loan_f = np.ascontiguousarray(np.stack([columns[k] for k in LOAN_F], axis=1),
+                                  dtype=np.float64)
+    flags = (HAS_COVENANT * (v["min_dscr"] > 0) + HAS_LTV * np.isfinite(pf.max_ltv)
+             + HAS_MINING * (v["mining_revenue"] > 0))
+    ints = {"n": pf.n, "n_life": pf.n_life, "n_contract": pf.n_contract,
+            "segment": pf.segment_index, "flags": flags}
+    loan_i = np.ascontiguousarray(np.stack([ints[k] for k in LOAN_I], axis=1), dtype=np.int32)
+    return loan_f, loan_i
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """The block's axes grouped for the kernel, and the parameter arrays per group."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    a_dims: tuple[str, ...]
+    b_dims: tuple[str, ...]
+    q_dims: tuple[str, ...]
+    a_params: dict[str, np.ndarray]  # deflation, discount_rate over a
+    b_params: dict[str, np.ndarray]  # crypto_drawdown, drawdown_periods over b
+    q_params: dict[str, np.ndarray]  # keep, keep_crypto over q
+
+    def size(self, group: str) -> int:
+        return math.prod(self.shape[self.dims.index(d)] for d in getattr(self, group + "_dims"))
+
+    @property
+    def a_leads(self) -> bool:
+        """True when the appraisal axes come first: an ``a`` range is a slab of the block."""
+        return self.dims[:len(self.a_dims)] == self.a_dims
+
+
+def block_layout(axes_values: dict[str, np.ndarray], fixed: dict[str, float]) -> BlockLayout:
+    """Group a block's axes into ``a``, ``b``, ``q`` and tabulate each group's parameters."""
+    dims = tuple(axes_values)
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in axes_values.items()}
+    shape = tuple(len(v) for v in values.values())
+
+    def table(names: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+        group_dims = tuple(d for d in dims if d in names)
+        grids = np.meshgrid(*(values[d] for d in group_dims), indexing="ij")
+        out = {}
+        for name in names:
+            if name in group_dims:
+                out[name] = np.ascontiguousarray(grids[group_dims.index(name)].ravel())
+            else:
+                count = math.prod(len(values[d]) for d in group_dims)
+                out[name] = np.full(count, float(fixed[name]))
+        return group_dims, out
+
+    a_dims, a_params = table(APPRAISAL_AXES)
+    b_dims, b_params = table(MINING_AXES)
+    q_dims, q_raw = table(RECOVERY_AXES)
+    lc = q_raw["liquidation_cost"]
+    q_params = {  # as the NumPy backend forms them
+        "keep": (1.0 - lc) * (1.0 - q_raw["haircut"]),
+        "keep_crypto": (1.0 - lc) * (1.0 - q_raw["crypto_haircut"]),
+    }
+    return BlockLayout(dims, shape, a_dims, b_dims, q_dims, a_params, b_params, q_params)
+
+
+def _sizes(layout: BlockLayout, names: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(layout.shape[layout.dims.index(d)] for d in names)
+
+
+def q_to_block(layout: BlockLayout, a_count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Reshape and transpose that take a kernel result ``[a][q][b]`` (``a_count``
+    values of ``a``) to the block's dim order (leading ``a`` dims flattened)."""
+    order = ("a",) + layout.q_dims + layout.b_dims
+    shape = (a_count,) + _sizes(layout, layout.q_dims) + _sizes(layout, layout.b_dims)
+    target = ("a",) + tuple(d for d in layout.dims if d not in layout.a_dims)
+    return shape, tuple(order.index(d) for d in target)
+
+
+def p_to_block(layout: BlockLayout, array: np.ndarray) -> np.ndarray:
+    """A path result ``[a][b]`` as a read-only view of the block's shape."""
+    order = layout.a_dims + layout.b_dims
+    shaped = array.reshape(_sizes(layout, layout.a_dims) + _sizes(layout, layout.b_dims))
+    target = tuple(d for d in layout.dims if d not in layout.q_dims)
+    shaped = shaped.transpose(tuple(order.index(d) for d in target))
+    for i, d in enumerate(layout.dims):
+        if d in layout.q_dims:
+            shaped = np.expand_dims(shaped, i)
+    return np.broadcast_to(shaped, layout.shape)
+
+
+def pack_args(pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int],
+              a_begin: int, a_end: int, shape: LaunchShape) -> np.ndarray:
+    """The kernel's argument block for one launch."""
+    args = np.zeros((), dtype=ARGS_DTYPE)
+    for name, ptr in pointers.items():
+        args[name] = ptr
+    args["n_loans"] = pf.n_loans
+    args["K1"] = pf.horizon + 1
+    args["A"] = layout.size("a")
+    args["B"] = layout.size("b")
+    args["Q"] = layout.size("q")
+    args["n_segments"] = len(pf.segments)
+    args["a_begin"], args["a_end"] = a_begin, a_end
+    args["na_block"], args["nb_block"] = shape.na_block, shape.nb_block
+    args["loan_tile"] = shape.loan_tile
+    args["dt"] = 1.0 / pf.periods_per_year
+    args["hours"] = 8760.0 * (1.0 / pf.periods_per_year)
+    args["total_principal"] = pf.total_principal
+    args["principal_wal"] = pf.principal_wal
+    return args
+
+
+def _bytes(args: np.ndarray) -> np.ndarray:
+    return np.frombuffer(args.tobytes(), dtype=np.uint8)
+
+
+def bytes_per_cell(n_segments: int) -> int:
+    """Device memory of one cell in a block: the kernel's results and their reordered copy."""
+    return 8 * (2 * (len(Q_VARIABLES) + n_segments) + len(P_VARIABLES))
+
+
+def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
+              p_host: np.ndarray) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(Q_VARIABLES):
+        out[name] = q_host[i].reshape(layout.shape)
+    for i, name in enumerate(P_VARIABLES):
+        out[name] = p_to_block(layout, p_host[i])
+    out["loss_by_segment"] = seg_host.reshape(layout.shape + (seg_host.shape[-1],))
+    return out
+
+
+class FusedGrid:
+    """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
+
+    def __init__(self, pf: PortfolioArrays, cupy, stream_copies: bool = True):
+        self.pf = pf
+        self.cp = cupy
+        self.function = kernel_function(cupy)
+        loan_f, loan_i = loan_matrices(pf)
+        self.device = {
+            "loan_f": cupy.asarray(loan_f),
+            "loan_i": cupy.asarray(loan_i),
+            "debt_service": cupy.asarray(np.ascontiguousarray(pf.debt_service)),
+            "owed": cupy.asarray(np.ascontiguousarray(pf.owed)),
+            "balance": cupy.asarray(np.ascontiguousarray(pf.balance)),
+        }
+        cupy.cuda.runtime.deviceSynchronize()  # the portfolio is on the device
+        self.stream_copies = stream_copies
+        self.compute = cupy.cuda.Stream(non_blocking=True)
+        self.copy = cupy.cuda.Stream(non_blocking=True)
+        self.kernel_seconds = 0.0  # summed over launches, measured with CUDA events
+
+    def evaluate(self, axes_values: dict[str, np.ndarray], fixed: dict[str, float]
+                 ) -> dict[str, np.ndarray]:
+        """Results of one block, on the host; an out-of-memory halves the block and retries."""
+        cp = self.cp
+        try:
+            return self._evaluate(block_layout(axes_values, fixed))
+        except cp.cuda.memory.OutOfMemoryError:
+            cp.get_default_memory_pool().free_all_blocks()
+            dims = list(axes_values)
+            sizes = [len(axes_values[d]) for d in dims]
+            if max(sizes) < 2:
+                raise
+            axis = int(np.argmax(sizes))
+            half = sizes[axis] // 2
+            parts = []
+            for part in (slice(0, half), slice(half, sizes[axis])):
+                sub = dict(axes_values)
+                sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
+                parts.append(self.evaluate(sub, fixed))
+            return {name: np.concatenate([p[name] for p in parts], axis=axis)
+                    for name in parts[0]}
+
+    def _evaluate(self, layout: BlockLayout) -> dict[str, np.ndarray]:
+        cp = self.cp
+        pf = self.pf
+        A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
+        S = len(pf.segments)
+        n_q = len(Q_VARIABLES) + S
+        cells = A * B * Q
+        rest = cells // A  # cells per value of a
+        with self.compute:
+            params = {
+                "a_deflation": cp.asarray(layout.a_params["deflation"]),
+                "a_discount": cp.asarray(layout.a_params["discount_rate"]),
+                "b_crypto": cp.asarray(layout.b_params["crypto_drawdown"]),
+                "b_periods": cp.asarray(layout.b_params["drawdown_periods"]),
+                "q_keep": cp.asarray(layout.q_params["keep"]),
+                "q_keep_crypto": cp.asarray(layout.q_params["keep_crypto"]),
+            }
+            out_q = cp.empty((n_q, A, Q, B))
+            out_p = cp.empty((len(P_VARIABLES), A, B))
+        pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
+        pointers["out_q"] = out_q.data.ptr
+        pointers["out_p"] = out_p.data.ptr
+        shape = launch_shape(A, B, pf.n_loans, pf.horizon)
+        if not layout.a_leads:
+            return self._evaluate_general(layout, pointers, out_q, out_p, shape)
+        with self.compute:
+            ordered_q = cp.empty((len(Q_VARIABLES), A, rest))
+            ordered_seg = cp.empty((A, rest, S))
+        q_host = _pinned(cp, (len(Q_VARIABLES), A, rest))
+        seg_host = _pinned(cp, (A, rest, S))
+        p_host = _pinned(cp, (len(P_VARIABLES), A, B))
+        q_shape, q_perm = q_to_block(layout, 0)
+        slab = A if not self.stream_copies else max(1, SLAB_CELLS // max(1, rest))
+        keep_alive = []
+        for a0 in range(0, A, slab):
+            a1 = min(A, a0 + slab)
+            with self.compute:
+                args = cp.asarray(_bytes(pack_args(pf, layout, pointers, a0, a1, shape)))
+                keep_alive.append(args)
+                start, stop = cp.cuda.Event(), cp.cuda.Event()
+                start.record()
+                self.function((shape.n_blocks(a1 - a0, B),), (shape.threads,), (args,),
+                              shared_mem=shape.shared_bytes(pf.horizon))
+                stop.record()
+                # Put the slab in the block's dim order (a leading, flattened).
+                sub_shape = (a1 - a0,) + q_shape[1:]
+                for i in range(len(Q_VARIABLES)):
+                    ordered_q[i, a0:a1] = out_q[i, a0:a1].reshape(sub_shape).transpose(
+                        q_perm).reshape(a1 - a0, rest)
+                seg = out_q[len(Q_VARIABLES):, a0:a1].reshape((S,) + sub_shape)
+                ordered_seg[a0:a1] = cp.moveaxis(
+                    seg.transpose((0,) + tuple(1 + p for p in q_perm)), 0, -1
+                ).reshape(a1 - a0, rest, S)
+                done = self.compute.record()
+            self.copy.wait_event(done)
+            _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
+            _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
+            keep_alive.append((start, stop))
+        self.compute.synchronize()
+        _copy_async(cp, p_host, out_p, self.copy)
+        self.copy.synchronize()
+        for item in keep_alive:
+            if isinstance(item, tuple):
+                self.kernel_seconds += cp.cuda.get_elapsed_time(*item) / 1e3
+        return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
+                         seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1))
+
+    def _evaluate_general(self, layout, pointers, out_q, out_p, shape):
+        """One launch for a block whose appraisal axes do not lead its dim order."""
+        cp = self.cp
+        A, B = layout.size("a"), layout.size("b")
+        with self.compute:
+            args = cp.asarray(_bytes(pack_args(self.pf, layout, pointers, 0, A, shape)))
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            self.function((shape.n_blocks(A, B),), (shape.threads,), (args,),
+                          shared_mem=shape.shared_bytes(self.pf.horizon))
+            stop.record()
+            out = _assemble_general(layout, out_q, out_p, cp)
+        self.compute.synchronize()
+        self.kernel_seconds += cp.cuda.get_elapsed_time(start, stop) / 1e3
+        return out
+
+
+def _pinned(cp, shape: tuple[int, ...]) -> np.ndarray:
+    import cupyx
+
+    return cupyx.empty_pinned(shape, dtype=np.float64)
+
+
+def _copy_async(cp, host: np.ndarray, device, stream) -> None:
+    """Copy a device array into a host array (both C-contiguous over the copied rows)."""
+    if device.size == 0:
+        return
+    if not host.flags.c_contiguous:
+        # Rows of a leading-axis slice of a C-contiguous array: copy each row.
+        for i in range(host.shape[0]):
+            _copy_async(cp, host[i], device[i], stream)
+        return
+    cp.cuda.runtime.memcpyAsync(host.ctypes.data, device.data.ptr, device.nbytes,
+                                cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+
+
+def _assemble_general(layout: BlockLayout, out_q, out_p, cp) -> dict[str, np.ndarray]:
+    """Block-ordered host results for any dim order (device transpose, then copy)."""
+    A = layout.size("a")
+    order = layout.a_dims + layout.q_dims + layout.b_dims
+    shape = (_sizes(layout, layout.a_dims) + _sizes(layout, layout.q_dims)
+             + _sizes(layout, layout.b_dims))
+    perm = tuple(order.index(d) for d in layout.dims)
+    n = len(Q_VARIABLES)
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(Q_VARIABLES):
+        out[name] = cp.asnumpy(cp.ascontiguousarray(out_q[i].reshape(shape).transpose(perm)))
+    seg = out_q[n:].reshape((-1,) + shape)
+    seg = seg.transpose((0,) + tuple(1 + p for p in perm))
+    out["loss_by_segment"] = cp.asnumpy(cp.ascontiguousarray(cp.moveaxis(seg, 0, -1)))
+    p_host = cp.asnumpy(out_p)
+    for i, name in enumerate(P_VARIABLES):
+        out[name] = p_to_block(layout, p_host[i].reshape(A, -1))
+    return out
+
+
+# -- The host build of the kernel's arithmetic (tests, machines without a GPU) --
+
+def build_host_library(cxx: str = "g++", folder: Path | None = None) -> Path:
+    """Compile ``kernels/host_v1.cpp`` into a shared library; return its path."""
+    folder = Path(folder or tempfile.mkdtemp(prefix="gridstress-host-"))
+    target = folder / f"gs_host_{source_sha256()[:12]}.so"
+    if not target.exists():
+        subprocess.run(
+            [cxx, "-O2", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared",
+             "-I", str(kernel_dir()), "-o", str(target), str(kernel_dir() / HOST)],
+            check=True, capture_output=True, text=True,
+        )
+    return target
+
+
+def evaluate_on_host(library: Path, pf: PortfolioArrays, axes_values: dict[str, np.ndarray],
+                     fixed: dict[str, float], threads: int = THREADS_PER_BLOCK,
+                     shared_bytes: int = SHARED_BYTES) -> dict[str, np.ndarray]:
+    """One block through the kernel code built for the CPU (same layout, phases, sums)."""
+    lib = ctypes.CDLL(str(library))
+    layout = block_layout(axes_values, fixed)
+    A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
+    S = len(pf.segments)
+    loan_f, loan_i = loan_matrices(pf)
+    keep = {
+        "loan_f": loan_f, "loan_i": loan_i,
+        "debt_service": np.ascontiguousarray(pf.debt_service),
+        "owed": np.ascontiguousarray(pf.owed),
+        "balance": np.ascontiguousarray(pf.balance),
+        "a_deflation": layout.a_params["deflation"],
+        "a_discount": layout.a_params["discount_rate"],
+        "b_crypto": layout.b_params["crypto_drawdown"],
+        "b_periods": layout.b_params["drawdown_periods"],
+        "q_keep": np.ascontiguousarray(layout.q_params["keep"]),
+        "q_keep_crypto": np.ascontiguousarray(layout.q_params["keep_crypto"]),
+        "out_q": np.full((len(Q_VARIABLES) + S, A, Q, B), np.nan),
+        "out_p": np.full((len(P_VARIABLES), A, B), np.nan),
+    }
+    pointers = {k: v.ctypes.data for k, v in keep.items()}
+    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes)
+    args = pack_args(pf, layout, pointers, 0, A, shape)
+    rc = lib.gs_grid_v1_host(ctypes.c_void_p(args.ctypes.data),
+                             ctypes.c_int(shape.n_blocks(A, B)), ctypes.c_int(shape.threads))
+    if rc != 0:
+        raise RuntimeError(f"gs_grid_v1_host returned {rc}")
+    order = layout.a_dims + layout.q_dims + layout.b_dims
+    full = (_sizes(layout, layout.a_dims) + _sizes(layout, layout.q_dims)
+            + _sizes(layout, layout.b_dims))
+    perm = tuple(order.index(d) for d in layout.dims)
+    out_q, out_p = keep["out_q"], keep["out_p"]
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(Q_VARIABLES):
+        out[name] = out_q[i].reshape(full).transpose(perm)
+    seg = out_q[len(Q_VARIABLES):].reshape((S,) + full).transpose(
+        (0,) + tuple(1 + p for p in perm))
+    out["loss_by_segment"] = np.moveaxis(seg, 0, -1)
+    for i, name in enumerate(P_VARIABLES):
+        out[name] = p_to_block(layout, out_p[i])
+    return out
+
+
+def args_layout_on_host(library: Path) -> tuple[int, int]:
+    """``sizeof(GsArgs)`` and ``offsetof(GsArgs, dt)`` as the C++ compiler lays it out (checks :data:`ARGS_DTYPE`)."""
+    lib = ctypes.CDLL(str(library))
+    lib.gs_args_size.restype = ctypes.c_long
+    lib.gs_args_offset_dt.restype = ctypes.c_long
+    return int(lib.gs_args_size()), int(lib.gs_args_offset_dt())

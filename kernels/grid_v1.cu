@@ -1,0 +1,33 @@
+// gridstress model v1 on NVIDIA GPUs: one fused pass per block of cells.
+//
+// gs_grid_v1 evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
+// recovery cell q.  Each thread block covers na_block x nb_block path cells
+// (thread t: a = a0 + t / nb_block, b = b0 + t % nb_block) and walks the
+// portfolio in tiles of loan_tile loans: the block builds the tile's d-only
+// tables in shared memory (dynamic, 2 * na_block * loan_tile * K doubles),
+// then each thread runs the tile's loans through its path cell.  Only the
+// per-cell results are written to global memory.  See gridstress_v1.cuh for
+// the arithmetic and gridstress/kernels.py for the launch.
+#include "gridstress_v1.cuh"
+
+extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
+    extern __shared__ double table[];
+    const GsArgs& g = *args;
+    const int t = threadIdx.x;
+    const GsBlock blk = gs_block(g, blockIdx.x);
+    const int a = blk.a0 + t / g.nb_block;
+    const int b = blk.b0 + t % g.nb_block;
+    const bool mine = t < g.na_block * g.nb_block && a < g.a_end && b < g.B;
+
+    GsCell cell;
+    if (mine) gs_cell_start(g, a, b, cell);
+    for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
+        const int tile_len = min(g.loan_tile, g.n_loans - l0);
+        __syncthreads();  // the previous tile's tables are no longer read
+        for (int u = t; u < g.na_block * tile_len; u += blockDim.x)
+            gs_build_tables(g, blk, l0, tile_len, u, table);
+        __syncthreads();
+        if (mine) gs_cell_loans(g, blk, l0, tile_len, a, b, table, cell);
+    }
+    if (mine) gs_cell_finish(g, a, b, cell);
+}

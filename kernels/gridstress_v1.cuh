@@ -1,0 +1,328 @@
+// gridstress model v1 (docs/model.md): the arithmetic of one cell, shared by
+// the CUDA kernel (grid_v1.cu) and its C++ host build (host_v1.cpp, used by
+// the tests to check this code against the NumPy backend without a GPU).
+//
+// Every expression follows the NumPy backend (gridstress/model.py) operation
+// by operation, in the same order, in float64; the module is compiled with
+// FMA contraction off (--fmad=false on the GPU, -ffp-contract=off on the
+// host), so the two backends differ only where the maths libraries' pow()
+// differ in the last bit.
+//
+// Work layout.  The path cells of a block are indexed by a pair (a, b):
+//   a  the appraisal group: deflation d and discount rate y, which fix the
+//      rent index, the fleet's net cash flow and the appraisal G_k;
+//   b  the mining group: crypto drawdown c and drawdown periods D.
+// The recovery cells q (haircut, crypto haircut, liquidation cost) share
+// every default path: each defaulted loan's recovery is evaluated for all q.
+// A thread owns one path cell (a, b) and walks the loans in canonical order,
+// each loan period by period.  The d-only quantities of a tile of loans
+// (net cash flow of the fleet and G_k, k = 1..n) are built once per thread
+// block in shared memory, for the block's few a values, and read by every
+// thread of the block.
+#ifndef GRIDSTRESS_V1_CUH
+#define GRIDSTRESS_V1_CUH
+
+#if defined(__CUDACC__)
+#define GS_FN __device__ __forceinline__
+#define GS_INF __longlong_as_double(0x7ff0000000000000LL)
+#define GS_NAN __longlong_as_double(0x7ff8000000000000LL)
+#else
+#include <math.h>
+#include <limits>
+#define GS_FN static inline
+#define GS_INF (std::numeric_limits<double>::infinity())
+#define GS_NAN (std::numeric_limits<double>::quiet_NaN())
+#endif
+
+// Columns of the per-loan float64 matrix (gridstress/kernels.py fills it).
+#define GS_PRINCIPAL 0
+#define GS_NGPUS 1
+#define GS_RENT 2
+#define GS_UTIL 3
+#define GS_CONTRACTED 4
+#define GS_CONTRACT_RENT 5
+#define GS_POWER_COST 6      // power_kw_per_gpu * power_price [USD/GPU-hour]
+#define GS_OPEX 7            // fixed_opex_per_gpu_year / f [USD/GPU/period]
+#define GS_MINING_REVENUE 8
+#define GS_MINING_COST 9
+#define GS_CRYPTO 10
+#define GS_PLEDGED_GPUS 11   // pledged_share * n_gpus
+#define GS_CASH0 12
+#define GS_DSCR_FLOOR 13     // min_dscr, or -inf without a covenant
+#define GS_MAX_LTV 14        // +inf without an LTV covenant
+#define GS_REFI 15
+#define GS_BALLOON 16        // balloon due at maturity [USD]
+#define GS_CURE 17
+#define GS_NF 18
+
+// Columns of the per-loan int32 matrix.
+#define GS_N 0               // periods to maturity
+#define GS_NLIFE 1           // periods in service
+#define GS_NCONTRACT 2       // periods under contract
+#define GS_SEGMENT 3
+#define GS_FLAGS 4
+#define GS_NI 5
+
+#define GS_HAS_COVENANT 1
+#define GS_HAS_LTV 2
+#define GS_HAS_MINING 4
+
+// Per-cell output variables that depend on the recovery cell q, stored
+// [var][a][q][b]; the recovery sum is kept in the recovery_rate slot until
+// the end.  Segment losses follow as vars GS_QV_SEG + s.
+#define GS_QV_LOSS 0
+#define GS_QV_LOSS_PV 1
+#define GS_QV_LOSS_RATE 2
+#define GS_QV_RECOVERY_RATE 3
+#define GS_QV_BREAKEVEN 4
+#define GS_QV_SEG 5
+
+// Per-path-cell output variables, stored [var][a][b].
+#define GS_PV_DEFAULTS 0
+#define GS_PV_DEFAULT_RATE 1
+#define GS_PV_FIRST_DEFAULT 2
+#define GS_PV_MIN_DSCR 3
+#define GS_NPV 4
+
+// Everything one launch needs, passed by value.
+struct GsArgs {
+    const double* loan_f;     // [L][GS_NF]
+    const int* loan_i;        // [L][GS_NI]
+    const double* debt_service;  // [L][K+1]
+    const double* owed;          // [L][K+1]
+    const double* balance;       // [L][K+1]
+    const double* a_deflation;   // [A]
+    const double* a_discount;    // [A]
+    const double* b_crypto;      // [B]
+    const double* b_periods;     // [B]
+    const double* q_keep;        // [Q] (1 - liquidation_cost) * (1 - haircut)
+    const double* q_keep_crypto; // [Q] (1 - liquidation_cost) * (1 - crypto_haircut)
+    double* out_q;               // [GS_QV_SEG + S][A][Q][B]
+    double* out_p;               // [GS_NPV][A][B]
+    int n_loans, K1, A, B, Q, n_segments;
+    int a_begin, a_end;          // the a values this launch covers
+    int na_block, nb_block;      // a and b values per thread block
+    int loan_tile;               // loans per shared-memory tile
+    double dt, hours, total_principal, principal_wal;
+};
+
+// A thread block's share of the grid: a_count x b_count path cells.
+struct GsBlock {
+    int a0, b0;
+};
+
+GS_FN GsBlock gs_block(const GsArgs& g, int block_index) {
+    int nbt = (g.B + g.nb_block - 1) / g.nb_block;
+    GsBlock blk;
+    blk.a0 = g.a_begin + (block_index / nbt) * g.na_block;
+    blk.b0 = (block_index % nbt) * g.nb_block;
+    return blk;
+}
+
+GS_FN long gs_q_index(const GsArgs& g, int var, int a, int q, int b) {
+    return (((long)var * g.A + a) * g.Q + q) * g.B + b;
+}
+
+GS_FN long gs_p_index(const GsArgs& g, int var, int a, int b) {
+    return ((long)var * g.A + a) * g.B + b;
+}
+
+// Shared-memory tables of one tile: net cash flow of the fleet and G_k per
+// (a value of the block, loan of the tile, period k = 1..K), index k - 1.
+GS_FN long gs_table_index(const GsArgs& g, int ia, int lt, int k) {
+    return ((long)ia * g.loan_tile + lt) * (g.K1 - 1) + (k - 1);
+}
+
+GS_FN long gs_table_size(const GsArgs& g) {
+    return (long)g.na_block * g.loan_tile * (g.K1 - 1);
+}
+
+// Phase 1: the d-only tables of loan l for deflation d and discount rate y.
+// net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) for k = 1..n and the
+// appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
+GS_FN void gs_build_loan_tables(const GsArgs& g, int l, double d, double y,
+                                double* net, double* gval) {
+    const double* lf = g.loan_f + (long)l * GS_NF;
+    const int* li = g.loan_i + (long)l * GS_NI;
+    const int n = li[GS_N], n_life = li[GS_NLIFE], n_contract = li[GS_NCONTRACT];
+    const double rent0 = lf[GS_RENT], util = lf[GS_UTIL], e = lf[GS_POWER_COST];
+    const double opex = lf[GS_OPEX], n_gpus = lf[GS_NGPUS];
+    const double contracted = lf[GS_CONTRACTED], contract_rent = lf[GS_CONTRACT_RENT];
+    const double w = pow(1.0 + y, -g.dt);
+    const double base = 1.0 - d;
+    for (int k = 1; k <= n; ++k) gval[k - 1] = 0.0;
+    const int last = n > n_life ? n : n_life;
+    double s = 0.0;
+    for (int j = last; j >= 1; --j) {
+        const double rent_j = rent0 * pow(base, (double)j * g.dt);
+        if (j <= n_life) {
+            const double income = g.hours * util * fmax(0.0, rent_j - e) - opex;
+            s = w * (income + s);
+        }
+        if (j - 1 >= 1 && j - 1 <= n) gval[j - 2] = fmax(0.0, s);
+        if (j <= n) {
+            const bool in_service = j <= n_life;
+            const double util_k = rent_j > e ? util : 0.0;
+            const double share = j <= n_contract ? contracted : 0.0;
+            const double gpu_hours = in_service ? n_gpus * g.hours : 0.0;
+            const double merchant = (1.0 - share) * util_k;
+            const double revenue = gpu_hours * (share * contract_rent + merchant * rent_j);
+            const double power = gpu_hours * (share + merchant) * e;
+            const double fixed = in_service ? n_gpus * opex : 0.0;
+            net[j - 1] = revenue - power - fixed;
+        }
+    }
+}
+
+// Phase 1 work item u of a thread block: one (a value, loan) pair of the tile.
+GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, int u,
+                           double* table) {
+    const int ia = u / tile_len, lt = u % tile_len;
+    const int a = blk.a0 + ia;
+    if (ia >= g.na_block || a >= g.a_end) return;
+    double* net = table + gs_table_index(g, ia, lt, 1);
+    double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
+    gs_build_loan_tables(g, l0 + lt, g.a_deflation[a], g.a_discount[a], net, gval);
+}
+
+// What a thread carries across loans for its path cell.
+struct GsCell {
+    double dscr_min, first_default, defaults, defaulted_principal, ead_sum;
+};
+
+GS_FN void gs_cell_start(const GsArgs& g, int a, int b, GsCell& cell) {
+    cell.dscr_min = GS_INF;
+    cell.first_default = GS_INF;
+    cell.defaults = 0.0;
+    cell.defaulted_principal = 0.0;
+    cell.ead_sum = 0.0;
+    const int n_q = GS_QV_SEG + g.n_segments;
+    for (int v = 0; v < n_q; ++v)
+        for (int q = 0; q < g.Q; ++q) g.out_q[gs_q_index(g, v, a, q, b)] = 0.0;
+}
+
+// Phase 2: the loans l0 .. l0 + tile_len - 1 in path cell (a, b), steps 3-8
+// of docs/model.md, then the recovery of each defaulted loan for every q.
+GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int a, int b,
+                         const double* table, GsCell& cell) {
+    const int ia = a - blk.a0;
+    const double c = g.b_crypto[b], D = g.b_periods[b];
+    const double y = g.a_discount[a];
+    for (int lt = 0; lt < tile_len; ++lt) {
+        const int l = l0 + lt;
+        const double* lf = g.loan_f + (long)l * GS_NF;
+        const int* li = g.loan_i + (long)l * GS_NI;
+        const double* ds_row = g.debt_service + (long)l * g.K1;
+        const double* owed_row = g.owed + (long)l * g.K1;
+        const double* net = table + gs_table_index(g, ia, lt, 1);
+        const double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
+        const int n = li[GS_N], flags = li[GS_FLAGS];
+        const bool covenant = flags & GS_HAS_COVENANT;
+        const bool ltv_covenant = flags & GS_HAS_LTV;
+        const bool mining = flags & GS_HAS_MINING;
+        const double cash0 = lf[GS_CASH0], balloon = lf[GS_BALLOON];
+        const double mining_revenue = lf[GS_MINING_REVENUE], mining_cost = lf[GS_MINING_COST];
+        const double crypto0 = lf[GS_CRYPTO], pledged = lf[GS_PLEDGED_GPUS];
+        const double floor_dscr = lf[GS_DSCR_FLOOR], max_ltv = lf[GS_MAX_LTV];
+        const double refi = lf[GS_REFI], cure = lf[GS_CURE];
+
+        double cash = cash0, breaches = 0.0;
+        double dscr_min = cell.dscr_min;
+        int tau = 0;
+        bool payment = false;
+        double cash_tau = 0.0, price_tau = 1.0;
+        for (int k = 1; k <= n; ++k) {
+            // 3. Mining at the crypto price index X_k.
+            const double kd = (double)k;
+            const double price = 1.0 - c * (kd < D ? kd : D) / D;
+            double cfads = net[k - 1];
+            if (mining) cfads = cfads + fmax(0.0, mining_revenue * price - mining_cost) * g.dt;
+            // 4-5. DSCR and the reserve account.
+            const double ds = ds_row[k];
+            const double cash_k = fmin(cash0, cash + cfads - ds);
+            bool trigger = cash_k < 0.0;
+            const bool pay = trigger;
+            if (ds > 0.0) {
+                // The division is done only where the ratio can be a new
+                // minimum or decide the covenant: same result, fewer divisions.
+                const double bound = dscr_min * ds;
+                if (covenant || cfads <= bound + fabs(bound) * 1e-12) {
+                    const double dscr = cfads / ds;
+                    dscr_min = fmin(dscr_min, dscr);
+                    // 6. Covenant: cure_periods consecutive breaches.
+                    if (covenant) {
+                        breaches = dscr < floor_dscr ? breaches + 1.0 : 0.0;
+                        trigger = trigger || breaches >= cure;
+                    }
+                }
+            } else if (covenant) {
+                breaches = 0.0;
+            }
+            // 7-8. Collateral: LTV covenant, and the balloon at maturity.
+            if (ltv_covenant || (k == n && balloon > 0.0)) {
+                const double collateral = pledged * gval[k - 1] + crypto0 * price;
+                if (ltv_covenant) {
+                    const double owed = owed_row[k];
+                    trigger = trigger || (owed > 0.0 ? owed / collateral : 0.0) > max_ltv;
+                }
+                if (k == n && balloon > 0.0)
+                    trigger = trigger || balloon > fmax(cash_k, 0.0) + refi * collateral;
+            }
+            cash = cash_k;
+            if (trigger) {
+                tau = k;
+                payment = pay;
+                cash_tau = cash_k;
+                price_tau = price;
+                break;
+            }
+        }
+        cell.dscr_min = dscr_min;
+        if (tau == 0) continue;
+
+        // Default in period tau: exposure, collateral and recovery.
+        const double t_tau = (double)tau * g.dt;
+        const double ead = payment ? g.balance[(long)l * g.K1 + tau - 1] : owed_row[tau];
+        const double gpu_k = pledged * gval[tau - 1];
+        const double crypto_k = crypto0 * price_tau;
+        const double cash_left = fmax(cash_tau, 0.0);
+        const double discount = pow(1.0 + y, -t_tau);
+        cell.defaults += 1.0;
+        cell.defaulted_principal += lf[GS_PRINCIPAL];
+        cell.first_default = fmin(cell.first_default, t_tau);
+        cell.ead_sum += ead;
+        const int seg = GS_QV_SEG + li[GS_SEGMENT];
+        for (int q = 0; q < g.Q; ++q) {
+            const double proceeds = gpu_k * g.q_keep[q] + crypto_k * g.q_keep_crypto[q]
+                                    + cash_left;
+            const double recovery = fmin(ead, proceeds);
+            const double loss = ead - recovery;
+            g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)] += loss;
+            g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)] += loss * discount;
+            g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] += recovery;
+            g.out_q[gs_q_index(g, seg, a, q, b)] += loss;
+        }
+    }
+}
+
+// Phase 3: the cell's outputs from its sums.
+GS_FN void gs_cell_finish(const GsArgs& g, int a, int b, const GsCell& cell) {
+    g.out_p[gs_p_index(g, GS_PV_DEFAULTS, a, b)] = cell.defaults;
+    g.out_p[gs_p_index(g, GS_PV_DEFAULT_RATE, a, b)] =
+        cell.defaulted_principal / g.total_principal;
+    g.out_p[gs_p_index(g, GS_PV_FIRST_DEFAULT, a, b)] =
+        cell.first_default == GS_INF ? GS_NAN : cell.first_default;
+    g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
+        cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;
+    for (int q = 0; q < g.Q; ++q) {
+        const double loss = g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)];
+        const double loss_pv = g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)];
+        const double recovered = g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)];
+        g.out_q[gs_q_index(g, GS_QV_LOSS_RATE, a, q, b)] = loss / g.total_principal;
+        g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] =
+            cell.ead_sum > 0.0 ? recovered / cell.ead_sum : GS_NAN;
+        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN, a, q, b)] = 1e4 * loss_pv / g.principal_wal;
+    }
+}
+
+#endif  // GRIDSTRESS_V1_CUH

@@ -1,0 +1,47 @@
+// The kernel of grid_v1.cu run on the CPU, one thread after another.
+//
+// Built with a C++ compiler (-ffp-contract=off) by the tests, which call
+// gs_grid_v1_host through ctypes and compare it with the NumPy backend: the
+// arithmetic in gridstress_v1.cuh is then checked on machines without a GPU.
+// The phases and the index arithmetic are the kernel's; only the thread
+// scheduling differs (the phases of a thread block run one after the other,
+// which is what the kernel's barriers guarantee).
+#include <algorithm>
+#include <vector>
+#include "gridstress_v1.cuh"
+
+#include <cstddef>
+
+// The argument block's layout, checked against the one the Python side packs.
+extern "C" long gs_args_size() { return (long)sizeof(GsArgs); }
+extern "C" long gs_args_offset_dt() { return (long)offsetof(GsArgs, dt); }
+
+extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
+    const GsArgs& g = *args;
+    std::vector<double> table(2 * gs_table_size(g));
+    std::vector<GsCell> cells(threads);
+    for (int bi = 0; bi < n_blocks; ++bi) {
+        const GsBlock blk = gs_block(g, bi);
+        for (int t = 0; t < threads; ++t) {
+            const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
+            if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
+                gs_cell_start(g, a, b, cells[t]);
+        }
+        for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
+            const int tile_len = std::min(g.loan_tile, g.n_loans - l0);
+            for (int u = 0; u < g.na_block * tile_len; ++u)
+                gs_build_tables(g, blk, l0, tile_len, u, table.data());
+            for (int t = 0; t < threads; ++t) {
+                const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
+                if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
+                    gs_cell_loans(g, blk, l0, tile_len, a, b, table.data(), cells[t]);
+            }
+        }
+        for (int t = 0; t < threads; ++t) {
+            const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
+            if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
+                gs_cell_finish(g, a, b, cells[t]);
+        }
+    }
+    return 0;
+}
