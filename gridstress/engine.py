@@ -41,6 +41,11 @@ BLOCK_BUDGET_BYTES = 256 * 2**20
 #: Loans x path cells per block: state arrays of about 2 MB stay in the CPU's
 #: caches, which makes the recursion about twice as fast as on larger blocks.
 CACHE_LOAN_CELLS = 2**18
+#: Cells per block of the fused GPU kernel: enough to fill the GPU many times
+#: over and amortise each launch; less where the GPU's free memory is short.
+GPU_BLOCK_CELLS = 2**24
+#: Working-memory budget of the xp model on CuPy arrays [bytes].
+XP_GPU_BUDGET_BYTES = 2 * 2**30
 _DONE = "gridstress_progress"
 
 ProgressFn = Callable[[Block], None]
@@ -55,10 +60,15 @@ class PreparedRun:
     portfolio: PortfolioArrays
     device_portfolio: PortfolioArrays
     plan: BlockPlan
+    fused: Any = None
+    """The fused CUDA kernel (:class:`gridstress.kernels.FusedGrid`) on a GPU backend;
+    None where the xp model runs (NumPy, or CuPy with ``kernel="xp"``)."""
 
     def evaluate_block(self, block: Block) -> dict[str, np.ndarray]:
         """Results of one block, as host arrays."""
         axes_values = {a.name: a.array[s] for a, s in zip(self.config.axes, block.slices)}
+        if self.fused is not None:
+            return self.fused.evaluate(axes_values, self.config.scenario)
         xp = self.backend.xp
         scenario = scenario_arrays(axes_values, self.config.scenario, xp)
         out = evaluate(self.device_portfolio, scenario, block.shape, xp)
@@ -69,8 +79,15 @@ class PreparedRun:
 
 
 def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
-            chunk_cells: int | None = None) -> PreparedRun:
-    """Validate inputs, pick the backend and plan the blocks."""
+            chunk_cells: int | None = None, kernel: str = "fused") -> PreparedRun:
+    """Validate inputs, pick the backend and plan the blocks.
+
+    On a CuPy backend ``kernel="fused"`` (the default) evaluates blocks with
+    the fused CUDA kernel; ``kernel="xp"`` runs the array model on CuPy arrays
+    instead (the baseline of ``gridstress bench``).
+    """
+    if kernel not in ("fused", "xp"):
+        raise ValueError(f"kernel must be 'fused' or 'xp', not {kernel!r}")
     if not isinstance(config, RunConfig):
         config = load_config(config)
     if not isinstance(backend, Backend):
@@ -81,11 +98,31 @@ def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
         pf = portfolio_arrays(config.loans, config.periods_per_year)
     except ValueError as exc:
         raise InputError(f"{config.source}: {exc}") from None
+    fused = None
+    if backend.name == "cupy" and kernel == "fused":
+        from .kernels import FusedGrid
+
+        fused = FusedGrid(pf, backend.xp)
     if chunk_cells is not None:
         plan = plan_blocks(config.shape, chunk_cells)
+    elif fused is not None:
+        plan = gpu_plan(config, pf, backend.xp.cuda.Device().mem_info[0])
+    elif backend.name == "cupy":
+        plan = default_plan(config, pf, budget_bytes=XP_GPU_BUDGET_BYTES,
+                            loan_cells=XP_GPU_BUDGET_BYTES)
     else:
         plan = default_plan(config, pf)
-    return PreparedRun(config, backend, pf, pf.to(backend.xp), plan)
+    return PreparedRun(config, backend, pf, pf.to(backend.xp), plan, fused)
+
+
+def gpu_plan(config: RunConfig, pf: PortfolioArrays, free_bytes: int,
+             max_cells: int = GPU_BLOCK_CELLS) -> BlockPlan:
+    """Blocks for the fused kernel: at most ``max_cells`` cells, and within half
+    of the GPU's free memory (the kernel needs a few float64 per cell)."""
+    from .kernels import bytes_per_cell
+
+    fit = int(0.5 * free_bytes) // bytes_per_cell(len(pf.segments))
+    return plan_blocks(config.shape, max(1, min(max_cells, fit)))
 
 
 def default_plan(config: RunConfig, pf: PortfolioArrays,

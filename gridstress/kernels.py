@@ -552,7 +552,8 @@ def evaluate_on_host(library: Path, pf: PortfolioArrays, axes_values: dict[str, 
 
 
 def args_layout_on_host(library: Path) -> tuple[int, int]:
-    """``sizeof(GsArgs)`` and ``offsetof(GsArgs, dt)`` as the C++ compiler lays it out (checks :data:`ARGS_DTYPE`)."""
+    """``sizeof(GsArgs)`` and ``offsetof(GsArgs, dt)`` as the C++ compiler lays them
+    out: checks :data:`ARGS_DTYPE`."""
     lib = ctypes.CDLL(str(library))
     lib.gs_args_size.restype = ctypes.c_long
     lib.gs_args_offset_dt.restype = ctypes.c_long
