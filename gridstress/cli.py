@@ -241,6 +241,62 @@ def trace(
         out.print(f"periods written to {csv_path}", markup=False)
 
 
+@app.command()
+def bench(
+    cells: int = typer.Option(1_000_000, help="Cells of the generated grid (one haircut "
+                              "value unless --haircuts), when no --config is given."),
+    loans: int = typer.Option(100, help="Random loans in the portfolio."),
+    backend: str = typer.Option(
+        "auto", help="numpy: time the NumPy backend only; cupy: the xp model on CuPy and "
+        "the fused kernel; auto: all three where a GPU is present."),
+    config: Path | None = typer.Option(
+        None, help="Take the grid and scenario of this run config (its portfolio is "
+        "replaced by the random loans)."),
+    haircuts: int = typer.Option(1, help="Haircut values of the generated grid."),
+    seed: int = typer.Option(0, help="Seed of the random portfolio."),
+    engines: str | None = typer.Option(
+        None, help="Comma-separated subset of numpy,cupy-xp,fused (overrides --backend)."),
+    out_path: Path | None = typer.Option(None, "--out", "-o",
+                                         help="Write the results as JSON here."),
+) -> None:
+    """Time the NumPy backend, the xp model on CuPy and the fused kernel on one grid."""
+    from .backend import resolve_backend
+    from .bench import ENGINES, run_bench, write_results
+    from .errors import BackendUnavailable
+
+    if engines is not None:
+        chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+        unknown = [e for e in chosen if e not in ENGINES]
+        if unknown or not chosen:
+            err.print(f"error: --engines {engines}: each must be one of {', '.join(ENGINES)}",
+                      markup=False)
+            raise typer.Exit(2)
+        wanted = "cupy" if any(e != "numpy" for e in chosen) else "numpy"
+    else:
+        chosen = None
+        wanted = backend
+    if min(cells, loans, haircuts) < 1:
+        err.print("error: --cells, --loans and --haircuts must be >= 1", markup=False)
+        raise typer.Exit(2)
+    try:
+        resolved = resolve_backend(wanted)
+    except BackendUnavailable as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    if chosen is None:
+        chosen = ("numpy",) if resolved.name == "numpy" else (
+            ("cupy-xp", "fused") if backend == "cupy" else ENGINES)
+    if resolved.note:
+        err.print(resolved.note, markup=False)
+    try:
+        results = run_bench(loans, cells, config, chosen, seed, haircuts,
+                            log=lambda line: out.print(line, markup=False))
+    except InputError as exc:
+        _fail_input(exc)
+    if out_path is not None:
+        out.print(f"results: {write_results(results, out_path)}", markup=False)
+
+
 def main() -> None:
     """Console entry point."""
     try:
