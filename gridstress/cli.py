@@ -256,6 +256,8 @@ def bench(
     seed: int = typer.Option(0, help="Seed of the random portfolio."),
     engines: str | None = typer.Option(
         None, help="Comma-separated subset of numpy,cupy-xp,fused (overrides --backend)."),
+    compile_times: bool = typer.Option(
+        True, help="Also time the kernel's first start (empty cache) and warm start."),
     out_path: Path | None = typer.Option(None, "--out", "-o",
                                          help="Write the results as JSON here."),
 ) -> None:
@@ -290,7 +292,8 @@ def bench(
         err.print(resolved.note, markup=False)
     try:
         results = run_bench(loans, cells, config, chosen, seed, haircuts,
-                            log=lambda line: out.print(line, markup=False))
+                            log=lambda line: out.print(line, markup=False),
+                            compile_timing=compile_times)
     except InputError as exc:
         _fail_input(exc)
     if out_path is not None:

@@ -74,3 +74,45 @@ def cli(tmp_path):
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+#: Scale of each variable for the parity tolerance: results agree to 1e-9 of
+#: the value, or of this scale near zero (USD variables: the total principal).
+def parity_scale(name: str, total_principal: float, principal_wal: float) -> float:
+    if name in ("loss", "loss_pv", "loss_by_segment"):
+        return total_principal
+    if name == "breakeven_spread_bps":
+        return 1e4 * total_principal / principal_wal
+    return 1.0
+
+
+def assert_parity(got: dict, ref: dict, total_principal: float, principal_wal: float,
+                  rtol: float = 1e-9) -> None:
+    """Every variable of ``got`` equals ``ref`` to ``rtol``, NaN where ``ref`` is NaN."""
+    import numpy as np
+
+    assert set(got) == set(ref)
+    for name in ref:
+        g, r = np.asarray(got[name]), np.asarray(ref[name])
+        assert g.shape == r.shape, (name, g.shape, r.shape)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r), err_msg=f"{name}: NaN cells")
+        scale = parity_scale(name, total_principal, principal_wal)
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * scale, equal_nan=True,
+                                   err_msg=name)
+
+
+#: Grids for the GPU parity tests: uneven sizes, extra axes, axes out of order.
+GRIDS_GPU = {
+    "three axes": {"deflation": {"start": -0.2, "stop": 0.8, "num": 23},
+                   "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 17},
+                   "haircut": {"values": [0.0, 0.3, 0.55, 0.9]}},
+    "single haircut": {"deflation": {"start": -0.3, "stop": 0.9, "num": 61},
+                       "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 45},
+                       "haircut": {"values": [0.35]}},
+    "extra axes": {"deflation": {"start": -0.2, "stop": 0.8, "num": 7},
+                   "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
+                   "haircut": {"values": [0.0, 0.9]},
+                   "discount_rate": {"values": [0.02, 0.12]},
+                   "drawdown_periods": {"values": [1.0, 6.0]},
+                   "liquidation_cost": {"values": [0.0, 0.3]}},
+}

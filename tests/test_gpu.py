@@ -1,0 +1,111 @@
+"""The CuPy backend on a GPU: the fused kernel and the xp model against NumPy.
+
+Every test here carries the ``gpu`` marker and is skipped without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import GRIDS_GPU, assert_parity, make_config, random_loans
+
+from gridstress import run_grid
+from gridstress.engine import gpu_plan, prepare
+
+pytestmark = pytest.mark.gpu
+
+
+def _reference(cfg):
+    return run_grid(cfg, backend="numpy")
+
+
+def _check(cube, ref, pf):
+    got = {name: cube[name].values for name in ref.data_vars}
+    want = {name: ref[name].values for name in ref.data_vars}
+    assert_parity(got, want, pf.total_principal, pf.principal_wal)
+
+
+@pytest.mark.parametrize("grid", list(GRIDS_GPU))
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_fused_kernel_matches_numpy(grid, seed):
+    rng = np.random.default_rng(1000 + seed)
+    cfg = make_config(random_loans(rng, int(rng.integers(5, 60))), grid=GRIDS_GPU[grid])
+    ref = _reference(cfg)
+    run = prepare(cfg, "cupy")
+    assert run.fused is not None
+    for chunk in (None, 97, 1000):  # one block; uneven blocks; several blocks
+        cube = run_grid(cfg, backend="cupy", chunk_cells=chunk)
+        assert cube.attrs["backend"] == "cupy" and cube.attrs["device"]
+        _check(cube, ref, run.portfolio)
+
+
+def test_xp_model_on_cupy_matches_numpy():
+    rng = np.random.default_rng(7)
+    cfg = make_config(random_loans(rng, 12), grid=GRIDS_GPU["three axes"])
+    ref = _reference(cfg)
+    run = prepare(cfg, "cupy", chunk_cells=97, kernel="xp")
+    assert run.fused is None
+    got = {name: np.empty(ref[name].shape) for name in ref.data_vars}
+    for block in run.plan:
+        for name, value in run.evaluate_block(block).items():
+            got[name][block.slices] = value
+    assert_parity(got, {n: ref[n].values for n in ref.data_vars},
+                  run.portfolio.total_principal, run.portfolio.principal_wal)
+
+
+def test_out_of_memory_halves_the_block_and_retries():
+    import cupy
+
+    rng = np.random.default_rng(8)
+    cfg = make_config(random_loans(rng, 20), grid={
+        "deflation": {"start": -0.1, "stop": 0.7, "num": 300},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 200},
+        "haircut": {"values": [0.0, 0.4, 0.8]}})
+    ref = _reference(cfg)
+    run = prepare(cfg, "cupy")
+    assert len(run.plan) == 1  # 180k cells: one block when memory is plentiful
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    limit = pool.get_limit()
+    try:
+        pool.set_limit(size=pool.used_bytes() + 8 * 2**20)  # far less than the block needs
+        block = next(iter(run.plan))
+        got = run.evaluate_block(block)
+    finally:
+        pool.set_limit(size=limit)
+    assert_parity(got, {n: ref[n].values for n in ref.data_vars},
+                  run.portfolio.total_principal, run.portfolio.principal_wal)
+
+
+def test_grid_larger_than_one_block_streams_to_disk(tmp_path):
+    from gridstress.cube import open_cube
+    from gridstress.engine import write_cube
+
+    rng = np.random.default_rng(9)
+    cfg = make_config(random_loans(rng, 10), grid={
+        "deflation": {"start": -0.1, "stop": 0.7, "num": 64},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 50},
+        "haircut": {"values": [0.0, 0.4, 0.8]}})
+    ref = _reference(cfg)
+    run = prepare(cfg, "cupy")
+    run.plan = gpu_plan(cfg, run.portfolio, free_bytes=2 * 1000 * 8 * 40)  # ~1000-cell blocks
+    assert len(run.plan) >= 4
+    out = write_cube(cfg, tmp_path / "cube.zarr", prepared=run)
+    cube = open_cube(out)
+    _check(cube, ref, run.portfolio)
+
+
+def test_compiled_kernel_is_cached_on_disk(tmp_path):
+    code = ("import cupy; from gridstress.kernels import kernel_function; "
+            "kernel_function(cupy)")
+    env = dict(os.environ, CUPY_CACHE_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    first = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert first, "the first start wrote no compiled kernel to the cache"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    again = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert again == first  # the second start loaded it: nothing compiled anew
