@@ -116,10 +116,8 @@ def flops_per_loan_period(run) -> float:
 def fp64_peak(cupy) -> tuple[float, str]:
     """The device's FP64 peak without tensor cores, in FLOP/s, and its basis."""
     dev = cupy.cuda.Device()
-    rt = cupy.cuda.runtime
-    sms = rt.deviceGetAttribute(rt.cudaDevAttrMultiProcessorCount, dev.id)
-    major = rt.deviceGetAttribute(rt.cudaDevAttrComputeCapabilityMajor, dev.id)
-    minor = rt.deviceGetAttribute(rt.cudaDevAttrComputeCapabilityMinor, dev.id)
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    sms, major, minor = props["multiProcessorCount"], props["major"], props["minor"]
     clock_hz = _max_sm_clock_hz(cupy, dev.id)
     # FP64 FMA units per SM: 64 on the 9.0 parts (H100, H200), 32 on 6.0, 7.0
     # and 8.0 (P100, V100, A100), 2 on the rest.
@@ -130,9 +128,10 @@ def fp64_peak(cupy) -> tuple[float, str]:
 
 
 def _max_sm_clock_hz(cupy, device: int) -> float:
-    rt = cupy.cuda.runtime
     try:
-        return rt.deviceGetAttribute(13, device) * 1e3  # cudaDevAttrClockRate [kHz]
+        khz = cupy.cuda.runtime.deviceGetAttribute(13, device)  # cudaDevAttrClockRate
+        if khz > 0:
+            return khz * 1e3
     except Exception:
         pass
     out = subprocess.run(["nvidia-smi", "-i", str(device), "--query-gpu=clocks.max.sm",

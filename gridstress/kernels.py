@@ -352,20 +352,21 @@ class FusedGrid:
         try:
             return self._evaluate(block_layout(axes_values, fixed))
         except cp.cuda.memory.OutOfMemoryError:
-            cp.get_default_memory_pool().free_all_blocks()
-            dims = list(axes_values)
-            sizes = [len(axes_values[d]) for d in dims]
-            if max(sizes) < 2:
+            if max(len(v) for v in axes_values.values()) < 2:
                 raise
-            axis = int(np.argmax(sizes))
-            half = sizes[axis] // 2
-            parts = []
-            for part in (slice(0, half), slice(half, sizes[axis])):
-                sub = dict(axes_values)
-                sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
-                parts.append(self.evaluate(sub, fixed))
-            return {name: np.concatenate([p[name] for p in parts], axis=axis)
-                    for name in parts[0]}
+        # Outside the except clause, so that the failed attempt's arrays are freed.
+        cp.get_default_memory_pool().free_all_blocks()
+        dims = list(axes_values)
+        sizes = [len(axes_values[d]) for d in dims]
+        axis = int(np.argmax(sizes))
+        half = sizes[axis] // 2
+        parts = []
+        for part in (slice(0, half), slice(half, sizes[axis])):
+            sub = dict(axes_values)
+            sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
+            parts.append(self.evaluate(sub, fixed))
+        return {name: np.concatenate([p[name] for p in parts], axis=axis)
+                for name in parts[0]}
 
     def _evaluate(self, layout: BlockLayout) -> dict[str, np.ndarray]:
         cp = self.cp
