@@ -64,11 +64,16 @@ class PreparedRun:
     """The fused CUDA kernel (:class:`gridstress.kernels.FusedGrid`) on a GPU backend;
     None where the xp model runs (NumPy, or CuPy with ``kernel="xp"``)."""
 
-    def evaluate_block(self, block: Block) -> dict[str, np.ndarray]:
-        """Results of one block, as host arrays."""
+    def evaluate_block(self, block: Block, copy: bool = True) -> dict[str, np.ndarray]:
+        """Results of one block, as host arrays.
+
+        ``copy=False`` lets the GPU backend return views of its pinned transfer
+        buffers, valid until the call after next: for callers that store each
+        block before going on.
+        """
         axes_values = {a.name: a.array[s] for a, s in zip(self.config.axes, block.slices)}
         if self.fused is not None:
-            return self.fused.evaluate(axes_values, self.config.scenario)
+            return self.fused.evaluate(axes_values, self.config.scenario, copy)
         xp = self.backend.xp
         scenario = scenario_arrays(axes_values, self.config.scenario, xp)
         out = evaluate(self.device_portfolio, scenario, block.shape, xp)
@@ -239,7 +244,7 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
     writer = ZarrBlockWriter(store)
     for block in run.plan:
         if not done[block.index]:
-            writer.write(block.slices, run.evaluate_block(block))
+            writer.write(block.slices, run.evaluate_block(block, copy=False))
             marks[block.index] = 1  # only after the block's data is on disk
         if progress is not None:
             progress(block)

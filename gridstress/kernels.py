@@ -314,13 +314,14 @@ def bytes_per_cell(n_segments: int) -> int:
 
 
 def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
-              p_host: np.ndarray) -> dict[str, np.ndarray]:
+              p_host: np.ndarray, copy: bool) -> dict[str, np.ndarray]:
+    take = np.array if copy else np.asarray
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(Q_VARIABLES):
-        out[name] = q_host[i].reshape(layout.shape)
+        out[name] = take(q_host[i].reshape(layout.shape))
     for i, name in enumerate(P_VARIABLES):
-        out[name] = p_to_block(layout, p_host[i])
-    out["loss_by_segment"] = seg_host.reshape(layout.shape + (seg_host.shape[-1],))
+        out[name] = p_to_block(layout, take(p_host[i]))
+    out["loss_by_segment"] = take(seg_host.reshape(layout.shape + (seg_host.shape[-1],)))
     return out
 
 
@@ -344,13 +345,23 @@ class FusedGrid:
         self.compute = cupy.cuda.Stream(non_blocking=True)
         self.copy = cupy.cuda.Stream(non_blocking=True)
         self.kernel_seconds = 0.0  # summed over launches, measured with CUDA events
+        # Page-locked host buffers that receive the results, kept between
+        # blocks (allocating and pinning them costs more than the kernel);
+        # two sets, used in turn.
+        self._host: list[dict[str, np.ndarray]] = [{}, {}]
+        self._turn = 0
 
-    def evaluate(self, axes_values: dict[str, np.ndarray], fixed: dict[str, float]
-                 ) -> dict[str, np.ndarray]:
-        """Results of one block, on the host; an out-of-memory halves the block and retries."""
+    def evaluate(self, axes_values: dict[str, np.ndarray], fixed: dict[str, float],
+                 copy: bool = True) -> dict[str, np.ndarray]:
+        """Results of one block, on the host; an out-of-memory halves the block and retries.
+
+        With ``copy=False`` the arrays are views of pinned buffers that the
+        next-but-one call overwrites: for a consumer that writes each block
+        away before asking for the one after next (``write_cube``).
+        """
         cp = self.cp
         try:
-            return self._evaluate(block_layout(axes_values, fixed))
+            return self._evaluate(block_layout(axes_values, fixed), copy)
         except cp.cuda.memory.OutOfMemoryError:
             if max(len(v) for v in axes_values.values()) < 2:
                 raise
@@ -368,7 +379,16 @@ class FusedGrid:
         return {name: np.concatenate([p[name] for p in parts], axis=axis)
                 for name in parts[0]}
 
-    def _evaluate(self, layout: BlockLayout) -> dict[str, np.ndarray]:
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A pinned host array of ``shape`` from the current set, grown as needed."""
+        size = math.prod(shape)
+        buffers = self._host[self._turn]
+        if name not in buffers or buffers[name].size < size:
+            buffers.pop(name, None)
+            buffers[name] = _pinned(self.cp, (size,))
+        return buffers[name][:size].reshape(shape)
+
+    def _evaluate(self, layout: BlockLayout, copy: bool) -> dict[str, np.ndarray]:
         cp = self.cp
         pf = self.pf
         A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
@@ -396,9 +416,10 @@ class FusedGrid:
         with self.compute:
             ordered_q = cp.empty((len(Q_VARIABLES), A, rest))
             ordered_seg = cp.empty((A, rest, S))
-        q_host = _pinned(cp, (len(Q_VARIABLES), A, rest))
-        seg_host = _pinned(cp, (A, rest, S))
-        p_host = _pinned(cp, (len(P_VARIABLES), A, B))
+        self._turn ^= 1
+        q_host = self._buffer("q", (len(Q_VARIABLES), A, rest))
+        seg_host = self._buffer("seg", (A, rest, S))
+        p_host = self._buffer("p", (len(P_VARIABLES), A, B))
         q_shape, q_perm = q_to_block(layout, 0)
         slab = A if not self.stream_copies else max(1, SLAB_CELLS // max(1, rest))
         keep_alive = []
@@ -433,7 +454,8 @@ class FusedGrid:
             if isinstance(item, tuple):
                 self.kernel_seconds += cp.cuda.get_elapsed_time(*item) / 1e3
         return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
-                         seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1))
+                         seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1),
+                         copy)
 
     def _evaluate_general(self, layout, pointers, out_q, out_p, shape):
         """One launch for a block whose appraisal axes do not lead its dim order."""
