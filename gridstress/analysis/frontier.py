@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .headline import scenario_point
 from .select import require_axis, require_var
 
 
@@ -52,7 +53,7 @@ def first_crossing(values: np.ndarray, along: np.ndarray, threshold: float) -> n
     with np.errstate(divide="ignore", invalid="ignore"):
         # v_lo <= threshold < v_hi wherever j > 0 and v_lo is a number
         share = np.where(np.isnan(v_lo), 1.0, (threshold - v_lo) / (v_hi - v_lo))
-    crossing = np.where(j == 0, along[0], x_lo + share * (x_hi - x_lo))
+        crossing = np.where(j == 0, along[0], x_lo + share * (x_hi - x_lo))
     return np.where(any_exceed, crossing, np.nan)
 
 
@@ -108,3 +109,11 @@ def frontier_rows(result: xr.DataArray) -> list[dict[str, float]]:
     frame = result.to_dataframe(name=result.name)
     frame = frame.reset_index()[[*result.dims, result.name]]
     return frame.to_dict(orient="records")
+
+
+def frontier_table(line: xr.DataArray, ds: xr.Dataset, rows: str = "crypto_drawdown",
+                   columns: str = "haircut") -> xr.DataArray:
+    """The frontier as a ``rows`` x ``columns`` table, any other axis at its central value."""
+    central = scenario_point(ds, "central")
+    others = {d: central[d] for d in line.dims if d not in (rows, columns)}
+    return line.sel(others).transpose(rows, columns)

@@ -54,8 +54,8 @@ def _describe(point: Mapping[str, float], asked: Mapping[str, float]) -> str:
     parts = []
     for name, value in point.items():
         text = f"{name}={value:g}"
-        if name in asked and not math.isclose(asked[name], value):
-            text += f" (nearest to {asked[name]:g})"
+        if name in asked:
+            text += f" (grid point nearest {asked[name]:g})"
         elif name not in asked:
             text += " (central)"
         parts.append(text)

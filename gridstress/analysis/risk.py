@@ -64,6 +64,12 @@ def marginal(spec: Mapping[str, Any], where: str = "marginal"):
     return frozen
 
 
+def describe_marginal(dist) -> str:
+    """``norm(loc=0.3, scale=0.15)``: a frozen distribution as written in a marginals file."""
+    params = [f"{a:g}" for a in dist.args] + [f"{k}={v:g}" for k, v in dist.kwds.items()]
+    return f"{dist.dist.name}({', '.join(params)})"
+
+
 def marginals(ds: xr.Dataset, overrides: Mapping[str, Mapping[str, Any]] | None = None
               ) -> dict[str, Any]:
     """Marginal distribution of each axis of the cube that has one.
