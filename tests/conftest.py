@@ -102,16 +102,21 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
     return loans
 
 
-@pytest.fixture
-def cli(tmp_path):
-    """Run the installed ``gridstress`` console script in ``tmp_path``."""
+def cli_runner(default_cwd: Path):
+    """A function that runs the installed ``gridstress`` console script."""
     import subprocess
 
     exe = shutil.which("gridstress", path=str(Path(sys.executable).parent)) or "gridstress"
 
     def run(*args, cwd=None, timeout=300):
         env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-        return subprocess.run([exe, *map(str, args)], cwd=cwd or tmp_path, env=env,
+        return subprocess.run([exe, *map(str, args)], cwd=cwd or default_cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the installed ``gridstress`` console script in ``tmp_path``."""
+    return cli_runner(tmp_path)
