@@ -143,7 +143,11 @@ def _open_cube(path: Path):
     try:
         return open_cube(path)
     except (FileNotFoundError, ValueError) as exc:
-        err.print(f"error: {exc}", markup=False)
+        # a store that exists but cannot be opened as a cube: say so, then why
+        message = str(exc)
+        if path.exists() and "not a gridstress cube" not in message:
+            message = f"{path}: not a gridstress cube ({message})"
+        err.print(f"error: {message}", markup=False)
         raise typer.Exit(2) from None
 
 
