@@ -408,3 +408,17 @@ def test_facets_one_panel_per_haircut():
 def test_plot_bad_input(call, message):
     with pytest.raises(InputError, match=message):
         call(linear_cube())
+
+
+def test_report_of_a_cube_with_an_extra_axis():
+    from gridstress.analysis.report import render_report
+
+    axes = {**LINEAR_AXES, "discount_rate": [0.06, 0.1]}
+    ds = synthetic_cube(axes, lambda deflation, discount_rate, **_: 0.5 * deflation
+                        + discount_rate, attrs={"config": "name: synthetic\n"})
+    page = render_report(ds, frontier_var="loss_rate", threshold=0.3, loss_rate=0.3)
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "Other axes at their central values (discount_rate=0.06)" in page
+    # frontier table at discount_rate 0.06: 0.5 d + 0.06 = 0.3 at d = 0.48
+    assert "<td>0.48</td>" in page
+    assert "<pre>name: synthetic\n</pre>" in page
