@@ -137,23 +137,260 @@ def validate(config: Path = typer.Argument(..., help="YAML run config.")) -> Non
     out.print(f"  {cfg.n_cells:,} cells in {len(prepared.plan)} block(s)", markup=False)
 
 
-@app.command()
-def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress run.")) -> None:
-    """Headline figures of a cube."""
-    from .analysis.headline import headline
+def _open_cube(path: Path):
     from .cube import open_cube
 
     try:
-        ds = open_cube(cube)
+        return open_cube(path)
     except (FileNotFoundError, ValueError) as exc:
-        err.print(f"error: {exc}", markup=False)
+        # a store that exists but cannot be opened as a cube: say so, then why
+        message = str(exc)
+        if path.exists() and "not a gridstress cube" not in message:
+            message = f"{path}: not a gridstress cube ({message})"
+        err.print(f"error: {message}", markup=False)
         raise typer.Exit(2) from None
-    with ds:
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    out.print(f"rows written to {path}", markup=False)
+
+
+def _marginals(path: Path | None) -> dict | None:
+    from .config import load_marginals
+
+    return load_marginals(path) if path is not None else None
+
+
+MARGINALS_OPTION = typer.Option(
+    None, "--marginals", help="YAML file mapping axes to scipy.stats distributions, e.g. "
+    "'deflation: {dist: norm, loc: 0.3, scale: 0.15}' (default: docs/analysis.md).")
+
+
+@app.command()
+def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress run.")) -> None:
+    """Headline figures of a cube: base and severe scenarios, segments, spreads."""
+    from rich.table import Table
+
+    from .analysis.summary import summary as summarise
+
+    with _open_cube(cube) as ds:
         out.print(f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
                   f"{ds.attrs.get('backend')} on {ds.attrs.get('device')}, "
                   f"{ds.attrs.get('created')})", markup=False)
-        for line in headline(ds).lines():
-            out.print(line, markup=False)
+        s = summarise(ds)
+    for line in s.headline.lines():
+        out.print(line, markup=False)
+    for label, point in s.points.items():
+        out.print(f"{label} scenario: " + ", ".join(f"{k}={x:g}" for k, x in point.items()),
+                  markup=False)
+    table = Table()
+    for col in ("scenario", "loss $M", "loss rate", "default rate", "recovery rate",
+                "breakeven bp"):
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    for label, v in s.scenarios.items():
+        table.add_row(label, f"{v['loss'] / 1e6:,.1f}", f"{v['loss_rate']:.2%}",
+                      f"{v['default_rate']:.2%}", f"{v['recovery_rate']:.2%}",
+                      f"{v['breakeven_spread_bps']:,.0f}")
+    out.print(table)
+    for segment, loss in s.loss_by_segment.items():
+        out.print(f"loss at base, {segment}: ${loss / 1e6:,.1f}M", markup=False)
+    out.print(f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
+              f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp; cushion: "
+              f"{s.spread_cushion_bps:,.0f} bp", markup=False)
+
+
+@app.command()
+def frontier(
+    cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
+    var: str = typer.Option("default_rate", help="Variable compared with --threshold."),
+    threshold: float = typer.Option(0.0, help="The variable must exceed this."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write every frontier cell here."),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Frontier figure (.png/.svg)."),
+    max_columns: int = typer.Option(8, min=1, help="Haircut columns printed."),
+) -> None:
+    """Smallest deflation at which --var exceeds --threshold, per crypto drawdown and haircut."""
+    import math
+
+    import numpy as np
+    from rich.table import Table
+
+    from .analysis.frontier import frontier as find_frontier
+    from .analysis.frontier import frontier_rows, frontier_table
+
+    with _open_cube(cube) as ds:
+        try:
+            line = find_frontier(ds, var, threshold)
+            table = frontier_table(line, ds)
+            figure = None
+            if plot_path is not None:
+                from .analysis.plot import frontier_figure, save
+
+                figure = frontier_figure(line, ds)
+                save(figure, plot_path)
+        except InputError as exc:
+            _fail_input(exc)
+    n = table.sizes["haircut"]
+    if n > max_columns:
+        table = table.isel(haircut=np.unique(np.linspace(0, n - 1, max_columns).round()
+                                             .astype(int)))
+    shown = f", {table.sizes['haircut']} of {n} haircut values; --csv writes all" \
+        if table.sizes["haircut"] < n else ""
+    grid = Table(title=f"smallest deflation at which {var} > {threshold:g} (rows: "
+                 f"crypto_drawdown, columns: haircut; '-': never{shown})", title_justify="left")
+    grid.add_column("c \\ h", justify="right")
+    for h in table["haircut"].values:
+        grid.add_column(f"{h:g}", justify="right")
+    for c, row in zip(table["crypto_drawdown"].values, table.values):
+        grid.add_row(f"{c:g}", *("-" if math.isnan(v) else f"{v:.3f}" for v in row))
+    out.print(grid)
+    if csv_path is not None:
+        _write_csv(csv_path, frontier_rows(line))
+    if figure is not None:
+        out.print(f"figure written to {plot_path}", markup=False)
+
+
+@app.command()
+def reverse(
+    cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
+    loss_rate: float = typer.Option(..., "--loss-rate", help="Target loss rate (share of "
+                                    "principal) that a breaking cell reaches."),
+    rho: float = typer.Option(0.5, help="Copula correlation of the scenario weights."),
+    count: int = typer.Option(11, min=1, help="Cells listed by each ranking."),
+    marginals: Path | None = MARGINALS_OPTION,
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write both rankings here."),
+) -> None:
+    """Least severe and most probable cells whose loss rate reaches --loss-rate."""
+    from rich.table import Table
+
+    from .analysis.reverse import reverse_stress
+
+    with _open_cube(cube) as ds:
+        try:
+            rs = reverse_stress(ds, loss_rate, count, rho, _marginals(marginals))
+        except InputError as exc:
+            _fail_input(exc)
+    out.print(f"{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
+              f"{rs.target:.2%}; their probability (rho={rs.rho:g}): "
+              f"{rs.breaking_probability:.4g}", markup=False)
+    rows = []
+    for ranking, cells in (("nearest", rs.nearest), ("probable", rs.probable)):
+        title = ("least severe (distance from the central scenario)" if ranking == "nearest"
+                 else "most probable")
+        table = Table(title=title, title_justify="left")
+        for col in ("#", "cell", "loss rate", "distance", "probability"):
+            table.add_column(col, justify="left" if col == "cell" else "right")
+        for i, c in enumerate(cells, 1):
+            table.add_row(str(i), ", ".join(f"{k}={v:g}" for k, v in c.point.items()),
+                          f"{c.loss_rate:.2%}", f"{c.distance:.3f}", f"{c.probability:.3g}")
+            rows.append({"ranking": ranking, "rank": i, **c.row()})
+        out.print(table)
+    if csv_path is not None:
+        _write_csv(csv_path, rows)
+
+
+@app.command()
+def risk(
+    cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
+    rho: list[float] = typer.Option([0.0, 0.5, 0.9], "--rho", help="Correlation of the "
+                                    "Gaussian copula of deflation and crypto drawdown "
+                                    "(repeatable)."),
+    marginals: Path | None = MARGINALS_OPTION,
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write one row per rho here."),
+) -> None:
+    """Expected loss, VaR and ES at 95% and 99% of the loss rate under scenario weights."""
+    from rich.table import Table
+
+    from .analysis.risk import describe_marginal
+    from .analysis.risk import marginals as marginal_dists
+    from .analysis.risk import risk as tail_risk
+
+    with _open_cube(cube) as ds:
+        try:
+            overrides = _marginals(marginals)
+            rows = tail_risk(ds, rho, overrides=overrides)
+            dists = marginal_dists(ds, overrides)
+        except InputError as exc:
+            _fail_input(exc)
+    for axis, dist in dists.items():
+        out.print(f"{axis} ~ {describe_marginal(dist)}", markup=False)
+    table = Table(title="loss rate (share of total principal) under scenario weights",
+                  title_justify="left")
+    for col in ("rho", "expected", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%", "mass outside"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"{r.rho:g}", *(f"{v:.2%}" for v in (r.expected_loss, r.var95, r.es95,
+                                                            r.var99, r.es99)),
+                      f"{r.outside:.3%}")
+    out.print(table)
+    if csv_path is not None:
+        _write_csv(csv_path, [r.csv_row() for r in rows])
+
+
+@app.command()
+def plot(
+    cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
+    var: str = typer.Option("loss_rate", help="Variable shown."),
+    x: str = typer.Option("deflation", help="Axis across."),
+    y: str = typer.Option("crypto_drawdown", help="Axis up."),
+    at: list[str] = typer.Option([], "--at", help="Fixed value NAME=VALUE of another axis "
+                                 "(repeatable; nearest grid point; default central)."),
+    facet: str | None = typer.Option(None, help="One panel per value of this axis "
+                                     "(e.g. haircut)."),
+    frontier_var: str = typer.Option("default_rate", help="Variable of the frontier drawn."),
+    threshold: float = typer.Option(0.0, help="Threshold of the frontier drawn."),
+    output: Path = typer.Option(..., "--output", "-o", help="Figure file (.png or .svg)."),
+) -> None:
+    """Heatmap of a variable over two axes, with the deflation frontier drawn over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .analysis.plot import facets, heatmap, save
+
+    with _open_cube(cube) as ds:
+        try:
+            point = _parse_point(at)
+            if facet is None:
+                fig = heatmap(ds, var, x, y, point, frontier_var, threshold)
+            else:
+                fig = facets(ds, var, x, y, facet, point, frontier_var, threshold)
+            save(fig, output)
+        except InputError as exc:
+            _fail_input(exc)
+    out.print(f"figure written to {output}", markup=False)
+
+
+@app.command()
+def report(
+    cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
+    output: Path = typer.Option(..., "--output", "-o", help="HTML file."),
+    frontier_var: str = typer.Option("default_rate", help="Variable of the frontier."),
+    threshold: float = typer.Option(0.0, help="Threshold of the frontier."),
+    loss_rate: float = typer.Option(0.05, "--loss-rate", help="Reverse stress target."),
+    rho: list[float] = typer.Option([0.0, 0.5, 0.9], "--rho", help="Copula correlations "
+                                    "of the risk table (repeatable)."),
+    reverse_rho: float = typer.Option(0.5, help="Copula correlation of the reverse stress."),
+    marginals: Path | None = MARGINALS_OPTION,
+) -> None:
+    """One self-contained HTML report: summary, figures, frontier, reverse stress, risk."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .analysis.report import write_report
+
+    with _open_cube(cube) as ds:
+        try:
+            write_report(ds, output, frontier_var=frontier_var, threshold=threshold,
+                         loss_rate=loss_rate, rhos=rho, reverse_rho=reverse_rho,
+                         overrides=_marginals(marginals))
+        except InputError as exc:
+            _fail_input(exc)
+    out.print(f"report written to {output}", markup=False)
 
 
 def _parse_point(items: list[str]) -> dict[str, float]:

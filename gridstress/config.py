@@ -541,3 +541,22 @@ def load_config(path: str | Path) -> RunConfig:
     except yaml.YAMLError as exc:
         raise InputError(f"{path.name}: not valid YAML ({exc})") from None
     return config_from_dict(raw, where=path.name, base_dir=path.parent)
+
+
+def load_marginals(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a YAML file of scenario marginals: ``{axis: {dist: NAME, **params}}``.
+
+    Only the shape is checked here; :func:`gridstress.analysis.risk.marginals`
+    checks the axes and builds the distributions.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: marginals file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path.name}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise InputError(f"{path.name}: must map each axis to {{dist: NAME, ...}}, e.g. "
+                         "deflation: {dist: norm, loc: 0.3, scale: 0.15}")
+    return {str(k): dict(v) for k, v in raw.items()}

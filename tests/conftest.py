@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -61,19 +62,24 @@ def make_config(loans, grid=None, periods_per_year=4, scenario=None, defaults=No
     return config_from_dict(raw, where="test.yaml")
 
 
-@pytest.fixture
-def cli(tmp_path):
-    """Run the installed ``gridstress`` console script in ``tmp_path``."""
+def cli_runner(default_cwd: Path):
+    """A function that runs the installed ``gridstress`` console script."""
     import subprocess
 
     exe = shutil.which("gridstress", path=str(Path(sys.executable).parent)) or "gridstress"
 
     def run(*args, cwd=None, timeout=300):
         env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-        return subprocess.run([exe, *map(str, args)], cwd=cwd or tmp_path, env=env,
+        return subprocess.run([exe, *map(str, args)], cwd=cwd or default_cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the installed ``gridstress`` console script in ``tmp_path``."""
+    return cli_runner(tmp_path)
 
 
 #: Scale of each variable for the parity tolerance: results agree to 1e-9 of
@@ -89,7 +95,6 @@ def parity_scale(name: str, total_principal: float, principal_wal: float) -> flo
 def assert_parity(got: dict, ref: dict, total_principal: float, principal_wal: float,
                   rtol: float = 1e-9) -> None:
     """Every variable of ``got`` equals ``ref`` to ``rtol``, NaN where ``ref`` is NaN."""
-    import numpy as np
 
     assert set(got) == set(ref)
     for name in ref:

@@ -58,7 +58,7 @@ class Headline:
         ]
 
 
-def _leading_slices(shape: tuple[int, ...], max_cells: int = 2**22):
+def leading_slices(shape: tuple[int, ...], max_cells: int = 2**22):
     """Slices along the first dim that hold at most about ``max_cells`` cells."""
     per_row = max(1, int(np.prod(shape[1:])))
     step = max(1, max_cells // per_row)
@@ -74,7 +74,7 @@ def headline(ds: xr.Dataset) -> Headline:
     loss_rate = ds["loss_rate"]
     dims = loss_rate.dims
     worst, worst_index, with_default = -np.inf, None, 0
-    for rows in _leading_slices(loss_rate.shape):
+    for rows in leading_slices(loss_rate.shape):
         part = loss_rate.isel({dims[0]: rows}).values
         if np.isfinite(part).any():
             flat = int(np.nanargmax(part))

@@ -1,0 +1,150 @@
+"""Reverse stress test: the least severe, and the most probable, breaking cells.
+
+A cell breaks when its ``loss_rate`` reaches the target. "Least severe" is
+the smallest normalised distance from the central scenario,
+
+    distance = sqrt( sum over axes a of ((x_a - central_a) / scale_a)^2 ),
+    scale_a  = |severe_a - central_a|,
+
+so one unit on every axis is the move from the central to the severe
+scenario (an axis without ``central``/``severe`` takes its midpoint and its
+maximum, so scale = half its range; an axis of one value is left out).
+"Most probable" ranks the breaking cells by their scenario weight
+(:func:`.risk.scenario_weights`). See ``docs/analysis.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import InputError
+from .headline import grid_dims, leading_slices
+from .risk import scenario_weights
+from .select import reference_values
+
+
+def axis_scales(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
+    """``{axis: (central, scale)}`` of the distance, for every axis that has a scale."""
+    out = {}
+    for axis in grid_dims(ds):
+        central, severe = reference_values(ds, axis)
+        values = np.asarray(ds[axis].values, dtype=np.float64)
+        scale = abs(severe - central) or (values.max() - values.min()) / 2
+        if scale > 0:
+            out[axis] = (central, float(scale))
+    return out
+
+
+def distance(ds: xr.Dataset, point: Mapping[str, Any]) -> Any:
+    """Normalised distance from the central scenario of a point of the cube.
+
+    ``point`` maps each axis to a value or to an array of them (xarray
+    coordinates broadcast against each other); axes without a scale are
+    left out.
+    """
+    terms = [((point[axis] - central) / scale) ** 2
+             for axis, (central, scale) in axis_scales(ds).items()]
+    return np.sqrt(sum(terms, start=0.0))
+
+
+def normalised_distance(ds: xr.Dataset, block: Mapping[str, slice] | None = None
+                        ) -> xr.DataArray:
+    """Distance of every cell (of ``block``, default all) from the central scenario."""
+    dims = grid_dims(ds)
+    block = block or {}
+    coords = {d: ds[d].isel({d: block[d]}) if d in block else ds[d] for d in dims}
+    dist = xr.DataArray(distance(ds, coords))
+    dist, *_ = xr.broadcast(dist, *coords.values())
+    return dist.transpose(*dims)
+
+
+@dataclass(frozen=True)
+class Cell:
+    point: dict[str, float]
+    loss_rate: float
+    distance: float
+    probability: float
+
+    def row(self) -> dict[str, float]:
+        return {**self.point, "loss_rate": self.loss_rate, "distance": self.distance,
+                "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class ReverseStress:
+    target: float
+    rho: float
+    n_breaking: int
+    n_cells: int
+    breaking_probability: float
+    """Total scenario weight of the breaking cells: P(loss_rate >= target)."""
+    nearest: list[Cell] = field(default_factory=list)
+    """Breaking cells by increasing distance from the central scenario."""
+    probable: list[Cell] = field(default_factory=list)
+    """Breaking cells by decreasing probability."""
+
+
+def _best(score: np.ndarray, offset: int, count: int) -> list[tuple[float, int]]:
+    """The ``count`` lowest finite scores with their flat indices (offset added)."""
+    flat = score.ravel()
+    finite = np.flatnonzero(np.isfinite(flat))
+    if finite.size > count:
+        keep = np.argpartition(flat[finite], count - 1)[:count]
+        finite = finite[keep]
+    return [(float(flat[i]), int(i) + offset) for i in finite]
+
+
+def reverse_stress(ds: xr.Dataset, target: float, count: int = 11, rho: float = 0.5,
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> ReverseStress:
+    """Breaking cells (``loss_rate >= target``) nearest to the central scenario and most probable.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A cube; read block by block, so memory stays bounded.
+    target : float
+        Loss rate [share of principal] in [0, 1] that a cell must reach.
+    count : int
+        Cells listed by each ranking (the first and the ten next).
+    rho : float
+        Copula correlation of the scenario weights.
+    overrides : mapping, optional
+        Marginal distributions replacing the defaults (see :mod:`.risk`).
+    """
+    if not 0 <= target <= 1:
+        raise InputError(f"--loss-rate {target:g}: must be in [0, 1]")
+    loss_rate = ds["loss_rate"].transpose(*grid_dims(ds))
+    weights = scenario_weights(ds, rho, overrides).weights
+    nearest, probable, n_breaking, p_breaking = [], [], 0, 0.0
+    per_row = int(np.prod(loss_rate.shape[1:]))
+    for rows in leading_slices(loss_rate.shape):
+        block = {loss_rate.dims[0]: rows}
+        part = loss_rate.isel(block).values
+        breaks = part >= target
+        w = weights.isel(block).values
+        n_breaking += int(breaks.sum())
+        p_breaking += float(w[breaks].sum())
+        offset = rows.start * per_row
+        dist = normalised_distance(ds, block).values
+        nearest += _best(np.where(breaks, dist, np.inf), offset, count)
+        probable += _best(np.where(breaks, -w, np.inf), offset, count)
+    # ties: the lower flat index (milder values on earlier axes) first
+    nearest = sorted(nearest)[:count]
+    probable = sorted(probable)[:count]
+
+    def cell(flat: int) -> Cell:
+        index = dict(zip(loss_rate.dims, np.unravel_index(flat, loss_rate.shape)))
+        point = {d: float(ds[d].values[i]) for d, i in index.items()}
+        return Cell(point, float(loss_rate.isel(index)), float(distance(ds, point)),
+                    float(weights.isel(index)))
+
+    return ReverseStress(target=float(target), rho=float(rho), n_breaking=n_breaking,
+                         n_cells=int(loss_rate.size), breaking_probability=p_breaking,
+                         nearest=[cell(i) for _, i in nearest],
+                         probable=[cell(i) for _, i in probable])
+

@@ -1,0 +1,219 @@
+"""The analysis commands end to end on the seed cube, through the real entry point."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import ROOT, cli_runner
+
+from gridstress import open_cube
+from gridstress.analysis.frontier import frontier
+from gridstress.analysis.reverse import reverse_stress
+from gridstress.analysis.risk import risk
+from gridstress.analysis.summary import summary
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync")
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory):
+    """A folder with the seed cube as Zarr (seed.zarr) and NetCDF (seed.nc), and a runner."""
+    where = tmp_path_factory.mktemp("seed")
+    shutil.copytree(ROOT / "configs", where / "configs")
+    run = cli_runner(where)
+    for out in ("seed.zarr", "seed.nc"):
+        res = run("run", "configs/seed.yaml", "--out", out)
+        assert res.returncode == 0, res.stderr
+    return where, run
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_summary(seed):
+    where, run = seed
+    with open_cube(where / "seed.zarr") as ds:
+        s = summary(ds)
+    for cube in ("seed.zarr", "seed.nc"):
+        res = run("summary", cube)
+        assert res.returncode == 0, res.stderr
+        assert "worst loss rate: 36.58% at deflation=0.6, crypto_drawdown=0.9" in res.stdout
+        assert "base scenario: deflation=0.3, crypto_drawdown=0.5, haircut=0.35" in res.stdout
+        assert "severe scenario: deflation=0.6, crypto_drawdown=0.84, haircut=0.55" in res.stdout
+        assert f"loss at base, miner: ${s.loss_by_segment['miner'] / 1e6:,.1f}M" in res.stdout
+        assert (f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
+                f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp") in res.stdout
+    # the seed book's spreads weighted by principal (configs/portfolios/seed.csv)
+    # over the loans that give one
+    loans = [r for r in read_csv(ROOT / "configs" / "portfolios" / "seed.csv") if r["spread"]]
+    assert 0 < len(loans) < 8
+    weighted = sum(float(r["spread"]) * float(r["principal"]) for r in loans) / sum(
+        float(r["principal"]) for r in loans)
+    assert s.actual_spread_bps == pytest.approx(1e4 * weighted)
+    assert sum(s.loss_by_segment.values()) == pytest.approx(s.scenarios["base"]["loss"])
+
+
+def test_frontier_csv_and_plot(seed):
+    where, run = seed
+    rows = {}
+    for cube in ("seed.zarr", "seed.nc"):
+        res = run("frontier", cube, "--var", "loss_rate", "--threshold", "0.3",
+                  "--csv", f"{cube}.csv", "--plot", f"{cube}.png")
+        assert res.returncode == 0, res.stderr
+        assert "smallest deflation at which loss_rate > 0.3" in res.stdout
+        rows[cube] = read_csv(where / f"{cube}.csv")
+        assert (where / f"{cube}.png").read_bytes()[:4] == b"\x89PNG"
+    assert rows["seed.zarr"] == rows["seed.nc"]
+    table = rows["seed.zarr"]
+    assert list(table[0]) == ["crypto_drawdown", "haircut", "deflation"]
+    assert len(table) == 46 * 19
+    with open_cube(where / "seed.zarr") as ds:
+        line = frontier(ds, "loss_rate", 0.3)
+        for row in table[::97]:
+            at = {"crypto_drawdown": float(row["crypto_drawdown"]),
+                  "haircut": float(row["haircut"])}
+            assert float(row["deflation"]) == pytest.approx(float(line.sel(at)), rel=1e-12)
+            # the crossing lies between two grid points that straddle the threshold
+            d = float(row["deflation"])
+            below = ds["loss_rate"].sel(at).sel(deflation=slice(None, d - 1e-12)).values
+            above = ds["loss_rate"].sel(at).sel(deflation=slice(d + 1e-12, None)).values
+            assert (below <= 0.3).all() and above[0] > 0.3
+
+
+def test_reverse(seed):
+    where, run = seed
+    res = run("reverse", "seed.zarr", "--loss-rate", "0.35", "--csv", "reverse.csv")
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(where / "reverse.csv")
+    assert [r["ranking"] for r in rows] == ["nearest"] * 11 + ["probable"] * 11
+    assert all(float(r["loss_rate"]) >= 0.35 for r in rows)
+    distances = [float(r["distance"]) for r in rows[:11]]
+    assert distances == sorted(distances)
+    with open_cube(where / "seed.zarr") as ds:
+        rs = reverse_stress(ds, 0.35)
+    first = rs.nearest[0]
+    assert float(rows[0]["deflation"]) == first.point["deflation"]
+    assert float(rows[11]["probability"]) == pytest.approx(rs.probable[0].probability)
+    assert f"{rs.n_breaking:,} of 70,794 cells reach a loss rate of 35.00%" in res.stdout
+
+
+def test_risk(seed):
+    where, run = seed
+    res = run("risk", "seed.zarr", "--rho", "0", "--rho", "0.5", "--rho", "0.9",
+              "--csv", "risk.csv")
+    assert res.returncode == 0, res.stderr
+    assert "deflation ~ norm(loc=0.3, scale=0.15)" in res.stdout
+    rows = read_csv(where / "risk.csv")
+    assert list(rows[0]) == ["rho", "expected_loss", "var95", "es95", "var99", "es99"]
+    assert [float(r["rho"]) for r in rows] == [0.0, 0.5, 0.9]
+    with open_cube(where / "seed.nc") as ds:
+        expected = risk(ds, [0.0, 0.5, 0.9])
+    for row, want in zip(rows, expected):
+        for key, value in want.csv_row().items():
+            assert float(row[key]) == pytest.approx(value, rel=1e-12)
+        assert want.expected_loss <= want.es95 <= want.es99
+        assert want.var95 <= want.es95 and want.var99 <= want.es99
+
+
+def test_plot_png_svg_and_facets(seed):
+    where, run = seed
+    res = run("plot", "seed.zarr", "--var", "loss_rate", "--x", "deflation", "--y",
+              "crypto_drawdown", "--at", "haircut=0.4", "-o", "h.png")
+    assert res.returncode == 0, res.stderr
+    assert (where / "h.png").read_bytes()[:4] == b"\x89PNG"
+    res = run("plot", "seed.nc", "--facet", "haircut", "-o", "f.svg")
+    assert res.returncode == 0, res.stderr
+    svg = (where / "f.svg").read_text()
+    assert "<svg" in svg[:1000] and "haircut=0.9" in svg
+
+
+@pytest.mark.parametrize("args, message", [
+    (("frontier", "seed.zarr", "--var", "nope"), "--var nope: not a variable of the cube"),
+    (("plot", "seed.zarr", "--x", "volatility", "-o", "x.png"), "--x volatility: not an axis"),
+    (("plot", "seed.zarr", "--at", "haircut=2", "-o", "x.png"),
+     "--at haircut=2: haircut=2 must be in [0, 1]"),
+    (("plot", "seed.zarr", "--at", "haircut", "-o", "x.png"), "--at haircut: must be NAME=VALUE"),
+    (("plot", "seed.zarr", "--at", "discount_rate=0.1", "-o", "x.png"),
+     "--at discount_rate: not an axis of the cube"),
+    (("plot", "seed.zarr", "-o", "x.jpg"), "x.jpg: the file name must end in .png or .svg"),
+    (("risk", "seed.zarr", "--rho", "1"), "--rho 1: must be in (-1, 1)"),
+    (("risk", "seed.zarr", "--rho", "-1.5"), "--rho -1.5: must be in (-1, 1)"),
+    (("reverse", "seed.zarr", "--loss-rate", "2"), "--loss-rate 2: must be in [0, 1]"),
+    (("risk", "seed.zarr", "--marginals", "none.yaml"), "none.yaml: marginals file not found"),
+    (("summary", "missing.zarr"), "missing.zarr: no such cube"),
+    (("report", "configs", "-o", "r.html"), "not a gridstress cube"),
+])
+def test_bad_input_exits_2(seed, args, message):
+    where, run = seed
+    res = run(*args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (where / "x.png").exists() and not (where / "x.jpg").exists()
+
+
+def test_marginals_file_changes_the_weights(seed):
+    where, run = seed
+    (where / "m.yaml").write_text("haircut: {dist: uniform, loc: 0.0, scale: 0.9}\n")
+    res = run("risk", "seed.zarr", "--rho", "0.5", "--marginals", "m.yaml", "--csv", "m.csv")
+    assert res.returncode == 0, res.stderr
+    assert "haircut ~ uniform(loc=0, scale=0.9)" in res.stdout
+    with open_cube(where / "seed.zarr") as ds:
+        want = risk(ds, [0.5], overrides={"haircut": {"dist": "uniform", "loc": 0.0,
+                                                      "scale": 0.9}})[0]
+    assert float(read_csv(where / "m.csv")[0]["es99"]) == pytest.approx(want.es99)
+
+
+def chromium() -> str:
+    """Path of Debian's chromium, installed with apt-get when missing and possible."""
+    found = shutil.which("chromium") or ("/usr/bin/chromium"
+                                         if os.path.exists("/usr/bin/chromium") else None)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and cannot be installed here "
+                    "(apt-get install chromium needs root and apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.skip(f"chromium could not be installed ({' '.join(cmd)}: "
+                        f"{done.stderr.strip()[-300:]})")
+    return shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_report_renders_offline_in_chromium(seed, tmp_path):
+    where, run = seed
+    res = run("report", "seed.zarr", "-o", "report.html", "--loss-rate", "0.35")
+    assert res.returncode == 0, res.stderr
+    page = (where / "report.html").read_text()
+    for section in ("Summary", "Deflation frontier", "Reverse stress", "Scenario weights",
+                    "Provenance", "Config"):
+        assert f"<h2>{section}" in page
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "http://" not in page and "https://" not in page   # nothing fetched when opened
+    assert "seed-ai-infra-2025" in page and "config_sha256" in page
+    browser = chromium()
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={shot}", "--window-size=1200,1600", (where / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert shot.exists(), done.stderr[-2000:]
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1600, 1200)
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) > 50                                  # text, tables and a figure
+    not_white = (pixels < 0.95).any(axis=-1).mean()
+    assert 0.05 < not_white < 0.95
