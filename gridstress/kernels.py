@@ -120,16 +120,54 @@ def source_sha256() -> str:
     return hashlib.sha256(kernel_source().encode()).hexdigest()
 
 
-_MODULES: dict[int, Any] = {}
+#: Most recovery cells a thread sums in registers, and most segments whose
+#: sums it keeps there (more segments are summed in global memory).
+MAX_Q_PER_THREAD = 8
+MAX_SEGMENTS_IN_REGISTERS = 8
+#: Doubles of recovery sums one thread may hold in registers.
+MAX_SUM_REGISTERS = 48
 
 
-def kernel_function(cupy):
-    """The compiled ``gs_grid_v1`` for the current device (compiled once per process)."""
-    device = cupy.cuda.Device().id
-    if device not in _MODULES:
-        module = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
-        _MODULES[device] = module.get_function(KERNEL_NAME)
-    return _MODULES[device]
+@dataclass(frozen=True)
+class Variant:
+    """The compile-time parameters of one build of the kernel."""
+
+    q_per_thread: int = 1
+    segments_in_registers: int = 0
+
+    def defines(self) -> tuple[str, ...]:
+        return (f"-DGS_QT={self.q_per_thread}", f"-DGS_NSEG_REG={self.segments_in_registers}")
+
+
+def choose_variant(q_count: int, n_segments: int,
+                   max_q_per_thread: int = MAX_Q_PER_THREAD) -> Variant:
+    """Recovery cells per thread and segment sums in registers for a block.
+
+    A thread sums up to ``max_q_per_thread`` recovery cells (its default paths
+    are computed once for all of them); the recovery cells are spread evenly
+    over ``ceil(q_count / max_q_per_thread)`` threads.  Each holds
+    ``3 + segments`` sums per recovery cell in registers, within
+    :data:`MAX_SUM_REGISTERS`.
+    """
+    seg = n_segments if n_segments <= MAX_SEGMENTS_IN_REGISTERS else 0
+    fit = max(1, MAX_SUM_REGISTERS // (3 + seg))
+    cap = max(1, min(max_q_per_thread, fit, q_count))
+    tiles = math.ceil(q_count / cap)
+    return Variant(math.ceil(q_count / tiles), seg)
+
+
+_MODULES: dict[tuple[int, Variant], Any] = {}
+
+
+def kernel_function(cupy, variant: Variant = Variant()):
+    """The compiled ``gs_grid_v1`` of ``variant`` for the current device
+    (compiled once per process; CuPy's disk cache keeps it between processes)."""
+    key = (cupy.cuda.Device().id, variant)
+    if key not in _MODULES:
+        module = cupy.RawModule(code=kernel_source(),
+                                options=NVRTC_OPTIONS + variant.defines())
+        _MODULES[key] = module.get_function(KERNEL_NAME)
+    return _MODULES[key]
 
 
 @dataclass(frozen=True)
@@ -140,17 +178,19 @@ class LaunchShape:
     nb_block: int
     threads: int
     loan_tile: int
+    variant: Variant = Variant()
 
     def shared_bytes(self, horizon: int) -> int:
         return 2 * self.na_block * self.loan_tile * horizon * 8
 
-    def n_blocks(self, a_count: int, b_count: int) -> int:
-        return math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
+    def n_blocks(self, a_count: int, b_count: int, q_count: int = 1) -> int:
+        return (math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
+                * math.ceil(q_count / self.variant.q_per_thread))
 
 
 def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
                  threads: int = THREADS_PER_BLOCK,
-                 shared_bytes: int = SHARED_BYTES) -> LaunchShape:
+                 shared_bytes: int = SHARED_BYTES, variant: Variant = Variant()) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
     A block takes up to ``threads`` mining values ``b`` (one warp-aligned row
@@ -167,7 +207,7 @@ def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
     na = max(1, min(a_count, threads // nb, shared_bytes // per_loan_a))
     tile = max(1, min(n_loans, shared_bytes // (per_loan_a * na)))
     used = na * nb
-    return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile)
+    return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile, variant)
 
 
 def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -328,10 +368,11 @@ def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
 class FusedGrid:
     """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
 
-    def __init__(self, pf: PortfolioArrays, cupy, stream_copies: bool = True):
+    def __init__(self, pf: PortfolioArrays, cupy, stream_copies: bool = True,
+                 max_q_per_thread: int = MAX_Q_PER_THREAD):
         self.pf = pf
         self.cp = cupy
-        self.function = kernel_function(cupy)
+        self.max_q_per_thread = max_q_per_thread
         loan_f, loan_i = loan_matrices(pf)
         self.device = {
             "loan_f": cupy.asarray(loan_f),
@@ -410,7 +451,9 @@ class FusedGrid:
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
-        shape = launch_shape(A, B, pf.n_loans, pf.horizon)
+        shape = launch_shape(A, B, pf.n_loans, pf.horizon,
+                             variant=choose_variant(Q, S, self.max_q_per_thread))
+        function = kernel_function(cp, shape.variant)
         if not layout.a_leads:
             return self._evaluate_general(layout, pointers, out_q, out_p, shape)
         with self.compute:
@@ -421,16 +464,15 @@ class FusedGrid:
         seg_host = self._buffer("seg", (A, rest, S))
         p_host = self._buffer("p", (len(P_VARIABLES), A, B))
         q_shape, q_perm = q_to_block(layout, 0)
-        slab = A if not self.stream_copies else max(1, SLAB_CELLS // max(1, rest))
         keep_alive = []
-        for a0 in range(0, A, slab):
-            a1 = min(A, a0 + slab)
+        bounds = slabs(A, rest) if self.stream_copies else [(0, A)]
+        for a0, a1 in bounds:
             with self.compute:
                 args = cp.asarray(_bytes(pack_args(pf, layout, pointers, a0, a1, shape)))
                 keep_alive.append(args)
                 start, stop = cp.cuda.Event(), cp.cuda.Event()
                 start.record()
-                self.function((shape.n_blocks(a1 - a0, B),), (shape.threads,), (args,),
+                function((shape.n_blocks(a1 - a0, B, Q),), (shape.threads,), (args,),
                               shared_mem=shape.shared_bytes(pf.horizon))
                 stop.record()
                 # Put the slab in the block's dim order (a leading, flattened).
@@ -446,9 +488,9 @@ class FusedGrid:
             self.copy.wait_event(done)
             _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
             _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
+            _copy_async(cp, p_host[:, a0:a1], out_p[:, a0:a1], self.copy)
             keep_alive.append((start, stop))
         self.compute.synchronize()
-        _copy_async(cp, p_host, out_p, self.copy)
         self.copy.synchronize()
         for item in keep_alive:
             if isinstance(item, tuple):
@@ -465,13 +507,31 @@ class FusedGrid:
             args = cp.asarray(_bytes(pack_args(self.pf, layout, pointers, 0, A, shape)))
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
-            self.function((shape.n_blocks(A, B),), (shape.threads,), (args,),
+            kernel_function(cp, shape.variant)(
+                (shape.n_blocks(A, B, layout.size("q")),), (shape.threads,), (args,),
                           shared_mem=shape.shared_bytes(self.pf.horizon))
             stop.record()
             out = _assemble_general(layout, out_q, out_p, cp)
         self.compute.synchronize()
         self.kernel_seconds += cp.cuda.get_elapsed_time(start, stop) / 1e3
         return out
+
+
+def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS) -> list[tuple[int, int]]:
+    """Ranges of ``a`` whose results are copied to the host while the next computes.
+
+    Slabs of about ``slab_cells`` cells, the last ones smaller (a quarter,
+    then a sixteenth), so that little copying is left after the last kernel.
+    """
+    step = max(1, slab_cells // max(1, cells_per_a))
+    out, a0 = [], 0
+    while a0 < a_count:
+        left = a_count - a0
+        size = step if left > 2 * step else max(1, step // 4) if left > step // 2 else max(
+            1, step // 16)
+        out.append((a0, min(a_count, a0 + size)))
+        a0 = out[-1][1]
+    return out
 
 
 def _pinned(cp, shape: tuple[int, ...]) -> np.ndarray:
@@ -515,13 +575,16 @@ def _assemble_general(layout: BlockLayout, out_q, out_p, cp) -> dict[str, np.nda
 
 # -- The host build of the kernel's arithmetic (tests, machines without a GPU) --
 
-def build_host_library(cxx: str = "g++", folder: Path | None = None) -> Path:
-    """Compile ``kernels/host_v1.cpp`` into a shared library; return its path."""
+def build_host_library(cxx: str = "g++", folder: Path | None = None,
+                       variant: Variant = Variant()) -> Path:
+    """Compile ``kernels/host_v1.cpp`` for ``variant`` into a shared library."""
     folder = Path(folder or tempfile.mkdtemp(prefix="gridstress-host-"))
-    target = folder / f"gs_host_{source_sha256()[:12]}.so"
+    target = folder / (f"gs_host_{source_sha256()[:12]}_q{variant.q_per_thread}"
+                       f"_s{variant.segments_in_registers}.so")
     if not target.exists():
         subprocess.run(
             [cxx, "-O2", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared",
+             *variant.defines(),
              "-I", str(kernel_dir()), "-o", str(target), str(kernel_dir() / HOST)],
             check=True, capture_output=True, text=True,
         )
@@ -530,8 +593,12 @@ def build_host_library(cxx: str = "g++", folder: Path | None = None) -> Path:
 
 def evaluate_on_host(library: Path, pf: PortfolioArrays, axes_values: dict[str, np.ndarray],
                      fixed: dict[str, float], threads: int = THREADS_PER_BLOCK,
-                     shared_bytes: int = SHARED_BYTES) -> dict[str, np.ndarray]:
-    """One block through the kernel code built for the CPU (same layout, phases, sums)."""
+                     shared_bytes: int = SHARED_BYTES,
+                     variant: Variant = Variant()) -> dict[str, np.ndarray]:
+    """One block through the kernel code built for the CPU (same layout, phases, sums).
+
+    ``library`` must be the build of ``variant`` (:func:`build_host_library`).
+    """
     lib = ctypes.CDLL(str(library))
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
@@ -552,10 +619,10 @@ def evaluate_on_host(library: Path, pf: PortfolioArrays, axes_values: dict[str, 
         "out_p": np.full((len(P_VARIABLES), A, B), np.nan),
     }
     pointers = {k: v.ctypes.data for k, v in keep.items()}
-    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes)
+    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes, variant)
     args = pack_args(pf, layout, pointers, 0, A, shape)
     rc = lib.gs_grid_v1_host(ctypes.c_void_p(args.ctypes.data),
-                             ctypes.c_int(shape.n_blocks(A, B)), ctypes.c_int(shape.threads))
+                             ctypes.c_int(shape.n_blocks(A, B, Q)), ctypes.c_int(shape.threads))
     if rc != 0:
         raise RuntimeError(f"gs_grid_v1_host returned {rc}")
     order = layout.a_dims + layout.q_dims + layout.b_dims

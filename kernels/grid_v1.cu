@@ -20,7 +20,7 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
     const bool mine = t < g.na_block * g.nb_block && a < g.a_end && b < g.B;
 
     GsCell cell;
-    if (mine) gs_cell_start(g, a, b, cell);
+    if (mine) gs_cell_start(g, blk, a, b, cell);
     for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
         const int tile_len = min(g.loan_tile, g.n_loans - l0);
         __syncthreads();  // the previous tile's tables are no longer read
@@ -29,5 +29,5 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
         __syncthreads();
         if (mine) gs_cell_loans(g, blk, l0, tile_len, a, b, table, cell);
     }
-    if (mine) gs_cell_finish(g, a, b, cell);
+    if (mine) gs_cell_finish(g, blk, a, b, cell);
 }

@@ -14,15 +14,28 @@
 //   b  the mining group: crypto drawdown c and drawdown periods D.
 // The recovery cells q (haircut, crypto haircut, liquidation cost) share
 // every default path: each defaulted loan's recovery is evaluated for all q.
-// A thread owns one path cell (a, b) and walks the loans in canonical order,
-// each loan period by period.  The d-only quantities of a tile of loans
+// A thread owns one path cell (a, b) and GS_QT recovery cells, and walks the
+// loans in canonical order, each loan period by period; the sums over loans
+// stay in registers.  The d-only quantities of a tile of loans
 // (net cash flow of the fleet and G_k, k = 1..n) are built once per thread
 // block in shared memory, for the block's few a values, and read by every
 // thread of the block.
 #ifndef GRIDSTRESS_V1_CUH
 #define GRIDSTRESS_V1_CUH
 
+// Recovery cells per thread: a thread keeps the sums of GS_QT recovery cells
+// in registers (set at compile time; gridstress/kernels.py picks it).
+#ifndef GS_QT
+#define GS_QT 1
+#endif
+// Segments whose loss sums are kept in registers: the portfolio's segment
+// count, or 0 to add segment losses in global memory (many segments).
+#ifndef GS_NSEG_REG
+#define GS_NSEG_REG 0
+#endif
+
 #if defined(__CUDACC__)
+#define GS_UNROLL _Pragma("unroll")
 #define GS_FN __device__ __forceinline__
 #define GS_INF __longlong_as_double(0x7ff0000000000000LL)
 #define GS_NAN __longlong_as_double(0x7ff8000000000000LL)
@@ -30,6 +43,7 @@
 #include <math.h>
 #include <limits>
 #define GS_FN static inline
+#define GS_UNROLL
 #define GS_INF (std::numeric_limits<double>::infinity())
 #define GS_NAN (std::numeric_limits<double>::quiet_NaN())
 #endif
@@ -68,8 +82,7 @@
 #define GS_HAS_MINING 4
 
 // Per-cell output variables that depend on the recovery cell q, stored
-// [var][a][q][b]; the recovery sum is kept in the recovery_rate slot until
-// the end.  Segment losses follow as vars GS_QV_SEG + s.
+// [var][a][q][b].  Segment losses follow as vars GS_QV_SEG + s.
 #define GS_QV_LOSS 0
 #define GS_QV_LOSS_PV 1
 #define GS_QV_LOSS_RATE 2
@@ -106,16 +119,26 @@ struct GsArgs {
     double dt, hours, total_principal, principal_wal;
 };
 
-// A thread block's share of the grid: a_count x b_count path cells.
+// A thread block's share of the grid: na_block x nb_block path cells and the
+// recovery cells q0 .. q0 + GS_QT - 1.
 struct GsBlock {
-    int a0, b0;
+    int a0, b0, q0;
 };
 
+GS_FN int gs_path_blocks(const GsArgs& g) {
+    const int nat = (g.a_end - g.a_begin + g.na_block - 1) / g.na_block;
+    const int nbt = (g.B + g.nb_block - 1) / g.nb_block;
+    return nat * nbt;
+}
+
 GS_FN GsBlock gs_block(const GsArgs& g, int block_index) {
-    int nbt = (g.B + g.nb_block - 1) / g.nb_block;
+    const int nbt = (g.B + g.nb_block - 1) / g.nb_block;
+    const int path_blocks = gs_path_blocks(g);
+    const int r = block_index % path_blocks;
     GsBlock blk;
-    blk.a0 = g.a_begin + (block_index / nbt) * g.na_block;
-    blk.b0 = (block_index % nbt) * g.nb_block;
+    blk.q0 = (block_index / path_blocks) * GS_QT;
+    blk.a0 = g.a_begin + (r / nbt) * g.na_block;
+    blk.b0 = (r % nbt) * g.nb_block;
     return blk;
 }
 
@@ -185,20 +208,37 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     gs_build_loan_tables(g, l0 + lt, g.a_deflation[a], g.a_discount[a], net, gval);
 }
 
-// What a thread carries across loans for its path cell.
+// What a thread carries across loans: its path cell's statistics and the
+// sums of its recovery cells (registers).
 struct GsCell {
     double dscr_min, first_default, defaults, defaulted_principal, ead_sum;
+    double loss[GS_QT], loss_pv[GS_QT], recovered[GS_QT];
+#if GS_NSEG_REG > 0
+    double segment[GS_QT][GS_NSEG_REG];
+#endif
 };
 
-GS_FN void gs_cell_start(const GsArgs& g, int a, int b, GsCell& cell) {
+GS_FN void gs_cell_start(const GsArgs& g, GsBlock blk, int a, int b, GsCell& cell) {
     cell.dscr_min = GS_INF;
     cell.first_default = GS_INF;
     cell.defaults = 0.0;
     cell.defaulted_principal = 0.0;
     cell.ead_sum = 0.0;
-    const int n_q = GS_QV_SEG + g.n_segments;
-    for (int v = 0; v < n_q; ++v)
-        for (int q = 0; q < g.Q; ++q) g.out_q[gs_q_index(g, v, a, q, b)] = 0.0;
+    GS_UNROLL
+    for (int i = 0; i < GS_QT; ++i) {
+        cell.loss[i] = 0.0;
+        cell.loss_pv[i] = 0.0;
+        cell.recovered[i] = 0.0;
+#if GS_NSEG_REG > 0
+        GS_UNROLL
+        for (int s = 0; s < GS_NSEG_REG; ++s) cell.segment[i][s] = 0.0;
+#else
+        const int q = blk.q0 + i;
+        if (q < g.Q)
+            for (int s = 0; s < g.n_segments; ++s)
+                g.out_q[gs_q_index(g, GS_QV_SEG + s, a, q, b)] = 0.0;
+#endif
+    }
 }
 
 // Phase 2: the loans l0 .. l0 + tile_len - 1 in path cell (a, b), steps 3-8
@@ -291,37 +331,57 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         cell.defaulted_principal += lf[GS_PRINCIPAL];
         cell.first_default = fmin(cell.first_default, t_tau);
         cell.ead_sum += ead;
-        const int seg = GS_QV_SEG + li[GS_SEGMENT];
-        for (int q = 0; q < g.Q; ++q) {
+        const int seg = li[GS_SEGMENT];
+        GS_UNROLL
+        for (int i = 0; i < GS_QT; ++i) {
+            const int q = blk.q0 + i;
+            if (q >= g.Q) break;
             const double proceeds = gpu_k * g.q_keep[q] + crypto_k * g.q_keep_crypto[q]
                                     + cash_left;
             const double recovery = fmin(ead, proceeds);
             const double loss = ead - recovery;
-            g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)] += loss;
-            g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)] += loss * discount;
-            g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] += recovery;
-            g.out_q[gs_q_index(g, seg, a, q, b)] += loss;
+            cell.loss[i] += loss;
+            cell.loss_pv[i] += loss * discount;
+            cell.recovered[i] += recovery;
+#if GS_NSEG_REG > 0
+            GS_UNROLL
+            for (int s = 0; s < GS_NSEG_REG; ++s)
+                if (s == seg) cell.segment[i][s] += loss;
+#else
+            g.out_q[gs_q_index(g, GS_QV_SEG + seg, a, q, b)] += loss;
+#endif
         }
     }
 }
 
-// Phase 3: the cell's outputs from its sums.
-GS_FN void gs_cell_finish(const GsArgs& g, int a, int b, const GsCell& cell) {
-    g.out_p[gs_p_index(g, GS_PV_DEFAULTS, a, b)] = cell.defaults;
-    g.out_p[gs_p_index(g, GS_PV_DEFAULT_RATE, a, b)] =
-        cell.defaulted_principal / g.total_principal;
-    g.out_p[gs_p_index(g, GS_PV_FIRST_DEFAULT, a, b)] =
-        cell.first_default == GS_INF ? GS_NAN : cell.first_default;
-    g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
-        cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;
-    for (int q = 0; q < g.Q; ++q) {
-        const double loss = g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)];
-        const double loss_pv = g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)];
-        const double recovered = g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)];
-        g.out_q[gs_q_index(g, GS_QV_LOSS_RATE, a, q, b)] = loss / g.total_principal;
+// Phase 3: the cell's outputs from its sums.  The values that do not depend
+// on q are written by the threads of the first recovery tile only.
+GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCell& cell) {
+    if (blk.q0 == 0) {
+        g.out_p[gs_p_index(g, GS_PV_DEFAULTS, a, b)] = cell.defaults;
+        g.out_p[gs_p_index(g, GS_PV_DEFAULT_RATE, a, b)] =
+            cell.defaulted_principal / g.total_principal;
+        g.out_p[gs_p_index(g, GS_PV_FIRST_DEFAULT, a, b)] =
+            cell.first_default == GS_INF ? GS_NAN : cell.first_default;
+        g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
+            cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;
+    }
+    GS_UNROLL
+    for (int i = 0; i < GS_QT; ++i) {
+        const int q = blk.q0 + i;
+        if (q >= g.Q) break;
+        g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)] = cell.loss[i];
+        g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)] = cell.loss_pv[i];
+        g.out_q[gs_q_index(g, GS_QV_LOSS_RATE, a, q, b)] = cell.loss[i] / g.total_principal;
         g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] =
-            cell.ead_sum > 0.0 ? recovered / cell.ead_sum : GS_NAN;
-        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN, a, q, b)] = 1e4 * loss_pv / g.principal_wal;
+            cell.ead_sum > 0.0 ? cell.recovered[i] / cell.ead_sum : GS_NAN;
+        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN, a, q, b)] =
+            1e4 * cell.loss_pv[i] / g.principal_wal;
+#if GS_NSEG_REG > 0
+        GS_UNROLL
+        for (int s = 0; s < GS_NSEG_REG; ++s)
+            g.out_q[gs_q_index(g, GS_QV_SEG + s, a, q, b)] = cell.segment[i][s];
+#endif
     }
 }
 

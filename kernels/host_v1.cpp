@@ -25,7 +25,7 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
         for (int t = 0; t < threads; ++t) {
             const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
             if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
-                gs_cell_start(g, a, b, cells[t]);
+                gs_cell_start(g, blk, a, b, cells[t]);
         }
         for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
             const int tile_len = std::min(g.loan_tile, g.n_loans - l0);
@@ -40,7 +40,7 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
         for (int t = 0; t < threads; ++t) {
             const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
             if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
-                gs_cell_finish(g, a, b, cells[t]);
+                gs_cell_finish(g, blk, a, b, cells[t]);
         }
     }
     return 0;

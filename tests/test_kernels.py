@@ -31,10 +31,17 @@ needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on thi
 
 
 @pytest.fixture(scope="module")
-def host_library(tmp_path_factory):
+def host_build(tmp_path_factory):
+    """``build(variant)``: the host library of a kernel variant, built once."""
     if CXX is None:
         pytest.skip("no C++ compiler (g++) on this machine")
-    return K.build_host_library(CXX, tmp_path_factory.mktemp("host"))
+    folder = tmp_path_factory.mktemp("host")
+    return lambda variant=K.Variant(): K.build_host_library(CXX, folder, variant)
+
+
+@pytest.fixture(scope="module")
+def host_library(host_build):
+    return host_build()
 
 
 def test_kernel_sources_are_found_and_inlined():
@@ -80,25 +87,46 @@ LAUNCHES = [(128, 48 * 1024), (32, 2000), (64, 700)]
 @needs_cxx
 @pytest.mark.parametrize("grid", list(GRIDS))
 @pytest.mark.parametrize("seed", [11, 12, 13])
-def test_kernel_arithmetic_matches_numpy(host_library, grid, seed):
+def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
     rng = np.random.default_rng(seed)
     cfg = make_config(random_loans(rng, 13), grid=GRIDS[grid])
     pf = prepare(cfg, "numpy").portfolio
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
     assert pf.horizon * 16 <= 700  # every launch below fits one loan's tables
-    for threads, shared in LAUNCHES:
-        got = K.evaluate_on_host(host_library, pf, axes, cfg.scenario, threads, shared)
-        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    q_count = math.prod(len(v) for k, v in axes.items() if k in K.RECOVERY_AXES)
+    n_seg = len(pf.segments)
+    # The variant the GPU backend picks, one recovery cell per thread, uneven
+    # recovery tiles, and segment sums in global memory.
+    variants = {K.choose_variant(q_count, n_seg), K.Variant(1, n_seg), K.Variant(3, 0),
+                K.choose_variant(q_count, n_seg, max_q_per_thread=2)}
+    for variant in sorted(variants, key=repr):
+        library = host_build(variant)
+        for threads, shared in LAUNCHES:
+            got = K.evaluate_on_host(library, pf, axes, cfg.scenario, threads, shared,
+                                     variant)
+            assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+@pytest.mark.parametrize("q,seg,cap,expect", [
+    (1, 3, 8, K.Variant(1, 3)), (31, 3, 8, K.Variant(8, 3)), (9, 3, 8, K.Variant(5, 3)),
+    (31, 8, 8, K.Variant(4, 8)), (5, 40, 8, K.Variant(5, 0)), (31, 3, 1, K.Variant(1, 3))])
+def test_variant_spreads_recovery_cells_evenly_within_registers(q, seg, cap, expect):
+    v = K.choose_variant(q, seg, cap)
+    assert v == expect
+    assert v.q_per_thread * (3 + v.segments_in_registers) <= max(
+        K.MAX_SUM_REGISTERS, 3 + v.segments_in_registers)
 
 
 @needs_cxx
-def test_kernel_arithmetic_on_the_seed_portfolio(host_library):
+def test_kernel_arithmetic_on_the_seed_portfolio(host_build):
     cfg = prepare(ROOT / "configs" / "seed.yaml", "numpy")
     axes = {a.name: a.array[::4] for a in cfg.config.axes}
     shape = tuple(len(v) for v in axes.values())
     ref = evaluate(cfg.portfolio, scenario_arrays(axes, cfg.config.scenario), shape)
-    got = K.evaluate_on_host(host_library, cfg.portfolio, axes, cfg.config.scenario)
+    variant = K.choose_variant(len(axes["haircut"]), len(cfg.portfolio.segments))
+    got = K.evaluate_on_host(host_build(variant), cfg.portfolio, axes, cfg.config.scenario,
+                             variant=variant)
     assert_parity(got, ref, cfg.portfolio.total_principal, cfg.portfolio.principal_wal)
     # Every seed cell has a default (docs/model.md, unsecured bullets).
     assert np.all(got["defaults"] >= 1)
@@ -114,6 +142,8 @@ def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon
     assert 1 <= s.loan_tile <= loans
     assert s.shared_bytes(horizon) <= K.SHARED_BYTES
     assert s.n_blocks(a, b) * s.na_block * s.nb_block >= a * b
+    tiled = K.launch_shape(a, b, loans, horizon, variant=K.Variant(4, 0))
+    assert tiled.n_blocks(a, b, 9) == 3 * s.n_blocks(a, b)
     # Few b values: a block takes several a values instead of idling.
     if b < 32 and a > 1:
         assert s.na_block > 1
@@ -180,17 +210,22 @@ def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
-def test_cuda_source_compiles_for_hopper_without_spills(tmp_path):
+@pytest.mark.parametrize("variant", [K.Variant(1, 0), K.choose_variant(31, 3),
+                                     K.choose_variant(31, 8)], ids=repr)
+def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     # The single compilation unit NVRTC gets, compiled by nvcc for sm_90.
     src = tmp_path / "gs.cu"
     src.write_text(K.kernel_source(), encoding="utf-8")
-    res = subprocess.run([NVCC, "-arch=sm_90", "--std=c++17", "--fmad=false", "-cubin",
-                          "-Xptxas", "-v", "-o", str(tmp_path / "gs.cubin"), str(src)],
+    res = subprocess.run([NVCC, "-arch=sm_90", *K.NVRTC_OPTIONS, *variant.defines(),
+                          "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "gs.cubin"), str(src)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     report = res.stderr
     assert "gs_grid_v1" in report
-    assert "0 bytes spill stores, 0 bytes spill loads" in report
+    lines = report.splitlines()
+    at = next(i for i, ln in enumerate(lines) if "Function properties for gs_grid_v1" in ln)
+    line = lines[at + 1]
+    assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in line, report
     assert "error" not in report.lower()
 
 
