@@ -25,6 +25,8 @@ echo "== GPU tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
     tests/test_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/pytest-gpu.log"
 
+echo "== launch parameters of the fused kernel"
+timeout 120 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"
 echo "== bench: 1M cells, one haircut (no shared paths), 100 loans"
 timeout 100 python3 -m gridstress bench --cells 1000000 --loans 100 \
     --engines fused,cupy-xp --out "$OUT/bench-1m-single-haircut.json"

@@ -369,10 +369,12 @@ class FusedGrid:
     """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
 
     def __init__(self, pf: PortfolioArrays, cupy, stream_copies: bool = True,
-                 max_q_per_thread: int = MAX_Q_PER_THREAD):
+                 max_q_per_thread: int = MAX_Q_PER_THREAD,
+                 threads: int = THREADS_PER_BLOCK):
         self.pf = pf
         self.cp = cupy
         self.max_q_per_thread = max_q_per_thread
+        self.threads = threads
         loan_f, loan_i = loan_matrices(pf)
         self.device = {
             "loan_f": cupy.asarray(loan_f),
@@ -451,7 +453,7 @@ class FusedGrid:
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
-        shape = launch_shape(A, B, pf.n_loans, pf.horizon,
+        shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
                              variant=choose_variant(Q, S, self.max_q_per_thread))
         function = kernel_function(cp, shape.variant)
         if not layout.a_leads:
