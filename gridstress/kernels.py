@@ -181,7 +181,8 @@ class LaunchShape:
     variant: Variant = Variant()
 
     def shared_bytes(self, horizon: int) -> int:
-        return 2 * self.na_block * self.loan_tile * horizon * 8
+        """Two tables per (a, loan, period) and the discount factors per (a, period)."""
+        return (2 * self.loan_tile + 1) * self.na_block * horizon * 8
 
     def n_blocks(self, a_count: int, b_count: int, q_count: int = 1) -> int:
         return (math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
@@ -193,19 +194,20 @@ def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
                  shared_bytes: int = SHARED_BYTES, variant: Variant = Variant()) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
-    A block takes up to ``threads`` mining values ``b`` (one warp-aligned row
-    per appraisal value ``a``); when there are fewer ``b`` than threads it
-    takes several ``a`` values, as many as fit their tables of at least one
-    loan in ``shared_bytes``.  Loans are then tiled to fill the shared memory.
+    A block takes up to ``threads`` mining values ``b``, the same number in
+    every block along ``b``; when there are fewer ``b`` than threads it takes
+    several ``a`` values, as many as fit their tables of at least one loan in
+    ``shared_bytes``.  Loans are then tiled to fill the shared memory.
     """
     if min(a_count, b_count, n_loans, horizon) < 1:
         raise ValueError("a launch needs at least one a value, b value, loan and period")
-    per_loan_a = 2 * horizon * 8
-    if per_loan_a > shared_bytes:
+    per_a = 8 * horizon  # one double per period
+    if 3 * per_a > shared_bytes:
         raise ValueError(f"a horizon of {horizon} periods does not fit the shared memory")
-    nb = min(b_count, threads)
-    na = max(1, min(a_count, threads // nb, shared_bytes // per_loan_a))
-    tile = max(1, min(n_loans, shared_bytes // (per_loan_a * na)))
+    # b values per block: as many as fit, spread evenly over the blocks.
+    nb = math.ceil(b_count / math.ceil(b_count / threads))
+    na = max(1, min(a_count, threads // nb, shared_bytes // (3 * per_a)))
+    tile = max(1, min(n_loans, (shared_bytes // (na * per_a) - 1) // 2))
     used = na * nb
     return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile, variant)
 

@@ -160,6 +160,21 @@ GS_FN long gs_table_size(const GsArgs& g) {
     return (long)g.na_block * g.loan_tile * (g.K1 - 1);
 }
 
+// After the two tables: the discount factor (1 + y)^(-t_k) per (a value of the
+// block, period k = 1..K), shared by all loans.
+GS_FN long gs_discount_index(const GsArgs& g, int ia, int k) {
+    return 2 * gs_table_size(g) + (long)ia * (g.K1 - 1) + (k - 1);
+}
+
+// Phase 0 work item u of a thread block: one (a value, period) discount factor.
+GS_FN void gs_build_discounts(const GsArgs& g, GsBlock blk, int u, double* table) {
+    const int K = g.K1 - 1;
+    const int ia = u / K, k = u % K + 1;
+    const int a = blk.a0 + ia;
+    if (ia >= g.na_block || a >= g.a_end) return;
+    table[gs_discount_index(g, ia, k)] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
+}
+
 // Phase 1: the d-only tables of loan l for deflation d and discount rate y.
 // net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) for k = 1..n and the
 // appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
@@ -247,7 +262,6 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
                          const double* table, GsCell& cell) {
     const int ia = a - blk.a0;
     const double c = g.b_crypto[b], D = g.b_periods[b];
-    const double y = g.a_discount[a];
     for (int lt = 0; lt < tile_len; ++lt) {
         const int l = l0 + lt;
         const double* lf = g.loan_f + (long)l * GS_NF;
@@ -326,7 +340,7 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         const double gpu_k = pledged * gval[tau - 1];
         const double crypto_k = crypto0 * price_tau;
         const double cash_left = fmax(cash_tau, 0.0);
-        const double discount = pow(1.0 + y, -t_tau);
+        const double discount = table[gs_discount_index(g, ia, tau)];
         cell.defaults += 1.0;
         cell.defaulted_principal += lf[GS_PRINCIPAL];
         cell.first_default = fmin(cell.first_default, t_tau);

@@ -18,7 +18,7 @@ extern "C" long gs_args_offset_dt() { return (long)offsetof(GsArgs, dt); }
 
 extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
     const GsArgs& g = *args;
-    std::vector<double> table(2 * gs_table_size(g));
+    std::vector<double> table(2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1));
     std::vector<GsCell> cells(threads);
     for (int bi = 0; bi < n_blocks; ++bi) {
         const GsBlock blk = gs_block(g, bi);
@@ -27,6 +27,8 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
             if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
                 gs_cell_start(g, blk, a, b, cells[t]);
         }
+        for (int u = 0; u < g.na_block * (g.K1 - 1); ++u)
+            gs_build_discounts(g, blk, u, table.data());
         for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
             const int tile_len = std::min(g.loan_tile, g.n_loans - l0);
             for (int u = 0; u < g.na_block * tile_len; ++u)
