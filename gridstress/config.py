@@ -534,13 +534,17 @@ def load_config(path: str | Path) -> RunConfig:
     Raises :class:`gridstress.errors.InputError` naming every broken rule.
     """
     path = Path(path)
+    raw = _read_yaml(path, "config")
+    return config_from_dict(raw, where=path.name, base_dir=path.parent)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise InputError(f"{path}: config file not found")
+        raise InputError(f"{path}: {what} file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InputError(f"{path.name}: not valid YAML ({exc})") from None
-    return config_from_dict(raw, where=path.name, base_dir=path.parent)
 
 
 def load_marginals(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -550,12 +554,7 @@ def load_marginals(path: str | Path) -> dict[str, dict[str, Any]]:
     checks the axes and builds the distributions.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: marginals file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path.name}: not valid YAML ({exc})") from None
+    raw = _read_yaml(path, "marginals")
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise InputError(f"{path.name}: must map each axis to {{dist: NAME, ...}}, e.g. "
                          "deflation: {dist: norm, loc: 0.3, scale: 0.15}")
