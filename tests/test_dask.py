@@ -21,6 +21,7 @@ import yaml
 from conftest import random_loans
 
 from gridstress import load_config, open_cube, run_grid
+from gridstress.distributed import WORKER_MALLOC_ENV
 from gridstress.engine import default_plan, partial_path, prepare
 from gridstress.grid import plan_blocks
 from gridstress.model import VARIABLES
@@ -75,8 +76,9 @@ class Cluster:
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.tmp / f"{name}.log").open("w")
+        env = dict(os.environ, **{k: str(v) for k, v in WORKER_MALLOC_ENV.items()})
         return subprocess.Popen([DASK, *args], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.tmp)
+                                start_new_session=True, cwd=self.tmp, env=env)
 
     def start_worker(self, i: int) -> subprocess.Popen:
         return self._spawn(f"worker{i}", [
@@ -170,7 +172,7 @@ def wait_for_marks(store: Path, at_least: int, proc: subprocess.Popen, cwd: Path
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how, chunk_cells", [("file", None), ("file", 1), ("address", 22)])
+@pytest.mark.parametrize("how, chunk_cells", [("file", None), ("address", 4)])
 def test_cluster_cube_equals_synchronous(cluster, small, tmp_path, how, chunk_cells):
     config, reference = small
     where = (["--scheduler-file", cluster.file] if how == "file"
@@ -276,20 +278,22 @@ def test_client_killed_then_resume(cluster, slow, tmp_path):
     assert {f: (out / f).stat().st_mtime_ns for f in chunk_files} == written
 
 
-def test_local_cluster_interrupted_then_resumed(slow, tmp_path):
-    """SIGINT to the CLI on a local cluster: exit 130, blocks kept, resume finishes."""
+def test_local_cluster_interrupted_then_resumed_in_process(slow, tmp_path):
+    """SIGINT on a local cluster: exit 130 with the blocks kept; a synchronous resume ends it."""
     config, reference = slow
-    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK,
-            "--workers", "2")
-    proc = start_gridstress(*args, cwd=tmp_path)
-    wait_for_marks(partial_path(tmp_path / "cube.zarr"), 3, proc, tmp_path)
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    proc = start_gridstress(*args, "--workers", "2", cwd=tmp_path)
+    store = partial_path(tmp_path / "cube.zarr")
+    wait_for_marks(store, 3, proc, tmp_path)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     err = (tmp_path / "run.err").read_text()
     assert "blocks are saved; run the same command with --resume to finish" in err
-    res = gridstress(*args, "--resume", cwd=tmp_path)
+    kept = blocks_marked(store)
+    assert 3 <= kept < 16
+    res = gridstress(*args, "--scheduler", "synchronous", "--resume", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "resuming: " in res.stderr
+    assert f"resuming: {kept} of 16 blocks already done, computing {16 - kept}" in res.stderr
     assert_same_cube(tmp_path / "cube.zarr", reference)
 
 
