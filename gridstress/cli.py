@@ -116,7 +116,7 @@ def run(
     from .engine import blocks_done, prepare, write_cube
     from .errors import ClusterError, ModelError
 
-    where = scheduler or "local"
+    where = scheduler if scheduler is not None or scheduler_file is not None else "local"
     try:
         check_scheduler(where, scheduler_file, workers)
         remote = is_remote(where, scheduler_file)

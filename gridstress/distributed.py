@@ -157,13 +157,16 @@ def is_remote(scheduler: Any, scheduler_file: str | Path | None) -> bool:
     """Whether the workers may be on other machines (not started by this process)."""
     if scheduler_file is not None:
         return True
-    return not (isinstance(scheduler, str) and scheduler in SCHEDULERS)
+    return not (scheduler is None or scheduler in SCHEDULERS)
 
 
 def check_scheduler(scheduler: Any, scheduler_file: str | Path | None,
                     workers: int | None) -> None:
-    """Refuse a scheduler option that cannot work, before anything runs."""
-    if scheduler_file is not None and scheduler not in (None, "local"):
+    """Refuse scheduler options that cannot work, before anything runs.
+
+    ``scheduler`` None means ``scheduler_file`` if given, else synchronous.
+    """
+    if scheduler_file is not None and scheduler is not None:
         raise InputError(f"--scheduler {scheduler} and --scheduler-file {scheduler_file}: "
                          "give one of them, not both")
     if isinstance(scheduler, str) and scheduler not in SCHEDULERS and "://" not in scheduler:
@@ -172,7 +175,7 @@ def check_scheduler(scheduler: Any, scheduler_file: str | Path | None,
     if workers is not None:
         if workers < 1:
             raise InputError(f"--workers={workers} must be >= 1")
-        if scheduler not in ("local", "local-cuda") or scheduler_file is not None:
+        if scheduler not in ("local", "local-cuda"):
             raise InputError(f"--workers={workers}: only for --scheduler local or "
                              "local-cuda (an existing cluster has its own workers)")
     if scheduler_file is not None and not Path(scheduler_file).is_file():
@@ -187,12 +190,13 @@ def _cpu_count() -> int:
 
 
 @contextmanager
-def connect(scheduler: Any = "local", scheduler_file: str | Path | None = None,
+def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
             workers: int | None = None, n_blocks: int | None = None
             ) -> Iterator[Any | None]:
     """A ``distributed.Client`` for the scheduler asked for, or None for this process.
 
-    ``synchronous`` gives None (blocks run in this process), and so do
+    ``synchronous`` (or None without ``scheduler_file``) gives None (blocks
+    run in this process), and so do
     ``local`` for at most one block to compute (a cluster cannot run one task
     faster) and any scheduler for no block at all.  ``local`` starts a
     LocalCluster of worker processes on 127.0.0.1, one single-threaded worker
@@ -202,11 +206,12 @@ def connect(scheduler: Any = "local", scheduler_file: str | Path | None = None,
     first worker.  A ``distributed.Client`` is used as it is.  Clusters this
     function starts are closed on exit.
     """
-    if not isinstance(scheduler, str):  # a distributed.Client
+    if scheduler is not None and not isinstance(scheduler, str):  # a distributed.Client
         yield scheduler
         return
     if n_blocks == 0 or (scheduler_file is None and (
-            scheduler == "synchronous" or (scheduler == "local" and (n_blocks or 0) <= 1))):
+            scheduler in (None, "synchronous")
+            or (scheduler == "local" and (n_blocks or 0) <= 1))):
         yield None
         return
     from distributed import Client

@@ -133,14 +133,15 @@ def default_plan(config: RunConfig, pf: PortfolioArrays,
 
 def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",
              chunk_cells: int | None = None, progress: ProgressFn | None = None,
-             scheduler: str | Any = "synchronous", scheduler_file: str | Path | None = None,
+             scheduler: str | Any | None = None, scheduler_file: str | Path | None = None,
              workers: int | None = None) -> xr.Dataset:
     """Evaluate every cell of the config's grid; return the cube in memory.
 
-    ``scheduler`` is ``"synchronous"`` (this process, the default), ``"local"``,
-    ``"local-cuda"``, a scheduler address such as ``"tcp://host:8786"`` or a
-    ``distributed.Client``; ``scheduler_file`` names a running cluster's
-    scheduler file instead (see :func:`gridstress.distributed.connect`).
+    ``scheduler`` is ``"synchronous"`` (this process; the default unless
+    ``scheduler_file`` is given), ``"local"``, ``"local-cuda"``, a scheduler
+    address such as ``"tcp://host:8786"`` or a ``distributed.Client``;
+    ``scheduler_file`` names a running cluster's scheduler file instead (see
+    :func:`gridstress.distributed.connect`).
     On a cluster, each block's arrays come back to this process.
     """
     from .distributed import (
@@ -257,6 +258,19 @@ def loans_at_fault(config: RunConfig, cell: tuple[int, ...]) -> list[str]:
     return found
 
 
+def create_store(store: Path, run: PreparedRun, used: set[tuple[str, str]]) -> None:
+    """A new partial store for ``run``: empty variables, attrs, no block done.
+
+    ``used`` holds the (backend, device) pairs that will compute the blocks.
+    """
+    if store.exists():
+        shutil.rmtree(store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    attrs = run.attrs() | _backend_attrs(used) | {"block_chunks": list(run.plan.chunks)}
+    empty_zarr(store, run.config, run.plan, attrs, run.portfolio.segments)
+    _done_marks(store, len(run.plan))
+
+
 def store_block(store: Path, block: Block, results: dict[str, np.ndarray]) -> None:
     """Write a block into its region of the store, then set its done mark.
 
@@ -321,7 +335,7 @@ def check_output_path(out: Path) -> None:
 def write_cube(config: RunConfig | str | Path, out: str | Path,
                backend: str | Backend = "auto", chunk_cells: int | None = None,
                progress: ProgressFn | None = None, resume: bool = False,
-               prepared: PreparedRun | None = None, scheduler: str | Any = "synchronous",
+               prepared: PreparedRun | None = None, scheduler: str | Any | None = None,
                scheduler_file: str | Path | None = None, workers: int | None = None,
                log: LogFn | None = None) -> Path:
     """Evaluate the grid block by block into a cube at ``out``; return ``out``.
@@ -370,12 +384,7 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
             used = set(found.values())
             say(describe_client(client, found))
         if fresh:
-            if store.exists():
-                shutil.rmtree(store)
-            store.parent.mkdir(parents=True, exist_ok=True)
-            attrs = run.attrs() | _backend_attrs(used) | {"block_chunks": list(run.plan.chunks)}
-            empty_zarr(store, run.config, run.plan, attrs, run.portfolio.segments)
-            _done_marks(store, len(run.plan))
+            create_store(store, run, used)
         if progress is not None:
             for block in run.plan:
                 if done[block.index]:
