@@ -356,6 +356,7 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
         check_scheduler,
         connect,
         describe_client,
+        is_remote,
         run_blocks,
         worker_backends,
     )
@@ -363,7 +364,8 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
     say = log or (lambda line: None)
     check_scheduler(scheduler, scheduler_file, workers)
     out = Path(out)
-    run = prepared or prepare(config, backend, chunk_cells)
+    remote = is_remote(scheduler, scheduler_file)
+    run = prepared or prepare(config, "numpy" if remote else backend, chunk_cells)
     check_output_path(out)
     store = partial_path(out)
     fresh = not (resume and store.exists())
@@ -377,7 +379,7 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
         say(f"resuming: {int(done.sum())} of {len(run.plan)} blocks already done, "
             f"computing {len(pending)}")
 
-    used = {(run.backend.name, run.backend.device)}
+    used = {(run.backend.name, run.backend.device)} if pending else set()
     with connect(scheduler, scheduler_file, workers, n_blocks=len(pending)) as client:
         if client is not None:
             found = worker_backends(client, _backend_name(backend))

@@ -370,3 +370,15 @@ def test_default_plan_keeps_to_max_blocks(small):
     # the smallest blocks that do it: one cell less per block gives too many
     assert len(plan_blocks(capped.shape, max(1, np.prod(capped.chunks) - 1))) > 5
     assert sum(b.size for b in capped) == run.config.n_cells
+
+
+def test_a_worker_that_cannot_see_the_store_says_so(small, tmp_path):
+    from gridstress.distributed import RunSpec, block_task
+    from gridstress.errors import ClusterError
+
+    config, _ = small
+    run = prepare(config, "numpy", 10)
+    missing = tmp_path / "elsewhere" / "cube.zarr.partial"
+    with pytest.raises(ClusterError, match="cannot see the store .*elsewhere/cube.zarr.partial"
+                       ": workers write their blocks into it"):
+        block_task(RunSpec(run.config, "numpy", str(missing)), run.plan.block(0))
