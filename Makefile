@@ -28,6 +28,8 @@ test: install-test
 bench: install-test
 	$(BIN)/python benchmarks/numpy_backend.py --out benchmarks/results/numpy_backend.json
 	$(BIN)/python benchmarks/peak_memory.py --out benchmarks/results/peak_memory.json
+	$(BIN)/python benchmarks/dask_overhead.py --out benchmarks/results/dask_overhead.json
+	$(BIN)/python benchmarks/dask_client_memory.py --out benchmarks/results/dask_client_memory.json
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache .hypothesis build *.egg-info

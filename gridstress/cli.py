@@ -31,37 +31,54 @@ def _fail_input(exc: InputError) -> None:
     raise typer.Exit(2)
 
 
-def _progress(total_cells: int, label: str, log_every_s: float = 10.0):
-    """Progress over cells: a rich bar on a terminal, else a log line every 10 s."""
+def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blocks: int = 0):
+    """Progress over blocks and cells: a rich bar on a terminal, else a log line every 10 s.
+
+    ``advance(block)`` counts a computed block; ``advance(block, skipped=True)``
+    one kept from an interrupted run, which does not count towards the rate.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class CellRate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} cells/s" if task.speed else "")
 
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("cells"), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("cells, {task.fields[blocks]}/" + f"{total_blocks} blocks"), CellRate(),
+        TimeElapsedColumn(), TimeRemainingColumn(),
         console=err, disable=not err.is_terminal, transient=False,
     )
-    task = progress.add_task(label, total=total_cells)
+    task = progress.add_task(label, total=total_cells, blocks=0)
     started = last = time.monotonic()
-    done = 0
+    done = kept = blocks = 0
 
-    def advance(block) -> None:
-        nonlocal last, done
-        progress.advance(task, block.size)
+    def advance(block, skipped: bool = False) -> None:
+        nonlocal last, done, kept, blocks, started
         done += block.size
+        blocks += 1
+        if skipped:
+            kept += block.size
+            started = time.monotonic()
+            progress.reset(task, total=total_cells, completed=done, blocks=blocks)
+            return
+        progress.update(task, advance=block.size, blocks=blocks)
         now = time.monotonic()
         if not err.is_terminal and now - last >= log_every_s and done < total_cells:
             last = now
-            rate = done / (now - started)
+            rate = (done - kept) / (now - started)
             err.print(f"{label}: {done:,} of {total_cells:,} cells ({done / total_cells:.0%}), "
-                      f"{rate:,.0f} cells/s, about {(total_cells - done) / rate:.0f} s left",
-                      markup=False)
+                      f"{blocks} of {total_blocks} blocks, {rate:,.0f} cells/s, "
+                      f"about {(total_cells - done) / rate:.0f} s left", markup=False)
 
     return progress, advance
 
@@ -74,36 +91,64 @@ def run(
         "Default: results/<config name>.zarr"),
     backend: str = typer.Option("auto", help="auto, numpy or cupy."),
     chunk_cells: int | None = typer.Option(
-        None, help="Cells per block (default: sized to about 256 MB of working memory)."),
+        None, help="Cells per block, one Dask task each (default: blocks of 0.1-1 s on a "
+        "CPU core within about 256 MB of working memory, at most 10,000 blocks)."),
     resume: bool = typer.Option(
         False, help="Keep the blocks of an interrupted run of the same config."),
+    scheduler: str | None = typer.Option(
+        None, help="Where blocks run: local (a Dask cluster on this machine, one worker per "
+        "core; the default), synchronous (this process), local-cuda (one worker per GPU, "
+        "needs the gpu extra) or a scheduler address, e.g. tcp://host:8786."),
+    scheduler_file: Path | None = typer.Option(
+        None, help="Scheduler file of a running Dask cluster (dask scheduler "
+        "--scheduler-file); its workers must see the output directory."),
+    workers: int | None = typer.Option(
+        None, help="Workers of a local or local-cuda cluster (default: one per CPU core, "
+        "one per GPU)."),
 ) -> None:
     """Evaluate the portfolio on every cell of the grid and write the cube."""
-    from .analysis.headline import headline
-    from .backend import resolve_backend
-    from .cube import open_cube
-    from .engine import blocks_done, prepare, write_cube
+    import logging
 
+    from .analysis.headline import headline
+    from .backend import BACKENDS, resolve_backend
+    from .cube import open_cube
+    from .distributed import check_scheduler, is_remote
+    from .engine import blocks_done, prepare, write_cube
+    from .errors import ClusterError, ModelError
+
+    where = scheduler if scheduler is not None or scheduler_file is not None else "local"
     try:
-        chosen = resolve_backend(backend)
-        run_ = prepare(config, chosen, chunk_cells)
+        check_scheduler(where, scheduler_file, workers)
+        remote = is_remote(where, scheduler_file)
+        chosen = None if remote else resolve_backend(backend)
+        if remote and backend not in BACKENDS:  # the workers resolve a valid name
+            resolve_backend(backend)
+        run_ = prepare(config, chosen or "numpy", chunk_cells)
     except InputError as exc:
         _fail_input(exc)
-    if chosen.note:
+    if chosen is not None and chosen.note:
         err.print(chosen.note, markup=False)
     target = out_path or Path("results") / f"{run_.config.name}.zarr"
     cfg = run_.config
+    on = (f"{chosen.name} ({chosen.device})" if chosen
+          else f"the cluster's workers (--backend {backend})")
     err.print(
         f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "
-        f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {chosen.name} "
-        f"({chosen.device}), {len(run_.plan)} block(s)", markup=False)
-    progress, advance = _progress(cfg.n_cells, "evaluating")
+        f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {on}, "
+        f"{len(run_.plan)} block(s)", markup=False)
+    progress, advance = _progress(cfg.n_cells, "evaluating", total_blocks=len(run_.plan))
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     started = time.perf_counter()
     try:
         with progress:
-            write_cube(cfg, target, progress=advance, resume=resume, prepared=run_)
+            write_cube(cfg, target, backend=backend, progress=advance, resume=resume,
+                       prepared=run_, scheduler=where, scheduler_file=scheduler_file,
+                       workers=workers, log=lambda line: err.print(line, markup=False))
     except InputError as exc:
         _fail_input(exc)
+    except (ModelError, ClusterError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         done = blocks_done(target)
         err.print(f"interrupted: {done or 0} of {len(run_.plan)} blocks are saved; run the "

@@ -7,6 +7,11 @@ block whatever the grid, and an interrupted run keeps every finished block:
 
 The store is built at ``<out>.partial`` and renamed to ``<out>`` only when
 complete; a NetCDF ``.nc`` output is converted from that store at the end.
+
+Blocks run in this process (``scheduler="synchronous"``) or as Dask tasks on
+a cluster (:mod:`gridstress.distributed`); either way each block goes
+through :func:`evaluate_checked` and :func:`store_block`, so the cube does
+not depend on where its blocks ran.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from .cube import (
     provenance,
     write_netcdf_from_zarr,
 )
-from .errors import InputError
-from .grid import Block, BlockPlan, largest_plan, plan_blocks
+from .errors import InputError, ModelError
+from .grid import Block, BlockPlan, largest_plan, plan_blocks, smallest_plan
 from .model import VARIABLES, block_bytes, evaluate, scenario_arrays
 from .params import SCENARIO_PARAMS
 from .portfolio import PortfolioArrays, portfolio_arrays
@@ -46,9 +51,19 @@ CACHE_LOAN_CELLS = 2**18
 GPU_BLOCK_CELLS = 2**24
 #: Working-memory budget of the xp model on CuPy arrays [bytes].
 XP_GPU_BUDGET_BYTES = 2 * 2**30
+#: Most blocks in a default plan: each block is one task on a Dask cluster.
+MAX_BLOCKS = 10_000
 _DONE = "gridstress_progress"
+#: Variables that are finite in every cell.  The others are NaN by definition
+#: in some cells (no default, no debt service), so only these can show that
+#: the arithmetic broke down.
+FINITE_VARIABLES = ("loss", "loss_pv", "loss_rate", "defaults", "default_rate",
+                    "breakeven_spread_bps", "loss_by_segment")
 
-ProgressFn = Callable[[Block], None]
+#: ``progress(block)`` after each block computed; blocks kept from an
+#: interrupted run are reported first, as ``progress(block, skipped=True)``.
+ProgressFn = Callable[..., None]
+LogFn = Callable[[str], None]
 
 
 @dataclass
@@ -132,34 +147,181 @@ def gpu_plan(config: RunConfig, pf: PortfolioArrays, free_bytes: int,
 
 def default_plan(config: RunConfig, pf: PortfolioArrays,
                  budget_bytes: int = BLOCK_BUDGET_BYTES,
-                 loan_cells: int = CACHE_LOAN_CELLS) -> BlockPlan:
-    """Largest blocks within the memory budget whose default paths fit the caches."""
+                 loan_cells: int = CACHE_LOAN_CELLS,
+                 max_blocks: int = MAX_BLOCKS) -> BlockPlan:
+    """Largest blocks within the memory budget whose default paths fit the caches.
+
+    Such a block takes 0.1-1 s on a CPU core, a good size for a Dask task.  A
+    grid that would need more than ``max_blocks`` of them gets the smallest
+    larger blocks that bring it down to ``max_blocks``, within the budget.
+    """
     on_path = [SCENARIO_PARAMS[a.name].path for a in config.axes]
+
+    def memory(plan: BlockPlan) -> int:
+        path_cells = math.prod(c for c, p in zip(plan.chunks, on_path) if p)
+        return block_bytes(pf.n_loans, len(pf.segments), path_cells, math.prod(plan.chunks))
 
     def fits(plan: BlockPlan) -> bool:
         path_cells = math.prod(c for c, p in zip(plan.chunks, on_path) if p)
-        cells = math.prod(plan.chunks)
-        return (pf.n_loans * path_cells <= loan_cells
-                and block_bytes(pf.n_loans, len(pf.segments), path_cells, cells)
-                <= budget_bytes)
+        return pf.n_loans * path_cells <= loan_cells and memory(plan) <= budget_bytes
 
-    return largest_plan(config.shape, fits)
+    plan = largest_plan(config.shape, fits)
+    if len(plan) > max_blocks:
+        fewer = smallest_plan(config.shape, lambda p: len(p) <= max_blocks)
+        plan = fewer if memory(fewer) <= budget_bytes else largest_plan(
+            config.shape, lambda p: memory(p) <= budget_bytes)
+    return plan
 
 
 def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",
-             chunk_cells: int | None = None, progress: ProgressFn | None = None) -> xr.Dataset:
-    """Evaluate every cell of the config's grid; return the cube in memory."""
-    run = prepare(config, backend, chunk_cells)
+             chunk_cells: int | None = None, progress: ProgressFn | None = None,
+             scheduler: str | Any | None = None, scheduler_file: str | Path | None = None,
+             workers: int | None = None) -> xr.Dataset:
+    """Evaluate every cell of the config's grid; return the cube in memory.
+
+    ``scheduler`` is ``"synchronous"`` (this process; the default unless
+    ``scheduler_file`` is given), ``"local"``, ``"local-cuda"``, a scheduler
+    address such as ``"tcp://host:8786"`` or a ``distributed.Client``;
+    ``scheduler_file`` names a running cluster's scheduler file instead (see
+    :func:`gridstress.distributed.connect`).
+    On a cluster, each block's arrays come back to this process.
+    """
+    from .distributed import (
+        RunSpec,
+        check_scheduler,
+        connect,
+        is_remote,
+        run_blocks,
+        worker_backends,
+    )
+
+    check_scheduler(scheduler, scheduler_file, workers)
+    remote = is_remote(scheduler, scheduler_file)
+    run = prepare(config, "numpy" if remote else backend, chunk_cells)
     n_seg = len(run.portfolio.segments)
     arrays = {name: np.empty(run.plan.shape) for name in VARIABLES}
     arrays["loss_by_segment"] = np.empty(run.plan.shape + (n_seg,))
-    for block in run.plan:
-        results = run.evaluate_block(block)
+
+    def place(block: Block, results: dict[str, np.ndarray]) -> None:
         for name in VARIABLES:
             arrays[name][block.slices] = results[name]
         if progress is not None:
             progress(block)
-    return build_dataset(run.config, arrays, run.attrs(), run.portfolio.segments)
+
+    blocks = list(run.plan)
+    used = {(run.backend.name, run.backend.device)}
+    with connect(scheduler, scheduler_file, workers, n_blocks=len(blocks)) as client:
+        if client is None:
+            for block in blocks:
+                place(block, evaluate_checked(run, block))
+        else:
+            used = set(worker_backends(client, _backend_name(backend)).values())
+            spec = RunSpec(run.config, _backend_name(backend))
+            run_blocks(client, spec, blocks,
+                       lambda block, receipt: place(block, receipt.results))
+    attrs = run.attrs() | _backend_attrs(used)
+    return build_dataset(run.config, arrays, attrs, run.portfolio.segments)
+
+
+def _backend_name(backend: str | Backend) -> str:
+    return backend if isinstance(backend, str) else backend.name
+
+
+def _backend_attrs(used: set[tuple[str, str]], before: dict[str, Any] | None = None
+                   ) -> dict[str, str]:
+    """``backend`` and ``device`` attributes: every one that computed blocks."""
+    names = {name for name, _ in used}
+    devices = {device for _, device in used}
+    if before:
+        names |= set(str(before.get("backend", "")).split("; ")) - {""}
+        devices |= set(str(before.get("device", "")).split("; ")) - {""}
+    return {"backend": "; ".join(sorted(names)), "device": "; ".join(sorted(devices))}
+
+
+def describe_cells(config: RunConfig, slices: tuple[slice, ...]) -> str:
+    """The cells of a block as axis values, e.g. ``deflation 0..0.3, haircut=0.5``."""
+    parts = []
+    for axis, part in zip(config.axes, slices):
+        values = axis.array[part]
+        if len(values) == 1:
+            parts.append(f"{axis.name}={values[0]:g}")
+        else:
+            parts.append(f"{axis.name} {values[0]:g}..{values[-1]:g}")
+    return ", ".join(parts)
+
+
+def evaluate_checked(run: PreparedRun, block: Block, copy: bool = True
+                     ) -> dict[str, np.ndarray]:
+    """``run.evaluate_block(block, copy)``, failing with the block, cell and loan named.
+
+    Raises :class:`~gridstress.errors.ModelError` when the model raises, or
+    when a variable of :data:`FINITE_VARIABLES` is NaN or infinite in some
+    cell (inputs whose magnitudes overflow float64 arithmetic).  The message
+    names the first such cell and the loans that give a non-finite result
+    there on their own.
+    """
+    where = f"block {block.index} ({describe_cells(run.config, block.slices)})"
+    try:
+        results = run.evaluate_block(block, copy=copy)
+    except Exception as exc:
+        raise ModelError(f"{where}: the model failed: {type(exc).__name__}: {exc}") from exc
+    for name in FINITE_VARIABLES:
+        bad = ~np.isfinite(results[name])
+        if not bad.any():
+            continue
+        index = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        cell = tuple(part.start + int(i) for part, i in zip(block.slices, index))
+        point = describe_cells(run.config, tuple(slice(i, i + 1) for i in cell))
+        culprits = loans_at_fault(run.config, cell)
+        if culprits:
+            blame = (f"loan_id={', '.join(culprits)} gives a non-finite result there on its "
+                     "own: check its inputs for magnitudes that overflow float64")
+        else:
+            blame = "no loan does on its own: the sum over loans overflows float64"
+        raise ModelError(f"{where}: {name}={results[name][index]} at cell {point} "
+                         f"(index {cell}) is not finite; {blame}")
+    return results
+
+
+def loans_at_fault(config: RunConfig, cell: tuple[int, ...]) -> list[str]:
+    """Loan ids that, alone in the portfolio, give a non-finite result in ``cell``."""
+    point = {axis.name: axis.array[i:i + 1] for axis, i in zip(config.axes, cell)}
+    scenario = scenario_arrays(point, config.scenario, np)
+    found = []
+    with np.errstate(all="ignore"):
+        for loan in config.loans:
+            try:
+                alone = evaluate(portfolio_arrays([loan], config.periods_per_year), scenario,
+                                 (1,) * len(cell), np)
+                finite = all(np.isfinite(alone[name]).all() for name in FINITE_VARIABLES)
+            except Exception:
+                finite = False
+            if not finite:
+                found.append(loan.loan_id)
+    return found
+
+
+def create_store(store: Path, run: PreparedRun, used: set[tuple[str, str]]) -> None:
+    """A new partial store for ``run``: empty variables, attrs, no block done.
+
+    ``used`` holds the (backend, device) pairs that will compute the blocks.
+    """
+    if store.exists():
+        shutil.rmtree(store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    attrs = run.attrs() | _backend_attrs(used) | {"block_chunks": list(run.plan.chunks)}
+    empty_zarr(store, run.config, run.plan, attrs, run.portfolio.segments)
+    _done_marks(store, len(run.plan))
+
+
+def store_block(store: Path, block: Block, results: dict[str, np.ndarray]) -> None:
+    """Write a block into its region of the store, then set its done mark.
+
+    The mark is set only once the data is on disk, so a block cut off while
+    being written is computed again by ``resume``.
+    """
+    ZarrBlockWriter(store).write(block.slices, results)
+    _done_marks(store)[block.index] = 1
 
 
 def partial_path(out: Path) -> Path:
@@ -216,42 +378,82 @@ def check_output_path(out: Path) -> None:
 def write_cube(config: RunConfig | str | Path, out: str | Path,
                backend: str | Backend = "auto", chunk_cells: int | None = None,
                progress: ProgressFn | None = None, resume: bool = False,
-               prepared: PreparedRun | None = None) -> Path:
+               prepared: PreparedRun | None = None, scheduler: str | Any | None = None,
+               scheduler_file: str | Path | None = None, workers: int | None = None,
+               log: LogFn | None = None) -> Path:
     """Evaluate the grid block by block into a cube at ``out``; return ``out``.
 
     ``out`` ending in ``.nc`` gives NetCDF-4, anything else a Zarr directory.
     Finished blocks are on disk as soon as they are computed; with
     ``resume=True`` the blocks of an interrupted run (same config and
     portfolio) are kept and only the rest are computed.
+
+    ``scheduler`` and ``scheduler_file`` are as for :func:`run_grid`.  On a
+    cluster each worker writes its blocks into the store itself, so the
+    workers must see ``out``'s directory (the same machine, or a shared
+    filesystem).  ``log`` receives a line on where the blocks run and, when
+    resuming, how many are kept.
     """
+    from .distributed import (
+        RunSpec,
+        check_scheduler,
+        connect,
+        describe_client,
+        is_remote,
+        run_blocks,
+        worker_backends,
+    )
+
+    say = log or (lambda line: None)
+    check_scheduler(scheduler, scheduler_file, workers)
     out = Path(out)
-    run = prepared or prepare(config, backend, chunk_cells)
+    remote = is_remote(scheduler, scheduler_file)
+    run = prepared or prepare(config, "numpy" if remote else backend, chunk_cells)
     check_output_path(out)
     store = partial_path(out)
-    if resume and store.exists():
-        run.plan = _check_resumable(store, run)
-        marks = _done_marks(store)
-        done = np.asarray(marks[:], dtype=bool)
-    else:
-        if store.exists():
-            shutil.rmtree(store)
-        store.parent.mkdir(parents=True, exist_ok=True)
-        attrs = run.attrs() | {"block_chunks": list(run.plan.chunks)}
-        empty_zarr(store, run.config, run.plan, attrs, run.portfolio.segments)
-        marks = _done_marks(store, len(run.plan))
+    fresh = not (resume and store.exists())
+    if fresh:
         done = np.zeros(len(run.plan), dtype=bool)
+    else:
+        run.plan = _check_resumable(store, run)
+        done = np.asarray(_done_marks(store)[:], dtype=bool)
+    pending = [block for block in run.plan if not done[block.index]]
+    if not fresh:
+        say(f"resuming: {int(done.sum())} of {len(run.plan)} blocks already done, "
+            f"computing {len(pending)}")
 
-    writer = ZarrBlockWriter(store)
-    for block in run.plan:
-        if not done[block.index]:
-            writer.write(block.slices, run.evaluate_block(block, copy=False))
-            marks[block.index] = 1  # only after the block's data is on disk
+    used = {(run.backend.name, run.backend.device)} if pending else set()
+    with connect(scheduler, scheduler_file, workers, n_blocks=len(pending)) as client:
+        if client is not None:
+            found = worker_backends(client, _backend_name(backend))
+            used = set(found.values())
+            say(describe_client(client, found))
+        if fresh:
+            create_store(store, run, used)
         if progress is not None:
-            progress(block)
+            for block in run.plan:
+                if done[block.index]:
+                    progress(block, skipped=True)
+        if client is None:
+            for block in pending:
+                # Stored before the next block: the GPU's transfer buffers serve.
+                store_block(store, block, evaluate_checked(run, block, copy=False))
+                if progress is not None:
+                    progress(block)
+        else:
+            spec = RunSpec(run.config, _backend_name(backend), str(store.resolve()))
+
+            def received(block: Block, receipt) -> None:
+                used.add((receipt.backend, receipt.device))
+                if progress is not None:
+                    progress(block)
+
+            run_blocks(client, spec, pending, received)
 
     import zarr
 
     group = zarr.open_group(str(store), mode="r+")
+    group.attrs.update(_backend_attrs(used, dict(group.attrs)))
     del group[_DONE]
     del group.attrs["block_chunks"]
     if out.suffix.lower() == ".nc":

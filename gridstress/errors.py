@@ -17,3 +17,15 @@ class InputError(ValueError):
 
 class BackendUnavailable(InputError):
     """The backend asked for cannot run here (exit status 2)."""
+
+
+class ModelError(RuntimeError):
+    """The model failed on some cells (exit status 1).
+
+    The message names the block's cells, the first cell with a value that
+    cannot be right and, where one loan alone gives it, that loan.
+    """
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster could not run the grid (exit status 1)."""

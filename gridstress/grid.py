@@ -93,3 +93,19 @@ def largest_plan(shape: tuple[int, ...], fits) -> BlockPlan:
         else:
             hi = mid - 1
     return plan_blocks(shape, lo)
+
+
+def smallest_plan(shape: tuple[int, ...], accept) -> BlockPlan:
+    """The plan with the smallest blocks that ``accept(plan)`` accepts.
+
+    ``accept`` must hold for the one-block plan and keep holding as blocks
+    grow (e.g. "at most N blocks"), so it is searched by bisection.
+    """
+    lo, hi = 1, max(1, math.prod(shape))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if accept(plan_blocks(shape, mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return plan_blocks(shape, lo)

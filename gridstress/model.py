@@ -255,18 +255,28 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     out["loss_pv"] = loss_pv
     out["loss_rate"] = loss / total
     out["defaults"] = defaulted.sum(axis=0).astype(xp.float64)
-    out["default_rate"] = xp.where(defaulted, col(principal), 0.0).sum(axis=0) / total
+    out["default_rate"] = _sum_over_loans(xp.where(defaulted, col(principal), 0.0), xp) / total
     first = default_years.min(axis=0)
     out["first_default_years"] = xp.where(xp.isinf(first), xp.nan, first)
     lowest = dscr_min.min(axis=0)
     out["min_dscr"] = xp.where(xp.isinf(lowest), xp.nan, lowest)
-    ead_sum = ead.sum(axis=0)
+    ead_sum = _sum_over_loans(ead, xp)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["recovery_rate"] = xp.where(ead_sum > 0, rec_sum / ead_sum, xp.nan)
     out["breakeven_spread_bps"] = 1e4 * loss_pv / pf.principal_wal
     out = {name: xp.broadcast_to(value, shape) for name, value in out.items()}
     out["loss_by_segment"] = xp.stack(by_segment, axis=-1)
     return out
+
+
+def _sum_over_loans(values, xp):
+    """Sum over the loan axis (0), adding loan after loan in canonical order.
+
+    ``values.sum(axis=0)`` adds pairwise when the cells of a block lie in one
+    column (a one-cell block), so a cell's last bits would depend on how the
+    grid was cut into blocks; a running sum does not.
+    """
+    return xp.cumsum(values, axis=0)[-1]
 
 
 def block_bytes(n_loans: int, n_segments: int, path_cells: int, cells: int) -> int:

@@ -1,0 +1,342 @@
+"""Blocks of the grid as Dask tasks: the client, the task, the worker's cache.
+
+Dask distributed does the scheduling; this module only says what a task is.
+
+- **One block, one task.**  :func:`block_task` evaluates one block of cells on
+  its worker's backend.  Only a :class:`RunSpec` (the validated config and
+  the backend name, a few kB) and the block's coordinates travel to the
+  worker; the worker builds its :class:`~gridstress.engine.PreparedRun`
+  (portfolio arrays on its own device, CuPy on a GPU worker) once per run
+  and keeps it for every later block (:func:`worker_run`).
+- **Output.**  When the spec names a store, the worker writes its block into
+  its own chunks of the run's Zarr store and sets the block's done mark once
+  the data is on disk (:func:`gridstress.engine.store_block`), then returns
+  a receipt of a few numbers (:class:`BlockDone`).  The client receives
+  receipts only, so its memory does not grow with the grid, and write
+  bandwidth grows with the workers.  Workers must therefore see the output
+  directory: the same machine (``local``, ``local-cuda``) or a filesystem
+  shared by the nodes of a batch cluster.  Without a store (the in-memory
+  :func:`gridstress.run_grid`) the receipt carries the block's arrays.
+- **Faults.**  A worker that dies has its tasks run again on the others by
+  the scheduler, up to ``distributed.scheduler.allowed-failures`` deaths per
+  task (3 by default).  A task that fails on bad data raises
+  :class:`~gridstress.errors.ModelError` naming the block, the cell and the
+  loan; it is not retried, since the same inputs fail the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import BACKENDS, resolve_backend
+from .config import RunConfig
+from .errors import BackendUnavailable, ClusterError, InputError
+from .grid import Block
+
+#: Schedulers named by a word; anything with ``://`` is a scheduler address.
+SCHEDULERS = ("synchronous", "local", "local-cuda")
+#: How long to wait for the first worker of an existing cluster [s].
+WORKER_WAIT_S = 120.0
+#: How long to wait for a connection to an existing scheduler [s].
+CONNECT_TIMEOUT_S = 20.0
+#: Prepared runs a worker keeps (one per config, portfolio and backend).
+_CACHED_RUNS = 4
+#: glibc malloc settings for the worker processes of a local cluster.  Dask
+#: sets ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap
+#: threshold at 128 kB, so each of the model's temporary arrays would be a
+#: fresh mmap and a block would take 2-3 times as long as in this process.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 2**25, "MALLOC_TRIM_THRESHOLD_": 2**30}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a worker needs to evaluate blocks of a run: picklable, small."""
+
+    config: RunConfig
+    backend: str
+    """``auto``, ``numpy`` or ``cupy``, resolved on each worker."""
+    store: str | None = None
+    """Absolute path of the Zarr store the worker writes into; None: return arrays."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.config.config_sha256, self.config.portfolio_sha256, self.backend)
+
+
+@dataclass(frozen=True)
+class BlockDone:
+    """A task's receipt: which block, how long it took, where it ran."""
+
+    index: int
+    cells: int
+    compute_s: float
+    """Seconds in the model (``evaluate_block`` and the finiteness check)."""
+    write_s: float
+    """Seconds writing the block and its done mark into the store."""
+    backend: str
+    device: str
+    worker: str
+    results: dict[str, np.ndarray] | None = None
+
+
+_runs: dict[tuple[str, str, str], Any] = {}
+_builds: dict[tuple[str, str, str], int] = {}
+_runs_lock = threading.Lock()
+
+
+def worker_run(spec: RunSpec):
+    """This process's prepared run for ``spec``: built on first use, then reused."""
+    from .engine import prepare
+
+    with _runs_lock:
+        run = _runs.get(spec.key)
+        if run is None:
+            run = prepare(spec.config, spec.backend)
+            while len(_runs) >= _CACHED_RUNS:
+                _runs.pop(next(iter(_runs)))
+            _runs[spec.key] = run
+            _builds[spec.key] = _builds.get(spec.key, 0) + 1
+        return run
+
+
+def worker_builds() -> dict[str, int]:
+    """How many times this process built each run (config hash: count)."""
+    with _runs_lock:
+        return {key[0][:12] + "/" + key[2]: n for key, n in _builds.items()}
+
+
+def _where() -> str:
+    try:
+        from distributed import get_worker
+
+        return f"{get_worker().address} on {socket.gethostname()}"
+    except ValueError:  # not in a worker
+        return f"process {os.getpid()} on {socket.gethostname()}"
+
+
+def block_task(spec: RunSpec, block: Block) -> BlockDone:
+    """Evaluate one block on this worker; write it into the store if there is one."""
+    from .engine import evaluate_checked, store_block
+
+    store = None if spec.store is None else Path(spec.store)
+    if store is not None and not store.is_dir():
+        raise ClusterError(
+            f"worker {_where()} cannot see the store {store}: workers write their blocks "
+            "into it, so the output directory must be on a filesystem they share with "
+            "the client")
+    run = worker_run(spec)
+    started = time.perf_counter()
+    results = evaluate_checked(run, block)
+    computed = time.perf_counter()
+    if store is not None:
+        store_block(store, block, results)
+        results = None
+    return BlockDone(block.index, block.size, computed - started,
+                     time.perf_counter() - computed, run.backend.name, run.backend.device,
+                     _where(), results)
+
+
+def _hold(spec: RunSpec) -> RunSpec:
+    """A task whose result is the spec: sent to the scheduler once, fetched by workers."""
+    return spec
+
+
+def is_remote(scheduler: Any, scheduler_file: str | Path | None) -> bool:
+    """Whether the workers may be on other machines (not started by this process)."""
+    if scheduler_file is not None:
+        return True
+    return not (scheduler is None or scheduler in SCHEDULERS)
+
+
+def check_scheduler(scheduler: Any, scheduler_file: str | Path | None,
+                    workers: int | None) -> None:
+    """Refuse scheduler options that cannot work, before anything runs.
+
+    ``scheduler`` None means ``scheduler_file`` if given, else synchronous.
+    """
+    if scheduler_file is not None and scheduler is not None:
+        raise InputError(f"--scheduler {scheduler} and --scheduler-file {scheduler_file}: "
+                         "give one of them, not both")
+    if isinstance(scheduler, str) and scheduler not in SCHEDULERS and "://" not in scheduler:
+        raise InputError(f"--scheduler {scheduler}: must be one of {', '.join(SCHEDULERS)} "
+                         "or a scheduler address such as tcp://host:8786")
+    if workers is not None:
+        if workers < 1:
+            raise InputError(f"--workers={workers} must be >= 1")
+        if scheduler not in ("local", "local-cuda"):
+            raise InputError(f"--workers={workers}: only for --scheduler local or "
+                             "local-cuda (an existing cluster has its own workers)")
+    if scheduler_file is not None and not Path(scheduler_file).is_file():
+        raise InputError(f"--scheduler-file {scheduler_file}: no such file")
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
+            workers: int | None = None, n_blocks: int | None = None
+            ) -> Iterator[Any | None]:
+    """A ``distributed.Client`` for the scheduler asked for, or None for this process.
+
+    ``synchronous`` (or None without ``scheduler_file``) gives None (blocks
+    run in this process), and so do
+    ``local`` for at most one block to compute (a cluster cannot run one task
+    faster) and any scheduler for no block at all.  ``local`` starts a
+    LocalCluster of worker processes on 127.0.0.1, one single-threaded worker
+    per CPU core (``workers`` overrides); ``local-cuda`` a dask-cuda
+    LocalCUDACluster, one worker per GPU; an address (``tcp://host:port``) or
+    ``scheduler_file`` connects to a running scheduler and waits for its
+    first worker.  A ``distributed.Client`` is used as it is.  Clusters this
+    function starts are closed on exit.
+    """
+    if scheduler is not None and not isinstance(scheduler, str):  # a distributed.Client
+        yield scheduler
+        return
+    if n_blocks == 0 or (scheduler_file is None and (
+            scheduler in (None, "synchronous")
+            or (scheduler == "local" and (n_blocks or 0) <= 1))):
+        yield None
+        return
+    from distributed import Client
+
+    if scheduler_file is None and scheduler in ("local", "local-cuda"):
+        with _local_cluster(scheduler, workers, n_blocks) as cluster, Client(cluster) as client:
+            yield client
+        return
+    what = (f"--scheduler-file {scheduler_file}" if scheduler_file is not None
+            else f"--scheduler {scheduler}")
+    try:
+        if scheduler_file is not None:
+            client = Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT_S)
+        else:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"{what}: cannot connect to the scheduler ({exc})") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise ClusterError(f"{what}: no worker joined the scheduler within "
+                               f"{WORKER_WAIT_S:.0f} s") from None
+        yield client
+
+
+@contextmanager
+def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
+    import dask
+
+    # Task errors reach the client, which reports them; the workers need not.
+    quiet = {"host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.CRITICAL}
+    malloc = {f"distributed.nanny.pre-spawn-environ.{name}": value
+              for name, value in WORKER_MALLOC_ENV.items()}
+    if kind == "local":
+        from distributed import LocalCluster
+
+        n = workers or _cpu_count()
+        if n_blocks:
+            n = min(n, n_blocks)
+        with dask.config.set(malloc), LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, **quiet) as c:
+            yield c
+        return
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as exc:
+        raise InputError(
+            f"--scheduler local-cuda needs dask-cuda, which is not importable ({exc}): "
+            "install the gpu extra, pip install 'gridstress[gpu]'") from None
+    extra = {"n_workers": workers} if workers else {}
+    with dask.config.set(malloc), LocalCUDACluster(**quiet, **extra) as c:
+        yield c
+
+
+def _worker_backend(name: str) -> tuple[str, str]:
+    backend = resolve_backend(name)
+    return backend.name, backend.device
+
+
+def worker_backends(client: Any, backend: str) -> dict[str, tuple[str, str]]:
+    """The backend and device that ``backend`` resolves to on each worker.
+
+    Raises :class:`~gridstress.errors.BackendUnavailable` (exit status 2)
+    when a worker cannot run it, before anything is written.
+    """
+    if backend not in BACKENDS:
+        resolve_backend(backend)  # raises the usual message
+    try:
+        return client.run(_worker_backend, backend)
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"on a worker of the cluster: {exc}") from None
+
+
+def describe_client(client: Any, backends: dict[str, tuple[str, str]]) -> str:
+    """One line on where the blocks run, e.g. ``2 Dask workers at tcp://...``."""
+    kinds = sorted({f"{name} on {device}" for name, device in backends.values()})
+    address = client.scheduler.address
+    return f"{len(backends)} Dask worker(s), scheduler {address}: {'; '.join(kinds)}"
+
+
+def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
+               received: Callable[[Block, BlockDone], None]) -> None:
+    """Run every block as a task; call ``received(block, receipt)`` as each finishes.
+
+    Blocks are submitted in plan order (Dask runs earlier submissions first)
+    and received in the order they finish.  The first task that fails fails
+    the run: its error is raised here (a :class:`~gridstress.errors.ModelError`
+    names the block, cell and loan) and the tasks still pending are
+    cancelled.  A block whose workers died more often than the scheduler
+    allows raises :class:`~gridstress.errors.ClusterError`.
+    """
+    from distributed import KilledWorker, as_completed
+
+    if not blocks:
+        return
+    token = uuid.uuid4().hex[:10]
+    spec_future = client.submit(_hold, spec, key=f"gridstress-spec-{token}")
+    block_of = {}
+    futures = []
+    for block in blocks:
+        future = client.submit(block_task, spec_future, block,
+                               key=f"gridstress-block-{block.index}-{token}")
+        block_of[future.key] = block
+        futures.append(future)
+    try:
+        for future in as_completed(futures):
+            block = block_of[future.key]
+            try:
+                receipt = future.result()
+            except KilledWorker as exc:
+                from .engine import describe_cells
+
+                raise ClusterError(
+                    f"block {block.index} ({describe_cells(spec.config, block.slices)}): "
+                    f"every worker that ran it died ({exc}); see the workers' logs, e.g. "
+                    "for memory limits") from None
+            future.release()
+            received(block, receipt)
+    finally:
+        client.cancel([*futures, spec_future])
+
+
+__all__ = [
+    "SCHEDULERS", "BlockDone", "RunSpec", "block_task", "check_scheduler",
+    "connect", "describe_client", "is_remote", "run_blocks", "worker_backends",
+    "worker_builds", "worker_run",
+]

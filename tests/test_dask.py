@@ -1,0 +1,384 @@
+"""Grids on real Dask clusters: a scheduler and workers on 127.0.0.1, the real CLI.
+
+Every cube is compared with the synchronous result bit for bit.  Faults are
+real: a worker process group killed with SIGKILL while tasks run, the CLI
+killed with SIGKILL and resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import random_loans
+
+from gridstress import load_config, open_cube, run_grid
+from gridstress.distributed import WORKER_MALLOC_ENV
+from gridstress.engine import default_plan, partial_path, prepare
+from gridstress.grid import plan_blocks
+from gridstress.model import VARIABLES
+
+BIN = Path(sys.executable).parent
+DASK = shutil.which("dask", path=str(BIN)) or "dask"
+GRIDSTRESS = shutil.which("gridstress", path=str(BIN)) or "gridstress"
+
+# A fast grid: 5 x 7 x 3 cells, 12 loans.
+SMALL_GRID = {
+    "deflation": {"start": -0.1, "stop": 0.6, "num": 5},
+    "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 7},
+    "haircut": {"values": [0.0, 0.35, 0.9]},
+}
+# A slower grid: 16 blocks of about 0.15 s each (100 loans x 2,000 default
+# paths), so that a kill lands while tasks run.
+SLOW_GRID = {
+    "deflation": {"start": -0.1, "stop": 0.6, "num": 16},
+    "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 2000},
+    "haircut": {"values": [0.0, 0.5]},
+}
+SLOW_CHUNK = 4000
+
+
+def write_config(path: Path, grid: dict, n_loans: int, seed: int, name: str) -> Path:
+    loans = [{k: v.item() if isinstance(v, np.generic) else v for k, v in loan.items()}
+             for loan in random_loans(np.random.default_rng(seed), n_loans)]
+    path.write_text(yaml.safe_dump({"name": name, "grid": grid, "portfolio": loans},
+                                   sort_keys=False))
+    return path
+
+
+class Cluster:
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, tmp: Path, n_workers: int):
+        from distributed import Client
+
+        self.tmp = tmp
+        self.file = tmp / "scheduler.json"
+        self.scheduler = self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1",
+                                                   "--port", "0", "--no-dashboard",
+                                                   "--scheduler-file", str(self.file)])
+        deadline = time.monotonic() + 60
+        while not self.file.exists():
+            assert time.monotonic() < deadline, (tmp / "scheduler.log").read_text()
+            time.sleep(0.1)
+        self.workers = [self.start_worker(i) for i in range(n_workers)]
+        self.client = Client(scheduler_file=str(self.file), timeout=30)
+        self.client.wait_for_workers(n_workers, timeout=90)
+        self.address = self.client.scheduler.address
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = (self.tmp / f"{name}.log").open("w")
+        env = dict(os.environ, **{k: str(v) for k, v in WORKER_MALLOC_ENV.items()})
+        return subprocess.Popen([DASK, *args], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=self.tmp, env=env)
+
+    def start_worker(self, i: int) -> subprocess.Popen:
+        return self._spawn(f"worker{i}", [
+            "worker", "--scheduler-file", str(self.file), "--nthreads", "1", "--nworkers",
+            "1", "--host", "127.0.0.1", "--no-dashboard"])
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL the worker's whole process group (its nanny and worker process)."""
+        os.killpg(self.workers[i].pid, signal.SIGKILL)
+        self.workers[i].wait(timeout=30)
+
+    def close(self) -> None:
+        self.client.close()
+        procs = [*self.workers, self.scheduler]
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"), n_workers=2)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The small config and its synchronous cube."""
+    path = write_config(tmp_path_factory.mktemp("small") / "small.yaml", SMALL_GRID, 12,
+                        seed=11, name="small")
+    return path, run_grid(load_config(path), backend="numpy").load()
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    """The slow config and its synchronous cube."""
+    path = write_config(tmp_path_factory.mktemp("slow") / "slow.yaml", SLOW_GRID, 100,
+                        seed=5, name="slow")
+    return path, run_grid(load_config(path), backend="numpy", chunk_cells=SLOW_CHUNK).load()
+
+
+def assert_same_cube(path: Path, reference) -> None:
+    with open_cube(path) as ds:
+        for name in VARIABLES:
+            assert ds[name].load().identical(reference[name]), name
+        assert ds.attrs["config_sha256"] == reference.attrs["config_sha256"]
+        assert ds.attrs["backend"] == "numpy"
+
+
+def gridstress(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([GRIDSTRESS, *map(str, args)], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def start_gridstress(*args, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    return subprocess.Popen([GRIDSTRESS, *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=(cwd / "run.out").open("w"),
+                            stderr=(cwd / "run.err").open("w"))
+
+
+def blocks_marked(store: Path) -> int:
+    """Blocks whose done mark is set in a partial store (-1: not readable now)."""
+    import zarr
+
+    try:
+        marks = zarr.open_group(str(store), mode="r")["gridstress_progress"][:]
+    except Exception:  # not created yet, renamed, or a mark being written
+        return -1
+    return int(np.asarray(marks).sum())
+
+
+def wait_for_marks(store: Path, at_least: int, proc: subprocess.Popen, cwd: Path) -> int:
+    deadline = time.monotonic() + 120
+    while (n := blocks_marked(store)) < at_least:
+        assert proc.poll() is None, f"the run ended before {at_least} blocks were done:\n" \
+            + (cwd / "run.err").read_text()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.02)
+    return n
+
+
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how, chunk_cells", [("file", None), ("address", 4)])
+def test_cluster_cube_equals_synchronous(cluster, small, tmp_path, how, chunk_cells):
+    config, reference = small
+    where = (["--scheduler-file", cluster.file] if how == "file"
+             else ["--scheduler", cluster.address])
+    chunk = [] if chunk_cells is None else ["--chunk-cells", chunk_cells]
+    res = gridstress("run", config, "--out", "cube.zarr", *where, *chunk, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"2 Dask worker(s), scheduler {cluster.address}: numpy on CPU" in res.stderr
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+
+
+def test_each_worker_prepares_a_run_once(cluster, small, tmp_path):
+    """Both workers ran blocks, and each built the portfolio once for all runs."""
+    from gridstress.distributed import worker_builds
+
+    config, reference = small
+    for chunk_cells in (3, 9):
+        res = gridstress("run", config, "--out", f"c{chunk_cells}.zarr", "--chunk-cells",
+                         chunk_cells, "--scheduler-file", cluster.file, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert_same_cube(tmp_path / f"c{chunk_cells}.zarr", reference)
+    key = reference.attrs["config_sha256"][:12] + "/auto"
+    builds = cluster.client.run(worker_builds)
+    assert len(builds) == 2
+    assert all(found.get(key) == 1 for found in builds.values()), builds
+
+
+def test_local_cluster_cube_equals_synchronous(small, tmp_path):
+    config, reference = small
+    workers, chunk_cells = 1, 10
+    res = gridstress("run", config, "--out", "cube.nc", "--workers", workers,
+                     "--chunk-cells", chunk_cells, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"{workers} Dask worker(s), scheduler tcp://127.0.0.1:" in res.stderr
+    assert_same_cube(tmp_path / "cube.nc", reference)
+
+
+def test_python_api_on_a_cluster(cluster, small):
+    config, reference = small
+    cube = run_grid(load_config(config), backend="numpy", chunk_cells=6,
+                    scheduler=cluster.address)
+    for name in VARIABLES:
+        assert cube[name].identical(reference[name]), name
+    cube = run_grid(load_config(config), backend="numpy", chunk_cells=6,
+                    scheduler=cluster.client)
+    for name in VARIABLES:
+        assert cube[name].identical(reference[name]), name
+
+
+def test_worker_killed_mid_run(slow, tmp_path):
+    config, reference = slow
+    n_blocks = len(prepare(config, "numpy", SLOW_CHUNK).plan)
+    c = Cluster(tmp_path, n_workers=2)
+    try:
+        proc = start_gridstress("run", config, "--out", "cube.zarr", "--chunk-cells",
+                                SLOW_CHUNK, "--scheduler-file", c.file, cwd=tmp_path)
+        store = partial_path(tmp_path / "cube.zarr")
+        done_at_kill = wait_for_marks(store, 3, proc, tmp_path)
+        c.kill_worker(0)
+        assert done_at_kill < n_blocks and proc.poll() is None
+        assert proc.wait(timeout=240) == 0, (tmp_path / "run.err").read_text()
+        assert len(c.client.nthreads()) == 1  # the killed worker stayed dead
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        c.close()
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+
+
+def test_client_killed_then_resume(cluster, slow, tmp_path):
+    config, reference = slow
+    run = prepare(config, "numpy", SLOW_CHUNK)
+    n_blocks = len(run.plan)
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK,
+            "--scheduler-file", cluster.file)
+    proc = start_gridstress(*args, cwd=tmp_path)
+    store = partial_path(tmp_path / "cube.zarr")
+    wait_for_marks(store, 3, proc, tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # Tasks already running when the client died still finish and write
+    # their blocks; wait until the store no longer changes.
+    done, still = blocks_marked(store), 0.0
+    while still < 2.0:
+        time.sleep(0.25)
+        now = blocks_marked(store)
+        still = still + 0.25 if now == done else 0.0
+        done = now
+    assert 3 <= done < n_blocks
+    marks = np.asarray(__import__("zarr").open_group(str(store))["gridstress_progress"][:])
+    kept = [i for i in range(n_blocks) if marks[i]]
+    chunk_files = [Path("loss", "c", *map(str, np.unravel_index(i, run.plan.counts)))
+                   for i in kept]
+    written = {f: (store / f).stat().st_mtime_ns for f in chunk_files}
+
+    res = gridstress(*args, "--resume", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (f"resuming: {done} of {n_blocks} blocks already done, "
+            f"computing {n_blocks - done}") in res.stderr
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+    # The kept blocks were not written again.
+    out = tmp_path / "cube.zarr"
+    assert {f: (out / f).stat().st_mtime_ns for f in chunk_files} == written
+
+
+def test_local_cluster_interrupted_then_resumed_in_process(slow, tmp_path):
+    """SIGINT on a local cluster: exit 130 with the blocks kept; a synchronous resume ends it."""
+    config, reference = slow
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    proc = start_gridstress(*args, "--workers", "2", cwd=tmp_path)
+    store = partial_path(tmp_path / "cube.zarr")
+    wait_for_marks(store, 3, proc, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    err = (tmp_path / "run.err").read_text()
+    assert "blocks are saved; run the same command with --resume to finish" in err
+    kept = blocks_marked(store)
+    assert 3 <= kept < 16
+    res = gridstress(*args, "--scheduler", "synchronous", "--resume", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming: {kept} of 16 blocks already done, computing {16 - kept}" in res.stderr
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+
+
+BAD_PORTFOLIO = [
+    {"loan_id": "OK", "principal": 1.0e6, "rate": 0.1, "term_years": 2, "n_gpus": 100},
+    # Valid inputs whose loss, times 1e4 bp, overflows float64 where the loan defaults.
+    {"loan_id": "BAD", "principal": 1.0e305, "rate": 0.1, "term_years": 3, "n_gpus": 1.0e4,
+     "rent": 1.0e298},
+]
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "cluster"])
+def test_bad_data_names_the_loan_and_cell(cluster, tmp_path, scheduler):
+    grid = {"deflation": {"values": [-0.5, 0.0, 0.3, 0.6, 0.9]},
+            "crypto_drawdown": {"values": [0.0, 0.5]}, "haircut": {"values": [0.0, 0.5]}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(
+        {"name": "bad", "grid": grid, "portfolio": BAD_PORTFOLIO}, sort_keys=False))
+    where = (["--scheduler", "synchronous"] if scheduler == "synchronous"
+             else ["--scheduler", cluster.address])
+    res = gridstress("run", "bad.yaml", "--out", "cube.zarr", "--chunk-cells", 4, *where,
+                     cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert ("error: block 4 (deflation=0.9, crypto_drawdown 0..0.5, haircut 0..0.5): "
+            "breakeven_spread_bps=inf at cell deflation=0.9, crypto_drawdown=0, haircut=0 "
+            "(index (4, 0, 0)) is not finite; loan_id=BAD gives a non-finite result there "
+            "on its own") in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "cube.zarr").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scheduler", "bogus"], "--scheduler bogus: must be one of synchronous, local, "
+     "local-cuda or a scheduler address such as tcp://host:8786"),
+    (["--scheduler-file", "nope.json"], "--scheduler-file nope.json: no such file"),
+    (["--scheduler", "synchronous", "--scheduler-file", "f.json"],
+     "give one of them, not both"),
+    (["--workers", "0"], "--workers=0 must be >= 1"),
+    (["--scheduler", "tcp://127.0.0.1:9", "--workers", "2"],
+     "--workers=2: only for --scheduler local or local-cuda"),
+    (["--scheduler", "tcp://127.0.0.1:9", "--backend", "gpu"],
+     "--backend gpu: must be one of auto, numpy, cupy"),
+])
+def test_bad_scheduler_options(small, tmp_path, args, message):
+    config, _ = small
+    res = gridstress("run", config, "--out", "cube.zarr", *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert not list(tmp_path.glob("cube.zarr*"))
+
+
+def test_local_cuda_without_dask_cuda(small, tmp_path):
+    try:
+        import dask_cuda  # noqa: F401
+
+        pytest.skip("dask-cuda is installed here")
+    except ImportError:
+        pass
+    config, _ = small
+    res = gridstress("run", config, "--out", "cube.zarr", "--scheduler", "local-cuda",
+                     "--backend", "numpy", "--chunk-cells", 5, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "--scheduler local-cuda needs dask-cuda" in res.stderr
+    assert "pip install 'gridstress[gpu]'" in res.stderr
+    assert not list(tmp_path.glob("cube.zarr*"))
+
+
+def test_default_plan_keeps_to_max_blocks(small):
+    config, _ = small
+    run = prepare(config, "numpy")
+    free = default_plan(run.config, run.portfolio, loan_cells=12)
+    assert len(free) > 5
+    capped = default_plan(run.config, run.portfolio, loan_cells=12, max_blocks=5)
+    assert len(capped) <= 5
+    # the smallest blocks that do it: one cell less per block gives too many
+    assert len(plan_blocks(capped.shape, max(1, np.prod(capped.chunks) - 1))) > 5
+    assert sum(b.size for b in capped) == run.config.n_cells
+
+
+def test_a_worker_that_cannot_see_the_store_says_so(small, tmp_path):
+    from gridstress.distributed import RunSpec, block_task
+    from gridstress.errors import ClusterError
+
+    config, _ = small
+    run = prepare(config, "numpy", 10)
+    missing = tmp_path / "elsewhere" / "cube.zarr.partial"
+    with pytest.raises(ClusterError, match="cannot see the store .*elsewhere/cube.zarr.partial"
+                       ": workers write their blocks into it"):
+        block_task(RunSpec(run.config, "numpy", str(missing)), run.plan.block(0))
