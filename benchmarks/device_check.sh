@@ -22,7 +22,7 @@ python3 -c "import cupy, numpy, xarray; print('cupy', cupy.__version__, 'numpy',
 numpy.__version__, 'xarray', xarray.__version__)"
 
 echo "== GPU tests"
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
+timeout 300 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
     tests/test_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/pytest-gpu.log"
 
 echo "== launch parameters of the fused kernel"

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import GRIDS_GPU, assert_parity, make_config, random_loans
+from conftest import GRIDS_GPU, ROOT, assert_parity, make_config, random_loans
 
 from gridstress import run_grid
 from gridstress.engine import gpu_plan, prepare
@@ -109,3 +109,27 @@ def test_compiled_kernel_is_cached_on_disk(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     again = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert again == first  # the second start loaded it: nothing compiled anew
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "local", "local-cuda"])
+def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler):
+    """``gridstress run`` end to end on the GPU, in this process or on Dask workers."""
+    from gridstress.cube import open_cube
+
+    if scheduler == "local-cuda":
+        pytest.importorskip("dask_cuda", reason="dask-cuda (the gpu extra) is not installed")
+    config = ROOT / "configs" / "seed.yaml"
+
+    def run(backend: str, sched: str, out: str):
+        res = subprocess.run([sys.executable, "-m", "gridstress", "run", str(config),
+                              "--backend", backend, "--scheduler", sched,
+                              "--chunk-cells", "20000", "--out", str(tmp_path / out)],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        return open_cube(tmp_path / out)
+
+    gpu = run("cupy", scheduler, "gpu.zarr")
+    cpu = run("numpy", "synchronous", "cpu.zarr")
+    assert "cupy" in gpu.attrs["backend"] and gpu.attrs["device"]
+    pf = prepare(config, "numpy").portfolio
+    _check(gpu, cpu, pf)
