@@ -22,17 +22,17 @@ python3 -c "import cupy, numpy, xarray; print('cupy', cupy.__version__, 'numpy',
 numpy.__version__, 'xarray', xarray.__version__)"
 
 echo "== GPU tests"
-timeout 300 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
     tests/test_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/pytest-gpu.log"
 
 echo "== launch parameters of the fused kernel"
-timeout 120 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"
+timeout 60 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"
 echo "== bench: 1M cells, one haircut (no shared paths), 100 loans"
-timeout 100 python3 -m gridstress bench --cells 1000000 --loans 100 \
+timeout 60 python3 -m gridstress bench --cells 1000000 --loans 100 \
     --engines fused,cupy-xp --out "$OUT/bench-1m-single-haircut.json"
 echo "== bench: seed-dense grid, 100 loans, all three engines"
-timeout 150 python3 -m gridstress bench --config configs/seed-dense.yaml --loans 100 \
+timeout 90 python3 -m gridstress bench --config configs/seed-dense.yaml --loans 100 \
     --no-compile-times --out "$OUT/bench-seed-dense.json"
 echo "== bench: one chunk of 10M cells, fused"
-timeout 60 python3 -m gridstress bench --cells 10000000 --loans 100 --engines fused \
+timeout 40 python3 -m gridstress bench --cells 10000000 --loans 100 --engines fused \
     --no-compile-times --out "$OUT/bench-10m-chunk.json"

@@ -1,4 +1,5 @@
-"""Launch parameters of the fused kernel: recovery cells per thread, threads per block.
+"""Launch parameters of the fused kernel: one or two stages, recovery cells per
+thread, threads per block.
 
 Times the kernel (CUDA events, last of three passes) on the seed-dense grid
 (31 haircut values) and on a 1M-cell single-haircut grid, 100 random loans,
@@ -48,15 +49,18 @@ def main() -> None:
     for label, cfg in grids.items():
         run = prepare(cfg, "cupy")
         lp = loan_periods(run)
-        for q in (1, 2, 4, 8):
-            for threads in (64, 128, 256):
-                fused = FusedGrid(run.portfolio, cupy, max_q_per_thread=q, threads=threads)
-                seconds = kernel_time(run, fused)
-                rows.append({"grid": label, "max_q_per_thread": q, "threads": threads,
-                             "kernel_seconds": seconds, "loan_periods_per_s": lp / seconds})
-                print(f"{label:26s} q/thread<={q} threads={threads:3d} "
-                      f"kernel {seconds * 1e3:8.3f} ms  {lp / seconds:.3e} loan-periods/s",
-                      flush=True)
+        for stages in ("one", "two"):
+            for q in (2, 4, 8):
+                for threads in (128, 256):
+                    fused = FusedGrid(run.portfolio, cupy, max_q_per_thread=q,
+                                      threads=threads, stages=stages)
+                    seconds = kernel_time(run, fused)
+                    rows.append({"grid": label, "stages": stages, "max_q_per_thread": q,
+                                 "threads": threads, "kernel_seconds": seconds,
+                                 "loan_periods_per_s": lp / seconds})
+                    print(f"{label:24s} {stages:3s} stage(s) q/thread<={q} threads={threads:3d}"
+                          f" kernel {seconds * 1e3:8.3f} ms  {lp / seconds:.3e} loan-periods/s",
+                          flush=True)
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": " ".join(["python", *sys.argv]),
               "device": cupy_device_name(cupy), "cupy": cupy.__version__,

@@ -50,6 +50,7 @@ HEADER = "gridstress_v1.cuh"
 KERNEL = "grid_v1.cu"
 HOST = "host_v1.cpp"
 KERNEL_NAME = "gs_grid_v1"
+RECOVER_NAME = "gs_recover_v1"
 #: NVRTC options: float64 operation by operation, as the NumPy backend.
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 
@@ -67,13 +68,20 @@ HAS_COVENANT, HAS_LTV, HAS_MINING = 1, 2, 4
 #: Output variables of the kernel, in its order (the GS_QV_* and GS_PV_* defines).
 Q_VARIABLES = ("loss", "loss_pv", "loss_rate", "recovery_rate", "breakeven_spread_bps")
 P_VARIABLES = ("defaults", "default_rate", "first_default_years", "min_dscr")
+#: Rows of the kernel's per-path-cell output: P_VARIABLES and the EAD sum.
+P_ROWS = len(P_VARIABLES) + 1
+#: Doubles of one default record (two-stage mode): EAD, GPU and crypto
+#: collateral, cash left, discount factor.
+RECORD_FIELDS = 5
+#: Device memory for the default records of one slab [bytes].
+RECORD_BYTES = 2**30
 assert set(Q_VARIABLES + P_VARIABLES) == set(CELL_VARIABLES)
 
 #: The kernel's argument block (struct GsArgs), C layout.
 ARGS_DTYPE = np.dtype(
     [(name, np.uint64) for name in (
         "loan_f", "loan_i", "debt_service", "owed", "balance", "a_deflation", "a_discount",
-        "b_crypto", "b_periods", "q_keep", "q_keep_crypto", "out_q", "out_p")]
+        "b_crypto", "b_periods", "q_keep", "q_keep_crypto", "out_q", "out_p", "records")]
     + [(name, np.int32) for name in (
         "n_loans", "K1", "A", "B", "Q", "n_segments", "a_begin", "a_end", "na_block",
         "nb_block", "loan_tile")]
@@ -82,6 +90,7 @@ ARGS_DTYPE = np.dtype(
 )
 
 THREADS_PER_BLOCK = 128
+RECOVER_THREADS = 128
 SHARED_BYTES = 48 * 1024
 #: Cells per slab: the unit in which the kernel's results are copied to the
 #: host while the next slab computes.
@@ -134,9 +143,15 @@ class Variant:
 
     q_per_thread: int = 1
     segments_in_registers: int = 0
+    records: bool = False
 
     def defines(self) -> tuple[str, ...]:
-        return (f"-DGS_QT={self.q_per_thread}", f"-DGS_NSEG_REG={self.segments_in_registers}")
+        return (f"-DGS_QT={self.q_per_thread}", f"-DGS_NSEG_REG={self.segments_in_registers}",
+                f"-DGS_RECORDS={int(self.records)}")
+
+    def path_stage(self) -> Variant:
+        """The build of ``gs_grid_v1`` that writes default records for this variant."""
+        return Variant(1, self.segments_in_registers, True)
 
 
 def choose_variant(q_count: int, n_segments: int,
@@ -156,18 +171,28 @@ def choose_variant(q_count: int, n_segments: int,
     return Variant(math.ceil(q_count / tiles), seg)
 
 
+def two_stage(q_count: int, max_q_per_thread: int = MAX_Q_PER_THREAD) -> bool:
+    """Whether a block runs in two stages: default records, then recoveries.
+
+    With more recovery cells than one thread sums in registers, a single pass
+    would compute each default path once per tile of recovery cells; the
+    path kernel instead writes each loan's default record once and a second
+    kernel sums the records for every recovery cell.
+    """
+    return q_count > max_q_per_thread
+
+
 _MODULES: dict[tuple[int, Variant], Any] = {}
 
 
-def kernel_function(cupy, variant: Variant = Variant()):
-    """The compiled ``gs_grid_v1`` of ``variant`` for the current device
-    (compiled once per process; CuPy's disk cache keeps it between processes)."""
+def kernel_function(cupy, variant: Variant = Variant(), name: str = KERNEL_NAME):
+    """A kernel of the build ``variant`` for the current device (each build is
+    compiled once per process; CuPy's disk cache keeps it between processes)."""
     key = (cupy.cuda.Device().id, variant)
     if key not in _MODULES:
-        module = cupy.RawModule(code=kernel_source(),
-                                options=NVRTC_OPTIONS + variant.defines())
-        _MODULES[key] = module.get_function(KERNEL_NAME)
-    return _MODULES[key]
+        _MODULES[key] = cupy.RawModule(code=kernel_source(),
+                                       options=NVRTC_OPTIONS + variant.defines())
+    return _MODULES[key].get_function(name)
 
 
 @dataclass(frozen=True)
@@ -351,8 +376,9 @@ def _bytes(args: np.ndarray) -> np.ndarray:
 
 
 def bytes_per_cell(n_segments: int) -> int:
-    """Device memory of one cell in a block: the kernel's results and their reordered copy."""
-    return 8 * (2 * (len(Q_VARIABLES) + n_segments) + len(P_VARIABLES))
+    """Device memory of one cell in a block: the kernel's results and their reordered copy
+    (the default records of the two-stage mode are bounded by :data:`RECORD_BYTES`)."""
+    return 8 * (2 * (len(Q_VARIABLES) + n_segments) + P_ROWS)
 
 
 def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
@@ -372,11 +398,14 @@ class FusedGrid:
 
     def __init__(self, pf: PortfolioArrays, cupy, stream_copies: bool = True,
                  max_q_per_thread: int = MAX_Q_PER_THREAD,
-                 threads: int = THREADS_PER_BLOCK):
+                 threads: int = THREADS_PER_BLOCK, stages: str = "auto"):
+        if stages not in ("auto", "one", "two"):
+            raise ValueError(f"stages must be 'auto', 'one' or 'two', not {stages!r}")
         self.pf = pf
         self.cp = cupy
         self.max_q_per_thread = max_q_per_thread
         self.threads = threads
+        self.stages = stages
         loan_f, loan_i = loan_matrices(pf)
         self.device = {
             "loan_f": cupy.asarray(loan_f),
@@ -439,8 +468,17 @@ class FusedGrid:
         A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
         S = len(pf.segments)
         n_q = len(Q_VARIABLES) + S
-        cells = A * B * Q
-        rest = cells // A  # cells per value of a
+        rest = B * Q  # cells per value of a
+        variant = choose_variant(Q, S, self.max_q_per_thread)
+        staged = (two_stage(Q, self.max_q_per_thread) if self.stages == "auto"
+                  else self.stages == "two")
+        shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
+                             variant=variant.path_stage() if staged else variant)
+        max_a = max(1, RECORD_BYTES // (8 * RECORD_FIELDS * pf.n_loans * B)) if staged else A
+        if layout.a_leads and self.stream_copies:
+            bounds = slabs(A, rest, max_a=max_a)
+        else:
+            bounds = [(a0, min(A, a0 + max_a)) for a0 in range(0, A, max_a)]
         with self.compute:
             params = {
                 "a_deflation": cp.asarray(layout.a_params["deflation"]),
@@ -451,15 +489,22 @@ class FusedGrid:
                 "q_keep_crypto": cp.asarray(layout.q_params["keep_crypto"]),
             }
             out_q = cp.empty((n_q, A, Q, B))
-            out_p = cp.empty((len(P_VARIABLES), A, B))
+            out_p = cp.empty((P_ROWS, A, B))
+            widest = max(a1 - a0 for a0, a1 in bounds)
+            records = cp.empty(RECORD_FIELDS * pf.n_loans * widest * B) if staged else None
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
-        shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
-                             variant=choose_variant(Q, S, self.max_q_per_thread))
-        function = kernel_function(cp, shape.variant)
+        pointers["records"] = records.data.ptr if staged else 0
+        keep_alive: list[Any] = [records]
         if not layout.a_leads:
-            return self._evaluate_general(layout, pointers, out_q, out_p, shape)
+            for a0, a1 in bounds:
+                keep_alive.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
+            with self.compute:
+                out = _assemble_general(layout, out_q, out_p, cp)
+            self.compute.synchronize()
+            self._add_kernel_time(keep_alive)
+            return out
         with self.compute:
             ordered_q = cp.empty((len(Q_VARIABLES), A, rest))
             ordered_seg = cp.empty((A, rest, S))
@@ -468,17 +513,9 @@ class FusedGrid:
         seg_host = self._buffer("seg", (A, rest, S))
         p_host = self._buffer("p", (len(P_VARIABLES), A, B))
         q_shape, q_perm = q_to_block(layout, 0)
-        keep_alive = []
-        bounds = slabs(A, rest) if self.stream_copies else [(0, A)]
         for a0, a1 in bounds:
+            keep_alive.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
             with self.compute:
-                args = cp.asarray(_bytes(pack_args(pf, layout, pointers, a0, a1, shape)))
-                keep_alive.append(args)
-                start, stop = cp.cuda.Event(), cp.cuda.Event()
-                start.record()
-                function((shape.n_blocks(a1 - a0, B, Q),), (shape.threads,), (args,),
-                              shared_mem=shape.shared_bytes(pf.horizon))
-                stop.record()
                 # Put the slab in the block's dim order (a leading, flattened).
                 sub_shape = (a1 - a0,) + q_shape[1:]
                 for i in range(len(Q_VARIABLES)):
@@ -492,42 +529,51 @@ class FusedGrid:
             self.copy.wait_event(done)
             _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
             _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
-            _copy_async(cp, p_host[:, a0:a1], out_p[:, a0:a1], self.copy)
-            keep_alive.append((start, stop))
+            _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
         self.compute.synchronize()
         self.copy.synchronize()
-        for item in keep_alive:
-            if isinstance(item, tuple):
-                self.kernel_seconds += cp.cuda.get_elapsed_time(*item) / 1e3
+        self._add_kernel_time(keep_alive)
         return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
                          seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1),
                          copy)
 
-    def _evaluate_general(self, layout, pointers, out_q, out_p, shape):
-        """One launch for a block whose appraisal axes do not lead its dim order."""
+    def _launch(self, layout: BlockLayout, pointers: dict[str, int], a0: int, a1: int,
+                variant: Variant, staged: bool, shape: LaunchShape):
+        """Queue the kernel(s) for ``a0 <= a < a1`` on the compute stream, between
+        two events; return what must stay alive until they ran."""
         cp = self.cp
-        A, B = layout.size("a"), layout.size("b")
+        B, Q = layout.size("b"), layout.size("q")
         with self.compute:
-            args = cp.asarray(_bytes(pack_args(self.pf, layout, pointers, 0, A, shape)))
+            args = cp.asarray(_bytes(pack_args(self.pf, layout, pointers, a0, a1, shape)))
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
             kernel_function(cp, shape.variant)(
-                (shape.n_blocks(A, B, layout.size("q")),), (shape.threads,), (args,),
-                          shared_mem=shape.shared_bytes(self.pf.horizon))
+                (shape.n_blocks(a1 - a0, B, 1 if staged else Q),), (shape.threads,), (args,),
+                shared_mem=shape.shared_bytes(self.pf.horizon))
+            if staged:
+                n = (a1 - a0) * math.ceil(Q / variant.q_per_thread) * B
+                kernel_function(cp, variant, RECOVER_NAME)(
+                    (math.ceil(n / RECOVER_THREADS),), (RECOVER_THREADS,), (args,))
             stop.record()
-            out = _assemble_general(layout, out_q, out_p, cp)
-        self.compute.synchronize()
-        self.kernel_seconds += cp.cuda.get_elapsed_time(start, stop) / 1e3
-        return out
+        return args, (start, stop)
+
+    def _add_kernel_time(self, keep_alive: list[Any]) -> None:
+        for item in keep_alive:
+            if isinstance(item, tuple):
+                self.kernel_seconds += self.cp.cuda.get_elapsed_time(*item[1]) / 1e3
 
 
-def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS) -> list[tuple[int, int]]:
+def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS,
+          max_a: int | None = None) -> list[tuple[int, int]]:
     """Ranges of ``a`` whose results are copied to the host while the next computes.
 
-    Slabs of about ``slab_cells`` cells, the last ones smaller (a quarter,
-    then a sixteenth), so that little copying is left after the last kernel.
+    Slabs of about ``slab_cells`` cells (at most ``max_a`` values of ``a``),
+    the last ones smaller (a quarter, then a sixteenth), so that little
+    copying is left after the last kernel.
     """
     step = max(1, slab_cells // max(1, cells_per_a))
+    if max_a is not None:
+        step = max(1, min(step, max_a))
     out, a0 = [], 0
     while a0 < a_count:
         left = a_count - a0
@@ -583,8 +629,8 @@ def build_host_library(cxx: str = "g++", folder: Path | None = None,
                        variant: Variant = Variant()) -> Path:
     """Compile ``kernels/host_v1.cpp`` for ``variant`` into a shared library."""
     folder = Path(folder or tempfile.mkdtemp(prefix="gridstress-host-"))
-    target = folder / (f"gs_host_{source_sha256()[:12]}_q{variant.q_per_thread}"
-                       f"_s{variant.segments_in_registers}.so")
+    tag = "_".join(d.removeprefix("-D").replace("=", "") for d in variant.defines())
+    target = folder / f"gs_host_{source_sha256()[:12]}_{tag}.so"
     if not target.exists():
         subprocess.run(
             [cxx, "-O2", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared",
@@ -595,18 +641,26 @@ def build_host_library(cxx: str = "g++", folder: Path | None = None,
     return target
 
 
-def evaluate_on_host(library: Path, pf: PortfolioArrays, axes_values: dict[str, np.ndarray],
+def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarray],
                      fixed: dict[str, float], threads: int = THREADS_PER_BLOCK,
                      shared_bytes: int = SHARED_BYTES,
-                     variant: Variant = Variant()) -> dict[str, np.ndarray]:
-    """One block through the kernel code built for the CPU (same layout, phases, sums).
+                     max_q_per_thread: int = MAX_Q_PER_THREAD,
+                     slab_a: int | None = None) -> dict[str, np.ndarray]:
+    """One block through the kernel code built for the CPU: the GPU backend's
+    variants, stages, layout and launches, one thread after another.
 
-    ``library`` must be the build of ``variant`` (:func:`build_host_library`).
+    ``build(variant)`` returns the host library of a variant
+    (:func:`build_host_library`); ``slab_a`` launches ``a`` in ranges of that
+    many values, as the GPU backend does slab by slab.
     """
-    lib = ctypes.CDLL(str(library))
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
+    variant = choose_variant(Q, S, max_q_per_thread)
+    staged = two_stage(Q, max_q_per_thread)
+    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes,
+                         variant.path_stage() if staged else variant)
+    step = slab_a or A
     loan_f, loan_i = loan_matrices(pf)
     keep = {
         "loan_f": loan_f, "loan_i": loan_i,
@@ -619,16 +673,25 @@ def evaluate_on_host(library: Path, pf: PortfolioArrays, axes_values: dict[str, 
         "b_periods": layout.b_params["drawdown_periods"],
         "q_keep": np.ascontiguousarray(layout.q_params["keep"]),
         "q_keep_crypto": np.ascontiguousarray(layout.q_params["keep_crypto"]),
+        # Poisoned: every output the kernels should write is checked to be written.
         "out_q": np.full((len(Q_VARIABLES) + S, A, Q, B), np.nan),
-        "out_p": np.full((len(P_VARIABLES), A, B), np.nan),
+        "out_p": np.full((P_ROWS, A, B), np.nan),
+        "records": np.full(RECORD_FIELDS * pf.n_loans * min(step, A) * B, np.nan),
     }
     pointers = {k: v.ctypes.data for k, v in keep.items()}
-    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes, variant)
-    args = pack_args(pf, layout, pointers, 0, A, shape)
-    rc = lib.gs_grid_v1_host(ctypes.c_void_p(args.ctypes.data),
-                             ctypes.c_int(shape.n_blocks(A, B, Q)), ctypes.c_int(shape.threads))
-    if rc != 0:
-        raise RuntimeError(f"gs_grid_v1_host returned {rc}")
+    path_lib = ctypes.CDLL(str(build(shape.variant)))
+    recover_lib = ctypes.CDLL(str(build(variant))) if staged else None
+    for a0 in range(0, A, step):
+        a1 = min(A, a0 + step)
+        args = pack_args(pf, layout, pointers, a0, a1, shape)
+        rc = path_lib.gs_grid_v1_host(
+            ctypes.c_void_p(args.ctypes.data),
+            ctypes.c_int(shape.n_blocks(a1 - a0, B, 1 if staged else Q)),
+            ctypes.c_int(shape.threads))
+        if rc == 0 and recover_lib is not None:
+            rc = recover_lib.gs_recover_v1_host(ctypes.c_void_p(args.ctypes.data))
+        if rc != 0:
+            raise RuntimeError(f"the host build of the kernel returned {rc}")
     order = layout.a_dims + layout.q_dims + layout.b_dims
     full = (_sizes(layout, layout.a_dims) + _sizes(layout, layout.q_dims)
             + _sizes(layout, layout.b_dims))

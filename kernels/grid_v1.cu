@@ -34,3 +34,13 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
     }
     if (mine) gs_cell_finish(g, blk, a, b, cell);
 }
+
+// Two-stage mode (many recovery cells): gs_grid_v1 built with GS_RECORDS=1
+// writes each loan's default record per path cell; this kernel then sums the
+// records for GS_QT recovery cells per thread.
+extern "C" __global__ void gs_recover_v1(const GsArgs* __restrict__ args) {
+    const GsArgs& g = *args;
+    const long n = (long)(g.a_end - g.a_begin) * ((g.Q + GS_QT - 1) / GS_QT) * g.B;
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) gs_recover_cell(g, i);
+}

@@ -34,6 +34,12 @@
 #define GS_NSEG_REG 0
 #endif
 
+// 1: the path kernel writes each loan's default record (two-stage mode, for
+// many recovery cells) instead of summing its recoveries.
+#ifndef GS_RECORDS
+#define GS_RECORDS 0
+#endif
+
 #if defined(__CUDACC__)
 #define GS_UNROLL _Pragma("unroll")
 #define GS_FN __device__ __forceinline__
@@ -95,7 +101,17 @@
 #define GS_PV_DEFAULT_RATE 1
 #define GS_PV_FIRST_DEFAULT 2
 #define GS_PV_MIN_DSCR 3
-#define GS_NPV 4
+#define GS_PV_EAD_SUM 4      // sum of EAD over defaulted loans (recovery rate)
+#define GS_NPV 5
+
+// Default records of the two-stage mode, stored [field][loan][path cell of
+// the launch]; an EAD of 0 marks a loan without default (nothing to recover).
+#define GS_REC_EAD 0
+#define GS_REC_GPU 1
+#define GS_REC_CRYPTO 2
+#define GS_REC_CASH 3
+#define GS_REC_DISCOUNT 4
+#define GS_NREC 5
 
 // Everything one launch needs, passed by value.
 struct GsArgs {
@@ -112,6 +128,7 @@ struct GsArgs {
     const double* q_keep_crypto; // [Q] (1 - liquidation_cost) * (1 - crypto_haircut)
     double* out_q;               // [GS_QV_SEG + S][A][Q][B]
     double* out_p;               // [GS_NPV][A][B]
+    double* records;             // [GS_NREC][L][(a_end - a_begin) * B] (two-stage mode)
     int n_loans, K1, A, B, Q, n_segments;
     int a_begin, a_end;          // the a values this launch covers
     int na_block, nb_block;      // a and b values per thread block
@@ -148,6 +165,11 @@ GS_FN long gs_q_index(const GsArgs& g, int var, int a, int q, int b) {
 
 GS_FN long gs_p_index(const GsArgs& g, int var, int a, int b) {
     return ((long)var * g.A + a) * g.B + b;
+}
+
+GS_FN long gs_rec_index(const GsArgs& g, int field, int l, int a, int b) {
+    const long cells = (long)(g.a_end - g.a_begin) * g.B;
+    return ((long)field * g.n_loans + l) * cells + (long)(a - g.a_begin) * g.B + b;
 }
 
 // Shared-memory tables of one tile: net cash flow of the fleet and G_k per
@@ -256,6 +278,32 @@ GS_FN void gs_cell_start(const GsArgs& g, GsBlock blk, int a, int b, GsCell& cel
     }
 }
 
+// The recovery of one defaulted loan (EAD, collateral, cash at default) in
+// the recovery cells q0 .. q0 + GS_QT - 1, added to the cell's sums.
+GS_FN void gs_add_recovery(const GsArgs& g, int q0, int a, int b, int seg, double ead,
+                           double gpu_k, double crypto_k, double cash_left, double discount,
+                           GsCell& cell) {
+    GS_UNROLL
+    for (int i = 0; i < GS_QT; ++i) {
+        const int q = q0 + i;
+        if (q >= g.Q) break;
+        const double proceeds = gpu_k * g.q_keep[q] + crypto_k * g.q_keep_crypto[q]
+                                + cash_left;
+        const double recovery = fmin(ead, proceeds);
+        const double loss = ead - recovery;
+        cell.loss[i] += loss;
+        cell.loss_pv[i] += loss * discount;
+        cell.recovered[i] += recovery;
+#if GS_NSEG_REG > 0
+        GS_UNROLL
+        for (int s = 0; s < GS_NSEG_REG; ++s)
+            if (s == seg) cell.segment[i][s] += loss;
+#else
+        g.out_q[gs_q_index(g, GS_QV_SEG + seg, a, q, b)] += loss;
+#endif
+    }
+}
+
 // Phase 2: the loans l0 .. l0 + tile_len - 1 in path cell (a, b), steps 3-8
 // of docs/model.md, then the recovery of each defaulted loan for every q.
 GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int a, int b,
@@ -332,7 +380,12 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
             }
         }
         cell.dscr_min = dscr_min;
-        if (tau == 0) continue;
+        if (tau == 0) {
+#if GS_RECORDS
+            g.records[gs_rec_index(g, GS_REC_EAD, l, a, b)] = 0.0;
+#endif
+            continue;
+        }
 
         // Default in period tau: exposure, collateral and recovery.
         const double t_tau = (double)tau * g.dt;
@@ -345,26 +398,38 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         cell.defaulted_principal += lf[GS_PRINCIPAL];
         cell.first_default = fmin(cell.first_default, t_tau);
         cell.ead_sum += ead;
-        const int seg = li[GS_SEGMENT];
-        GS_UNROLL
-        for (int i = 0; i < GS_QT; ++i) {
-            const int q = blk.q0 + i;
-            if (q >= g.Q) break;
-            const double proceeds = gpu_k * g.q_keep[q] + crypto_k * g.q_keep_crypto[q]
-                                    + cash_left;
-            const double recovery = fmin(ead, proceeds);
-            const double loss = ead - recovery;
-            cell.loss[i] += loss;
-            cell.loss_pv[i] += loss * discount;
-            cell.recovered[i] += recovery;
-#if GS_NSEG_REG > 0
-            GS_UNROLL
-            for (int s = 0; s < GS_NSEG_REG; ++s)
-                if (s == seg) cell.segment[i][s] += loss;
+#if GS_RECORDS
+        g.records[gs_rec_index(g, GS_REC_EAD, l, a, b)] = ead;
+        g.records[gs_rec_index(g, GS_REC_GPU, l, a, b)] = gpu_k;
+        g.records[gs_rec_index(g, GS_REC_CRYPTO, l, a, b)] = crypto_k;
+        g.records[gs_rec_index(g, GS_REC_CASH, l, a, b)] = cash_left;
+        g.records[gs_rec_index(g, GS_REC_DISCOUNT, l, a, b)] = discount;
 #else
-            g.out_q[gs_q_index(g, GS_QV_SEG + seg, a, q, b)] += loss;
+        gs_add_recovery(g, blk.q0, a, b, li[GS_SEGMENT], ead, gpu_k, crypto_k, cash_left,
+                        discount, cell);
 #endif
-        }
+    }
+}
+
+// The outputs of recovery cells q0 .. q0 + GS_QT - 1 from the cell's sums.
+GS_FN void gs_write_recovery_cells(const GsArgs& g, int q0, int a, int b, double ead_sum,
+                                   const GsCell& cell) {
+    GS_UNROLL
+    for (int i = 0; i < GS_QT; ++i) {
+        const int q = q0 + i;
+        if (q >= g.Q) break;
+        g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)] = cell.loss[i];
+        g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)] = cell.loss_pv[i];
+        g.out_q[gs_q_index(g, GS_QV_LOSS_RATE, a, q, b)] = cell.loss[i] / g.total_principal;
+        g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] =
+            ead_sum > 0.0 ? cell.recovered[i] / ead_sum : GS_NAN;
+        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN, a, q, b)] =
+            1e4 * cell.loss_pv[i] / g.principal_wal;
+#if GS_NSEG_REG > 0
+        GS_UNROLL
+        for (int s = 0; s < GS_NSEG_REG; ++s)
+            g.out_q[gs_q_index(g, GS_QV_SEG + s, a, q, b)] = cell.segment[i][s];
+#endif
     }
 }
 
@@ -379,24 +444,38 @@ GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCe
             cell.first_default == GS_INF ? GS_NAN : cell.first_default;
         g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
             cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;
+        g.out_p[gs_p_index(g, GS_PV_EAD_SUM, a, b)] = cell.ead_sum;
     }
-    GS_UNROLL
-    for (int i = 0; i < GS_QT; ++i) {
-        const int q = blk.q0 + i;
-        if (q >= g.Q) break;
-        g.out_q[gs_q_index(g, GS_QV_LOSS, a, q, b)] = cell.loss[i];
-        g.out_q[gs_q_index(g, GS_QV_LOSS_PV, a, q, b)] = cell.loss_pv[i];
-        g.out_q[gs_q_index(g, GS_QV_LOSS_RATE, a, q, b)] = cell.loss[i] / g.total_principal;
-        g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] =
-            cell.ead_sum > 0.0 ? cell.recovered[i] / cell.ead_sum : GS_NAN;
-        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN, a, q, b)] =
-            1e4 * cell.loss_pv[i] / g.principal_wal;
-#if GS_NSEG_REG > 0
-        GS_UNROLL
-        for (int s = 0; s < GS_NSEG_REG; ++s)
-            g.out_q[gs_q_index(g, GS_QV_SEG + s, a, q, b)] = cell.segment[i][s];
+#if !GS_RECORDS
+    gs_write_recovery_cells(g, blk.q0, a, b, cell.ead_sum, cell);
 #endif
+}
+
+// Two-stage mode, second kernel: thread i of (a_end - a_begin) x q-tiles x B
+// sums the default records of its path cell over the loans, in canonical
+// order, for its GS_QT recovery cells.
+GS_FN void gs_recover_cell(const GsArgs& g, long i) {
+    const int q_tiles = (g.Q + GS_QT - 1) / GS_QT;
+    const int b = (int)(i % g.B);
+    const long r = i / g.B;
+    const int q0 = (int)(r % q_tiles) * GS_QT;
+    const int a = g.a_begin + (int)(r / q_tiles);
+    GsCell cell;
+    GsBlock blk;
+    blk.a0 = a;
+    blk.b0 = b;
+    blk.q0 = q0;
+    gs_cell_start(g, blk, a, b, cell);
+    for (int l = 0; l < g.n_loans; ++l) {
+        const double ead = g.records[gs_rec_index(g, GS_REC_EAD, l, a, b)];
+        if (ead == 0.0) continue;  // no default, or nothing exposed: adds 0
+        gs_add_recovery(g, q0, a, b, g.loan_i[(long)l * GS_NI + GS_SEGMENT], ead,
+                        g.records[gs_rec_index(g, GS_REC_GPU, l, a, b)],
+                        g.records[gs_rec_index(g, GS_REC_CRYPTO, l, a, b)],
+                        g.records[gs_rec_index(g, GS_REC_CASH, l, a, b)],
+                        g.records[gs_rec_index(g, GS_REC_DISCOUNT, l, a, b)], cell);
     }
+    gs_write_recovery_cells(g, q0, a, b, g.out_p[gs_p_index(g, GS_PV_EAD_SUM, a, b)], cell);
 }
 
 #endif  // GRIDSTRESS_V1_CUH

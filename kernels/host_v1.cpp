@@ -47,3 +47,10 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
     }
     return 0;
 }
+
+extern "C" int gs_recover_v1_host(const GsArgs* args) {
+    const GsArgs& g = *args;
+    const long n = (long)(g.a_end - g.a_begin) * ((g.Q + GS_QT - 1) / GS_QT) * g.B;
+    for (long i = 0; i < n; ++i) gs_recover_cell(g, i);
+    return 0;
+}

@@ -43,6 +43,24 @@ def test_fused_kernel_matches_numpy(grid, seed):
         _check(cube, ref, run.portfolio)
 
 
+@pytest.mark.parametrize("stages", ["one", "two"])
+@pytest.mark.parametrize("max_q", [1, 3, 8])
+def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
+    import cupy
+
+    from gridstress.kernels import FusedGrid
+
+    rng = np.random.default_rng(77 + max_q)
+    cfg = make_config(random_loans(rng, 40), grid=GRIDS_GPU["many haircuts"])
+    ref = _reference(cfg)
+    pf = prepare(cfg, "numpy").portfolio
+    fused = FusedGrid(pf, cupy, max_q_per_thread=max_q, stages=stages)
+    axes = {a.name: a.array for a in cfg.axes}
+    got = fused.evaluate(axes, cfg.scenario)
+    assert_parity(got, {n: ref[n].values for n in ref.data_vars},
+                  pf.total_principal, pf.principal_wal)
+
+
 def test_xp_model_on_cupy_matches_numpy():
     rng = np.random.default_rng(7)
     cfg = make_config(random_loans(rng, 12), grid=GRIDS_GPU["three axes"])

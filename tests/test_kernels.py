@@ -94,18 +94,39 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
     assert pf.horizon * 24 <= 700  # every launch below fits one loan's tables
-    q_count = math.prod(len(v) for k, v in axes.items() if k in K.RECOVERY_AXES)
-    n_seg = len(pf.segments)
-    # The variant the GPU backend picks, one recovery cell per thread, uneven
-    # recovery tiles, and segment sums in global memory.
-    variants = {K.choose_variant(q_count, n_seg), K.Variant(1, n_seg), K.Variant(3, 0),
-                K.choose_variant(q_count, n_seg, max_q_per_thread=2)}
-    for variant in sorted(variants, key=repr):
-        library = host_build(variant)
+    # The defaults (one pass with up to 8 recovery cells per thread, or two
+    # stages beyond), two stages for any grid with more than one recovery
+    # cell, and one pass with one recovery cell per thread.
+    for max_q in (K.MAX_Q_PER_THREAD, 1, 3):
         for threads, shared in LAUNCHES:
-            got = K.evaluate_on_host(library, pf, axes, cfg.scenario, threads, shared,
-                                     variant)
+            got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, threads, shared,
+                                     max_q_per_thread=max_q)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    # Launched in slabs of a, as the GPU backend copies results.
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, max_q_per_thread=1,
+                             slab_a=2)
+    assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+@needs_cxx
+def test_many_recovery_cells_and_segments_in_two_stages(host_build):
+    rng = np.random.default_rng(21)
+    loans = random_loans(rng, 17)
+    for i, loan in enumerate(loans):  # more segments than registers hold
+        loan["segment"] = f"s{i % 11}"
+    cfg = make_config(loans, grid={
+        "deflation": {"start": -0.2, "stop": 0.8, "num": 6},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
+        "haircut": {"start": 0.0, "stop": 1.0, "num": 13},
+        "crypto_haircut": {"values": [0.0, 0.5]}})
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
+    assert K.two_stage(26) and K.choose_variant(26, 11).segments_in_registers == 0
+    for max_q in (K.MAX_Q_PER_THREAD, 5):
+        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario,
+                                 max_q_per_thread=max_q, slab_a=4)
+        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
 @pytest.mark.parametrize("q,seg,cap,expect", [
@@ -124,9 +145,7 @@ def test_kernel_arithmetic_on_the_seed_portfolio(host_build):
     axes = {a.name: a.array[::4] for a in cfg.config.axes}
     shape = tuple(len(v) for v in axes.values())
     ref = evaluate(cfg.portfolio, scenario_arrays(axes, cfg.config.scenario), shape)
-    variant = K.choose_variant(len(axes["haircut"]), len(cfg.portfolio.segments))
-    got = K.evaluate_on_host(host_build(variant), cfg.portfolio, axes, cfg.config.scenario,
-                             variant=variant)
+    got = K.evaluate_on_host(host_build, cfg.portfolio, axes, cfg.config.scenario)
     assert_parity(got, ref, cfg.portfolio.total_principal, cfg.portfolio.principal_wal)
     # Every seed cell has a default (docs/model.md, unsecured bullets).
     assert np.all(got["defaults"] >= 1)
@@ -211,7 +230,8 @@ def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("variant", [K.Variant(1, 0), K.choose_variant(31, 3),
-                                     K.choose_variant(31, 8)], ids=repr)
+                                     K.choose_variant(31, 8), K.Variant(1, 3, True)],
+                         ids=repr)
 def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     # The single compilation unit NVRTC gets, compiled by nvcc for sm_90.
     src = tmp_path / "gs.cu"
@@ -221,7 +241,7 @@ def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     report = res.stderr
-    assert "gs_grid_v1" in report
+    assert "gs_grid_v1" in report and "gs_recover_v1" in report
     lines = report.splitlines()
     at = next(i for i, ln in enumerate(lines) if "Function properties for gs_grid_v1" in ln)
     line = lines[at + 1]
