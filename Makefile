@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/seed.yaml
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test install install-test bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: install-test
 	$(BIN)/python benchmarks/peak_memory.py --out benchmarks/results/peak_memory.json
 	$(BIN)/python benchmarks/dask_overhead.py --out benchmarks/results/dask_overhead.json
 	$(BIN)/python benchmarks/dask_client_memory.py --out benchmarks/results/dask_client_memory.json
+
+# On a GPU machine: GPU tests, kernel tuning and the three-engine benchmarks.
+bench-gpu: install-test
+	$(BIN)/python -m pip install --quiet -e ".[gpu]"
+	PATH="$(abspath $(BIN)):$$PATH" bash benchmarks/device_check.sh
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache .hypothesis build *.egg-info
