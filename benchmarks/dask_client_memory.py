@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _common import emit, peak_rss_mb
 
 from gridstress.backend import resolve_backend
 from gridstress.distributed import WORKER_MALLOC_ENV
@@ -45,18 +45,6 @@ GRIDS = {  # deflation x crypto_drawdown x haircut
 N_WORKERS = 2
 
 
-def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    """Run ``args`` in a child of a fresh Python; return (peak RSS MB, seconds)."""
-    code = (
-        "import resource, subprocess, sys, time\n"
-        "t = time.perf_counter()\n"
-        f"subprocess.run({args!r}, check=True, stdout=subprocess.DEVNULL)\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-        "time.perf_counter() - t)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout.split()
-    return int(out[0]) / 1024, float(out[1])
 
 
 def start_cluster(folder: Path) -> tuple[Path, list[subprocess.Popen]]:
@@ -130,10 +118,7 @@ def main() -> None:
         "write_cube_growth_8M_over_1M": round(
             runs[1]["write_cube_peak_rss_mb"] / runs[0]["write_cube_peak_rss_mb"], 3),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _common import emit
 
 from gridstress import load_config, open_cube
 from gridstress.backend import resolve_backend
@@ -132,10 +132,7 @@ def main() -> None:
         "speedup_vs_synchronous": round(serial / wall, 3),
         "cube_equals_synchronous": same,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

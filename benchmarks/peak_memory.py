@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
+from _common import emit, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = {  # deflation x crypto_drawdown x haircut
@@ -30,18 +29,6 @@ GRIDS = {  # deflation x crypto_drawdown x haircut
 }
 
 
-def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    """Run ``args`` in a child of a fresh Python; return (peak RSS MB, seconds)."""
-    code = (
-        "import resource, subprocess, sys, time\n"
-        "t = time.perf_counter()\n"
-        f"subprocess.run({args!r}, check=True, stdout=subprocess.DEVNULL)\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-        "time.perf_counter() - t)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout.split()
-    return int(out[0]) / 1024, float(out[1])
 
 
 def main() -> None:
@@ -75,10 +62,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "runs": runs,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
