@@ -17,11 +17,14 @@ The axes of a block fall into three groups:
 - *recovery* axes (``haircut``, ``crypto_haircut``, ``liquidation_cost``),
   index ``q``: they enter only the recovery at default.
 
-One GPU thread owns a path cell ``(a, b)``, runs every loan through it once
-and evaluates each default's recovery for every ``q``.  Results come out as
-``[var][a][q][b]`` (coalesced writes) and are put in the block's dim order on
-the device before they are copied to the host, slab by slab of ``a`` so that
-copies overlap the next slab's kernel.
+One GPU thread owns a path cell ``(a, b)`` and up to 8 recovery cells ``q``,
+runs every loan through the path cell and sums each default's recovery for
+its recovery cells in registers.  With more recovery cells than that, two
+kernels share the work (:func:`two_stage`): the path kernel writes each
+loan's default record once, and ``gs_recover_v1`` sums the records for every
+``q``.  Results come out as ``[var][a][q][b]`` (coalesced writes) and are put
+in the block's dim order on the device before they are copied to the host,
+slab by slab of ``a`` so that copies overlap the next slab's kernel.
 
 The same arithmetic (``kernels/gridstress_v1.cuh``) also builds with a C++
 compiler into a host library (:func:`build_host_library`), which the tests
@@ -36,6 +39,7 @@ import math
 import re
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -406,6 +410,9 @@ class FusedGrid:
         self.max_q_per_thread = max_q_per_thread
         self.threads = threads
         self.stages = stages
+        # One block at a time: the streams and transfer buffers are shared
+        # (a Dask worker may run several tasks in threads).
+        self._lock = threading.RLock()
         loan_f, loan_i = loan_matrices(pf)
         self.device = {
             "loan_f": cupy.asarray(loan_f),
@@ -433,6 +440,11 @@ class FusedGrid:
         next-but-one call overwrites: for a consumer that writes each block
         away before asking for the one after next (``write_cube``).
         """
+        with self._lock:
+            return self._evaluate_or_split(axes_values, fixed, copy)
+
+    def _evaluate_or_split(self, axes_values: dict[str, np.ndarray], fixed: dict[str, float],
+                           copy: bool) -> dict[str, np.ndarray]:
         cp = self.cp
         try:
             return self._evaluate(block_layout(axes_values, fixed), copy)
@@ -449,7 +461,7 @@ class FusedGrid:
         for part in (slice(0, half), slice(half, sizes[axis])):
             sub = dict(axes_values)
             sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
-            parts.append(self.evaluate(sub, fixed))
+            parts.append(self._evaluate_or_split(sub, fixed, copy=True))
         return {name: np.concatenate([p[name] for p in parts], axis=axis)
                 for name in parts[0]}
 
