@@ -128,8 +128,8 @@ def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
     elif fused is not None:
         plan = gpu_plan(config, pf, backend.xp.cuda.Device().mem_info[0])
     elif backend.name == "cupy":
-        plan = default_plan(config, pf, budget_bytes=XP_GPU_BUDGET_BYTES,
-                            loan_cells=XP_GPU_BUDGET_BYTES)
+        # No CPU-cache limit on a GPU: only the memory budget sizes blocks.
+        plan = default_plan(config, pf, budget_bytes=XP_GPU_BUDGET_BYTES, loan_cells=math.inf)
     else:
         plan = default_plan(config, pf)
     return PreparedRun(config, backend, pf, pf.to(backend.xp), plan, fused)
@@ -147,7 +147,7 @@ def gpu_plan(config: RunConfig, pf: PortfolioArrays, free_bytes: int,
 
 def default_plan(config: RunConfig, pf: PortfolioArrays,
                  budget_bytes: int = BLOCK_BUDGET_BYTES,
-                 loan_cells: int = CACHE_LOAN_CELLS,
+                 loan_cells: float = CACHE_LOAN_CELLS,
                  max_blocks: int = MAX_BLOCKS) -> BlockPlan:
     """Largest blocks within the memory budget whose default paths fit the caches.
 

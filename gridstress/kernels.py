@@ -400,8 +400,7 @@ def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
 class FusedGrid:
     """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
 
-    def __init__(self, pf: PortfolioArrays, cupy, stream_copies: bool = True,
-                 max_q_per_thread: int = MAX_Q_PER_THREAD,
+    def __init__(self, pf: PortfolioArrays, cupy, max_q_per_thread: int = MAX_Q_PER_THREAD,
                  threads: int = THREADS_PER_BLOCK, stages: str = "auto"):
         if stages not in ("auto", "one", "two"):
             raise ValueError(f"stages must be 'auto', 'one' or 'two', not {stages!r}")
@@ -422,7 +421,6 @@ class FusedGrid:
             "balance": cupy.asarray(np.ascontiguousarray(pf.balance)),
         }
         cupy.cuda.runtime.deviceSynchronize()  # the portfolio is on the device
-        self.stream_copies = stream_copies
         self.compute = cupy.cuda.Stream(non_blocking=True)
         self.copy = cupy.cuda.Stream(non_blocking=True)
         self.kernel_seconds = 0.0  # summed over launches, measured with CUDA events
@@ -487,7 +485,7 @@ class FusedGrid:
         shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
                              variant=variant.path_stage() if staged else variant)
         max_a = max(1, RECORD_BYTES // (8 * RECORD_FIELDS * pf.n_loans * B)) if staged else A
-        if layout.a_leads and self.stream_copies:
+        if layout.a_leads:
             bounds = slabs(A, rest, max_a=max_a)
         else:
             bounds = [(a0, min(A, a0 + max_a)) for a0 in range(0, A, max_a)]
@@ -508,14 +506,14 @@ class FusedGrid:
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
         pointers["records"] = records.data.ptr if staged else 0
-        keep_alive: list[Any] = [records]
+        launches = []
         if not layout.a_leads:
             for a0, a1 in bounds:
-                keep_alive.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
+                launches.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
             with self.compute:
-                out = _assemble_general(layout, out_q, out_p, cp)
+                out = _kernel_to_block(layout, out_q, out_p, cp, cp.asnumpy)
             self.compute.synchronize()
-            self._add_kernel_time(keep_alive)
+            self._add_kernel_time(launches)
             return out
         with self.compute:
             ordered_q = cp.empty((len(Q_VARIABLES), A, rest))
@@ -526,7 +524,7 @@ class FusedGrid:
         p_host = self._buffer("p", (len(P_VARIABLES), A, B))
         q_shape, q_perm = q_to_block(layout, 0)
         for a0, a1 in bounds:
-            keep_alive.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
+            launches.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
             with self.compute:
                 # Put the slab in the block's dim order (a leading, flattened).
                 sub_shape = (a1 - a0,) + q_shape[1:]
@@ -544,7 +542,7 @@ class FusedGrid:
             _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
         self.compute.synchronize()
         self.copy.synchronize()
-        self._add_kernel_time(keep_alive)
+        self._add_kernel_time(launches)
         return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
                          seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1),
                          copy)
@@ -569,10 +567,9 @@ class FusedGrid:
             stop.record()
         return args, (start, stop)
 
-    def _add_kernel_time(self, keep_alive: list[Any]) -> None:
-        for item in keep_alive:
-            if isinstance(item, tuple):
-                self.kernel_seconds += self.cp.cuda.get_elapsed_time(*item[1]) / 1e3
+    def _add_kernel_time(self, launches: list) -> None:
+        for _args, events in launches:
+            self.kernel_seconds += self.cp.cuda.get_elapsed_time(*events) / 1e3
 
 
 def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS,
@@ -589,8 +586,12 @@ def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS,
     out, a0 = [], 0
     while a0 < a_count:
         left = a_count - a0
-        size = step if left > 2 * step else max(1, step // 4) if left > step // 2 else max(
-            1, step // 16)
+        if left > 2 * step:
+            size = step
+        elif left > step // 2:
+            size = max(1, step // 4)
+        else:
+            size = max(1, step // 16)
         out.append((a0, min(a_count, a0 + size)))
         a0 = out[-1][1]
     return out
@@ -615,9 +616,9 @@ def _copy_async(cp, host: np.ndarray, device, stream) -> None:
                                 cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
 
 
-def _assemble_general(layout: BlockLayout, out_q, out_p, cp) -> dict[str, np.ndarray]:
-    """Block-ordered host results for any dim order (device transpose, then copy)."""
-    A = layout.size("a")
+def _kernel_to_block(layout: BlockLayout, out_q, out_p, xp, to_host) -> dict[str, np.ndarray]:
+    """Block-ordered host results from the kernel's ``[var][a][q][b]`` arrays, for
+    any dim order (reordered on ``xp``'s device, then ``to_host``)."""
     order = layout.a_dims + layout.q_dims + layout.b_dims
     shape = (_sizes(layout, layout.a_dims) + _sizes(layout, layout.q_dims)
              + _sizes(layout, layout.b_dims))
@@ -625,13 +626,12 @@ def _assemble_general(layout: BlockLayout, out_q, out_p, cp) -> dict[str, np.nda
     n = len(Q_VARIABLES)
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(Q_VARIABLES):
-        out[name] = cp.asnumpy(cp.ascontiguousarray(out_q[i].reshape(shape).transpose(perm)))
-    seg = out_q[n:].reshape((-1,) + shape)
-    seg = seg.transpose((0,) + tuple(1 + p for p in perm))
-    out["loss_by_segment"] = cp.asnumpy(cp.ascontiguousarray(cp.moveaxis(seg, 0, -1)))
-    p_host = cp.asnumpy(out_p)
+        out[name] = to_host(xp.ascontiguousarray(out_q[i].reshape(shape).transpose(perm)))
+    seg = out_q[n:].reshape((-1,) + shape).transpose((0,) + tuple(1 + p for p in perm))
+    out["loss_by_segment"] = to_host(xp.ascontiguousarray(xp.moveaxis(seg, 0, -1)))
+    p_host = to_host(out_p)
     for i, name in enumerate(P_VARIABLES):
-        out[name] = p_to_block(layout, p_host[i].reshape(A, -1))
+        out[name] = p_to_block(layout, p_host[i])
     return out
 
 
@@ -704,20 +704,7 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
             rc = recover_lib.gs_recover_v1_host(ctypes.c_void_p(args.ctypes.data))
         if rc != 0:
             raise RuntimeError(f"the host build of the kernel returned {rc}")
-    order = layout.a_dims + layout.q_dims + layout.b_dims
-    full = (_sizes(layout, layout.a_dims) + _sizes(layout, layout.q_dims)
-            + _sizes(layout, layout.b_dims))
-    perm = tuple(order.index(d) for d in layout.dims)
-    out_q, out_p = keep["out_q"], keep["out_p"]
-    out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(Q_VARIABLES):
-        out[name] = out_q[i].reshape(full).transpose(perm)
-    seg = out_q[len(Q_VARIABLES):].reshape((S,) + full).transpose(
-        (0,) + tuple(1 + p for p in perm))
-    out["loss_by_segment"] = np.moveaxis(seg, 0, -1)
-    for i, name in enumerate(P_VARIABLES):
-        out[name] = p_to_block(layout, out_p[i])
-    return out
+    return _kernel_to_block(layout, keep["out_q"], keep["out_p"], np, np.asarray)
 
 
 def args_layout_on_host(library: Path) -> tuple[int, int]:

@@ -24,9 +24,20 @@ def _reference(cfg):
 
 
 def _check(cube, ref, pf):
-    got = {name: cube[name].values for name in ref.data_vars}
+    _check_arrays({name: cube[name].values for name in ref.data_vars}, ref, pf)
+
+
+def _check_arrays(got: dict, ref, pf):
     want = {name: ref[name].values for name in ref.data_vars}
     assert_parity(got, want, pf.total_principal, pf.principal_wal)
+
+
+def _random_config(seed: int, loans: int, n_deflation: int, n_crypto: int):
+    rng = np.random.default_rng(seed)
+    return make_config(random_loans(rng, loans), grid={
+        "deflation": {"start": -0.1, "stop": 0.7, "num": n_deflation},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_crypto},
+        "haircut": {"values": [0.0, 0.4, 0.8]}})
 
 
 @pytest.mark.parametrize("grid", list(GRIDS_GPU))
@@ -57,8 +68,7 @@ def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
     fused = FusedGrid(pf, cupy, max_q_per_thread=max_q, stages=stages)
     axes = {a.name: a.array for a in cfg.axes}
     got = fused.evaluate(axes, cfg.scenario)
-    assert_parity(got, {n: ref[n].values for n in ref.data_vars},
-                  pf.total_principal, pf.principal_wal)
+    _check_arrays(got, ref, pf)
 
 
 def test_xp_model_on_cupy_matches_numpy():
@@ -71,18 +81,13 @@ def test_xp_model_on_cupy_matches_numpy():
     for block in run.plan:
         for name, value in run.evaluate_block(block).items():
             got[name][block.slices] = value
-    assert_parity(got, {n: ref[n].values for n in ref.data_vars},
-                  run.portfolio.total_principal, run.portfolio.principal_wal)
+    _check_arrays(got, ref, run.portfolio)
 
 
 def test_out_of_memory_halves_the_block_and_retries():
     import cupy
 
-    rng = np.random.default_rng(8)
-    cfg = make_config(random_loans(rng, 20), grid={
-        "deflation": {"start": -0.1, "stop": 0.7, "num": 300},
-        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 200},
-        "haircut": {"values": [0.0, 0.4, 0.8]}})
+    cfg = _random_config(8, 20, 300, 200)
     ref = _reference(cfg)
     run = prepare(cfg, "cupy")
     assert len(run.plan) == 1  # 180k cells: one block when memory is plentiful
@@ -95,19 +100,14 @@ def test_out_of_memory_halves_the_block_and_retries():
         got = run.evaluate_block(block)
     finally:
         pool.set_limit(size=limit)
-    assert_parity(got, {n: ref[n].values for n in ref.data_vars},
-                  run.portfolio.total_principal, run.portfolio.principal_wal)
+    _check_arrays(got, ref, run.portfolio)
 
 
 def test_grid_larger_than_one_block_streams_to_disk(tmp_path):
     from gridstress.cube import open_cube
     from gridstress.engine import write_cube
 
-    rng = np.random.default_rng(9)
-    cfg = make_config(random_loans(rng, 10), grid={
-        "deflation": {"start": -0.1, "stop": 0.7, "num": 64},
-        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 50},
-        "haircut": {"values": [0.0, 0.4, 0.8]}})
+    cfg = _random_config(9, 10, 64, 50)
     ref = _reference(cfg)
     run = prepare(cfg, "cupy")
     run.plan = gpu_plan(cfg, run.portfolio, free_bytes=2 * 1000 * 8 * 40)  # ~1000-cell blocks
