@@ -87,8 +87,8 @@ ARGS_DTYPE = np.dtype(
         "loan_f", "loan_i", "debt_service", "owed", "balance", "a_deflation", "a_discount",
         "b_crypto", "b_periods", "q_keep", "q_keep_crypto", "out_q", "out_p", "records")]
     + [(name, np.int32) for name in (
-        "n_loans", "K1", "A", "B", "Q", "n_segments", "a_begin", "a_end", "na_block",
-        "nb_block", "loan_tile")]
+        "n_loans", "K1", "A", "B", "Q", "n_segments", "J", "a_begin", "a_end", "rec_begin",
+        "rec_end", "na_block", "nb_block", "loan_tile")]
     + [(name, np.float64) for name in ("dt", "hours", "total_principal", "principal_wal")],
     align=True,
 )
@@ -139,6 +139,11 @@ MAX_Q_PER_THREAD = 8
 MAX_SEGMENTS_IN_REGISTERS = 8
 #: Doubles of recovery sums one thread may hold in registers.
 MAX_SUM_REGISTERS = 48
+#: Recovery cells per thread of the two-stage mode's recovery kernel (fewer
+#: registers, more threads: the best setting in benchmarks/tune_fused.py on
+#: an H200), and the loans whose default records it loads at once.
+RECOVER_Q_PER_THREAD = 2
+RECOVER_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -148,10 +153,11 @@ class Variant:
     q_per_thread: int = 1
     segments_in_registers: int = 0
     records: bool = False
+    recover_batch: int = RECOVER_BATCH
 
     def defines(self) -> tuple[str, ...]:
         return (f"-DGS_QT={self.q_per_thread}", f"-DGS_NSEG_REG={self.segments_in_registers}",
-                f"-DGS_RECORDS={int(self.records)}")
+                f"-DGS_RECORDS={int(self.records)}", f"-DGS_RECOVER_BATCH={self.recover_batch}")
 
     def path_stage(self) -> Variant:
         """The build of ``gs_grid_v1`` that writes default records for this variant."""
@@ -159,7 +165,8 @@ class Variant:
 
 
 def choose_variant(q_count: int, n_segments: int,
-                   max_q_per_thread: int = MAX_Q_PER_THREAD) -> Variant:
+                   max_q_per_thread: int = MAX_Q_PER_THREAD,
+                   recover_batch: int = RECOVER_BATCH) -> Variant:
     """Recovery cells per thread and segment sums in registers for a block.
 
     A thread sums up to ``max_q_per_thread`` recovery cells (its default paths
@@ -172,7 +179,7 @@ def choose_variant(q_count: int, n_segments: int,
     fit = max(1, MAX_SUM_REGISTERS // (3 + seg))
     cap = max(1, min(max_q_per_thread, fit, q_count))
     tiles = math.ceil(q_count / cap)
-    return Variant(math.ceil(q_count / tiles), seg)
+    return Variant(math.ceil(q_count / tiles), seg, recover_batch=recover_batch)
 
 
 def two_stage(q_count: int, max_q_per_thread: int = MAX_Q_PER_THREAD) -> bool:
@@ -186,17 +193,23 @@ def two_stage(q_count: int, max_q_per_thread: int = MAX_Q_PER_THREAD) -> bool:
     return q_count > max_q_per_thread
 
 
-_MODULES: dict[tuple[int, Variant], Any] = {}
+_MODULES: dict[tuple[str, int, Variant], Any] = {}
 
 
 def kernel_function(cupy, variant: Variant = Variant(), name: str = KERNEL_NAME):
     """A kernel of the build ``variant`` for the current device (each build is
     compiled once per process; CuPy's disk cache keeps it between processes)."""
-    key = (cupy.cuda.Device().id, variant)
+    key = (cupy.__name__, cupy.cuda.Device().id, variant)
     if key not in _MODULES:
         _MODULES[key] = cupy.RawModule(code=kernel_source(),
                                        options=NVRTC_OPTIONS + variant.defines())
     return _MODULES[key].get_function(name)
+
+
+def rent_periods(pf: PortfolioArrays) -> int:
+    """Periods of the rent index the kernel tabulates: the longest of any loan's
+    term and service life (its appraisal runs to the end of service)."""
+    return int(max(pf.horizon, int(np.max(pf.n_life, initial=0))))
 
 
 @dataclass(frozen=True)
@@ -209,9 +222,12 @@ class LaunchShape:
     loan_tile: int
     variant: Variant = Variant()
 
-    def shared_bytes(self, horizon: int) -> int:
-        """Two tables per (a, loan, period) and the discount factors per (a, period)."""
-        return (2 * self.loan_tile + 1) * self.na_block * horizon * 8
+    def shared_bytes(self, horizon: int, rent_periods: int | None = None) -> int:
+        """Two tables per (a, loan, period), and per a value the discount factors
+        (``horizon`` periods) and the rent index (``rent_periods``, default
+        ``horizon``)."""
+        factors = horizon + (horizon if rent_periods is None else rent_periods)
+        return (2 * self.loan_tile * horizon + factors) * self.na_block * 8
 
     def n_blocks(self, a_count: int, b_count: int, q_count: int = 1) -> int:
         return (math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
@@ -220,23 +236,28 @@ class LaunchShape:
 
 def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
                  threads: int = THREADS_PER_BLOCK,
-                 shared_bytes: int = SHARED_BYTES, variant: Variant = Variant()) -> LaunchShape:
+                 shared_bytes: int = SHARED_BYTES, variant: Variant = Variant(),
+                 rent_periods: int | None = None) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
     A block takes up to ``threads`` mining values ``b``, the same number in
     every block along ``b``; when there are fewer ``b`` than threads it takes
-    several ``a`` values, as many as fit their tables of at least one loan in
-    ``shared_bytes``.  Loans are then tiled to fill the shared memory.
+    several ``a`` values, as many as fit their factors and tables of at least
+    one loan in ``shared_bytes``.  Loans are then tiled to fill the shared
+    memory.  ``rent_periods`` (default ``horizon``) is the length of the rent
+    index (:func:`rent_periods`).
     """
     if min(a_count, b_count, n_loans, horizon) < 1:
         raise ValueError("a launch needs at least one a value, b value, loan and period")
     per_a = 8 * horizon  # one double per period
-    if 3 * per_a > shared_bytes:
-        raise ValueError(f"a horizon of {horizon} periods does not fit the shared memory")
+    factors = 8 * (horizon + (horizon if rent_periods is None else rent_periods))
+    if 2 * per_a + factors > shared_bytes:
+        raise ValueError(f"a horizon of {horizon} periods (rent index of "
+                         f"{factors // 8 - horizon}) does not fit the shared memory")
     # b values per block: as many as fit, spread evenly over the blocks.
     nb = math.ceil(b_count / math.ceil(b_count / threads))
-    na = max(1, min(a_count, threads // nb, shared_bytes // (3 * per_a)))
-    tile = max(1, min(n_loans, (shared_bytes // (na * per_a) - 1) // 2))
+    na = max(1, min(a_count, threads // nb, shared_bytes // (2 * per_a + factors)))
+    tile = max(1, min(n_loans, (shared_bytes // na - factors) // (2 * per_a)))
     used = na * nb
     return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile, variant)
 
@@ -354,8 +375,11 @@ def p_to_block(layout: BlockLayout, array: np.ndarray) -> np.ndarray:
 
 
 def pack_args(pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int],
-              a_begin: int, a_end: int, shape: LaunchShape) -> np.ndarray:
-    """The kernel's argument block for one launch."""
+              a_begin: int, a_end: int, shape: LaunchShape,
+              records: tuple[int, int] | None = None) -> np.ndarray:
+    """The kernel's argument block for one launch of ``a_begin <= a < a_end``;
+    ``records`` is the range of ``a`` the default records cover (default: the
+    launch's)."""
     args = np.zeros((), dtype=ARGS_DTYPE)
     for name, ptr in pointers.items():
         args[name] = ptr
@@ -365,7 +389,9 @@ def pack_args(pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int]
     args["B"] = layout.size("b")
     args["Q"] = layout.size("q")
     args["n_segments"] = len(pf.segments)
+    args["J"] = rent_periods(pf)
     args["a_begin"], args["a_end"] = a_begin, a_end
+    args["rec_begin"], args["rec_end"] = records or (a_begin, a_end)
     args["na_block"], args["nb_block"] = shape.na_block, shape.nb_block
     args["loan_tile"] = shape.loan_tile
     args["dt"] = 1.0 / pf.periods_per_year
@@ -401,12 +427,24 @@ class FusedGrid:
     """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
 
     def __init__(self, pf: PortfolioArrays, cupy, max_q_per_thread: int = MAX_Q_PER_THREAD,
-                 threads: int = THREADS_PER_BLOCK, stages: str = "auto"):
+                 threads: int = THREADS_PER_BLOCK, stages: str = "auto",
+                 recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
+                 recover_batch: int = RECOVER_BATCH, record_bytes: int = RECORD_BYTES,
+                 slab_cells: int = SLAB_CELLS):
+        """``max_q_per_thread`` recovery cells per thread in one pass (beyond
+        it, two stages); ``recover_q_per_thread`` and ``recover_batch`` for the
+        recovery kernel of the two-stage mode; ``stages`` forces one or two;
+        ``record_bytes`` bounds the default records of one path launch and
+        ``slab_cells`` the slabs copied to the host."""
         if stages not in ("auto", "one", "two"):
             raise ValueError(f"stages must be 'auto', 'one' or 'two', not {stages!r}")
         self.pf = pf
         self.cp = cupy
         self.max_q_per_thread = max_q_per_thread
+        self.recover_q_per_thread = recover_q_per_thread
+        self.recover_batch = recover_batch
+        self.record_bytes = record_bytes
+        self.slab_cells = slab_cells
         self.threads = threads
         self.stages = stages
         # One block at a time: the streams and transfer buffers are shared
@@ -423,7 +461,9 @@ class FusedGrid:
         cupy.cuda.runtime.deviceSynchronize()  # the portfolio is on the device
         self.compute = cupy.cuda.Stream(non_blocking=True)
         self.copy = cupy.cuda.Stream(non_blocking=True)
-        self.kernel_seconds = 0.0  # summed over launches, measured with CUDA events
+        # Summed over launches, measured with CUDA events: in all, and per
+        # stage (the path kernel; the recovery kernel of the two-stage mode).
+        self.reset_timers()
         # Page-locked host buffers that receive the results, kept between
         # blocks (allocating and pinning them costs more than the kernel);
         # two sets, used in turn.
@@ -479,16 +519,16 @@ class FusedGrid:
         S = len(pf.segments)
         n_q = len(Q_VARIABLES) + S
         rest = B * Q  # cells per value of a
-        variant = choose_variant(Q, S, self.max_q_per_thread)
         staged = (two_stage(Q, self.max_q_per_thread) if self.stages == "auto"
                   else self.stages == "two")
+        variant = (choose_variant(Q, S, self.recover_q_per_thread, self.recover_batch)
+                   if staged else choose_variant(Q, S, self.max_q_per_thread))
         shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
-                             variant=variant.path_stage() if staged else variant)
-        max_a = max(1, RECORD_BYTES // (8 * RECORD_FIELDS * pf.n_loans * B)) if staged else A
-        if layout.a_leads:
-            bounds = slabs(A, rest, max_a=max_a)
-        else:
-            bounds = [(a0, min(A, a0 + max_a)) for a0 in range(0, A, max_a)]
+                             variant=variant.path_stage() if staged else variant,
+                             rent_periods=rent_periods(pf))
+        plan = launch_plan(A, rest,
+                           record_a(pf.n_loans, B, self.record_bytes) if staged else None,
+                           self.slab_cells, slab_copies=layout.a_leads)
         with self.compute:
             params = {
                 "a_deflation": cp.asarray(layout.a_params["deflation"]),
@@ -500,20 +540,33 @@ class FusedGrid:
             }
             out_q = cp.empty((n_q, A, Q, B))
             out_p = cp.empty((P_ROWS, A, B))
-            widest = max(a1 - a0 for a0, a1 in bounds)
+            widest = max(launch.path[1] - launch.path[0] for launch in plan)
             records = cp.empty(RECORD_FIELDS * pf.n_loans * widest * B) if staged else None
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
         pointers["records"] = records.data.ptr if staged else 0
-        launches = []
+        # Every launch's argument block, in one upload.
+        blocks = []
+        for launch in plan:
+            blocks.append(pack_args(pf, layout, pointers, *launch.path, shape))
+            if staged:
+                blocks.extend(pack_args(pf, layout, pointers, *slab, shape, records=launch.path)
+                              for slab in launch.slabs)
+        with self.compute:
+            arg_bytes = cp.asarray(_bytes(np.stack(blocks)))
+        size = ARGS_DTYPE.itemsize
+        arg_views = iter(arg_bytes[i * size:(i + 1) * size] for i in range(len(blocks)))
+        events: list[tuple[str, Any, Any]] = []
         if not layout.a_leads:
-            for a0, a1 in bounds:
-                launches.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
+            for launch in plan:
+                self._path(next(arg_views), launch.path, B, Q, staged, shape, events)
+                if staged:
+                    self._recover(next(arg_views), launch.path, B, Q, variant, events)
             with self.compute:
                 out = _kernel_to_block(layout, out_q, out_p, cp, cp.asnumpy)
             self.compute.synchronize()
-            self._add_kernel_time(launches)
+            self._add_kernel_time(events)
             return out
         with self.compute:
             ordered_q = cp.empty((len(Q_VARIABLES), A, rest))
@@ -523,66 +576,119 @@ class FusedGrid:
         seg_host = self._buffer("seg", (A, rest, S))
         p_host = self._buffer("p", (len(P_VARIABLES), A, B))
         q_shape, q_perm = q_to_block(layout, 0)
-        for a0, a1 in bounds:
-            launches.append(self._launch(layout, pointers, a0, a1, variant, staged, shape))
-            with self.compute:
-                # Put the slab in the block's dim order (a leading, flattened).
-                sub_shape = (a1 - a0,) + q_shape[1:]
-                for i in range(len(Q_VARIABLES)):
-                    ordered_q[i, a0:a1] = out_q[i, a0:a1].reshape(sub_shape).transpose(
-                        q_perm).reshape(a1 - a0, rest)
-                seg = out_q[len(Q_VARIABLES):, a0:a1].reshape((S,) + sub_shape)
-                ordered_seg[a0:a1] = cp.moveaxis(
-                    seg.transpose((0,) + tuple(1 + p for p in q_perm)), 0, -1
-                ).reshape(a1 - a0, rest, S)
-                done = self.compute.record()
-            self.copy.wait_event(done)
-            _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
-            _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
-            _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
+        for launch in plan:
+            self._path(next(arg_views), launch.path, B, Q, staged, shape, events)
+            for a0, a1 in launch.slabs:
+                if staged:
+                    self._recover(next(arg_views), (a0, a1), B, Q, variant, events)
+                with self.compute:
+                    # Put the slab in the block's dim order (a leading, flattened).
+                    sub_shape = (a1 - a0,) + q_shape[1:]
+                    for i in range(len(Q_VARIABLES)):
+                        ordered_q[i, a0:a1] = out_q[i, a0:a1].reshape(sub_shape).transpose(
+                            q_perm).reshape(a1 - a0, rest)
+                    seg = out_q[len(Q_VARIABLES):, a0:a1].reshape((S,) + sub_shape)
+                    ordered_seg[a0:a1] = cp.moveaxis(
+                        seg.transpose((0,) + tuple(1 + i for i in q_perm)), 0, -1
+                    ).reshape(a1 - a0, rest, S)
+                    done = self.compute.record()
+                self.copy.wait_event(done)
+                _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
+                _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
+                _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
         self.compute.synchronize()
         self.copy.synchronize()
-        self._add_kernel_time(launches)
+        self._add_kernel_time(events)
         return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
                          seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1),
                          copy)
 
-    def _launch(self, layout: BlockLayout, pointers: dict[str, int], a0: int, a1: int,
-                variant: Variant, staged: bool, shape: LaunchShape):
-        """Queue the kernel(s) for ``a0 <= a < a1`` on the compute stream, between
-        two events; return what must stay alive until they ran."""
+    def _path(self, args, bounds: tuple[int, int], B: int, Q: int, staged: bool,
+              shape: LaunchShape, events: list) -> None:
+        """Queue the path kernel for ``a`` in ``bounds`` on the compute stream,
+        between two events (appended to ``events``)."""
         cp = self.cp
-        B, Q = layout.size("b"), layout.size("q")
+        a0, a1 = bounds
         with self.compute:
-            args = cp.asarray(_bytes(pack_args(self.pf, layout, pointers, a0, a1, shape)))
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
             kernel_function(cp, shape.variant)(
                 (shape.n_blocks(a1 - a0, B, 1 if staged else Q),), (shape.threads,), (args,),
-                shared_mem=shape.shared_bytes(self.pf.horizon))
-            if staged:
-                n = (a1 - a0) * math.ceil(Q / variant.q_per_thread) * B
-                kernel_function(cp, variant, RECOVER_NAME)(
-                    (math.ceil(n / RECOVER_THREADS),), (RECOVER_THREADS,), (args,))
+                shared_mem=shape.shared_bytes(self.pf.horizon, rent_periods(self.pf)))
             stop.record()
-        return args, (start, stop)
+        events.append(("path", start, stop))
 
-    def _add_kernel_time(self, launches: list) -> None:
-        for _args, events in launches:
-            self.kernel_seconds += self.cp.cuda.get_elapsed_time(*events) / 1e3
+    def _recover(self, args, bounds: tuple[int, int], B: int, Q: int, variant: Variant,
+                 events: list) -> None:
+        """Queue the recovery kernel of the two-stage mode for ``a`` in ``bounds``."""
+        cp = self.cp
+        a0, a1 = bounds
+        n = (a1 - a0) * math.ceil(Q / variant.q_per_thread) * B
+        with self.compute:
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            kernel_function(cp, variant, RECOVER_NAME)(
+                (math.ceil(n / RECOVER_THREADS),), (RECOVER_THREADS,), (args,))
+            stop.record()
+        events.append(("recover", start, stop))
+
+    def reset_timers(self) -> None:
+        self.kernel_seconds = 0.0
+        self.stage_seconds = {"path": 0.0, "recover": 0.0}
+
+    def _add_kernel_time(self, events: list) -> None:
+        for stage, start, stop in events:
+            seconds = self.cp.cuda.get_elapsed_time(start, stop) / 1e3
+            self.kernel_seconds += seconds
+            self.stage_seconds[stage] += seconds
 
 
-def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS,
-          max_a: int | None = None) -> list[tuple[int, int]]:
+def record_a(n_loans: int, b_count: int, record_bytes: int = RECORD_BYTES) -> int:
+    """Values of ``a`` whose default records (two-stage mode) fit ``record_bytes``."""
+    return max(1, record_bytes // (8 * RECORD_FIELDS * n_loans * b_count))
+
+
+@dataclass(frozen=True)
+class PathLaunch:
+    """One launch of the path kernel over ``path`` (a range of ``a``), and the
+    slabs of it whose results are then finished (by the recovery kernel, in
+    two stages), reordered and copied to the host one after another."""
+
+    path: tuple[int, int]
+    slabs: tuple[tuple[int, int], ...]
+
+
+def launch_plan(a_count: int, cells_per_a: int, records_a: int | None,
+                slab_cells: int = SLAB_CELLS, slab_copies: bool = True) -> list[PathLaunch]:
+    """The launches of one block.
+
+    In one pass (``records_a`` None) each slab is its own path launch.  In
+    two stages the path kernel runs once per ``records_a`` values of ``a``
+    (as many as the default records allow), so that it fills the GPU, and
+    the recovery kernel then runs slab by slab.  Without ``slab_copies``
+    (a block whose dims do not lead with the appraisal axes, copied whole)
+    every launch is one slab.
+    """
+    if records_a is None:
+        if not slab_copies:
+            return [PathLaunch((0, a_count), ((0, a_count),))]
+        return [PathLaunch(s, (s,)) for s in slabs(a_count, cells_per_a, slab_cells)]
+    out = []
+    for r0 in range(0, a_count, records_a):
+        r1 = min(a_count, r0 + records_a)
+        parts = (slabs(r1 - r0, cells_per_a, slab_cells) if slab_copies
+                 else [(0, r1 - r0)])
+        out.append(PathLaunch((r0, r1), tuple((r0 + s0, r0 + s1) for s0, s1 in parts)))
+    return out
+
+def slabs(a_count: int, cells_per_a: int,
+          slab_cells: int = SLAB_CELLS) -> list[tuple[int, int]]:
     """Ranges of ``a`` whose results are copied to the host while the next computes.
 
-    Slabs of about ``slab_cells`` cells (at most ``max_a`` values of ``a``),
-    the last ones smaller (a quarter, then a sixteenth), so that little
-    copying is left after the last kernel.
+    Slabs of about ``slab_cells`` cells, the last ones smaller (a quarter,
+    then a sixteenth), so that little copying is left after the last kernel.
     """
     step = max(1, slab_cells // max(1, cells_per_a))
-    if max_a is not None:
-        step = max(1, min(step, max_a))
     out, a0 = [], 0
     while a0 < a_count:
         left = a_count - a0
@@ -657,22 +763,32 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
                      fixed: dict[str, float], threads: int = THREADS_PER_BLOCK,
                      shared_bytes: int = SHARED_BYTES,
                      max_q_per_thread: int = MAX_Q_PER_THREAD,
-                     slab_a: int | None = None) -> dict[str, np.ndarray]:
+                     slab_a: int | None = None,
+                     records_a: int | None = None,
+                     recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
+                     recover_batch: int = RECOVER_BATCH) -> dict[str, np.ndarray]:
     """One block through the kernel code built for the CPU: the GPU backend's
-    variants, stages, layout and launches, one thread after another.
+    variants, stages, layout and launch plan, one thread after another.
 
     ``build(variant)`` returns the host library of a variant
-    (:func:`build_host_library`); ``slab_a`` launches ``a`` in ranges of that
-    many values, as the GPU backend does slab by slab.
+    (:func:`build_host_library`).  ``slab_a`` sizes the slabs as the GPU
+    backend sizes them for ``slab_a`` values of ``a`` (default: the whole
+    block in one slab); ``records_a`` caps the values of ``a`` one path
+    launch records in two stages (default: as on the GPU, :func:`record_a`).
     """
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
-    variant = choose_variant(Q, S, max_q_per_thread)
+    rest = B * Q
     staged = two_stage(Q, max_q_per_thread)
+    variant = (choose_variant(Q, S, recover_q_per_thread, recover_batch) if staged
+               else choose_variant(Q, S, max_q_per_thread))
     shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes,
-                         variant.path_stage() if staged else variant)
-    step = slab_a or A
+                         variant.path_stage() if staged else variant,
+                         rent_periods=rent_periods(pf))
+    plan = launch_plan(A, rest, (records_a or record_a(pf.n_loans, B)) if staged else None,
+                       slab_cells=(slab_a or A) * rest, slab_copies=layout.a_leads)
+    widest = max(p.path[1] - p.path[0] for p in plan)
     loan_f, loan_i = loan_matrices(pf)
     keep = {
         "loan_f": loan_f, "loan_i": loan_i,
@@ -688,24 +804,29 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
         # Poisoned: every output the kernels should write is checked to be written.
         "out_q": np.full((len(Q_VARIABLES) + S, A, Q, B), np.nan),
         "out_p": np.full((P_ROWS, A, B), np.nan),
-        "records": np.full(RECORD_FIELDS * pf.n_loans * min(step, A) * B, np.nan),
+        "records": np.full(RECORD_FIELDS * pf.n_loans * widest * B, np.nan),
     }
     pointers = {k: v.ctypes.data for k, v in keep.items()}
     path_lib = ctypes.CDLL(str(build(shape.variant)))
     recover_lib = ctypes.CDLL(str(build(variant))) if staged else None
-    for a0 in range(0, A, step):
-        a1 = min(A, a0 + step)
+    for p in plan:
+        a0, a1 = p.path
+        keep["records"][:] = np.nan  # records left by another launch would show
         args = pack_args(pf, layout, pointers, a0, a1, shape)
         rc = path_lib.gs_grid_v1_host(
             ctypes.c_void_p(args.ctypes.data),
             ctypes.c_int(shape.n_blocks(a1 - a0, B, 1 if staged else Q)),
             ctypes.c_int(shape.threads))
-        if rc == 0 and recover_lib is not None:
-            rc = recover_lib.gs_recover_v1_host(ctypes.c_void_p(args.ctypes.data))
         if rc != 0:
             raise RuntimeError(f"the host build of the kernel returned {rc}")
+        if recover_lib is None:
+            continue
+        for slab in reversed(p.slabs):  # any order: slabs are independent
+            args = pack_args(pf, layout, pointers, *slab, shape, records=p.path)
+            rc = recover_lib.gs_recover_v1_host(ctypes.c_void_p(args.ctypes.data))
+            if rc != 0:
+                raise RuntimeError(f"the host build of the recovery kernel returned {rc}")
     return _kernel_to_block(layout, keep["out_q"], keep["out_p"], np, np.asarray)
-
 
 def args_layout_on_host(library: Path) -> tuple[int, int]:
     """``sizeof(GsArgs)`` and ``offsetof(GsArgs, dt)`` as the C++ compiler lays them

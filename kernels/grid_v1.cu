@@ -2,11 +2,12 @@
 //
 // gs_grid_v1 evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
 // recovery cell q.  Each thread block covers na_block x nb_block path cells
-// (thread t: a = a0 + t / nb_block, b = b0 + t % nb_block) and walks the
-// portfolio in tiles of loan_tile loans: the block builds the tile's d-only
-// tables in shared memory (dynamic: 2 * na_block * loan_tile * K doubles, and
-// na_block * K discount factors built once),
-// then each thread runs the tile's loans through its path cell.  Only the
+// (thread t: a = a0 + t / nb_block, b = b0 + t % nb_block).  The block first
+// builds its loan-independent factors in shared memory (na_block x K discount
+// factors, na_block x J rent indices), then walks the portfolio in tiles of
+// loan_tile loans: it builds the tile's d-only tables in shared memory
+// (2 * na_block * loan_tile * K doubles), then each thread runs the tile's
+// loans through its path cell.  Only the
 // per-cell results are written to global memory.  See gridstress_v1.cuh for
 // the arithmetic and gridstress/kernels.py for the launch.
 #include "gridstress_v1.cuh"
@@ -22,8 +23,8 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
 
     GsCell cell;
     if (mine) gs_cell_start(g, blk, a, b, cell);
-    for (int u = t; u < g.na_block * (g.K1 - 1); u += blockDim.x)
-        gs_build_discounts(g, blk, u, table);
+    for (int u = t; u < gs_factor_items(g); u += blockDim.x)
+        gs_build_factors(g, blk, u, table);
     for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
         const int tile_len = min(g.loan_tile, g.n_loans - l0);
         __syncthreads();  // the previous tile's tables are no longer read

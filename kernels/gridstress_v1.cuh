@@ -19,7 +19,8 @@
 // stay in registers.  The d-only quantities of a tile of loans
 // (net cash flow of the fleet and G_k, k = 1..n) are built once per thread
 // block in shared memory, for the block's few a values, and read by every
-// thread of the block.
+// thread of the block; so are the loan-independent factors they are built
+// from (the rent index (1 - d)^(t_j) and the discount factors).
 #ifndef GRIDSTRESS_V1_CUH
 #define GRIDSTRESS_V1_CUH
 
@@ -105,7 +106,8 @@
 #define GS_NPV 5
 
 // Default records of the two-stage mode, stored [field][loan][path cell of
-// the launch]; an EAD of 0 marks a loan without default (nothing to recover).
+// rec_begin <= a < rec_end]; an EAD of 0 marks a loan without default
+// (nothing to recover).
 #define GS_REC_EAD 0
 #define GS_REC_GPU 1
 #define GS_REC_CRYPTO 2
@@ -128,9 +130,11 @@ struct GsArgs {
     const double* q_keep_crypto; // [Q] (1 - liquidation_cost) * (1 - crypto_haircut)
     double* out_q;               // [GS_QV_SEG + S][A][Q][B]
     double* out_p;               // [GS_NPV][A][B]
-    double* records;             // [GS_NREC][L][(a_end - a_begin) * B] (two-stage mode)
+    double* records;             // [GS_NREC][L][(rec_end - rec_begin) * B] (two-stage mode)
     int n_loans, K1, A, B, Q, n_segments;
+    int J;                       // periods of the rent index: max over loans of max(n, n_life)
     int a_begin, a_end;          // the a values this launch covers
+    int rec_begin, rec_end;      // the a values the default records cover
     int na_block, nb_block;      // a and b values per thread block
     int loan_tile;               // loans per shared-memory tile
     double dt, hours, total_principal, principal_wal;
@@ -168,8 +172,8 @@ GS_FN long gs_p_index(const GsArgs& g, int var, int a, int b) {
 }
 
 GS_FN long gs_rec_index(const GsArgs& g, int field, int l, int a, int b) {
-    const long cells = (long)(g.a_end - g.a_begin) * g.B;
-    return ((long)field * g.n_loans + l) * cells + (long)(a - g.a_begin) * g.B + b;
+    const long cells = (long)(g.rec_end - g.rec_begin) * g.B;
+    return ((long)field * g.n_loans + l) * cells + (long)(a - g.rec_begin) * g.B + b;
 }
 
 // Shared-memory tables of one tile: net cash flow of the fleet and G_k per
@@ -188,19 +192,43 @@ GS_FN long gs_discount_index(const GsArgs& g, int ia, int k) {
     return 2 * gs_table_size(g) + (long)ia * (g.K1 - 1) + (k - 1);
 }
 
-// Phase 0 work item u of a thread block: one (a value, period) discount factor.
-GS_FN void gs_build_discounts(const GsArgs& g, GsBlock blk, int u, double* table) {
-    const int K = g.K1 - 1;
-    const int ia = u / K, k = u % K + 1;
-    const int a = blk.a0 + ia;
-    if (ia >= g.na_block || a >= g.a_end) return;
-    table[gs_discount_index(g, ia, k)] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
+// After the discount factors: the rent index (1 - d)^(t_j) per (a value of the
+// block, period j = 1..J), shared by all loans (m_j = r0 times it).
+GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1) + (long)ia * g.J + (j - 1);
 }
 
-// Phase 1: the d-only tables of loan l for deflation d and discount rate y.
+// Doubles of shared memory a thread block uses.
+GS_FN long gs_shared_doubles(const GsArgs& g) {
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J);
+}
+
+// Phase 0 work items of a thread block: na_block x (K + J).
+GS_FN int gs_factor_items(const GsArgs& g) {
+    return g.na_block * (g.K1 - 1 + g.J);
+}
+
+// Phase 0 work item u: one (a value, period) discount factor or rent index.
+GS_FN void gs_build_factors(const GsArgs& g, GsBlock blk, int u, double* table) {
+    const int K = g.K1 - 1;
+    const int per_a = K + g.J;
+    const int ia = u / per_a, r = u % per_a;
+    const int a = blk.a0 + ia;
+    if (ia >= g.na_block || a >= g.a_end) return;
+    if (r < K) {
+        const int k = r + 1;
+        table[gs_discount_index(g, ia, k)] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
+    } else {
+        const int j = r - K + 1;
+        table[gs_rent_index(g, ia, j)] = pow(1.0 - g.a_deflation[a], (double)j * g.dt);
+    }
+}
+
+// Phase 1: the d-only tables of loan l for discount rate y and the rent index
+// rent_index[j - 1] = (1 - d)^(t_j), j = 1..max(n, n_life).
 // net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) for k = 1..n and the
 // appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
-GS_FN void gs_build_loan_tables(const GsArgs& g, int l, double d, double y,
+GS_FN void gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index, double y,
                                 double* net, double* gval) {
     const double* lf = g.loan_f + (long)l * GS_NF;
     const int* li = g.loan_i + (long)l * GS_NI;
@@ -209,12 +237,11 @@ GS_FN void gs_build_loan_tables(const GsArgs& g, int l, double d, double y,
     const double opex = lf[GS_OPEX], n_gpus = lf[GS_NGPUS];
     const double contracted = lf[GS_CONTRACTED], contract_rent = lf[GS_CONTRACT_RENT];
     const double w = pow(1.0 + y, -g.dt);
-    const double base = 1.0 - d;
     for (int k = 1; k <= n; ++k) gval[k - 1] = 0.0;
     const int last = n > n_life ? n : n_life;
     double s = 0.0;
     for (int j = last; j >= 1; --j) {
-        const double rent_j = rent0 * pow(base, (double)j * g.dt);
+        const double rent_j = rent0 * rent_index[j - 1];
         if (j <= n_life) {
             const double income = g.hours * util * fmax(0.0, rent_j - e) - opex;
             s = w * (income + s);
@@ -242,7 +269,8 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     if (ia >= g.na_block || a >= g.a_end) return;
     double* net = table + gs_table_index(g, ia, lt, 1);
     double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
-    gs_build_loan_tables(g, l0 + lt, g.a_deflation[a], g.a_discount[a], net, gval);
+    gs_build_loan_tables(g, l0 + lt, table + gs_rent_index(g, ia, 1), g.a_discount[a], net,
+                         gval);
 }
 
 // What a thread carries across loans: its path cell's statistics and the
@@ -451,9 +479,18 @@ GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCe
 #endif
 }
 
+// Loans whose default records a thread of the recovery kernel loads at once:
+// the loads are independent, so their latencies overlap.
+#ifndef GS_RECOVER_BATCH
+#define GS_RECOVER_BATCH 4
+#endif
+
 // Two-stage mode, second kernel: thread i of (a_end - a_begin) x q-tiles x B
 // sums the default records of its path cell over the loans, in canonical
-// order, for its GS_QT recovery cells.
+// order, for its GS_QT recovery cells.  The records of a batch of loans are
+// loaded first, all fields whether or not the loan defaulted (the fields
+// of a loan without default hold whatever was there and are not used), then
+// added loan by loan.
 GS_FN void gs_recover_cell(const GsArgs& g, long i) {
     const int q_tiles = (g.Q + GS_QT - 1) / GS_QT;
     const int b = (int)(i % g.B);
@@ -466,14 +503,27 @@ GS_FN void gs_recover_cell(const GsArgs& g, long i) {
     blk.b0 = b;
     blk.q0 = q0;
     gs_cell_start(g, blk, a, b, cell);
-    for (int l = 0; l < g.n_loans; ++l) {
-        const double ead = g.records[gs_rec_index(g, GS_REC_EAD, l, a, b)];
-        if (ead == 0.0) continue;  // no default, or nothing exposed: adds 0
-        gs_add_recovery(g, q0, a, b, g.loan_i[(long)l * GS_NI + GS_SEGMENT], ead,
-                        g.records[gs_rec_index(g, GS_REC_GPU, l, a, b)],
-                        g.records[gs_rec_index(g, GS_REC_CRYPTO, l, a, b)],
-                        g.records[gs_rec_index(g, GS_REC_CASH, l, a, b)],
-                        g.records[gs_rec_index(g, GS_REC_DISCOUNT, l, a, b)], cell);
+    const long field = (long)g.n_loans * (g.rec_end - g.rec_begin) * g.B;
+    for (int l0 = 0; l0 < g.n_loans; l0 += GS_RECOVER_BATCH) {
+        double rec[GS_RECOVER_BATCH][GS_NREC];
+        int seg[GS_RECOVER_BATCH];
+        GS_UNROLL
+        for (int j = 0; j < GS_RECOVER_BATCH; ++j) {
+            const int l = l0 + j < g.n_loans ? l0 + j : g.n_loans - 1;
+            const double* r = g.records + gs_rec_index(g, GS_REC_EAD, l, a, b);
+            GS_UNROLL
+            for (int f = 0; f < GS_NREC; ++f) rec[j][f] = r[f * field];
+            seg[j] = g.loan_i[(long)l * GS_NI + GS_SEGMENT];
+        }
+        GS_UNROLL
+        for (int j = 0; j < GS_RECOVER_BATCH; ++j) {
+            const double ead = rec[j][GS_REC_EAD];
+            // No default (or nothing exposed: adds 0); past the last loan.
+            if (ead == 0.0 || l0 + j >= g.n_loans) continue;
+            gs_add_recovery(g, q0, a, b, seg[j], ead, rec[j][GS_REC_GPU],
+                            rec[j][GS_REC_CRYPTO], rec[j][GS_REC_CASH],
+                            rec[j][GS_REC_DISCOUNT], cell);
+        }
     }
     gs_write_recovery_cells(g, q0, a, b, g.out_p[gs_p_index(g, GS_PV_EAD_SUM, a, b)], cell);
 }

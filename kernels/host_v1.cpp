@@ -15,10 +15,12 @@
 // The argument block's layout, checked against the one the Python side packs.
 extern "C" long gs_args_size() { return (long)sizeof(GsArgs); }
 extern "C" long gs_args_offset_dt() { return (long)offsetof(GsArgs, dt); }
+// Bytes of shared memory a thread block of this launch uses.
+extern "C" long gs_shared_bytes(const GsArgs* args) { return 8 * gs_shared_doubles(*args); }
 
 extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
     const GsArgs& g = *args;
-    std::vector<double> table(2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1));
+    std::vector<double> table(gs_shared_doubles(g));
     std::vector<GsCell> cells(threads);
     for (int bi = 0; bi < n_blocks; ++bi) {
         const GsBlock blk = gs_block(g, bi);
@@ -27,8 +29,8 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
             if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
                 gs_cell_start(g, blk, a, b, cells[t]);
         }
-        for (int u = 0; u < g.na_block * (g.K1 - 1); ++u)
-            gs_build_discounts(g, blk, u, table.data());
+        for (int u = 0; u < gs_factor_items(g); ++u)
+            gs_build_factors(g, blk, u, table.data());
         for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
             const int tile_len = std::min(g.loan_tile, g.n_loans - l0);
             for (int u = 0; u < g.na_block * tile_len; ++u)

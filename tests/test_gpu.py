@@ -71,6 +71,30 @@ def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
     _check_arrays(got, ref, pf)
 
 
+@pytest.mark.parametrize("recover_q,batch", [(1, 1), (2, 4), (5, 3)])
+def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, batch):
+    import cupy
+
+    from gridstress.kernels import RECORD_FIELDS, FusedGrid
+
+    rng = np.random.default_rng(90 + recover_q)
+    cfg = make_config(random_loans(rng, 23), grid=GRIDS_GPU["many haircuts"])
+    ref = _reference(cfg)
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    b_count = len(axes["crypto_drawdown"])
+    q_count = len(axes["haircut"])
+    # Records of 3 values of a per path launch; slabs of 2 values of a.
+    fused = FusedGrid(pf, cupy, stages="two", recover_q_per_thread=recover_q,
+                      recover_batch=batch,
+                      record_bytes=3 * 8 * RECORD_FIELDS * pf.n_loans * b_count,
+                      slab_cells=2 * b_count * q_count)
+    got = fused.evaluate(axes, cfg.scenario)
+    _check_arrays(got, ref, pf)
+    assert fused.stage_seconds["path"] > 0 and fused.stage_seconds["recover"] > 0
+    assert fused.kernel_seconds == pytest.approx(sum(fused.stage_seconds.values()))
+
+
 def test_xp_model_on_cupy_matches_numpy():
     rng = np.random.default_rng(7)
     cfg = make_config(random_loans(rng, 12), grid=GRIDS_GPU["three axes"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_parity, make_config, random_loans
+from conftest import GRIDS_GPU, ROOT, assert_parity, make_config, random_loans
 
 from gridstress import kernels as K
 from gridstress.engine import gpu_plan, prepare
@@ -31,12 +31,17 @@ needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on thi
 
 
 @pytest.fixture(scope="module")
-def host_build(tmp_path_factory):
-    """``build(variant)``: the host library of a kernel variant, built once."""
+def host_folder(tmp_path_factory):
+    """Where the host libraries are built (each variant once)."""
     if CXX is None:
         pytest.skip("no C++ compiler (g++) on this machine")
-    folder = tmp_path_factory.mktemp("host")
-    return lambda variant=K.Variant(): K.build_host_library(CXX, folder, variant)
+    return tmp_path_factory.mktemp("host")
+
+
+@pytest.fixture(scope="module")
+def host_build(host_folder):
+    """``build(variant)``: the host library of a kernel variant, built once."""
+    return lambda variant=K.Variant(): K.build_host_library(CXX, host_folder, variant)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +84,13 @@ GRIDS = {
     "one crypto": {"deflation": {"start": -0.5, "stop": 0.9, "num": 50},
                    "crypto_drawdown": {"values": [0.5]}, "haircut": {"values": [0.1, 0.5]}},
 }
-# (threads per block, shared bytes): the default, several a per block and
-# many loan tiles, and one loan per tile.
-LAUNCHES = [(128, 48 * 1024), (32, 2000), (64, 700)]
+
+
+def launches(pf) -> list[tuple[int, int]]:
+    """(threads per block, shared bytes): the default, two a values per block
+    with tiles of two loans, and one a value with one loan per tile."""
+    K_, J = pf.horizon, K.rent_periods(pf)
+    return [(128, 48 * 1024), (32, 2 * 8 * (2 * 2 * K_ + K_ + J)), (64, 8 * (3 * K_ + J))]
 
 
 @needs_cxx
@@ -93,14 +102,17 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
     pf = prepare(cfg, "numpy").portfolio
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
-    assert pf.horizon * 24 <= 700  # every launch below fits one loan's tables
     # The defaults (one pass with up to 8 recovery cells per thread, or two
     # stages beyond), two stages for any grid with more than one recovery
     # cell, and one pass with one recovery cell per thread.
     for max_q in (K.MAX_Q_PER_THREAD, 1, 3):
-        for threads, shared in LAUNCHES:
+        for threads, shared in launches(pf):
             got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, threads, shared,
                                      max_q_per_thread=max_q)
+            if threads == 64:  # one a value and one loan per tile
+                shape = K.launch_shape(1, 1, pf.n_loans, pf.horizon, threads, shared,
+                                       rent_periods=K.rent_periods(pf))
+                assert (shape.na_block, shape.loan_tile) == (1, 1)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     # Launched in slabs of a, as the GPU backend copies results.
     got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, max_q_per_thread=1,
@@ -123,10 +135,126 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
     assert K.two_stage(26) and K.choose_variant(26, 11).segments_in_registers == 0
-    for max_q in (K.MAX_Q_PER_THREAD, 5):
+    # Recovery kernels of 1, 2 (default) and 5 recovery cells per thread,
+    # loading the records of 1, 3 and 4 (default) loans at once (17 loans:
+    # batches that do not divide them).
+    for max_q, recover_q, batch in ((K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD,
+                                     K.RECOVER_BATCH), (5, 5, 3), (8, 1, 1)):
         got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario,
-                                 max_q_per_thread=max_q, slab_a=4)
+                                 max_q_per_thread=max_q, slab_a=4,
+                                 recover_q_per_thread=recover_q, recover_batch=batch)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    # Path launches of 5 and 1 values of a (as when the records fill their
+    # memory), each finished in slabs.
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, slab_a=2, records_a=5)
+    assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+@pytest.mark.parametrize("a_count,per_a,records_a,slab_cells", [
+    (401, 5611, 1483, 2**21), (401, 5611, 100, 2**21), (1000, 1000, None, 2**21),
+    (7, 10, 3, 20), (1, 1, None, 1), (1, 1, 1, 1), (50, 3, 7, 4)])
+@pytest.mark.parametrize("slab_copies", [True, False])
+def test_launch_plan_covers_each_a_once(a_count, per_a, records_a, slab_cells, slab_copies):
+    plan = K.launch_plan(a_count, per_a, records_a, slab_cells, slab_copies)
+    paths = [p.path for p in plan]
+    slabs = [s for p in plan for s in p.slabs]
+    for ranges in (paths, slabs):
+        assert ranges[0][0] == 0 and ranges[-1][1] == a_count
+        assert all(r0 < r1 for r0, r1 in ranges)
+        assert all(x[1] == y[0] for x, y in zip(ranges, ranges[1:]))
+    for p in plan:  # slabs lie inside their path launch
+        assert p.path[0] == p.slabs[0][0] and p.path[1] == p.slabs[-1][1]
+    if records_a is None:
+        assert all(p.slabs == (p.path,) for p in plan)
+        assert len(plan) == (len(K.slabs(a_count, per_a, slab_cells)) if slab_copies else 1)
+    else:
+        # The path kernel runs over as many a as the records hold, not slab by slab.
+        assert all(r1 - r0 <= records_a for r0, r1 in paths)
+        assert len(plan) == math.ceil(a_count / records_a)
+        if not slab_copies:
+            assert all(p.slabs == (p.path,) for p in plan)
+
+
+def test_seed_dense_runs_the_path_kernel_once():
+    # 401 x 181 path cells of 100 loans: records of 290 MB, one path launch
+    # (it fills the GPU) and the recovery in slabs of about SLAB_CELLS cells.
+    records_a = K.record_a(100, 181)
+    assert records_a >= 401
+    plan = K.launch_plan(401, 181 * 31, records_a)
+    assert len(plan) == 1 and plan[0].path == (0, 401) and len(plan[0].slabs) > 1
+
+
+@pytest.fixture()
+def host_cupy(host_folder, monkeypatch):
+    """``make(memory_limit=None)``: a CuPy stand-in over the host build (tests/hostcupy.py)."""
+    from hostcupy import HostCupy, pinned
+
+    monkeypatch.setattr(K, "_pinned", pinned)
+    return lambda memory_limit=None: HostCupy(host_folder, CXX, memory_limit)
+
+
+def _fused_case(grid: str, seed: int, loans: int = 13):
+    rng = np.random.default_rng(seed)
+    cfg = make_config(random_loans(rng, loans), grid=GRIDS_GPU[grid])
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
+    return cfg, pf, axes, ref
+
+
+# FusedGrid settings: the defaults; two stages with records of 3 values of a
+# per path launch and slabs of 2; one pass in slabs of 2, 3 recovery cells
+# per thread.
+FUSED_SETTINGS = {
+    "defaults": lambda pf, b, q: {},
+    "two stages in launches of 3 a": lambda pf, b, q: {
+        "stages": "two", "recover_q_per_thread": 5, "recover_batch": 3,
+        "record_bytes": 3 * 8 * K.RECORD_FIELDS * pf.n_loans * b, "slab_cells": 2 * b * q},
+    "one pass in slabs of 2 a": lambda pf, b, q: {
+        "stages": "one", "max_q_per_thread": 3, "slab_cells": 2 * b * q},
+}
+
+
+@needs_cxx
+@pytest.mark.parametrize("setting", list(FUSED_SETTINGS))
+@pytest.mark.parametrize("grid", list(GRIDS_GPU))
+def test_fused_grid_orchestration_on_the_host_build(host_cupy, grid, setting):
+    # FusedGrid itself (plan, argument blocks, launches, reordering, slab
+    # copies) with the kernels built for the CPU, against NumPy.
+    cfg, pf, axes, ref = _fused_case(grid, 31)
+    cp = host_cupy()
+    layout = K.block_layout(axes, cfg.scenario)
+    b, q = layout.size("b"), layout.size("q")
+    fused = K.FusedGrid(pf, cp, **FUSED_SETTINGS[setting](pf, b, q))
+    for copy in (True, False):
+        got = fused.evaluate(axes, cfg.scenario, copy=copy)
+        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    paths = [ln for ln in cp.launches if ln[0] == K.KERNEL_NAME]
+    recovers = [ln for ln in cp.launches if ln[0] == K.RECOVER_NAME]
+    a_count = layout.size("a")
+    if setting == "two stages in launches of 3 a":
+        assert len(paths) == 2 * math.ceil(a_count / 3)  # two evaluations
+        if layout.a_leads:  # finished slab by slab
+            assert len(recovers) > len(paths)
+        assert fused.stage_seconds["recover"] > 0
+    elif setting == "one pass in slabs of 2 a":
+        assert not recovers
+        if layout.a_leads:
+            assert len(paths) == 2 * len(K.slabs(a_count, b * q, 2 * b * q))
+    assert fused.kernel_seconds == pytest.approx(sum(fused.stage_seconds.values()))
+
+
+@needs_cxx
+def test_fused_grid_halves_a_block_that_does_not_fit(host_cupy):
+    cfg, pf, axes, ref = _fused_case("many haircuts", 32)
+    layout = K.block_layout(axes, cfg.scenario)
+    out_bytes = 8 * (len(K.Q_VARIABLES) + len(pf.segments)) * math.prod(layout.shape)
+    cp = host_cupy(memory_limit=out_bytes // 3)  # the block's outputs do not fit
+    fused = K.FusedGrid(pf, cp)
+    got = fused.evaluate(axes, cfg.scenario)
+    assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    paths = [ln for ln in cp.launches if ln[0] == K.KERNEL_NAME]
+    assert len(paths) >= 4  # split at least twice
 
 
 @pytest.mark.parametrize("q,seg,cap,expect", [
@@ -166,6 +294,10 @@ def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon
     # Few b values: a block takes several a values instead of idling.
     if b < 32 and a > 1:
         assert s.na_block > 1
+    # Fleets in service beyond the horizon: a longer rent index, in the budget.
+    long = K.launch_shape(a, b, loans, horizon, rent_periods=3 * horizon)
+    assert long.shared_bytes(horizon, 3 * horizon) <= K.SHARED_BYTES
+    assert long.loan_tile <= s.loan_tile and long.na_block <= s.na_block
 
 
 def test_launch_shape_refuses_a_horizon_beyond_shared_memory():
@@ -230,7 +362,9 @@ def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("variant", [K.Variant(1, 0), K.choose_variant(31, 3),
-                                     K.choose_variant(31, 8), K.Variant(1, 3, True)],
+                                     K.choose_variant(31, 8), K.Variant(1, 3, True),
+                                     K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD),
+                                     K.choose_variant(31, 3, 8, recover_batch=8)],
                          ids=repr)
 def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     # The single compilation unit NVRTC gets, compiled by nvcc for sm_90.
@@ -243,9 +377,10 @@ def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     report = res.stderr
     assert "gs_grid_v1" in report and "gs_recover_v1" in report
     lines = report.splitlines()
-    at = next(i for i, ln in enumerate(lines) if "Function properties for gs_grid_v1" in ln)
-    line = lines[at + 1]
-    assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in line, report
+    for kernel in ("gs_grid_v1", "gs_recover_v1"):
+        at = next(i for i, ln in enumerate(lines) if f"Function properties for {kernel}" in ln)
+        line = lines[at + 1]
+        assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in line, report
     assert "error" not in report.lower()
 
 

@@ -1,0 +1,170 @@
+"""The part of CuPy that :class:`gridstress.kernels.FusedGrid` uses, over NumPy
+and the host build of the kernels: runs the GPU backend's own orchestration
+(launch plan, argument blocks, launches, reordering, slab copies, the
+out-of-memory split) on a machine without a GPU.
+
+Device arrays are NumPy arrays whose ``.data.ptr`` is their address; a
+``RawModule`` compiles ``kernels/host_v1.cpp`` with the module's defines and
+its functions run the launch's thread blocks one after another
+(``gs_grid_v1_host``, ``gs_recover_v1_host``).  Everything runs at once, in
+order, so the streams and events only record what was asked of them.
+``memory_limit`` makes any allocation larger than it raise
+``OutOfMemoryError``, as a full GPU does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+
+from gridstress import kernels as K
+
+
+class _Memory:
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+
+class DeviceArray(np.ndarray):
+    """A host array standing in for ``cupy.ndarray``."""
+
+    @property
+    def data(self):  # cupy.ndarray.data.ptr: the address of the first element
+        return _Memory(self.ctypes.data)
+
+
+class OutOfMemoryError(MemoryError):
+    pass
+
+
+class HostCupy:
+    """A module-like object with the CuPy names FusedGrid calls."""
+
+    _instances = itertools.count()
+
+    def __init__(self, build_folder: Path, cxx: str = "g++", memory_limit: int | None = None):
+        # kernels.kernel_function keys its compiled modules by the module's
+        # name: each stand-in gets its own modules (they log its launches).
+        self.__name__ = f"hostcupy-{next(self._instances)}"
+        self.folder = Path(build_folder)
+        self.cxx = cxx
+        self.memory_limit = memory_limit
+        self.launches: list[tuple[str, int, int, int]] = []  # name, a_begin, a_end, blocks
+        self.allocations = 0
+        host = self
+
+        class Stream:
+            ptr = 0
+
+            def __init__(self, non_blocking: bool = False):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def record(self):
+                return Event()
+
+            def wait_event(self, event):
+                pass
+
+            def synchronize(self):
+                pass
+
+        class Event:
+            def record(self):
+                pass
+
+        class Device:
+            id = 0
+
+        class Pool:
+            def free_all_blocks(self):
+                pass
+
+        def memcpy_async(dst, src, nbytes, kind, stream):
+            ctypes.memmove(dst, src, nbytes)
+
+        def elapsed_ms(start, stop):
+            return 0.25
+
+        self.cuda = types.SimpleNamespace(
+            Stream=Stream, Event=Event, Device=Device, get_elapsed_time=elapsed_ms,
+            memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
+            runtime=types.SimpleNamespace(deviceSynchronize=lambda: None,
+                                          memcpyAsync=memcpy_async, memcpyDeviceToHost=2))
+        self._pool = Pool()
+
+        class RawModule:
+            def __init__(self, code: str, options: tuple[str, ...]):
+                assert code == K.kernel_source() and "--fmad=false" in options
+                d = dict(o[2:].split("=") for o in options if o.startswith("-D"))
+                self.variant = K.Variant(int(d["GS_QT"]), int(d["GS_NSEG_REG"]),
+                                         bool(int(d["GS_RECORDS"])),
+                                         int(d["GS_RECOVER_BATCH"]))
+                self.lib = ctypes.CDLL(str(K.build_host_library(host.cxx, host.folder,
+                                                                self.variant)))
+                self.lib.gs_shared_bytes.restype = ctypes.c_long
+
+            def get_function(self, name: str):
+                return lambda grid, block, args, shared_mem=0: host._run(
+                    self, name, grid, block, args, shared_mem)
+
+        self.RawModule = RawModule
+
+    # -- arrays --
+    def _device(self, array: np.ndarray) -> DeviceArray:
+        if self.memory_limit is not None and array.nbytes > self.memory_limit:
+            raise OutOfMemoryError(f"{array.nbytes} bytes requested")
+        self.allocations += 1
+        return np.array(array, copy=True).view(DeviceArray)
+
+    def asarray(self, array) -> DeviceArray:
+        return self._device(np.ascontiguousarray(array))
+
+    def empty(self, shape, dtype=np.float64) -> DeviceArray:
+        # Poisoned, so that what no kernel writes shows.
+        return self._device(np.full(shape, np.nan, dtype=dtype))
+
+    def asnumpy(self, array) -> np.ndarray:
+        return np.array(array).view(np.ndarray)
+
+    moveaxis = staticmethod(np.moveaxis)
+    ascontiguousarray = staticmethod(np.ascontiguousarray)
+
+    def get_default_memory_pool(self):
+        return self._pool
+
+    # -- launches --
+    def _run(self, module, name: str, grid, block, args, shared_mem: int) -> None:
+        (arg,) = args
+        ptr = ctypes.c_void_p(arg.data.ptr)
+        g = np.frombuffer(np.asarray(arg).tobytes(), dtype=K.ARGS_DTYPE)[0]
+        if name == K.KERNEL_NAME:
+            need = module.lib.gs_shared_bytes(ptr)
+            assert shared_mem >= need, (shared_mem, need)
+            assert shared_mem <= K.SHARED_BYTES
+            rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_int(grid[0]), ctypes.c_int(block[0]))
+        else:
+            assert name == K.RECOVER_NAME
+            n = (int(g["a_end"]) - int(g["a_begin"])) * math.ceil(
+                int(g["Q"]) / module.variant.q_per_thread) * int(g["B"])
+            assert grid[0] * block[0] >= n
+            assert int(g["rec_begin"]) <= int(g["a_begin"]) < int(g["a_end"]) <= int(
+                g["rec_end"])
+            rc = module.lib.gs_recover_v1_host(ptr)
+        assert rc == 0
+        self.launches.append((name, int(g["a_begin"]), int(g["a_end"]), int(grid[0])))
+
+
+def pinned(cp, shape):
+    """Stands in for ``kernels._pinned`` (page-locked host memory)."""
+    return np.empty(shape)
