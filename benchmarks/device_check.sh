@@ -22,8 +22,8 @@ python3 -c "import cupy, numpy, xarray; print('cupy', cupy.__version__, 'numpy',
 numpy.__version__, 'xarray', xarray.__version__)"
 
 echo "== GPU tests"
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
-    tests/test_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/pytest-gpu.log"
+timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
+    tests/test_gpu.py tests/test_kernels.py tests/test_bench.py 2>&1 | tee "$OUT/pytest-gpu.log"
 
 echo "== launch parameters of the fused kernel"
 timeout 60 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"

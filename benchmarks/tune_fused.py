@@ -1,9 +1,10 @@
 """Launch parameters of the fused kernel: one or two stages, recovery cells per
-thread, threads per block.
+thread, records loaded at once by the recovery kernel, threads per block.
 
-Times the kernel (CUDA events, last of three passes) on the seed-dense grid
-(31 haircut values) and on a 1M-cell single-haircut grid, 100 random loans,
-for each setting; prints a table and writes JSON.  Needs a GPU.
+Times the kernel (CUDA events, last of three passes; the path and recovery
+kernels apart) on the seed-dense grid (31 haircut values) and on a 1M-cell
+single-haircut grid, 100 random loans, for each setting; prints a table and
+writes JSON.  Needs a GPU.
 
     python benchmarks/tune_fused.py --out benchmarks/results/gpu-tune-fused.json
 """
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def kernel_time(run, fused: FusedGrid) -> float:
     for _ in range(3):
-        fused.kernel_seconds = 0.0
+        fused.reset_timers()
         for block in run.plan:
             axes = {a.name: a.array[s] for a, s in zip(run.config.axes, block.slices)}
             fused.evaluate(axes, run.config.scenario, copy=False)
@@ -46,21 +47,30 @@ def main() -> None:
         "1M cells, one haircut": bench_config(100, cells=1_000_000),
     }
     rows = []
+    settings = {
+        "seed-dense (401x181x31)": (
+            [{"stages": "one", "max_q_per_thread": q, "threads": t}
+             for q in (2, 4, 8) for t in (128, 256)]
+            + [{"stages": "two", "recover_q_per_thread": q, "recover_batch": n, "threads": t}
+               for q in (1, 2, 4) for n in (1, 4) for t in (128, 256)]),
+        "1M cells, one haircut": (
+            [{"stages": "one", "threads": t} for t in (128, 256)]
+            + [{"stages": "two", "threads": 128}]),
+    }
     for label, cfg in grids.items():
         run = prepare(cfg, "cupy")
         lp = loan_periods(run)
-        for stages in ("one", "two"):
-            for q in (2, 4, 8):
-                for threads in (128, 256):
-                    fused = FusedGrid(run.portfolio, cupy, max_q_per_thread=q,
-                                      threads=threads, stages=stages)
-                    seconds = kernel_time(run, fused)
-                    rows.append({"grid": label, "stages": stages, "max_q_per_thread": q,
-                                 "threads": threads, "kernel_seconds": seconds,
-                                 "loan_periods_per_s": lp / seconds})
-                    print(f"{label:24s} {stages:3s} stage(s) q/thread<={q} threads={threads:3d}"
-                          f" kernel {seconds * 1e3:8.3f} ms  {lp / seconds:.3e} loan-periods/s",
-                          flush=True)
+        for setting in settings[label]:
+            fused = FusedGrid(run.portfolio, cupy, **setting)
+            seconds = kernel_time(run, fused)
+            stages = dict(fused.stage_seconds)
+            rows.append({"grid": label, **setting, "kernel_seconds": seconds,
+                         "path_seconds": stages["path"], "recover_seconds": stages["recover"],
+                         "loan_periods_per_s": lp / seconds})
+            knobs = " ".join(f"{k}={v}" for k, v in setting.items())
+            print(f"{label:24s} {knobs:60s} kernel {seconds * 1e3:7.3f} ms "
+                  f"(path {stages['path'] * 1e3:7.3f}, recovery {stages['recover'] * 1e3:7.3f})"
+                  f"  {lp / seconds:.3e} loan-periods/s", flush=True)
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": " ".join(["python", *sys.argv]),
               "device": cupy_device_name(cupy), "cupy": cupy.__version__,

@@ -82,9 +82,10 @@ def flops_per_loan_period(run) -> float:
     add, subtract, multiply, divide, min, max and comparison of doubles is one
     operation; ``pow`` is counted as 20.  The d-only tables are built once
     per thread block and shared by its mining values, so their cost per
-    loan-period is divided by the block's ``nb_block``.
+    loan-period is divided by the block's ``nb_block``; the rent index and
+    discount factors are shared by the loans as well.
     """
-    from .kernels import launch_shape
+    from .kernels import launch_shape, rent_periods
 
     pf = run.portfolio
     v = pf.values
@@ -104,8 +105,11 @@ def flops_per_loan_period(run) -> float:
     covenant = np.where(v["min_dscr"] > 0, 3, 0)             # compare, add, compare
     ltv = np.where(np.isfinite(pf.max_ltv), 6, 0)            # collateral (3), test (3)
     per_period = (base + mining + covenant + ltv) * n
-    # Tables, per (a value, loan, period): pow (20) and about 25 operations.
-    tables = 45 * np.maximum(n, pf.n_life) / nb
+    # Tables, per (a value, loan): about 25 operations per period and the
+    # appraisal's discount pow (20); per a value, one pow per period of the
+    # discount factors and of the rent index.
+    factors = 20 * (pf.horizon + rent_periods(pf)) / pf.n_loans
+    tables = (25 * np.maximum(n, pf.n_life) + 20 + factors) / nb
     # Maturity test at k = n (5) and, per default, recovery set-up (8 + pow)
     # plus 9 per recovery cell; counted as if every loan defaulted.
     per_loan = 5 + 28 + 9 * q_count
@@ -153,7 +157,7 @@ def time_engine(config: RunConfig, engine: str, repeats: int = 1) -> dict[str, A
     passes = []
     for _ in range(repeats):
         if run.fused is not None:
-            run.fused.kernel_seconds = 0.0
+            run.fused.reset_timers()
         sync()
         start = time.perf_counter()
         for block in run.plan:
@@ -176,6 +180,7 @@ def time_engine(config: RunConfig, engine: str, repeats: int = 1) -> dict[str, A
         result["kernel_seconds"] = run.fused.kernel_seconds
         result["kernel_loan_periods_per_s"] = loan_periods(run) / run.fused.kernel_seconds
         result["kernel_share_of_wall"] = run.fused.kernel_seconds / seconds
+        result["stage_seconds"] = dict(run.fused.stage_seconds)
         result["flops_per_loan_period"] = flops_per_loan_period(run)
     return result
 
@@ -247,7 +252,9 @@ def run_bench(loans: int = 100, cells: int = 1_000_000, config: str | Path | Non
         log(f"{engine:8s} {res['seconds']:10.4f} s  {res['loan_periods_per_s']:.3e} "
             "loan-periods/s" + (f"  (kernel {res['kernel_seconds']:.4f} s, "
                                 f"{res['kernel_loan_periods_per_s']:.3e}/s, "
-                                f"{res['kernel_share_of_wall']:.0%} of wall)"
+                                f"{res['kernel_share_of_wall']:.0%} of wall; path "
+                                f"{res['stage_seconds']['path']:.4f} s, recovery "
+                                f"{res['stage_seconds']['recover']:.4f} s)"
                                 if "kernel_seconds" in res else ""))
     eng = results["engines"]
     ratios = {}

@@ -1,0 +1,51 @@
+"""``gridstress bench`` and its FLOP count, on the CPU (the GPU engines run in
+benchmarks/device_check.sh)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT, cli_runner, make_config, random_loans
+
+from gridstress.bench import flops_per_loan_period
+from gridstress.engine import prepare
+
+gridstress = cli_runner(ROOT)
+
+
+def test_flop_count_of_one_plain_loan_by_hand():
+    loan = random_loans(np.random.default_rng(0), 1)[0]
+    loan.update(term_years=2.0, gpu_age_years=0.0, economic_life_years=5.0,
+                mining_revenue=0.0, min_dscr=0.0, max_ltv=None)
+    cfg = make_config([loan], grid={"deflation": {"values": [0.3]},
+                                    "crypto_drawdown": {"values": [0.5]},
+                                    "haircut": {"values": [0.35]}})
+    run = prepare(cfg, "numpy")
+    # n = 8 periods, n_life = 20, K = 8, J = 20, one mining value per block.
+    per_period = 13 * 8                       # price, cash, payment, DSCR test and division
+    tables = 25 * 20 + 20 + 20 * (8 + 20)     # build, appraisal pow, shared pows
+    per_loan = 5 + 28 + 9                     # maturity, default set-up, one recovery
+    assert flops_per_loan_period(run) == pytest.approx((per_period + tables + per_loan) / 8)
+
+
+def test_bench_cli_times_the_numpy_engine(tmp_path):
+    out = tmp_path / "bench.json"
+    res = gridstress("bench", "--cells", "400", "--loans", "5", "--haircuts", "2",
+                     "--engines", "numpy", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("gridstress bench")
+    assert data["loans"] == 5 and data["cells"] >= 400
+    assert data["grid"]["haircut"] == 2
+    numpy = data["engines"]["numpy"]
+    assert numpy["seconds"] > 0 and numpy["cells"] == data["cells"]
+    assert numpy["loan_periods_per_s"] == pytest.approx(numpy["loan_periods"] / numpy["seconds"])
+    assert "numpy" in res.stdout
+
+
+def test_bench_refuses_an_unknown_engine():
+    res = gridstress("bench", "--engines", "numpy,warp")
+    assert res.returncode == 2
+    assert "--engines numpy,warp" in res.stderr
