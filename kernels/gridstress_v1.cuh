@@ -44,6 +44,16 @@
 #if defined(__CUDACC__)
 #define GS_UNROLL _Pragma("unroll")
 #define GS_FN __device__ __forceinline__
+// A load through the read-only data cache (the portfolio does not change
+// while a kernel runs).
+#define GS_LDG(p) __ldg(p)
+// x itself, through a copy the compiler cannot see into: keeps it from
+// folding a value computed once back into the expression it came from.
+__device__ __forceinline__ double gs_opaque(double x) {
+    double y;
+    asm("mov.b64 %0, %1;" : "=d"(y) : "d"(x));
+    return y;
+}
 #define GS_INF __longlong_as_double(0x7ff0000000000000LL)
 #define GS_NAN __longlong_as_double(0x7ff8000000000000LL)
 #else
@@ -51,6 +61,8 @@
 #include <limits>
 #define GS_FN static inline
 #define GS_UNROLL
+#define GS_LDG(p) (*(p))
+static inline double gs_opaque(double x) { return x; }
 #define GS_INF (std::numeric_limits<double>::infinity())
 #define GS_NAN (std::numeric_limits<double>::quiet_NaN())
 #endif
@@ -332,12 +344,41 @@ GS_FN void gs_add_recovery(const GsArgs& g, int q0, int a, int b, int seg, doubl
     }
 }
 
+// Whether x / y < limit (y > 0), as the rounded quotient compares; the
+// division is done only where x is within a relative 1e-12 of limit * y,
+// far more than the rounding of the quotient and of the product, or where
+// limit * y is so small (a zero limit, say) that its rounding could matter.
+#define GS_TINY 1e-200
+GS_FN bool gs_ratio_below(double x, double y, double limit) {
+    const double bound = limit * y;
+    const double margin = fabs(bound) * 1e-12;
+    if (margin >= GS_TINY) {
+        if (x < bound - margin) return true;
+        if (x > bound + margin) return false;
+    }
+    return x / y < limit;
+}
+
+// Whether x / y > limit (x > 0, y >= 0; x / 0 is +inf), as the rounded
+// quotient compares, with the division only near the boundary.
+GS_FN bool gs_ratio_above(double x, double y, double limit) {
+    const double bound = limit * y;
+    const double margin = fabs(bound) * 1e-12;
+    if (margin >= GS_TINY) {
+        if (x > bound + margin) return true;
+        if (x < bound - margin) return false;
+    }
+    return x / y > limit;
+}
+
 // Phase 2: the loans l0 .. l0 + tile_len - 1 in path cell (a, b), steps 3-8
 // of docs/model.md, then the recovery of each defaulted loan for every q.
 GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int a, int b,
                          const double* table, GsCell& cell) {
     const int ia = a - blk.a0;
     const double c = g.b_crypto[b], D = g.b_periods[b];
+    // X_k once the fall is complete (k >= D): the same expression, hoisted.
+    const double price_done = gs_opaque(1.0 - c * D / D);
     for (int lt = 0; lt < tile_len; ++lt) {
         const int l = l0 + lt;
         const double* lf = g.loan_f + (long)l * GS_NF;
@@ -346,15 +387,17 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         const double* owed_row = g.owed + (long)l * g.K1;
         const double* net = table + gs_table_index(g, ia, lt, 1);
         const double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
-        const int n = li[GS_N], flags = li[GS_FLAGS];
+        const int n = GS_LDG(li + GS_N), flags = GS_LDG(li + GS_FLAGS);
         const bool covenant = flags & GS_HAS_COVENANT;
         const bool ltv_covenant = flags & GS_HAS_LTV;
         const bool mining = flags & GS_HAS_MINING;
-        const double cash0 = lf[GS_CASH0], balloon = lf[GS_BALLOON];
-        const double mining_revenue = lf[GS_MINING_REVENUE], mining_cost = lf[GS_MINING_COST];
-        const double crypto0 = lf[GS_CRYPTO], pledged = lf[GS_PLEDGED_GPUS];
-        const double floor_dscr = lf[GS_DSCR_FLOOR], max_ltv = lf[GS_MAX_LTV];
-        const double refi = lf[GS_REFI], cure = lf[GS_CURE];
+        const double cash0 = GS_LDG(lf + GS_CASH0), balloon = GS_LDG(lf + GS_BALLOON);
+        const double mining_revenue = GS_LDG(lf + GS_MINING_REVENUE);
+        const double mining_cost = GS_LDG(lf + GS_MINING_COST);
+        const double crypto0 = GS_LDG(lf + GS_CRYPTO), pledged = GS_LDG(lf + GS_PLEDGED_GPUS);
+        const double floor_dscr = GS_LDG(lf + GS_DSCR_FLOOR);
+        const double max_ltv = GS_LDG(lf + GS_MAX_LTV);
+        const double refi = GS_LDG(lf + GS_REFI), cure = GS_LDG(lf + GS_CURE);
 
         double cash = cash0, breaches = 0.0;
         double dscr_min = cell.dscr_min;
@@ -362,28 +405,33 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         bool payment = false;
         double cash_tau = 0.0, price_tau = 1.0;
         for (int k = 1; k <= n; ++k) {
-            // 3. Mining at the crypto price index X_k.
+            // 3. Mining at the crypto price index X_k = 1 - c min(k, D) / D.
             const double kd = (double)k;
-            const double price = 1.0 - c * (kd < D ? kd : D) / D;
+            double price = price_done;
+            if (kd < D) price = 1.0 - c * kd / D;
             double cfads = net[k - 1];
             if (mining) cfads = cfads + fmax(0.0, mining_revenue * price - mining_cost) * g.dt;
             // 4-5. DSCR and the reserve account.
-            const double ds = ds_row[k];
+            const double ds = GS_LDG(ds_row + k);
             const double cash_k = fmin(cash0, cash + cfads - ds);
             bool trigger = cash_k < 0.0;
             const bool pay = trigger;
             if (ds > 0.0) {
-                // The division is done only where the ratio can be a new
-                // minimum or decide the covenant: same result, fewer divisions.
+                // The ratio is formed only where it can be a new minimum or
+                // where it decides the covenant: same result, fewer divisions.
                 const double bound = dscr_min * ds;
-                if (covenant || cfads <= bound + fabs(bound) * 1e-12) {
+                bool below;
+                if (cfads <= bound + fabs(bound) * 1e-12) {
                     const double dscr = cfads / ds;
                     dscr_min = fmin(dscr_min, dscr);
-                    // 6. Covenant: cure_periods consecutive breaches.
-                    if (covenant) {
-                        breaches = dscr < floor_dscr ? breaches + 1.0 : 0.0;
-                        trigger = trigger || breaches >= cure;
-                    }
+                    below = dscr < floor_dscr;
+                } else {
+                    below = covenant && gs_ratio_below(cfads, ds, floor_dscr);
+                }
+                // 6. Covenant: cure_periods consecutive breaches.
+                if (covenant) {
+                    breaches = below ? breaches + 1.0 : 0.0;
+                    trigger = trigger || breaches >= cure;
                 }
             } else if (covenant) {
                 breaches = 0.0;
@@ -392,8 +440,10 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
             if (ltv_covenant || (k == n && balloon > 0.0)) {
                 const double collateral = pledged * gval[k - 1] + crypto0 * price;
                 if (ltv_covenant) {
-                    const double owed = owed_row[k];
-                    trigger = trigger || (owed > 0.0 ? owed / collateral : 0.0) > max_ltv;
+                    // LTV = O / (V + C), 0 when nothing is owed.
+                    const double owed = GS_LDG(owed_row + k);
+                    trigger = trigger || (owed > 0.0 ? gs_ratio_above(owed, collateral, max_ltv)
+                                                     : 0.0 > max_ltv);
                 }
                 if (k == n && balloon > 0.0)
                     trigger = trigger || balloon > fmax(cash_k, 0.0) + refi * collateral;
@@ -417,13 +467,14 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
 
         // Default in period tau: exposure, collateral and recovery.
         const double t_tau = (double)tau * g.dt;
-        const double ead = payment ? g.balance[(long)l * g.K1 + tau - 1] : owed_row[tau];
+        const double ead = payment ? GS_LDG(g.balance + (long)l * g.K1 + tau - 1)
+                                   : GS_LDG(owed_row + tau);
         const double gpu_k = pledged * gval[tau - 1];
         const double crypto_k = crypto0 * price_tau;
         const double cash_left = fmax(cash_tau, 0.0);
         const double discount = table[gs_discount_index(g, ia, tau)];
         cell.defaults += 1.0;
-        cell.defaulted_principal += lf[GS_PRINCIPAL];
+        cell.defaulted_principal += GS_LDG(lf + GS_PRINCIPAL);
         cell.first_default = fmin(cell.first_default, t_tau);
         cell.ead_sum += ead;
 #if GS_RECORDS

@@ -15,6 +15,13 @@
 // The argument block's layout, checked against the one the Python side packs.
 extern "C" long gs_args_size() { return (long)sizeof(GsArgs); }
 extern "C" long gs_args_offset_dt() { return (long)offsetof(GsArgs, dt); }
+// The ratio tests of the period loop, for the tests to check against "/".
+extern "C" int gs_ratio_below_host(double x, double y, double limit) {
+    return gs_ratio_below(x, y, limit);
+}
+extern "C" int gs_ratio_above_host(double x, double y, double limit) {
+    return gs_ratio_above(x, y, limit);
+}
 // Bytes of shared memory a thread block of this launch uses.
 extern "C" long gs_shared_bytes(const GsArgs* args) { return 8 * gs_shared_doubles(*args); }
 

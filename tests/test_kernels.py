@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import GRIDS_GPU, ROOT, assert_parity, make_config, random_loans
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridstress import kernels as K
 from gridstress.engine import gpu_plan, prepare
@@ -255,6 +257,43 @@ def test_fused_grid_halves_a_block_that_does_not_fit(host_cupy):
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     paths = [ln for ln in cp.launches if ln[0] == K.KERNEL_NAME]
     assert len(paths) >= 4  # split at least twice
+
+
+def _ratio_tests(host_library):
+    import ctypes
+
+    lib = ctypes.CDLL(str(host_library))
+    for name in ("gs_ratio_below_host", "gs_ratio_above_host"):
+        getattr(lib, name).argtypes = [ctypes.c_double] * 3
+        getattr(lib, name).restype = ctypes.c_int
+    return (lambda x, y, lim: bool(lib.gs_ratio_below_host(x, y, lim)),
+            lambda x, y, lim: bool(lib.gs_ratio_above_host(x, y, lim)))
+
+
+def _near(x: float, steps: int) -> float:
+    """x moved by ``steps`` units in the last place."""
+    for _ in range(abs(steps)):
+        x = math.nextafter(x, math.inf if steps > 0 else -math.inf)
+    return x
+
+
+@needs_cxx
+@settings(max_examples=300)
+@given(y=st.floats(1e-2, 1e12), limit=st.one_of(st.floats(0.0, 10.0), st.just(0.0)))
+def test_ratio_tests_decide_as_the_division_does(host_library, y, limit):
+    # The DSCR covenant (cfads / ds < min_dscr) and LTV (owed / collateral >
+    # max_ltv) tests divide only near the boundary; they must answer as the
+    # division does, at the boundary, a few units in the last place off it
+    # (where the rounding of limit * y decides) and further away.
+    below, above = _ratio_tests(host_library)
+    for rel in (0.0, 1e-16, -1e-16, 1e-13, -1e-13, 2e-12, -2e-12, 0.5, -0.5):
+        for ulps in range(-3, 4):
+            x = _near(limit * y * (1.0 + rel), ulps)  # 5e-324 and so on for a zero limit
+            for signed in (x, -x):
+                assert below(signed, y, limit) == (signed / y < limit), (signed, y, limit)
+            if x > 0:
+                assert above(x, y, limit) == (x / y > limit), (x, y, limit)
+                assert above(x, 0.0, limit)  # nothing to secure it: an infinite LTV
 
 
 @pytest.mark.parametrize("q,seg,cap,expect", [
