@@ -1,5 +1,6 @@
 """Launch parameters of the fused kernel: one or two stages, recovery cells per
-thread, records loaded at once by the recovery kernel, threads per block.
+thread and threads per block of the recovery kernel, threads per block of the
+path kernel.
 
 Times the kernel (CUDA events, last of three passes; the path and recovery
 kernels apart) on the seed-dense grid (31 haircut values) and on a 1M-cell
@@ -51,8 +52,8 @@ def main() -> None:
         "seed-dense (401x181x31)": (
             [{"stages": "one", "max_q_per_thread": q, "threads": t}
              for q in (2, 4, 8) for t in (128, 256)]
-            + [{"stages": "two", "recover_q_per_thread": q, "recover_batch": n, "threads": t}
-               for q in (1, 2, 4) for n in (1, 4) for t in (128, 256)]),
+            + [{"stages": "two", "recover_q_per_thread": q, "recover_threads": r, "threads": t}
+               for q in (1, 2, 4) for r in (128, 256, 512) for t in (128, 256)]),
         "1M cells, one haircut": (
             [{"stages": "one", "threads": t} for t in (128, 256)]
             + [{"stages": "two", "threads": 128}]),

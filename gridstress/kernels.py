@@ -88,13 +88,15 @@ ARGS_DTYPE = np.dtype(
         "b_crypto", "b_periods", "q_keep", "q_keep_crypto", "out_q", "out_p", "records")]
     + [(name, np.int32) for name in (
         "n_loans", "K1", "A", "B", "Q", "n_segments", "J", "a_begin", "a_end", "rec_begin",
-        "rec_end", "na_block", "nb_block", "loan_tile")]
+        "rec_end", "na_block", "nb_block", "loan_tile", "rb", "rq", "rec_tile")]
     + [(name, np.float64) for name in ("dt", "hours", "total_principal", "principal_wal")],
     align=True,
 )
 
 THREADS_PER_BLOCK = 128
-RECOVER_THREADS = 128
+#: Threads per block of the recovery kernel (two stages): 32 mining values
+#: x 8 recovery tiles, which share each copy of the records.
+RECOVER_THREADS = 256
 SHARED_BYTES = 48 * 1024
 #: Cells per slab: the unit in which the kernel's results are copied to the
 #: host while the next slab computes.
@@ -141,9 +143,8 @@ MAX_SEGMENTS_IN_REGISTERS = 8
 MAX_SUM_REGISTERS = 48
 #: Recovery cells per thread of the two-stage mode's recovery kernel (fewer
 #: registers, more threads: the best setting in benchmarks/tune_fused.py on
-#: an H200), and the loans whose default records it loads at once.
+#: an H200).
 RECOVER_Q_PER_THREAD = 2
-RECOVER_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,10 @@ class Variant:
     q_per_thread: int = 1
     segments_in_registers: int = 0
     records: bool = False
-    recover_batch: int = RECOVER_BATCH
 
     def defines(self) -> tuple[str, ...]:
         return (f"-DGS_QT={self.q_per_thread}", f"-DGS_NSEG_REG={self.segments_in_registers}",
-                f"-DGS_RECORDS={int(self.records)}", f"-DGS_RECOVER_BATCH={self.recover_batch}")
+                f"-DGS_RECORDS={int(self.records)}")
 
     def path_stage(self) -> Variant:
         """The build of ``gs_grid_v1`` that writes default records for this variant."""
@@ -165,8 +165,7 @@ class Variant:
 
 
 def choose_variant(q_count: int, n_segments: int,
-                   max_q_per_thread: int = MAX_Q_PER_THREAD,
-                   recover_batch: int = RECOVER_BATCH) -> Variant:
+                   max_q_per_thread: int = MAX_Q_PER_THREAD) -> Variant:
     """Recovery cells per thread and segment sums in registers for a block.
 
     A thread sums up to ``max_q_per_thread`` recovery cells (its default paths
@@ -179,7 +178,7 @@ def choose_variant(q_count: int, n_segments: int,
     fit = max(1, MAX_SUM_REGISTERS // (3 + seg))
     cap = max(1, min(max_q_per_thread, fit, q_count))
     tiles = math.ceil(q_count / cap)
-    return Variant(math.ceil(q_count / tiles), seg, recover_batch=recover_batch)
+    return Variant(math.ceil(q_count / tiles), seg)
 
 
 def two_stage(q_count: int, max_q_per_thread: int = MAX_Q_PER_THREAD) -> bool:
@@ -260,6 +259,44 @@ def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
     tile = max(1, min(n_loans, (shared_bytes // na - factors) // (2 * per_a)))
     used = na * nb
     return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile, variant)
+
+
+@dataclass(frozen=True)
+class RecoverShape:
+    """How the recovery kernel (two stages) covers its cells: each thread block
+    takes ``rb`` mining values of one appraisal value and ``rq`` tiles of
+    recovery cells, and copies their default records into shared memory
+    ``rec_tile`` loans at a time."""
+
+    rb: int
+    rq: int
+    rec_tile: int
+
+    @property
+    def threads(self) -> int:
+        return 32 * math.ceil(self.rb * self.rq / 32)
+
+    def shared_bytes(self) -> int:
+        return 8 * RECORD_FIELDS * self.rec_tile * self.rb
+
+    def n_blocks(self, a_count: int, b_count: int, q_tiles: int) -> int:
+        return a_count * math.ceil(b_count / self.rb) * math.ceil(q_tiles / self.rq)
+
+
+def recover_shape(b_count: int, q_tiles: int, n_loans: int,
+                  threads: int = RECOVER_THREADS,
+                  shared_bytes: int = SHARED_BYTES) -> RecoverShape:
+    """Thread-block shape of the recovery kernel: up to 32 mining values (a
+    warp's coalesced copy; fewer if ``shared_bytes`` cannot hold their
+    records of one loan) times as many recovery tiles as fill ``threads``,
+    and as many loans per copy as fit ``shared_bytes``."""
+    record = 8 * RECORD_FIELDS
+    if min(b_count, q_tiles, n_loans, threads) < 1 or shared_bytes < record:
+        raise ValueError("a recovery launch needs at least one b value, recovery tile, "
+                         "loan and thread, and shared memory for one default record")
+    rb = min(b_count, 32, threads, shared_bytes // record)
+    rq = max(1, min(q_tiles, threads // rb))
+    return RecoverShape(rb, rq, min(n_loans, shared_bytes // (record * rb)))
 
 
 def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -376,10 +413,11 @@ def p_to_block(layout: BlockLayout, array: np.ndarray) -> np.ndarray:
 
 def pack_args(pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int],
               a_begin: int, a_end: int, shape: LaunchShape,
-              records: tuple[int, int] | None = None) -> np.ndarray:
+              records: tuple[int, int] | None = None,
+              recover: RecoverShape | None = None) -> np.ndarray:
     """The kernel's argument block for one launch of ``a_begin <= a < a_end``;
     ``records`` is the range of ``a`` the default records cover (default: the
-    launch's)."""
+    launch's), ``recover`` the shape of a recovery launch."""
     args = np.zeros((), dtype=ARGS_DTYPE)
     for name, ptr in pointers.items():
         args[name] = ptr
@@ -394,6 +432,8 @@ def pack_args(pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int]
     args["rec_begin"], args["rec_end"] = records or (a_begin, a_end)
     args["na_block"], args["nb_block"] = shape.na_block, shape.nb_block
     args["loan_tile"] = shape.loan_tile
+    if recover is not None:
+        args["rb"], args["rq"], args["rec_tile"] = recover.rb, recover.rq, recover.rec_tile
     args["dt"] = 1.0 / pf.periods_per_year
     args["hours"] = 8760.0 * (1.0 / pf.periods_per_year)
     args["total_principal"] = pf.total_principal
@@ -429,11 +469,12 @@ class FusedGrid:
     def __init__(self, pf: PortfolioArrays, cupy, max_q_per_thread: int = MAX_Q_PER_THREAD,
                  threads: int = THREADS_PER_BLOCK, stages: str = "auto",
                  recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
-                 recover_batch: int = RECOVER_BATCH, record_bytes: int = RECORD_BYTES,
+                 recover_threads: int = RECOVER_THREADS, record_bytes: int = RECORD_BYTES,
                  slab_cells: int = SLAB_CELLS):
         """``max_q_per_thread`` recovery cells per thread in one pass (beyond
-        it, two stages); ``recover_q_per_thread`` and ``recover_batch`` for the
-        recovery kernel of the two-stage mode; ``stages`` forces one or two;
+        it, two stages); ``recover_q_per_thread`` and ``recover_threads`` (per
+        block) for the recovery kernel of the two-stage mode; ``stages``
+        forces one or two;
         ``record_bytes`` bounds the default records of one path launch and
         ``slab_cells`` the slabs copied to the host."""
         if stages not in ("auto", "one", "two"):
@@ -442,7 +483,7 @@ class FusedGrid:
         self.cp = cupy
         self.max_q_per_thread = max_q_per_thread
         self.recover_q_per_thread = recover_q_per_thread
-        self.recover_batch = recover_batch
+        self.recover_threads = recover_threads
         self.record_bytes = record_bytes
         self.slab_cells = slab_cells
         self.threads = threads
@@ -521,8 +562,10 @@ class FusedGrid:
         rest = B * Q  # cells per value of a
         staged = (two_stage(Q, self.max_q_per_thread) if self.stages == "auto"
                   else self.stages == "two")
-        variant = (choose_variant(Q, S, self.recover_q_per_thread, self.recover_batch)
+        variant = (choose_variant(Q, S, self.recover_q_per_thread)
                    if staged else choose_variant(Q, S, self.max_q_per_thread))
+        rshape = (recover_shape(B, math.ceil(Q / variant.q_per_thread), pf.n_loans,
+                                self.recover_threads) if staged else None)
         shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
                              variant=variant.path_stage() if staged else variant,
                              rent_periods=rent_periods(pf))
@@ -551,8 +594,8 @@ class FusedGrid:
         for launch in plan:
             blocks.append(pack_args(pf, layout, pointers, *launch.path, shape))
             if staged:
-                blocks.extend(pack_args(pf, layout, pointers, *slab, shape, records=launch.path)
-                              for slab in launch.slabs)
+                blocks.extend(pack_args(pf, layout, pointers, *slab, shape, records=launch.path,
+                                        recover=rshape) for slab in launch.slabs)
         with self.compute:
             arg_bytes = cp.asarray(_bytes(np.stack(blocks)))
         size = ARGS_DTYPE.itemsize
@@ -562,7 +605,7 @@ class FusedGrid:
             for launch in plan:
                 self._path(next(arg_views), launch.path, B, Q, staged, shape, events)
                 if staged:
-                    self._recover(next(arg_views), launch.path, B, Q, variant, events)
+                    self._recover(next(arg_views), launch.path, B, Q, variant, rshape, events)
             with self.compute:
                 out = _kernel_to_block(layout, out_q, out_p, cp, cp.asnumpy)
             self.compute.synchronize()
@@ -580,7 +623,7 @@ class FusedGrid:
             self._path(next(arg_views), launch.path, B, Q, staged, shape, events)
             for a0, a1 in launch.slabs:
                 if staged:
-                    self._recover(next(arg_views), (a0, a1), B, Q, variant, events)
+                    self._recover(next(arg_views), (a0, a1), B, Q, variant, rshape, events)
                 with self.compute:
                     # Put the slab in the block's dim order (a leading, flattened).
                     sub_shape = (a1 - a0,) + q_shape[1:]
@@ -619,16 +662,16 @@ class FusedGrid:
         events.append(("path", start, stop))
 
     def _recover(self, args, bounds: tuple[int, int], B: int, Q: int, variant: Variant,
-                 events: list) -> None:
+                 rshape: RecoverShape, events: list) -> None:
         """Queue the recovery kernel of the two-stage mode for ``a`` in ``bounds``."""
         cp = self.cp
         a0, a1 = bounds
-        n = (a1 - a0) * math.ceil(Q / variant.q_per_thread) * B
         with self.compute:
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
             kernel_function(cp, variant, RECOVER_NAME)(
-                (math.ceil(n / RECOVER_THREADS),), (RECOVER_THREADS,), (args,))
+                (rshape.n_blocks(a1 - a0, B, math.ceil(Q / variant.q_per_thread)),),
+                (rshape.threads,), (args,), shared_mem=rshape.shared_bytes())
             stop.record()
         events.append(("recover", start, stop))
 
@@ -766,7 +809,7 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
                      slab_a: int | None = None,
                      records_a: int | None = None,
                      recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
-                     recover_batch: int = RECOVER_BATCH) -> dict[str, np.ndarray]:
+                     recover_threads: int = RECOVER_THREADS) -> dict[str, np.ndarray]:
     """One block through the kernel code built for the CPU: the GPU backend's
     variants, stages, layout and launch plan, one thread after another.
 
@@ -781,8 +824,11 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
     S = len(pf.segments)
     rest = B * Q
     staged = two_stage(Q, max_q_per_thread)
-    variant = (choose_variant(Q, S, recover_q_per_thread, recover_batch) if staged
+    variant = (choose_variant(Q, S, recover_q_per_thread) if staged
                else choose_variant(Q, S, max_q_per_thread))
+    q_tiles = math.ceil(Q / variant.q_per_thread)
+    rshape = (recover_shape(B, q_tiles, pf.n_loans, recover_threads, shared_bytes)
+              if staged else None)
     shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes,
                          variant.path_stage() if staged else variant,
                          rent_periods=rent_periods(pf))
@@ -822,8 +868,11 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
         if recover_lib is None:
             continue
         for slab in reversed(p.slabs):  # any order: slabs are independent
-            args = pack_args(pf, layout, pointers, *slab, shape, records=p.path)
-            rc = recover_lib.gs_recover_v1_host(ctypes.c_void_p(args.ctypes.data))
+            args = pack_args(pf, layout, pointers, *slab, shape, records=p.path, recover=rshape)
+            rc = recover_lib.gs_recover_v1_host(
+                ctypes.c_void_p(args.ctypes.data),
+                ctypes.c_long(rshape.n_blocks(slab[1] - slab[0], B, q_tiles)),
+                ctypes.c_int(rshape.threads))
             if rc != 0:
                 raise RuntimeError(f"the host build of the recovery kernel returned {rc}")
     return _kernel_to_block(layout, keep["out_q"], keep["out_p"], np, np.asarray)

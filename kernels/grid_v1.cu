@@ -38,10 +38,24 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
 
 // Two-stage mode (many recovery cells): gs_grid_v1 built with GS_RECORDS=1
 // writes each loan's default record per path cell; this kernel then sums the
-// records for GS_QT recovery cells per thread.
+// records for rb x rq recovery tiles per thread block, copying them into
+// shared memory (dynamic: GS_NREC * rec_tile * rb doubles) rec_tile loans
+// at a time.
 extern "C" __global__ void gs_recover_v1(const GsArgs* __restrict__ args) {
+    extern __shared__ double shared[];
     const GsArgs& g = *args;
-    const long n = (long)(g.a_end - g.a_begin) * ((g.Q + GS_QT - 1) / GS_QT) * g.B;
-    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) gs_recover_cell(g, i);
+    const int t = threadIdx.x;
+    const GsRecoverBlock r = gs_recover_block(g, blockIdx.x);
+    const bool mine = gs_recover_mine(g, r, t);
+    GsCell cell;
+    if (mine) gs_recover_start(g, r, t, cell);
+    for (int l0 = 0; l0 < g.n_loans; l0 += g.rec_tile) {
+        const int tile_len = min(g.rec_tile, g.n_loans - l0);
+        __syncthreads();  // the previous tile's records are no longer read
+        for (int u = t; u < GS_NREC * tile_len * g.rb; u += blockDim.x)
+            gs_copy_record(g, r, l0, tile_len, u, shared);
+        __syncthreads();
+        if (mine) gs_recover_tile(g, r, l0, tile_len, t, shared, cell);
+    }
+    if (mine) gs_recover_finish(g, r, t, cell);
 }

@@ -149,6 +149,7 @@ struct GsArgs {
     int rec_begin, rec_end;      // the a values the default records cover
     int na_block, nb_block;      // a and b values per thread block
     int loan_tile;               // loans per shared-memory tile
+    int rb, rq, rec_tile;        // recovery kernel: b lanes and q tiles per block, loans per copy
     double dt, hours, total_principal, principal_wal;
 };
 
@@ -530,53 +531,95 @@ GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCe
 #endif
 }
 
-// Loans whose default records a thread of the recovery kernel loads at once:
-// the loads are independent, so their latencies overlap.
-#ifndef GS_RECOVER_BATCH
-#define GS_RECOVER_BATCH 4
-#endif
+// Two-stage mode, second kernel.  A thread block takes rb mining values b
+// (its lanes) of one value of a and rq tiles of GS_QT recovery cells:
+// thread t has b = b0 + t % rb and the recovery cells from
+// (qt0 + t / rb) * GS_QT.  The block copies the default records of its path
+// cells into shared memory, rec_tile loans at a time, in coalesced loads that
+// every recovery tile then reads; all fields are copied, whether or not the
+// loan defaulted (those of a loan without default are not used).  Each
+// thread adds the loans in canonical order.
+struct GsRecoverBlock {
+    int a, b0, qt0;
+};
 
-// Two-stage mode, second kernel: thread i of (a_end - a_begin) x q-tiles x B
-// sums the default records of its path cell over the loans, in canonical
-// order, for its GS_QT recovery cells.  The records of a batch of loans are
-// loaded first, all fields whether or not the loan defaulted (the fields
-// of a loan without default hold whatever was there and are not used), then
-// added loan by loan.
-GS_FN void gs_recover_cell(const GsArgs& g, long i) {
-    const int q_tiles = (g.Q + GS_QT - 1) / GS_QT;
-    const int b = (int)(i % g.B);
-    const long r = i / g.B;
-    const int q0 = (int)(r % q_tiles) * GS_QT;
-    const int a = g.a_begin + (int)(r / q_tiles);
-    GsCell cell;
+GS_FN int gs_q_tiles(const GsArgs& g) {
+    return (g.Q + GS_QT - 1) / GS_QT;
+}
+
+GS_FN long gs_recover_blocks(const GsArgs& g) {
+    const int nbt = (g.B + g.rb - 1) / g.rb;
+    const int nqt = (gs_q_tiles(g) + g.rq - 1) / g.rq;
+    return (long)(g.a_end - g.a_begin) * nbt * nqt;
+}
+
+// The recovery tiles of one path-cell range are neighbours in the launch, so
+// that they copy the same records while these are in the L2 cache.
+GS_FN GsRecoverBlock gs_recover_block(const GsArgs& g, long block_index) {
+    const int nbt = (g.B + g.rb - 1) / g.rb;
+    const int nqt = (gs_q_tiles(g) + g.rq - 1) / g.rq;
+    GsRecoverBlock r;
+    r.qt0 = (int)(block_index % nqt) * g.rq;
+    const long rest = block_index / nqt;
+    r.b0 = (int)(rest % nbt) * g.rb;
+    r.a = g.a_begin + (int)(rest / nbt);
+    return r;
+}
+
+GS_FN long gs_recover_shared_doubles(const GsArgs& g) {
+    return (long)GS_NREC * g.rec_tile * g.rb;
+}
+
+GS_FN int gs_rec_shared_index(const GsArgs& g, int field, int lt, int lane) {
+    return (field * g.rec_tile + lt) * g.rb + lane;
+}
+
+// Whether thread t of the block has recovery cells.
+GS_FN bool gs_recover_mine(const GsArgs& g, GsRecoverBlock r, int t) {
+    const int qt = r.qt0 + t / g.rb;
+    return t < g.rb * g.rq && r.b0 + t % g.rb < g.B && qt < gs_q_tiles(g);
+}
+
+// Copy work item u: one field of one loan of the tile for one lane,
+// u < GS_NREC * tile_len * rb (lanes fastest: coalesced).
+GS_FN void gs_copy_record(const GsArgs& g, GsRecoverBlock r, int l0, int tile_len, int u,
+                          double* shared) {
+    const int lane = u % g.rb, rest = u / g.rb;
+    const int lt = rest % tile_len, field = rest / tile_len;
+    const int b = r.b0 + lane;
+    if (b >= g.B) return;
+    shared[gs_rec_shared_index(g, field, lt, lane)] =
+        g.records[gs_rec_index(g, field, l0 + lt, r.a, b)];
+}
+
+GS_FN void gs_recover_start(const GsArgs& g, GsRecoverBlock r, int t, GsCell& cell) {
     GsBlock blk;
-    blk.a0 = a;
-    blk.b0 = b;
-    blk.q0 = q0;
-    gs_cell_start(g, blk, a, b, cell);
-    const long field = (long)g.n_loans * (g.rec_end - g.rec_begin) * g.B;
-    for (int l0 = 0; l0 < g.n_loans; l0 += GS_RECOVER_BATCH) {
-        double rec[GS_RECOVER_BATCH][GS_NREC];
-        int seg[GS_RECOVER_BATCH];
-        GS_UNROLL
-        for (int j = 0; j < GS_RECOVER_BATCH; ++j) {
-            const int l = l0 + j < g.n_loans ? l0 + j : g.n_loans - 1;
-            const double* r = g.records + gs_rec_index(g, GS_REC_EAD, l, a, b);
-            GS_UNROLL
-            for (int f = 0; f < GS_NREC; ++f) rec[j][f] = r[f * field];
-            seg[j] = g.loan_i[(long)l * GS_NI + GS_SEGMENT];
-        }
-        GS_UNROLL
-        for (int j = 0; j < GS_RECOVER_BATCH; ++j) {
-            const double ead = rec[j][GS_REC_EAD];
-            // No default (or nothing exposed: adds 0); past the last loan.
-            if (ead == 0.0 || l0 + j >= g.n_loans) continue;
-            gs_add_recovery(g, q0, a, b, seg[j], ead, rec[j][GS_REC_GPU],
-                            rec[j][GS_REC_CRYPTO], rec[j][GS_REC_CASH],
-                            rec[j][GS_REC_DISCOUNT], cell);
-        }
+    blk.a0 = r.a;
+    blk.b0 = r.b0 + t % g.rb;
+    blk.q0 = (r.qt0 + t / g.rb) * GS_QT;
+    gs_cell_start(g, blk, r.a, blk.b0, cell);
+}
+
+// Thread t's recovery cells summed over the tile's loans l0 .. l0 + tile_len - 1.
+GS_FN void gs_recover_tile(const GsArgs& g, GsRecoverBlock r, int l0, int tile_len, int t,
+                           const double* shared, GsCell& cell) {
+    const int lane = t % g.rb, b = r.b0 + lane;
+    const int q0 = (r.qt0 + t / g.rb) * GS_QT;
+    for (int lt = 0; lt < tile_len; ++lt) {
+        const double ead = shared[gs_rec_shared_index(g, GS_REC_EAD, lt, lane)];
+        if (ead == 0.0) continue;  // no default, or nothing exposed: adds 0
+        gs_add_recovery(g, q0, r.a, b, GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_SEGMENT),
+                        ead, shared[gs_rec_shared_index(g, GS_REC_GPU, lt, lane)],
+                        shared[gs_rec_shared_index(g, GS_REC_CRYPTO, lt, lane)],
+                        shared[gs_rec_shared_index(g, GS_REC_CASH, lt, lane)],
+                        shared[gs_rec_shared_index(g, GS_REC_DISCOUNT, lt, lane)], cell);
     }
-    gs_write_recovery_cells(g, q0, a, b, g.out_p[gs_p_index(g, GS_PV_EAD_SUM, a, b)], cell);
+}
+
+GS_FN void gs_recover_finish(const GsArgs& g, GsRecoverBlock r, int t, const GsCell& cell) {
+    const int b = r.b0 + t % g.rb;
+    gs_write_recovery_cells(g, (r.qt0 + t / g.rb) * GS_QT, r.a, b,
+                            g.out_p[gs_p_index(g, GS_PV_EAD_SUM, r.a, b)], cell);
 }
 
 #endif  // GRIDSTRESS_V1_CUH

@@ -57,9 +57,30 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
     return 0;
 }
 
-extern "C" int gs_recover_v1_host(const GsArgs* args) {
+extern "C" int gs_recover_v1_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
-    const long n = (long)(g.a_end - g.a_begin) * ((g.Q + GS_QT - 1) / GS_QT) * g.B;
-    for (long i = 0; i < n; ++i) gs_recover_cell(g, i);
+    std::vector<double> shared(gs_recover_shared_doubles(g));
+    std::vector<GsCell> cells(threads);
+    for (long bi = 0; bi < n_blocks; ++bi) {
+        const GsRecoverBlock r = gs_recover_block(g, bi);
+        for (int t = 0; t < threads; ++t)
+            if (gs_recover_mine(g, r, t)) gs_recover_start(g, r, t, cells[t]);
+        for (int l0 = 0; l0 < g.n_loans; l0 += g.rec_tile) {
+            const int tile_len = std::min(g.rec_tile, g.n_loans - l0);
+            for (int u = 0; u < GS_NREC * tile_len * g.rb; ++u)
+                gs_copy_record(g, r, l0, tile_len, u, shared.data());
+            for (int t = 0; t < threads; ++t)
+                if (gs_recover_mine(g, r, t))
+                    gs_recover_tile(g, r, l0, tile_len, t, shared.data(), cells[t]);
+        }
+        for (int t = 0; t < threads; ++t)
+            if (gs_recover_mine(g, r, t)) gs_recover_finish(g, r, t, cells[t]);
+    }
     return 0;
+}
+
+// Blocks of the recovery kernel's launch, and the shared memory each uses.
+extern "C" long gs_recover_blocks_host(const GsArgs* args) { return gs_recover_blocks(*args); }
+extern "C" long gs_recover_shared_bytes(const GsArgs* args) {
+    return 8 * gs_recover_shared_doubles(*args);
 }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import math
 import types
 from pathlib import Path
 
@@ -108,11 +107,12 @@ class HostCupy:
                 assert code == K.kernel_source() and "--fmad=false" in options
                 d = dict(o[2:].split("=") for o in options if o.startswith("-D"))
                 self.variant = K.Variant(int(d["GS_QT"]), int(d["GS_NSEG_REG"]),
-                                         bool(int(d["GS_RECORDS"])),
-                                         int(d["GS_RECOVER_BATCH"]))
+                                         bool(int(d["GS_RECORDS"])))
                 self.lib = ctypes.CDLL(str(K.build_host_library(host.cxx, host.folder,
                                                                 self.variant)))
-                self.lib.gs_shared_bytes.restype = ctypes.c_long
+                for name in ("gs_shared_bytes", "gs_recover_shared_bytes",
+                             "gs_recover_blocks_host"):
+                    getattr(self.lib, name).restype = ctypes.c_long
 
             def get_function(self, name: str):
                 return lambda grid, block, args, shared_mem=0: host._run(
@@ -155,12 +155,14 @@ class HostCupy:
             rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_int(grid[0]), ctypes.c_int(block[0]))
         else:
             assert name == K.RECOVER_NAME
-            n = (int(g["a_end"]) - int(g["a_begin"])) * math.ceil(
-                int(g["Q"]) / module.variant.q_per_thread) * int(g["B"])
-            assert grid[0] * block[0] >= n
+            assert grid[0] == module.lib.gs_recover_blocks_host(ptr)
+            assert block[0] >= int(g["rb"]) * int(g["rq"]) and block[0] % 32 == 0
+            need = module.lib.gs_recover_shared_bytes(ptr)
+            assert need <= shared_mem <= K.SHARED_BYTES, (shared_mem, need)
             assert int(g["rec_begin"]) <= int(g["a_begin"]) < int(g["a_end"]) <= int(
                 g["rec_end"])
-            rc = module.lib.gs_recover_v1_host(ptr)
+            rc = module.lib.gs_recover_v1_host(ptr, ctypes.c_long(grid[0]),
+                                               ctypes.c_int(block[0]))
         assert rc == 0
         self.launches.append((name, int(g["a_begin"]), int(g["a_end"]), int(grid[0])))
 

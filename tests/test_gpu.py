@@ -71,8 +71,8 @@ def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
     _check_arrays(got, ref, pf)
 
 
-@pytest.mark.parametrize("recover_q,batch", [(1, 1), (2, 4), (5, 3)])
-def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, batch):
+@pytest.mark.parametrize("recover_q,threads", [(1, 32), (2, 256), (5, 64)])
+def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads):
     import cupy
 
     from gridstress.kernels import RECORD_FIELDS, FusedGrid
@@ -86,7 +86,7 @@ def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, batch):
     q_count = len(axes["haircut"])
     # Records of 3 values of a per path launch; slabs of 2 values of a.
     fused = FusedGrid(pf, cupy, stages="two", recover_q_per_thread=recover_q,
-                      recover_batch=batch,
+                      recover_threads=threads,
                       record_bytes=3 * 8 * RECORD_FIELDS * pf.n_loans * b_count,
                       slab_cells=2 * b_count * q_count)
     got = fused.evaluate(axes, cfg.scenario)

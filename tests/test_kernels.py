@@ -137,15 +137,25 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
     assert K.two_stage(26) and K.choose_variant(26, 11).segments_in_registers == 0
-    # Recovery kernels of 1, 2 (default) and 5 recovery cells per thread,
-    # loading the records of 1, 3 and 4 (default) loans at once (17 loans:
-    # batches that do not divide them).
-    for max_q, recover_q, batch in ((K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD,
-                                     K.RECOVER_BATCH), (5, 5, 3), (8, 1, 1)):
-        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario,
+    # Recovery kernels of 1, 2 (default) and 5 recovery cells per thread, in
+    # blocks of 256 threads (5 mining values x 13 recovery tiles), 64 and 32
+    # (several blocks along q), with the records of all 17 loans copied at
+    # once, or a few at a time (the least shared memory the path kernel
+    # runs with).
+    least = 8 * (3 * pf.horizon + K.rent_periods(pf))
+    for max_q, recover_q, threads, shared in (
+            (K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD, K.RECOVER_THREADS, K.SHARED_BYTES),
+            (5, 5, 64, least), (8, 1, 32, K.SHARED_BYTES)):
+        q_tiles = math.ceil(26 / recover_q)
+        rshape = K.recover_shape(5, q_tiles, pf.n_loans, threads, shared)
+        assert rshape.rb == 5 and rshape.rq == min(q_tiles, threads // 5)
+        assert rshape.rec_tile == (pf.n_loans if shared == K.SHARED_BYTES
+                                   else least // (8 * K.RECORD_FIELDS * 5))
+        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, shared_bytes=shared,
                                  max_q_per_thread=max_q, slab_a=4,
-                                 recover_q_per_thread=recover_q, recover_batch=batch)
+                                 recover_q_per_thread=recover_q, recover_threads=threads)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    assert 1 < least // (8 * K.RECORD_FIELDS * 5) < pf.n_loans
     # Path launches of 5 and 1 values of a (as when the records fill their
     # memory), each finished in slabs.
     got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, slab_a=2, records_a=5)
@@ -210,7 +220,7 @@ def _fused_case(grid: str, seed: int, loans: int = 13):
 FUSED_SETTINGS = {
     "defaults": lambda pf, b, q: {},
     "two stages in launches of 3 a": lambda pf, b, q: {
-        "stages": "two", "recover_q_per_thread": 5, "recover_batch": 3,
+        "stages": "two", "recover_q_per_thread": 5, "recover_threads": 64,
         "record_bytes": 3 * 8 * K.RECORD_FIELDS * pf.n_loans * b, "slab_cells": 2 * b * q},
     "one pass in slabs of 2 a": lambda pf, b, q: {
         "stages": "one", "max_q_per_thread": 3, "slab_cells": 2 * b * q},
@@ -339,6 +349,21 @@ def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon
     assert long.loan_tile <= s.loan_tile and long.na_block <= s.na_block
 
 
+@pytest.mark.parametrize("b,q_tiles,loans,threads,shared", [
+    (181, 16, 100, 256, K.SHARED_BYTES), (1000, 1, 100, 256, K.SHARED_BYTES),
+    (5, 51, 17, 256, K.SHARED_BYTES), (1, 3, 1, 32, 40), (40, 9, 300, 512, 2000),
+    (7, 2, 5, 128, 100)])
+def test_recover_shape_covers_the_cells_within_shared_memory(b, q_tiles, loans, threads,
+                                                             shared):
+    r = K.recover_shape(b, q_tiles, loans, threads, shared)
+    assert 1 <= r.rb <= min(b, 32) and 1 <= r.rq <= q_tiles
+    assert r.rb * r.rq <= max(threads, r.rb) and r.threads % 32 == 0
+    assert 1 <= r.rec_tile <= loans and r.shared_bytes() <= shared
+    assert r.n_blocks(3, b, q_tiles) * r.rb * r.rq >= 3 * b * q_tiles
+    if b >= 32 and shared >= 32 * 8 * K.RECORD_FIELDS:
+        assert r.rb == 32  # a warp copies 32 neighbouring path cells
+
+
 def test_launch_shape_refuses_a_horizon_beyond_shared_memory():
     with pytest.raises(ValueError, match="does not fit the shared memory"):
         K.launch_shape(1, 1, 1, K.SHARED_BYTES // 16 + 1)
@@ -402,8 +427,7 @@ def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("variant", [K.Variant(1, 0), K.choose_variant(31, 3),
                                      K.choose_variant(31, 8), K.Variant(1, 3, True),
-                                     K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD),
-                                     K.choose_variant(31, 3, 8, recover_batch=8)],
+                                     K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD)],
                          ids=repr)
 def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     # The single compilation unit NVRTC gets, compiled by nvcc for sm_90.
