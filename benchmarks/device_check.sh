@@ -23,7 +23,7 @@ numpy.__version__, 'xarray', xarray.__version__)"
 
 echo "== GPU tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
-    tests/test_gpu.py tests/test_kernels.py tests/test_bench.py 2>&1 | tee "$OUT/pytest-gpu.log"
+    tests/test_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/pytest-gpu.log"
 
 echo "== launch parameters of the fused kernel"
 timeout 60 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"
