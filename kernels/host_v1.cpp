@@ -40,6 +40,8 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
             gs_build_factors(g, blk, u, table.data());
         for (int l0 = 0; l0 < g.n_loans; l0 += g.loan_tile) {
             const int tile_len = std::min(g.loan_tile, g.n_loans - l0);
+            // Poisoned: a read of a table entry no thread built shows as NaN.
+            std::fill(table.begin(), table.begin() + 2 * gs_table_size(g), GS_NAN);
             for (int u = 0; u < g.na_block * tile_len; ++u)
                 gs_build_tables(g, blk, l0, tile_len, u, table.data());
             for (int t = 0; t < threads; ++t) {
@@ -67,6 +69,7 @@ extern "C" int gs_recover_v1_host(const GsArgs* args, long n_blocks, int threads
             if (gs_recover_mine(g, r, t)) gs_recover_start(g, r, t, cells[t]);
         for (int l0 = 0; l0 < g.n_loans; l0 += g.rec_tile) {
             const int tile_len = std::min(g.rec_tile, g.n_loans - l0);
+            std::fill(shared.begin(), shared.end(), GS_NAN);  // as above
             for (int u = 0; u < GS_NREC * tile_len * g.rb; ++u)
                 gs_copy_record(g, r, l0, tile_len, u, shared.data());
             for (int t = 0; t < threads; ++t)
