@@ -83,7 +83,9 @@ def flops_per_loan_period(run) -> float:
     operation; ``pow`` is counted as 20.  The d-only tables are built once
     per thread block and shared by its mining values, so their cost per
     loan-period is divided by the block's ``nb_block``; the rent index and
-    discount factors are shared by the loans as well.
+    discount factors are shared by the loans as well, and so are the periods
+    of a loan without mining or crypto collateral (its path is computed once
+    per block).
     """
     from .kernels import launch_shape, rent_periods
 
@@ -104,7 +106,11 @@ def flops_per_loan_period(run) -> float:
     mining = np.where(v["mining_revenue"] > 0, 5, 0)          # mul, sub, max, mul, add
     covenant = np.where(v["min_dscr"] > 0, 3, 0)             # compare, add, compare
     ltv = np.where(np.isfinite(pf.max_ltv), 6, 0)            # collateral (3), test (3)
-    per_period = (base + mining + covenant + ltv) * n
+    # A loan without mining or crypto collateral runs its periods once per
+    # thread block; each of the block's cells then takes its path (1).
+    b_free = (v["mining_revenue"] <= 0) & (v["crypto_collateral"] == 0)
+    per_period = np.where(b_free, (base + covenant + ltv) * n / nb + 1,
+                          (base + mining + covenant + ltv) * n)
     # Tables, per (a value, loan): about 25 operations per period and the
     # appraisal's discount pow (20); per a value, one pow per period of the
     # discount factors and of the rent index.

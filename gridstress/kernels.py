@@ -68,7 +68,9 @@ LOAN_F = ("principal", "n_gpus", "rent", "utilization", "contracted_share", "con
           "pledged_gpus", "cash_reserve", "dscr_floor", "max_ltv", "refi_advance_rate",
           "balloon", "cure_periods")
 LOAN_I = ("n", "n_life", "n_contract", "segment", "flags")
-HAS_COVENANT, HAS_LTV, HAS_MINING = 1, 2, 4
+HAS_COVENANT, HAS_LTV, HAS_MINING, B_FREE = 1, 2, 4, 8
+#: Doubles of a b-free loan's path in shared memory (GS_NPATH).
+PATH_FIELDS = 4
 #: Output variables of the kernel, in its order (the GS_QV_* and GS_PV_* defines).
 Q_VARIABLES = ("loss", "loss_pv", "loss_rate", "recovery_rate", "breakeven_spread_bps")
 P_VARIABLES = ("defaults", "default_rate", "first_default_years", "min_dscr")
@@ -222,11 +224,12 @@ class LaunchShape:
     variant: Variant = Variant()
 
     def shared_bytes(self, horizon: int, rent_periods: int | None = None) -> int:
-        """Two tables per (a, loan, period), and per a value the discount factors
-        (``horizon`` periods) and the rent index (``rent_periods``, default
-        ``horizon``)."""
+        """Two tables per (a, loan, period) and a b-free loan's path per (a,
+        loan), and per a value the discount factors (``horizon`` periods) and
+        the rent index (``rent_periods``, default ``horizon``)."""
         factors = horizon + (horizon if rent_periods is None else rent_periods)
-        return (2 * self.loan_tile * horizon + factors) * self.na_block * 8
+        per_loan = 2 * horizon + PATH_FIELDS
+        return (self.loan_tile * per_loan + factors) * self.na_block * 8
 
     def n_blocks(self, a_count: int, b_count: int, q_count: int = 1) -> int:
         return (math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
@@ -248,15 +251,15 @@ def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
     """
     if min(a_count, b_count, n_loans, horizon) < 1:
         raise ValueError("a launch needs at least one a value, b value, loan and period")
-    per_a = 8 * horizon  # one double per period
+    per_loan = 8 * (2 * horizon + PATH_FIELDS)  # two tables and a path, per a value
     factors = 8 * (horizon + (horizon if rent_periods is None else rent_periods))
-    if 2 * per_a + factors > shared_bytes:
+    if per_loan + factors > shared_bytes:
         raise ValueError(f"a horizon of {horizon} periods (rent index of "
                          f"{factors // 8 - horizon}) does not fit the shared memory")
     # b values per block: as many as fit, spread evenly over the blocks.
     nb = math.ceil(b_count / math.ceil(b_count / threads))
-    na = max(1, min(a_count, threads // nb, shared_bytes // (2 * per_a + factors)))
-    tile = max(1, min(n_loans, (shared_bytes // na - factors) // (2 * per_a)))
+    na = max(1, min(a_count, threads // nb, shared_bytes // (per_loan + factors)))
+    tile = max(1, min(n_loans, (shared_bytes // na - factors) // per_loan))
     used = na * nb
     return LaunchShape(na, nb, 32 * math.ceil(used / 32), tile, variant)
 
@@ -327,8 +330,11 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
     }
     loan_f = np.ascontiguousarray(np.stack([columns[k] for k in LOAN_F], axis=1),
                                   dtype=np.float64)
+    mining = v["mining_revenue"] > 0
     flags = (HAS_COVENANT * (v["min_dscr"] > 0) + HAS_LTV * np.isfinite(pf.max_ltv)
-             + HAS_MINING * (v["mining_revenue"] > 0))
+             + HAS_MINING * mining
+             # No mining and no crypto collateral: a path independent of b.
+             + B_FREE * (~mining & (v["crypto_collateral"] == 0)))
     ints = {"n": pf.n, "n_life": pf.n_life, "n_contract": pf.n_contract,
             "segment": pf.segment_index, "flags": flags}
     loan_i = np.ascontiguousarray(np.stack([ints[k] for k in LOAN_I], axis=1), dtype=np.int32)

@@ -99,6 +99,10 @@ static inline double gs_opaque(double x) { return x; }
 #define GS_HAS_COVENANT 1
 #define GS_HAS_LTV 2
 #define GS_HAS_MINING 4
+// No mining and no crypto collateral: the loan's path does not depend on the
+// mining axes (crypto drawdown, drawdown periods), so it is computed once per
+// appraisal value and thread block (phase 1) and shared by the block's b.
+#define GS_B_FREE 8
 
 // Per-cell output variables that depend on the recovery cell q, stored
 // [var][a][q][b].  Segment losses follow as vars GS_QV_SEG + s.
@@ -211,9 +215,18 @@ GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
     return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1) + (long)ia * g.J + (j - 1);
 }
 
+// After the rent index: the path of each b-free loan of the tile per a value
+// of the block (GsPath, GS_NPATH doubles), built in phase 1.
+#define GS_NPATH 4
+GS_FN long gs_path_index(const GsArgs& g, int ia, int lt) {
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J)
+           + ((long)ia * g.loan_tile + lt) * GS_NPATH;
+}
+
 // Doubles of shared memory a thread block uses.
 GS_FN long gs_shared_doubles(const GsArgs& g) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J);
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J)
+           + (long)g.na_block * g.loan_tile * GS_NPATH;
 }
 
 // Phase 0 work items of a thread block: na_block x (K + J).
@@ -274,7 +287,150 @@ GS_FN void gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index
     }
 }
 
+// Whether x / y < limit (y > 0), as the rounded quotient compares; the
+// division is done only where x is within a relative 1e-12 of limit * y,
+// far more than the rounding of the quotient and of the product, or where
+// limit * y is so small (a zero limit, say) that its rounding could matter.
+#define GS_TINY 1e-200
+GS_FN bool gs_ratio_below(double x, double y, double limit) {
+    const double bound = limit * y;
+    const double margin = fabs(bound) * 1e-12;
+    if (margin >= GS_TINY) {
+        if (x < bound - margin) return true;
+        if (x > bound + margin) return false;
+    }
+    return x / y < limit;
+}
+
+// Whether x / y > limit (x > 0, y >= 0; x / 0 is +inf), as the rounded
+// quotient compares, with the division only near the boundary.
+GS_FN bool gs_ratio_above(double x, double y, double limit) {
+    const double bound = limit * y;
+    const double margin = fabs(bound) * 1e-12;
+    if (margin >= GS_TINY) {
+        if (x > bound + margin) return true;
+        if (x < bound - margin) return false;
+    }
+    return x / y > limit;
+}
+
+// One loan's fields that the period loop reads.
+struct GsLoan {
+    int n;
+    bool covenant, ltv_covenant, mining;
+    double cash0, balloon, mining_revenue, mining_cost, crypto0, pledged;
+    double floor_dscr, max_ltv, refi, cure;
+    const double* ds_row;     // DS_k, k = 0..K
+    const double* owed_row;   // O_k, k = 0..K
+};
+
+GS_FN GsLoan gs_load_loan(const GsArgs& g, int l) {
+    const double* lf = g.loan_f + (long)l * GS_NF;
+    const int* li = g.loan_i + (long)l * GS_NI;
+    const int flags = GS_LDG(li + GS_FLAGS);
+    GsLoan ln;
+    ln.n = GS_LDG(li + GS_N);
+    ln.covenant = flags & GS_HAS_COVENANT;
+    ln.ltv_covenant = flags & GS_HAS_LTV;
+    ln.mining = flags & GS_HAS_MINING;
+    ln.cash0 = GS_LDG(lf + GS_CASH0);
+    ln.balloon = GS_LDG(lf + GS_BALLOON);
+    ln.mining_revenue = GS_LDG(lf + GS_MINING_REVENUE);
+    ln.mining_cost = GS_LDG(lf + GS_MINING_COST);
+    ln.crypto0 = GS_LDG(lf + GS_CRYPTO);
+    ln.pledged = GS_LDG(lf + GS_PLEDGED_GPUS);
+    ln.floor_dscr = GS_LDG(lf + GS_DSCR_FLOOR);
+    ln.max_ltv = GS_LDG(lf + GS_MAX_LTV);
+    ln.refi = GS_LDG(lf + GS_REFI);
+    ln.cure = GS_LDG(lf + GS_CURE);
+    ln.ds_row = g.debt_service + (long)l * g.K1;
+    ln.owed_row = g.owed + (long)l * g.K1;
+    return ln;
+}
+
+// Where a loan's path ends: the default period tau (0: none), whether it is
+// a payment default, the cash and crypto price index at tau.
+struct GsPath {
+    int tau;
+    bool payment;
+    double cash_tau, price_tau;
+};
+
+// Steps 3-8 of docs/model.md for one loan in one path cell: its periods up
+// to default or maturity, given the fleet's net cash flow net[k - 1] and
+// appraisal gval[k - 1], the crypto fall c over D periods (price_done: the
+// index once the fall is complete).  dscr_min is lowered to the loan's
+// lowest DSCR where that is below it (the ratio is formed only where it can
+// be a new minimum).
+GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
+                          const double* gval, double c, double D, double price_done,
+                          double& dscr_min) {
+    double cash = ln.cash0, breaches = 0.0;
+    GsPath path;
+    path.tau = 0;
+    path.payment = false;
+    path.cash_tau = 0.0;
+    path.price_tau = 1.0;
+    for (int k = 1; k <= ln.n; ++k) {
+        // 3. Mining at the crypto price index X_k = 1 - c min(k, D) / D.
+        const double kd = (double)k;
+        double price = price_done;
+        if (kd < D) price = 1.0 - c * kd / D;
+        double cfads = net[k - 1];
+        if (ln.mining)
+            cfads = cfads + fmax(0.0, ln.mining_revenue * price - ln.mining_cost) * g.dt;
+        // 4-5. DSCR and the reserve account.
+        const double ds = GS_LDG(ln.ds_row + k);
+        const double cash_k = fmin(ln.cash0, cash + cfads - ds);
+        bool trigger = cash_k < 0.0;
+        const bool pay = trigger;
+        if (ds > 0.0) {
+            // The ratio is formed only where it can be a new minimum or
+            // where it decides the covenant: same result, fewer divisions.
+            const double bound = dscr_min * ds;
+            bool below;
+            if (cfads <= bound + fabs(bound) * 1e-12) {
+                const double dscr = cfads / ds;
+                dscr_min = fmin(dscr_min, dscr);
+                below = dscr < ln.floor_dscr;
+            } else {
+                below = ln.covenant && gs_ratio_below(cfads, ds, ln.floor_dscr);
+            }
+            // 6. Covenant: cure_periods consecutive breaches.
+            if (ln.covenant) {
+                breaches = below ? breaches + 1.0 : 0.0;
+                trigger = trigger || breaches >= ln.cure;
+            }
+        } else if (ln.covenant) {
+            breaches = 0.0;
+        }
+        // 7-8. Collateral: LTV covenant, and the balloon at maturity.
+        if (ln.ltv_covenant || (k == ln.n && ln.balloon > 0.0)) {
+            const double collateral = ln.pledged * gval[k - 1] + ln.crypto0 * price;
+            if (ln.ltv_covenant) {
+                // LTV = O / (V + C), 0 when nothing is owed.
+                const double owed = GS_LDG(ln.owed_row + k);
+                trigger = trigger || (owed > 0.0 ? gs_ratio_above(owed, collateral, ln.max_ltv)
+                                                 : 0.0 > ln.max_ltv);
+            }
+            if (k == ln.n && ln.balloon > 0.0)
+                trigger = trigger || ln.balloon > fmax(cash_k, 0.0) + ln.refi * collateral;
+        }
+        cash = cash_k;
+        if (trigger) {
+            path.tau = k;
+            path.payment = pay;
+            path.cash_tau = cash_k;
+            path.price_tau = price;
+            break;
+        }
+    }
+    return path;
+}
+
 // Phase 1 work item u of a thread block: one (a value, loan) pair of the tile.
+// The tables of the pair, and for a b-free loan its path and lowest DSCR
+// (the same in every path cell of the a value).
 GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, int u,
                            double* table) {
     const int ia = u / tile_len, lt = u % tile_len;
@@ -284,6 +440,16 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
     gs_build_loan_tables(g, l0 + lt, table + gs_rent_index(g, ia, 1), g.a_discount[a], net,
                          gval);
+    if (!(GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_FLAGS) & GS_B_FREE)) return;
+    // No mining and no crypto: the price index enters only as 0 * X_k.
+    double dscr_min = GS_INF;
+    const GsPath path = gs_loan_path(g, gs_load_loan(g, l0 + lt), net, gval, 0.0, 1.0, 1.0,
+                                     dscr_min);
+    double* out = table + gs_path_index(g, ia, lt);
+    out[0] = (double)path.tau;
+    out[1] = path.payment ? 1.0 : 0.0;
+    out[2] = path.cash_tau;
+    out[3] = dscr_min;
 }
 
 // What a thread carries across loans: its path cell's statistics and the
@@ -345,35 +511,9 @@ GS_FN void gs_add_recovery(const GsArgs& g, int q0, int a, int b, int seg, doubl
     }
 }
 
-// Whether x / y < limit (y > 0), as the rounded quotient compares; the
-// division is done only where x is within a relative 1e-12 of limit * y,
-// far more than the rounding of the quotient and of the product, or where
-// limit * y is so small (a zero limit, say) that its rounding could matter.
-#define GS_TINY 1e-200
-GS_FN bool gs_ratio_below(double x, double y, double limit) {
-    const double bound = limit * y;
-    const double margin = fabs(bound) * 1e-12;
-    if (margin >= GS_TINY) {
-        if (x < bound - margin) return true;
-        if (x > bound + margin) return false;
-    }
-    return x / y < limit;
-}
-
-// Whether x / y > limit (x > 0, y >= 0; x / 0 is +inf), as the rounded
-// quotient compares, with the division only near the boundary.
-GS_FN bool gs_ratio_above(double x, double y, double limit) {
-    const double bound = limit * y;
-    const double margin = fabs(bound) * 1e-12;
-    if (margin >= GS_TINY) {
-        if (x > bound + margin) return true;
-        if (x < bound - margin) return false;
-    }
-    return x / y > limit;
-}
-
 // Phase 2: the loans l0 .. l0 + tile_len - 1 in path cell (a, b), steps 3-8
-// of docs/model.md, then the recovery of each defaulted loan for every q.
+// of docs/model.md (a b-free loan's path is read from phase 1), then the
+// recovery of each defaulted loan for every q.
 GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int a, int b,
                          const double* table, GsCell& cell) {
     const int ia = a - blk.a0;
@@ -384,81 +524,21 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         const int l = l0 + lt;
         const double* lf = g.loan_f + (long)l * GS_NF;
         const int* li = g.loan_i + (long)l * GS_NI;
-        const double* ds_row = g.debt_service + (long)l * g.K1;
-        const double* owed_row = g.owed + (long)l * g.K1;
-        const double* net = table + gs_table_index(g, ia, lt, 1);
         const double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
-        const int n = GS_LDG(li + GS_N), flags = GS_LDG(li + GS_FLAGS);
-        const bool covenant = flags & GS_HAS_COVENANT;
-        const bool ltv_covenant = flags & GS_HAS_LTV;
-        const bool mining = flags & GS_HAS_MINING;
-        const double cash0 = GS_LDG(lf + GS_CASH0), balloon = GS_LDG(lf + GS_BALLOON);
-        const double mining_revenue = GS_LDG(lf + GS_MINING_REVENUE);
-        const double mining_cost = GS_LDG(lf + GS_MINING_COST);
-        const double crypto0 = GS_LDG(lf + GS_CRYPTO), pledged = GS_LDG(lf + GS_PLEDGED_GPUS);
-        const double floor_dscr = GS_LDG(lf + GS_DSCR_FLOOR);
-        const double max_ltv = GS_LDG(lf + GS_MAX_LTV);
-        const double refi = GS_LDG(lf + GS_REFI), cure = GS_LDG(lf + GS_CURE);
-
-        double cash = cash0, breaches = 0.0;
-        double dscr_min = cell.dscr_min;
-        int tau = 0;
-        bool payment = false;
-        double cash_tau = 0.0, price_tau = 1.0;
-        for (int k = 1; k <= n; ++k) {
-            // 3. Mining at the crypto price index X_k = 1 - c min(k, D) / D.
-            const double kd = (double)k;
-            double price = price_done;
-            if (kd < D) price = 1.0 - c * kd / D;
-            double cfads = net[k - 1];
-            if (mining) cfads = cfads + fmax(0.0, mining_revenue * price - mining_cost) * g.dt;
-            // 4-5. DSCR and the reserve account.
-            const double ds = GS_LDG(ds_row + k);
-            const double cash_k = fmin(cash0, cash + cfads - ds);
-            bool trigger = cash_k < 0.0;
-            const bool pay = trigger;
-            if (ds > 0.0) {
-                // The ratio is formed only where it can be a new minimum or
-                // where it decides the covenant: same result, fewer divisions.
-                const double bound = dscr_min * ds;
-                bool below;
-                if (cfads <= bound + fabs(bound) * 1e-12) {
-                    const double dscr = cfads / ds;
-                    dscr_min = fmin(dscr_min, dscr);
-                    below = dscr < floor_dscr;
-                } else {
-                    below = covenant && gs_ratio_below(cfads, ds, floor_dscr);
-                }
-                // 6. Covenant: cure_periods consecutive breaches.
-                if (covenant) {
-                    breaches = below ? breaches + 1.0 : 0.0;
-                    trigger = trigger || breaches >= cure;
-                }
-            } else if (covenant) {
-                breaches = 0.0;
-            }
-            // 7-8. Collateral: LTV covenant, and the balloon at maturity.
-            if (ltv_covenant || (k == n && balloon > 0.0)) {
-                const double collateral = pledged * gval[k - 1] + crypto0 * price;
-                if (ltv_covenant) {
-                    // LTV = O / (V + C), 0 when nothing is owed.
-                    const double owed = GS_LDG(owed_row + k);
-                    trigger = trigger || (owed > 0.0 ? gs_ratio_above(owed, collateral, max_ltv)
-                                                     : 0.0 > max_ltv);
-                }
-                if (k == n && balloon > 0.0)
-                    trigger = trigger || balloon > fmax(cash_k, 0.0) + refi * collateral;
-            }
-            cash = cash_k;
-            if (trigger) {
-                tau = k;
-                payment = pay;
-                cash_tau = cash_k;
-                price_tau = price;
-                break;
-            }
+        GsPath path;
+        if (GS_LDG(li + GS_FLAGS) & GS_B_FREE) {
+            const double* shared_path = table + gs_path_index(g, ia, lt);
+            path.tau = (int)shared_path[0];
+            path.payment = shared_path[1] != 0.0;
+            path.cash_tau = shared_path[2];
+            path.price_tau = 1.0;  // enters only as 0 * X_tau
+            cell.dscr_min = fmin(cell.dscr_min, shared_path[3]);
+        } else {
+            const double* net = table + gs_table_index(g, ia, lt, 1);
+            path = gs_loan_path(g, gs_load_loan(g, l), net, gval, c, D, price_done,
+                                cell.dscr_min);
         }
-        cell.dscr_min = dscr_min;
+        const int tau = path.tau;
         if (tau == 0) {
 #if GS_RECORDS
             g.records[gs_rec_index(g, GS_REC_EAD, l, a, b)] = 0.0;
@@ -468,11 +548,11 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
 
         // Default in period tau: exposure, collateral and recovery.
         const double t_tau = (double)tau * g.dt;
-        const double ead = payment ? GS_LDG(g.balance + (long)l * g.K1 + tau - 1)
-                                   : GS_LDG(owed_row + tau);
-        const double gpu_k = pledged * gval[tau - 1];
-        const double crypto_k = crypto0 * price_tau;
-        const double cash_left = fmax(cash_tau, 0.0);
+        const double ead = path.payment ? GS_LDG(g.balance + (long)l * g.K1 + tau - 1)
+                                        : GS_LDG(g.owed + (long)l * g.K1 + tau);
+        const double gpu_k = GS_LDG(lf + GS_PLEDGED_GPUS) * gval[tau - 1];
+        const double crypto_k = GS_LDG(lf + GS_CRYPTO) * path.price_tau;
+        const double cash_left = fmax(path.cash_tau, 0.0);
         const double discount = table[gs_discount_index(g, ia, tau)];
         cell.defaults += 1.0;
         cell.defaulted_principal += GS_LDG(lf + GS_PRINCIPAL);

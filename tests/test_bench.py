@@ -15,18 +15,23 @@ from gridstress.engine import prepare
 gridstress = cli_runner(ROOT)
 
 
-def test_flop_count_of_one_plain_loan_by_hand():
+@pytest.mark.parametrize("crypto", [1e6, 0.0])
+def test_flop_count_of_one_plain_loan_by_hand(crypto):
     loan = random_loans(np.random.default_rng(0), 1)[0]
     loan.update(term_years=2.0, gpu_age_years=0.0, economic_life_years=5.0,
-                mining_revenue=0.0, min_dscr=0.0, max_ltv=None)
+                mining_revenue=0.0, crypto_collateral=crypto, min_dscr=0.0, max_ltv=None)
     cfg = make_config([loan], grid={"deflation": {"values": [0.3]},
-                                    "crypto_drawdown": {"values": [0.5]},
+                                    "crypto_drawdown": {"values": [0.0, 0.5, 0.9]},
                                     "haircut": {"values": [0.35]}})
     run = prepare(cfg, "numpy")
-    # n = 8 periods, n_life = 20, K = 8, J = 20, one mining value per block.
-    per_period = 13 * 8                       # price, cash, payment, DSCR test and division
-    tables = 25 * 20 + 20 + 20 * (8 + 20)     # build, appraisal pow, shared pows
-    per_loan = 5 + 28 + 9                     # maturity, default set-up, one recovery
+    # n = 8 periods, n_life = 20, K = 8, J = 20; a block holds the 3 crypto values.
+    nb = 3
+    if crypto:   # price, cash, payment, DSCR test and division, in every cell
+        per_period = 13 * 8
+    else:        # without mining or crypto: once per block, then 1 per cell
+        per_period = 13 * 8 / nb + 1
+    tables = (25 * 20 + 20 + 20 * (8 + 20)) / nb  # build, appraisal pow, shared pows
+    per_loan = 5 + 28 + 9                          # maturity, default set-up, one recovery
     assert flops_per_loan_period(run) == pytest.approx((per_period + tables + per_loan) / 8)
 
 

@@ -91,8 +91,9 @@ GRIDS = {
 def launches(pf) -> list[tuple[int, int]]:
     """(threads per block, shared bytes): the default, two a values per block
     with tiles of two loans, and one a value with one loan per tile."""
-    K_, J = pf.horizon, K.rent_periods(pf)
-    return [(128, 48 * 1024), (32, 2 * 8 * (2 * 2 * K_ + K_ + J)), (64, 8 * (3 * K_ + J))]
+    K_, J, P = pf.horizon, K.rent_periods(pf), K.PATH_FIELDS
+    return [(128, 48 * 1024), (32, 2 * 8 * (2 * (2 * K_ + P) + K_ + J)),
+            (64, 8 * (3 * K_ + J + P))]
 
 
 @needs_cxx
@@ -142,7 +143,7 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     # (several blocks along q), with the records of all 17 loans copied at
     # once, or a few at a time (the least shared memory the path kernel
     # runs with).
-    least = 8 * (3 * pf.horizon + K.rent_periods(pf))
+    least = 8 * (3 * pf.horizon + K.rent_periods(pf) + K.PATH_FIELDS)
     for max_q, recover_q, threads, shared in (
             (K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD, K.RECOVER_THREADS, K.SHARED_BYTES),
             (5, 5, 64, least), (8, 1, 32, K.SHARED_BYTES)):
@@ -394,10 +395,12 @@ def test_loan_matrices_carry_the_flags_and_covenants():
          "max_ltv": 0.8, "mining_revenue": 5e5, "segment": "miner"},
         {"loan_id": "B", "principal": 2e6, "rate": 0.1, "term_years": 3,
          "amortization": "bullet"},
+        {"loan_id": "C", "principal": 1e6, "rate": 0.1, "term_years": 1,
+         "crypto_collateral": 5e5},
     ]
     pf = prepare(make_config(loans), "numpy").portfolio
     loan_f, loan_i = K.loan_matrices(pf)
-    assert loan_f.shape == (2, len(K.LOAN_F)) and loan_i.shape == (2, len(K.LOAN_I))
+    assert loan_f.shape == (3, len(K.LOAN_F)) and loan_i.shape == (3, len(K.LOAN_I))
     rows = {lid: i for i, lid in enumerate(pf.loan_id)}
     f = dict(zip(K.LOAN_F, loan_f[rows["A"]]))
     i = dict(zip(K.LOAN_I, loan_i[rows["A"]]))
@@ -405,8 +408,11 @@ def test_loan_matrices_carry_the_flags_and_covenants():
     assert i["flags"] == K.HAS_COVENANT | K.HAS_LTV | K.HAS_MINING and i["n"] == 8
     f = dict(zip(K.LOAN_F, loan_f[rows["B"]]))
     i = dict(zip(K.LOAN_I, loan_i[rows["B"]]))
-    assert f["dscr_floor"] == -np.inf and f["max_ltv"] == np.inf and i["flags"] == 0
+    # No mining, no crypto: a path independent of the mining axes.
+    assert f["dscr_floor"] == -np.inf and f["max_ltv"] == np.inf and i["flags"] == K.B_FREE
     assert f["balloon"] == 2e6 and i["n"] == 12  # a bullet: all of it at maturity
+    # Pledged coins make the path depend on the crypto drawdown.
+    assert loan_i[rows["C"], K.LOAN_I.index("flags")] == 0
 
 
 def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
