@@ -19,12 +19,16 @@ The axes of a block fall into three groups:
 
 One GPU thread owns a path cell ``(a, b)`` and up to 8 recovery cells ``q``,
 runs every loan through the path cell and sums each default's recovery for
-its recovery cells in registers.  With more recovery cells than that, two
-kernels share the work (:func:`two_stage`): the path kernel writes each
-loan's default record once, and ``gs_recover_v1`` sums the records for every
-``q``.  Results come out as ``[var][a][q][b]`` (coalesced writes) and are put
-in the block's dim order on the device before they are copied to the host,
-slab by slab of ``a`` so that copies overlap the next slab's kernel.
+its recovery cells in registers (a loan without mining or crypto collateral
+has one path per ``a``: a thread block computes it once for all its ``b``).
+With more recovery cells than that, two kernels share the work
+(:func:`two_stage`): the path kernel writes each loan's default record
+once, over as many ``a`` as the records' memory allows, and
+``gs_recover_v1`` sums the records for every ``q``, thread blocks of
+recovery tiles sharing a copy of them in shared memory.  Results come out as
+``[var][a][q][b]`` (coalesced writes) and are put in the block's dim order
+on the device before they are copied to the host, slab by slab of ``a`` so
+that copies overlap the next slab's kernel (:func:`launch_plan`).
 
 The same arithmetic (``kernels/gridstress_v1.cuh``) also builds with a C++
 compiler into a host library (:func:`build_host_library`), which the tests
