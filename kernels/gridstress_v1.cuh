@@ -20,7 +20,9 @@
 // (net cash flow of the fleet and G_k, k = 1..n) are built once per thread
 // block in shared memory, for the block's few a values, and read by every
 // thread of the block; so are the loan-independent factors they are built
-// from (the rent index (1 - d)^(t_j) and the discount factors).
+// from (the rent index (1 - d)^(t_j) and the discount factors), and the
+// path of each loan without mining or crypto collateral, which is the same
+// for every b (GS_B_FREE).
 #ifndef GRIDSTRESS_V1_CUH
 #define GRIDSTRESS_V1_CUH
 
