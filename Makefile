@@ -30,6 +30,8 @@ bench: install-test
 	$(BIN)/python benchmarks/peak_memory.py --out benchmarks/results/peak_memory.json
 	$(BIN)/python benchmarks/dask_overhead.py --out benchmarks/results/dask_overhead.json
 	$(BIN)/python benchmarks/dask_client_memory.py --out benchmarks/results/dask_client_memory.json
+	if command -v nvcc >/dev/null; then $(BIN)/python benchmarks/kernel_resources.py \
+		--out benchmarks/results/kernel_resources.json; else echo "no nvcc: kernel_resources skipped"; fi
 
 # On a GPU machine: GPU tests, kernel tuning and the three-engine benchmarks.
 bench-gpu: install-test

@@ -1,6 +1,6 @@
 """Launch parameters of the fused kernel: one or two stages, recovery cells per
-thread and threads per block of the recovery kernel, threads per block of the
-path kernel.
+thread and threads per block of the recovery kernel, threads per block and
+shared-memory budget of the path kernel.
 
 Times the kernel (CUDA events, last of three passes; the path and recovery
 kernels apart) on the seed-dense grid (31 haircut values) and on a 1M-cell
@@ -19,15 +19,33 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cupy
 import numpy as np
 
-from gridstress.backend import cupy_device_name
 from gridstress.bench import bench_config, loan_periods
 from gridstress.engine import prepare
-from gridstress.kernels import FusedGrid
+from gridstress.kernels import SHARED_BYTES, FusedGrid
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED_DENSE = "seed-dense (401x181x31)"
+ONE_HAIRCUT = "1M cells, one haircut"
+
+
+def settings() -> dict[str, list[dict]]:
+    """The FusedGrid keyword arguments timed on each grid."""
+    big = {"path_shared_bytes": SHARED_BYTES}
+    return {
+        SEED_DENSE: (
+            [{"stages": "one", "max_q_per_thread": q, "threads": t}
+             for q in (2, 4, 8) for t in (128, 256)]
+            + [{"stages": "two", "recover_q_per_thread": q, "recover_threads": r}
+               for q in (1, 2, 4) for r in (128, 256, 512)]
+            + [{"stages": "two", "threads": t, **extra}
+               for t in (64, 128, 256) for extra in ({}, big)]),
+        ONE_HAIRCUT: (
+            [{"stages": "one", "threads": t, **extra}
+             for t in (64, 128, 256) for extra in ({}, big)]
+            + [{"stages": "two"}]),
+    }
 
 
 def kernel_time(run, fused: FusedGrid) -> float:
@@ -43,25 +61,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    import cupy
+
+    from gridstress.backend import cupy_device_name
+
     grids = {
-        "seed-dense (401x181x31)": bench_config(100, config=ROOT / "configs/seed-dense.yaml"),
-        "1M cells, one haircut": bench_config(100, cells=1_000_000),
+        SEED_DENSE: bench_config(100, config=ROOT / "configs/seed-dense.yaml"),
+        ONE_HAIRCUT: bench_config(100, cells=1_000_000),
     }
     rows = []
-    settings = {
-        "seed-dense (401x181x31)": (
-            [{"stages": "one", "max_q_per_thread": q, "threads": t}
-             for q in (2, 4, 8) for t in (128, 256)]
-            + [{"stages": "two", "recover_q_per_thread": q, "recover_threads": r, "threads": t}
-               for q in (1, 2, 4) for r in (128, 256, 512) for t in (128, 256)]),
-        "1M cells, one haircut": (
-            [{"stages": "one", "threads": t} for t in (128, 256)]
-            + [{"stages": "two", "threads": 128}]),
-    }
     for label, cfg in grids.items():
         run = prepare(cfg, "cupy")
         lp = loan_periods(run)
-        for setting in settings[label]:
+        for setting in settings()[label]:
             fused = FusedGrid(run.portfolio, cupy, **setting)
             seconds = kernel_time(run, fused)
             stages = dict(fused.stage_seconds)

@@ -103,7 +103,13 @@ THREADS_PER_BLOCK = 128
 #: Threads per block of the recovery kernel (two stages): 32 mining values
 #: x 8 recovery tiles, which share each copy of the records.
 RECOVER_THREADS = 256
+#: Shared memory a thread block may use without opting in to more.
 SHARED_BYTES = 48 * 1024
+#: Shared memory of a path-kernel block (its loan tiles): half the limit, so
+#: that the registers, not the shared memory, bound the blocks an SM holds
+#: (benchmarks/kernel_resources.py: 6 blocks of 96 threads on seed-dense
+#: against 4 with 48 KB).
+PATH_SHARED_BYTES = 24 * 1024
 #: Cells per slab: the unit in which the kernel's results are copied to the
 #: host while the next slab computes.
 SLAB_CELLS = 2**21
@@ -242,7 +248,7 @@ class LaunchShape:
 
 def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
                  threads: int = THREADS_PER_BLOCK,
-                 shared_bytes: int = SHARED_BYTES, variant: Variant = Variant(),
+                 shared_bytes: int = PATH_SHARED_BYTES, variant: Variant = Variant(),
                  rent_periods: int | None = None) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
@@ -480,13 +486,14 @@ class FusedGrid:
                  threads: int = THREADS_PER_BLOCK, stages: str = "auto",
                  recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
                  recover_threads: int = RECOVER_THREADS, record_bytes: int = RECORD_BYTES,
-                 slab_cells: int = SLAB_CELLS):
+                 slab_cells: int = SLAB_CELLS, path_shared_bytes: int = PATH_SHARED_BYTES):
         """``max_q_per_thread`` recovery cells per thread in one pass (beyond
         it, two stages); ``recover_q_per_thread`` and ``recover_threads`` (per
         block) for the recovery kernel of the two-stage mode; ``stages``
         forces one or two;
-        ``record_bytes`` bounds the default records of one path launch and
-        ``slab_cells`` the slabs copied to the host."""
+        ``record_bytes`` bounds the default records of one path launch,
+        ``slab_cells`` the slabs copied to the host and ``path_shared_bytes``
+        the shared memory of a path-kernel block."""
         if stages not in ("auto", "one", "two"):
             raise ValueError(f"stages must be 'auto', 'one' or 'two', not {stages!r}")
         self.pf = pf
@@ -496,6 +503,7 @@ class FusedGrid:
         self.recover_threads = recover_threads
         self.record_bytes = record_bytes
         self.slab_cells = slab_cells
+        self.path_shared_bytes = path_shared_bytes
         self.threads = threads
         self.stages = stages
         # One block at a time: the streams and transfer buffers are shared
@@ -577,6 +585,7 @@ class FusedGrid:
         rshape = (recover_shape(B, math.ceil(Q / variant.q_per_thread), pf.n_loans,
                                 self.recover_threads) if staged else None)
         shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
+                             shared_bytes=self.path_shared_bytes,
                              variant=variant.path_stage() if staged else variant,
                              rent_periods=rent_periods(pf))
         plan = launch_plan(A, rest,
@@ -814,12 +823,13 @@ def build_host_library(cxx: str = "g++", folder: Path | None = None,
 
 def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarray],
                      fixed: dict[str, float], threads: int = THREADS_PER_BLOCK,
-                     shared_bytes: int = SHARED_BYTES,
+                     shared_bytes: int = PATH_SHARED_BYTES,
                      max_q_per_thread: int = MAX_Q_PER_THREAD,
                      slab_a: int | None = None,
                      records_a: int | None = None,
                      recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
-                     recover_threads: int = RECOVER_THREADS) -> dict[str, np.ndarray]:
+                     recover_threads: int = RECOVER_THREADS,
+                     recover_shared_bytes: int = SHARED_BYTES) -> dict[str, np.ndarray]:
     """One block through the kernel code built for the CPU: the GPU backend's
     variants, stages, layout and launch plan, one thread after another.
 
@@ -827,7 +837,9 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
     (:func:`build_host_library`).  ``slab_a`` sizes the slabs as the GPU
     backend sizes them for ``slab_a`` values of ``a`` (default: the whole
     block in one slab); ``records_a`` caps the values of ``a`` one path
-    launch records in two stages (default: as on the GPU, :func:`record_a`).
+    launch records in two stages (default: as on the GPU, :func:`record_a`);
+    ``shared_bytes`` and ``recover_shared_bytes`` are the shared-memory
+    budgets of the path and recovery kernels' blocks.
     """
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
@@ -837,7 +849,7 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
     variant = (choose_variant(Q, S, recover_q_per_thread) if staged
                else choose_variant(Q, S, max_q_per_thread))
     q_tiles = math.ceil(Q / variant.q_per_thread)
-    rshape = (recover_shape(B, q_tiles, pf.n_loans, recover_threads, shared_bytes)
+    rshape = (recover_shape(B, q_tiles, pf.n_loans, recover_threads, recover_shared_bytes)
               if staged else None)
     shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes,
                          variant.path_stage() if staged else variant,

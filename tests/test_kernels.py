@@ -154,7 +154,8 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
                                    else least // (8 * K.RECORD_FIELDS * 5))
         got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, shared_bytes=shared,
                                  max_q_per_thread=max_q, slab_a=4,
-                                 recover_q_per_thread=recover_q, recover_threads=threads)
+                                 recover_q_per_thread=recover_q, recover_threads=threads,
+                                 recover_shared_bytes=shared)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     assert 1 < least // (8 * K.RECORD_FIELDS * 5) < pf.n_loans
     # Path launches of 5 and 1 values of a (as when the records fill their
@@ -258,6 +259,23 @@ def test_fused_grid_orchestration_on_the_host_build(host_cupy, grid, setting):
 
 
 @needs_cxx
+def test_every_tuning_setting_runs_and_matches_numpy(host_cupy):
+    # benchmarks/tune_fused.py times these FusedGrid settings on a GPU.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import tune_fused
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cfg, pf, axes, ref = _fused_case("many haircuts", 33)
+    cases = [s for group in tune_fused.settings().values() for s in group]
+    assert len(cases) > 20
+    for setting in cases:
+        fused = K.FusedGrid(pf, host_cupy(), **setting)
+        got = fused.evaluate(axes, cfg.scenario)
+        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+@needs_cxx
 def test_fused_grid_halves_a_block_that_does_not_fit(host_cupy):
     cfg, pf, axes, ref = _fused_case("many haircuts", 32)
     layout = K.block_layout(axes, cfg.scenario)
@@ -337,7 +355,7 @@ def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon
     assert s.threads % 32 == 0 and s.threads <= K.THREADS_PER_BLOCK
     assert s.na_block * s.nb_block <= s.threads
     assert 1 <= s.loan_tile <= loans
-    assert s.shared_bytes(horizon) <= K.SHARED_BYTES
+    assert s.shared_bytes(horizon) <= K.PATH_SHARED_BYTES
     assert s.n_blocks(a, b) * s.na_block * s.nb_block >= a * b
     tiled = K.launch_shape(a, b, loans, horizon, variant=K.Variant(4, 0))
     assert tiled.n_blocks(a, b, 9) == 3 * s.n_blocks(a, b)
@@ -346,7 +364,7 @@ def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon
         assert s.na_block > 1
     # Fleets in service beyond the horizon: a longer rent index, in the budget.
     long = K.launch_shape(a, b, loans, horizon, rent_periods=3 * horizon)
-    assert long.shared_bytes(horizon, 3 * horizon) <= K.SHARED_BYTES
+    assert long.shared_bytes(horizon, 3 * horizon) <= K.PATH_SHARED_BYTES
     assert long.loan_tile <= s.loan_tile and long.na_block <= s.na_block
 
 
