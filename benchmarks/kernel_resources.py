@@ -75,41 +75,28 @@ def occupancy(registers: int, threads: int, shared_bytes: int) -> dict[str, int]
 
 def launches(label: str, cfg, threads: int = K.THREADS_PER_BLOCK,
              path_shared: int = K.PATH_SHARED_BYTES, recovery: bool = True) -> list[dict]:
-    run = prepare(cfg, "numpy")
-    pf = run.portfolio
+    pf = prepare(cfg, "numpy").portfolio
     layout = K.block_layout({a.name: a.array for a in cfg.axes}, cfg.scenario)
-    A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
-    staged = K.two_stage(Q)
-    variant = (K.choose_variant(Q, len(pf.segments), K.RECOVER_Q_PER_THREAD) if staged
-               else K.choose_variant(Q, len(pf.segments)))
-    shape = K.launch_shape(A, B, pf.n_loans, pf.horizon, threads, path_shared,
-                           variant=variant.path_stage() if staged else variant,
-                           rent_periods=K.rent_periods(pf))
+    kp = K.kernel_plan(pf, layout, threads=threads, path_shared_bytes=path_shared)
     rows = []
-    path = resources(shape.variant)["gs_grid_v1"]
-    plan = K.launch_plan(A, B * Q, K.record_a(pf.n_loans, B) if staged else None)
-    widest = max(p.path[1] - p.path[0] for p in plan)
-    shared = shape.shared_bytes(pf.horizon, K.rent_periods(pf))
-    occ = occupancy(path["registers"], shape.threads, shared)
-    blocks = shape.n_blocks(widest, B, 1 if staged else Q)
-    rows.append({"grid": label, "kernel": "gs_grid_v1", "variant": list(shape.variant.defines()),
-                 **path, "threads_setting": threads, "shared_budget": path_shared,
-                 "threads_per_block": shape.threads, "loan_tile": shape.loan_tile,
-                 "shared_bytes": shared,
-                 "launches": len(plan), "blocks_in_widest_launch": blocks, **occ,
-                 "waves": blocks / (occ["blocks_per_sm"] * SM["sms"])})
-    if staged and recovery:
-        q_tiles = math.ceil(Q / variant.q_per_thread)
-        rshape = K.recover_shape(B, q_tiles, pf.n_loans)
-        rec = resources(variant)["gs_recover_v1"]
-        occ = occupancy(rec["registers"], rshape.threads, rshape.shared_bytes())
-        blocks = rshape.n_blocks(A, B, q_tiles)
-        rows.append({"grid": label, "kernel": "gs_recover_v1",
-                     "variant": list(variant.defines()), **rec,
-                     "threads_per_block": rshape.threads, "shared_bytes": rshape.shared_bytes(),
-                     "launches": sum(len(p.slabs) for p in plan),
-                     "blocks_in_all_launches": blocks, **occ,
-                     "waves": blocks / (occ["blocks_per_sm"] * SM["sms"])})
+    for kernel, label_blocks in ((K.KERNEL_NAME, "blocks_in_widest_launch"),
+                                 (K.RECOVER_NAME, "blocks_in_all_launches")):
+        runs = [ln for ln in kp.launches(pf, layout, {}) if ln.kernel == kernel]
+        if not runs or (kernel == K.RECOVER_NAME and not recovery):
+            continue
+        first = runs[0]
+        res = resources(first.variant)[kernel]
+        occ = occupancy(res["registers"], first.threads, first.shared_bytes)
+        blocks = (max(ln.blocks for ln in runs) if kernel == K.KERNEL_NAME
+                  else sum(ln.blocks for ln in runs))
+        row = {"grid": label, "kernel": kernel, "variant": list(first.variant.defines()), **res}
+        if kernel == K.KERNEL_NAME:
+            row |= {"threads_setting": threads, "shared_budget": path_shared,
+                    "loan_tile": kp.shape.loan_tile}
+        rows.append(row | {"threads_per_block": first.threads,
+                           "shared_bytes": first.shared_bytes, "launches": len(runs),
+                           label_blocks: blocks, **occ,
+                           "waves": blocks / (occ["blocks_per_sm"] * SM["sms"])})
     return rows
 
 

@@ -578,19 +578,12 @@ class FusedGrid:
         S = len(pf.segments)
         n_q = len(Q_VARIABLES) + S
         rest = B * Q  # cells per value of a
-        staged = (two_stage(Q, self.max_q_per_thread) if self.stages == "auto"
-                  else self.stages == "two")
-        variant = (choose_variant(Q, S, self.recover_q_per_thread)
-                   if staged else choose_variant(Q, S, self.max_q_per_thread))
-        rshape = (recover_shape(B, math.ceil(Q / variant.q_per_thread), pf.n_loans,
-                                self.recover_threads) if staged else None)
-        shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads=self.threads,
-                             shared_bytes=self.path_shared_bytes,
-                             variant=variant.path_stage() if staged else variant,
-                             rent_periods=rent_periods(pf))
-        plan = launch_plan(A, rest,
-                           record_a(pf.n_loans, B, self.record_bytes) if staged else None,
-                           self.slab_cells, slab_copies=layout.a_leads)
+        kp = kernel_plan(
+            pf, layout, stages=self.stages, max_q_per_thread=self.max_q_per_thread,
+            threads=self.threads, path_shared_bytes=self.path_shared_bytes,
+            recover_q_per_thread=self.recover_q_per_thread,
+            recover_threads=self.recover_threads,
+            records_a=record_a(pf.n_loans, B, self.record_bytes), slab_cells=self.slab_cells)
         with self.compute:
             params = {
                 "a_deflation": cp.asarray(layout.a_params["deflation"]),
@@ -602,29 +595,19 @@ class FusedGrid:
             }
             out_q = cp.empty((n_q, A, Q, B))
             out_p = cp.empty((P_ROWS, A, B))
-            widest = max(launch.path[1] - launch.path[0] for launch in plan)
-            records = cp.empty(RECORD_FIELDS * pf.n_loans * widest * B) if staged else None
+            records = cp.empty(kp.record_doubles()) if kp.staged else None
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
-        pointers["records"] = records.data.ptr if staged else 0
-        # Every launch's argument block, in one upload.
-        blocks = []
-        for launch in plan:
-            blocks.append(pack_args(pf, layout, pointers, *launch.path, shape))
-            if staged:
-                blocks.extend(pack_args(pf, layout, pointers, *slab, shape, records=launch.path,
-                                        recover=rshape) for slab in launch.slabs)
-        with self.compute:
-            arg_bytes = cp.asarray(_bytes(np.stack(blocks)))
+        pointers["records"] = records.data.ptr if kp.staged else 0
+        launches = kp.launches(pf, layout, pointers)
+        with self.compute:  # every launch's argument block, in one upload
+            arg_bytes = cp.asarray(_bytes(np.stack([launch.args for launch in launches])))
         size = ARGS_DTYPE.itemsize
-        arg_views = iter(arg_bytes[i * size:(i + 1) * size] for i in range(len(blocks)))
         events: list[tuple[str, Any, Any]] = []
         if not layout.a_leads:
-            for launch in plan:
-                self._path(next(arg_views), launch.path, B, Q, staged, shape, events)
-                if staged:
-                    self._recover(next(arg_views), launch.path, B, Q, variant, rshape, events)
+            for n, launch in enumerate(launches):
+                self._launch(launch, arg_bytes[n * size:(n + 1) * size], events)
             with self.compute:
                 out = _kernel_to_block(layout, out_q, out_p, cp, cp.asnumpy)
             self.compute.synchronize()
@@ -638,26 +621,26 @@ class FusedGrid:
         seg_host = self._buffer("seg", (A, rest, S))
         p_host = self._buffer("p", (len(P_VARIABLES), A, B))
         q_shape, q_perm = q_to_block(layout, 0)
-        for launch in plan:
-            self._path(next(arg_views), launch.path, B, Q, staged, shape, events)
-            for a0, a1 in launch.slabs:
-                if staged:
-                    self._recover(next(arg_views), (a0, a1), B, Q, variant, rshape, events)
-                with self.compute:
-                    # Put the slab in the block's dim order (a leading, flattened).
-                    sub_shape = (a1 - a0,) + q_shape[1:]
-                    for i in range(len(Q_VARIABLES)):
-                        ordered_q[i, a0:a1] = out_q[i, a0:a1].reshape(sub_shape).transpose(
-                            q_perm).reshape(a1 - a0, rest)
-                    seg = out_q[len(Q_VARIABLES):, a0:a1].reshape((S,) + sub_shape)
-                    ordered_seg[a0:a1] = cp.moveaxis(
-                        seg.transpose((0,) + tuple(1 + i for i in q_perm)), 0, -1
-                    ).reshape(a1 - a0, rest, S)
-                    done = self.compute.record()
-                self.copy.wait_event(done)
-                _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
-                _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
-                _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
+        for n, launch in enumerate(launches):
+            self._launch(launch, arg_bytes[n * size:(n + 1) * size], events)
+            if launch.finishes is None:
+                continue
+            a0, a1 = launch.finishes
+            with self.compute:
+                # Put the slab in the block's dim order (a leading, flattened).
+                sub_shape = (a1 - a0,) + q_shape[1:]
+                for i in range(len(Q_VARIABLES)):
+                    ordered_q[i, a0:a1] = out_q[i, a0:a1].reshape(sub_shape).transpose(
+                        q_perm).reshape(a1 - a0, rest)
+                seg = out_q[len(Q_VARIABLES):, a0:a1].reshape((S,) + sub_shape)
+                ordered_seg[a0:a1] = cp.moveaxis(
+                    seg.transpose((0,) + tuple(1 + i for i in q_perm)), 0, -1
+                ).reshape(a1 - a0, rest, S)
+                done = self.compute.record()
+            self.copy.wait_event(done)
+            _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
+            _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
+            _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
         self.compute.synchronize()
         self.copy.synchronize()
         self._add_kernel_time(events)
@@ -665,34 +648,17 @@ class FusedGrid:
                          seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1),
                          copy)
 
-    def _path(self, args, bounds: tuple[int, int], B: int, Q: int, staged: bool,
-              shape: LaunchShape, events: list) -> None:
-        """Queue the path kernel for ``a`` in ``bounds`` on the compute stream,
-        between two events (appended to ``events``)."""
+    def _launch(self, launch: Launch, args, events: list) -> None:
+        """Queue one launch on the compute stream with its argument block
+        ``args`` (on the device), between two events (appended to ``events``)."""
         cp = self.cp
-        a0, a1 = bounds
         with self.compute:
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
-            kernel_function(cp, shape.variant)(
-                (shape.n_blocks(a1 - a0, B, 1 if staged else Q),), (shape.threads,), (args,),
-                shared_mem=shape.shared_bytes(self.pf.horizon, rent_periods(self.pf)))
+            kernel_function(cp, launch.variant, launch.kernel)(
+                (launch.blocks,), (launch.threads,), (args,), shared_mem=launch.shared_bytes)
             stop.record()
-        events.append(("path", start, stop))
-
-    def _recover(self, args, bounds: tuple[int, int], B: int, Q: int, variant: Variant,
-                 rshape: RecoverShape, events: list) -> None:
-        """Queue the recovery kernel of the two-stage mode for ``a`` in ``bounds``."""
-        cp = self.cp
-        a0, a1 = bounds
-        with self.compute:
-            start, stop = cp.cuda.Event(), cp.cuda.Event()
-            start.record()
-            kernel_function(cp, variant, RECOVER_NAME)(
-                (rshape.n_blocks(a1 - a0, B, math.ceil(Q / variant.q_per_thread)),),
-                (rshape.threads,), (args,), shared_mem=rshape.shared_bytes())
-            stop.record()
-        events.append(("recover", start, stop))
+        events.append(("path" if launch.kernel == KERNEL_NAME else "recover", start, stop))
 
     def reset_timers(self) -> None:
         self.kernel_seconds = 0.0
@@ -703,6 +669,94 @@ class FusedGrid:
             seconds = self.cp.cuda.get_elapsed_time(start, stop) / 1e3
             self.kernel_seconds += seconds
             self.stage_seconds[stage] += seconds
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch of a block: the kernel and its build, the range of
+    ``a`` it covers, its grid, and its argument block.  ``finishes`` is the
+    slab whose results are complete once it ran (then reordered and copied)."""
+
+    kernel: str
+    variant: Variant
+    bounds: tuple[int, int]
+    blocks: int
+    threads: int
+    shared_bytes: int
+    args: np.ndarray
+    finishes: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """How the kernels evaluate one block: stages, builds, shapes and the launch
+    plan, the same on the GPU (:class:`FusedGrid`) and in the host build
+    (:func:`evaluate_on_host`)."""
+
+    staged: bool
+    variant: Variant          # the one-pass build, or in two stages the recovery build
+    shape: LaunchShape        # the path kernel's
+    rshape: RecoverShape | None
+    plan: list[PathLaunch]
+    horizon: int
+    rent_periods: int
+    n_loans: int
+    b_count: int
+    q_count: int
+
+    def record_doubles(self) -> int:
+        """Doubles of the default records of the widest path launch."""
+        widest = max(p.path[1] - p.path[0] for p in self.plan)
+        return RECORD_FIELDS * self.n_loans * widest * self.b_count
+
+    def launches(self, pf: PortfolioArrays, layout: BlockLayout,
+                 pointers: dict[str, int]) -> list[Launch]:
+        """The launches in the order they run: each path launch, then in two
+        stages the recovery of each of its slabs."""
+        B, Q = self.b_count, self.q_count
+        q_tiles = math.ceil(Q / self.variant.q_per_thread)
+        shared = self.shape.shared_bytes(self.horizon, self.rent_periods)
+        out = []
+        for p in self.plan:
+            a0, a1 = p.path
+            out.append(Launch(
+                KERNEL_NAME, self.shape.variant, p.path,
+                self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q), self.shape.threads,
+                shared, pack_args(pf, layout, pointers, a0, a1, self.shape),
+                None if self.staged else p.path))
+            if self.staged:
+                rs = self.rshape
+                out.extend(Launch(
+                    RECOVER_NAME, self.variant, slab, rs.n_blocks(slab[1] - slab[0], B, q_tiles),
+                    rs.threads, rs.shared_bytes(),
+                    pack_args(pf, layout, pointers, *slab, self.shape, records=p.path,
+                              recover=rs), slab) for slab in p.slabs)
+        return out
+
+
+def kernel_plan(pf: PortfolioArrays, layout: BlockLayout, *, stages: str = "auto",
+                max_q_per_thread: int = MAX_Q_PER_THREAD, threads: int = THREADS_PER_BLOCK,
+                path_shared_bytes: int = PATH_SHARED_BYTES,
+                recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
+                recover_threads: int = RECOVER_THREADS,
+                recover_shared_bytes: int = SHARED_BYTES, records_a: int | None = None,
+                slab_cells: int = SLAB_CELLS) -> KernelPlan:
+    """The kernel plan of a block (``stages`` "auto" chooses by :func:`two_stage`;
+    ``records_a`` defaults to :func:`record_a`)."""
+    A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
+    S = len(pf.segments)
+    staged = two_stage(Q, max_q_per_thread) if stages == "auto" else stages == "two"
+    variant = (choose_variant(Q, S, recover_q_per_thread) if staged
+               else choose_variant(Q, S, max_q_per_thread))
+    rshape = (recover_shape(B, math.ceil(Q / variant.q_per_thread), pf.n_loans,
+                            recover_threads, recover_shared_bytes) if staged else None)
+    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, path_shared_bytes,
+                         variant.path_stage() if staged else variant,
+                         rent_periods=rent_periods(pf))
+    plan = launch_plan(A, B * Q, (records_a or record_a(pf.n_loans, B)) if staged else None,
+                       slab_cells, slab_copies=layout.a_leads)
+    return KernelPlan(staged, variant, shape, rshape, plan, pf.horizon, rent_periods(pf),
+                      pf.n_loans, B, Q)
 
 
 def record_a(n_loans: int, b_count: int, record_bytes: int = RECORD_BYTES) -> int:
@@ -844,19 +898,10 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
-    rest = B * Q
-    staged = two_stage(Q, max_q_per_thread)
-    variant = (choose_variant(Q, S, recover_q_per_thread) if staged
-               else choose_variant(Q, S, max_q_per_thread))
-    q_tiles = math.ceil(Q / variant.q_per_thread)
-    rshape = (recover_shape(B, q_tiles, pf.n_loans, recover_threads, recover_shared_bytes)
-              if staged else None)
-    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, shared_bytes,
-                         variant.path_stage() if staged else variant,
-                         rent_periods=rent_periods(pf))
-    plan = launch_plan(A, rest, (records_a or record_a(pf.n_loans, B)) if staged else None,
-                       slab_cells=(slab_a or A) * rest, slab_copies=layout.a_leads)
-    widest = max(p.path[1] - p.path[0] for p in plan)
+    kp = kernel_plan(pf, layout, max_q_per_thread=max_q_per_thread, threads=threads,
+                     path_shared_bytes=shared_bytes, recover_q_per_thread=recover_q_per_thread,
+                     recover_threads=recover_threads, recover_shared_bytes=recover_shared_bytes,
+                     records_a=records_a, slab_cells=(slab_a or A) * B * Q)
     loan_f, loan_i = loan_matrices(pf)
     keep = {
         "loan_f": loan_f, "loan_i": loan_i,
@@ -872,32 +917,20 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
         # Poisoned: every output the kernels should write is checked to be written.
         "out_q": np.full((len(Q_VARIABLES) + S, A, Q, B), np.nan),
         "out_p": np.full((P_ROWS, A, B), np.nan),
-        "records": np.full(RECORD_FIELDS * pf.n_loans * widest * B, np.nan),
+        "records": np.full(kp.record_doubles() if kp.staged else 0, np.nan),
     }
     pointers = {k: v.ctypes.data for k, v in keep.items()}
-    path_lib = ctypes.CDLL(str(build(shape.variant)))
-    recover_lib = ctypes.CDLL(str(build(variant))) if staged else None
-    for p in plan:
-        a0, a1 = p.path
-        keep["records"][:] = np.nan  # records left by another launch would show
-        args = pack_args(pf, layout, pointers, a0, a1, shape)
-        rc = path_lib.gs_grid_v1_host(
-            ctypes.c_void_p(args.ctypes.data),
-            ctypes.c_int(shape.n_blocks(a1 - a0, B, 1 if staged else Q)),
-            ctypes.c_int(shape.threads))
+    host = {KERNEL_NAME: "gs_grid_v1_host", RECOVER_NAME: "gs_recover_v1_host"}
+    for launch in kp.launches(pf, layout, pointers):
+        if launch.kernel == KERNEL_NAME:
+            keep["records"][:] = np.nan  # records left by another launch would show
+        rc = getattr(ctypes.CDLL(str(build(launch.variant))), host[launch.kernel])(
+            ctypes.c_void_p(launch.args.ctypes.data), ctypes.c_long(launch.blocks),
+            ctypes.c_int(launch.threads))
         if rc != 0:
-            raise RuntimeError(f"the host build of the kernel returned {rc}")
-        if recover_lib is None:
-            continue
-        for slab in reversed(p.slabs):  # any order: slabs are independent
-            args = pack_args(pf, layout, pointers, *slab, shape, records=p.path, recover=rshape)
-            rc = recover_lib.gs_recover_v1_host(
-                ctypes.c_void_p(args.ctypes.data),
-                ctypes.c_long(rshape.n_blocks(slab[1] - slab[0], B, q_tiles)),
-                ctypes.c_int(rshape.threads))
-            if rc != 0:
-                raise RuntimeError(f"the host build of the recovery kernel returned {rc}")
+            raise RuntimeError(f"the host build of {launch.kernel} returned {rc}")
     return _kernel_to_block(layout, keep["out_q"], keep["out_p"], np, np.asarray)
+
 
 def args_layout_on_host(library: Path) -> tuple[int, int]:
     """``sizeof(GsArgs)`` and ``offsetof(GsArgs, dt)`` as the C++ compiler lays them

@@ -17,9 +17,8 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
     const GsArgs& g = *args;
     const int t = threadIdx.x;
     const GsBlock blk = gs_block(g, blockIdx.x);
-    const int a = blk.a0 + t / g.nb_block;
-    const int b = blk.b0 + t % g.nb_block;
-    const bool mine = t < g.na_block * g.nb_block && a < g.a_end && b < g.B;
+    int a, b;
+    const bool mine = gs_path_cell(g, blk, t, a, b);
 
     GsCell cell;
     if (mine) gs_cell_start(g, blk, a, b, cell);

@@ -182,6 +182,13 @@ GS_FN GsBlock gs_block(const GsArgs& g, int block_index) {
     return blk;
 }
 
+// Thread t of a block: its path cell (a, b), and whether it has one.
+GS_FN bool gs_path_cell(const GsArgs& g, GsBlock blk, int t, int& a, int& b) {
+    a = blk.a0 + t / g.nb_block;
+    b = blk.b0 + t % g.nb_block;
+    return t < g.na_block * g.nb_block && a < g.a_end && b < g.B;
+}
+
 GS_FN long gs_q_index(const GsArgs& g, int var, int a, int q, int b) {
     return (((long)var * g.A + a) * g.Q + q) * g.B + b;
 }

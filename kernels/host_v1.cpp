@@ -25,16 +25,17 @@ extern "C" int gs_ratio_above_host(double x, double y, double limit) {
 // Bytes of shared memory a thread block of this launch uses.
 extern "C" long gs_shared_bytes(const GsArgs* args) { return 8 * gs_shared_doubles(*args); }
 
-extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
+extern "C" int gs_grid_v1_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
     std::vector<double> table(gs_shared_doubles(g));
     std::vector<GsCell> cells(threads);
-    for (int bi = 0; bi < n_blocks; ++bi) {
-        const GsBlock blk = gs_block(g, bi);
+    std::vector<int> cell_a(threads), cell_b(threads);
+    std::vector<char> mine(threads);
+    for (long bi = 0; bi < n_blocks; ++bi) {
+        const GsBlock blk = gs_block(g, (int)bi);
         for (int t = 0; t < threads; ++t) {
-            const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
-            if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
-                gs_cell_start(g, blk, a, b, cells[t]);
+            mine[t] = gs_path_cell(g, blk, t, cell_a[t], cell_b[t]);
+            if (mine[t]) gs_cell_start(g, blk, cell_a[t], cell_b[t], cells[t]);
         }
         for (int u = 0; u < gs_factor_items(g); ++u)
             gs_build_factors(g, blk, u, table.data());
@@ -44,17 +45,13 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, int n_blocks, int threads) {
             std::fill(table.begin(), table.begin() + 2 * gs_table_size(g), GS_NAN);
             for (int u = 0; u < g.na_block * tile_len; ++u)
                 gs_build_tables(g, blk, l0, tile_len, u, table.data());
-            for (int t = 0; t < threads; ++t) {
-                const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
-                if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
-                    gs_cell_loans(g, blk, l0, tile_len, a, b, table.data(), cells[t]);
-            }
+            for (int t = 0; t < threads; ++t)
+                if (mine[t])
+                    gs_cell_loans(g, blk, l0, tile_len, cell_a[t], cell_b[t], table.data(),
+                                  cells[t]);
         }
-        for (int t = 0; t < threads; ++t) {
-            const int a = blk.a0 + t / g.nb_block, b = blk.b0 + t % g.nb_block;
-            if (t < g.na_block * g.nb_block && a < g.a_end && b < g.B)
-                gs_cell_finish(g, blk, a, b, cells[t]);
-        }
+        for (int t = 0; t < threads; ++t)
+            if (mine[t]) gs_cell_finish(g, blk, cell_a[t], cell_b[t], cells[t]);
     }
     return 0;
 }

@@ -152,7 +152,8 @@ class HostCupy:
             need = module.lib.gs_shared_bytes(ptr)
             assert shared_mem >= need, (shared_mem, need)
             assert shared_mem <= K.SHARED_BYTES
-            rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_int(grid[0]), ctypes.c_int(block[0]))
+            rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_long(grid[0]),
+                                            ctypes.c_int(block[0]))
         else:
             assert name == K.RECOVER_NAME
             assert grid[0] == module.lib.gs_recover_blocks_host(ptr)
