@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .analysis.defaults import FRONTIER_THRESHOLD, FRONTIER_VAR
 from .errors import InputError
 
 app = typer.Typer(
@@ -29,6 +30,12 @@ def _fail_input(exc: InputError) -> None:
     for line in exc.problems:
         err.print(f"error: {line}", markup=False)
     raise typer.Exit(2)
+
+
+def _warn(cfg) -> None:
+    """The config's plausibility warnings, one line each (the run goes on)."""
+    for line in cfg.warnings:
+        err.print(f"warning: {line}", markup=False)
 
 
 def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blocks: int = 0):
@@ -105,16 +112,23 @@ def run(
     workers: int | None = typer.Option(
         None, help="Workers of a local or local-cuda cluster (default: one per CPU core, "
         "one per GPU)."),
+    per_loan: bool = typer.Option(
+        False, "--per-loan", help="Also write each loan's default time and loss "
+        "(loan_default_years, loan_loss; as outputs: {per_loan: true} in the config)."),
 ) -> None:
     """Evaluate the portfolio on every cell of the grid and write the cube."""
     import logging
+    from dataclasses import replace
 
     from .analysis.headline import headline
     from .backend import BACKENDS, resolve_backend
+    from .config import load_config
     from .cube import open_cube
     from .distributed import check_scheduler, is_remote
-    from .engine import blocks_done, prepare, write_cube
+    from .engine import write_cube
     from .errors import ClusterError, ModelError
+    from .prepared import prepare
+    from .store import blocks_done
 
     where = scheduler if scheduler is not None or scheduler_file is not None else "local"
     try:
@@ -123,11 +137,16 @@ def run(
         chosen = None if remote else resolve_backend(backend)
         if remote and backend not in BACKENDS:  # the workers resolve a valid name
             resolve_backend(backend)
-        run_ = prepare(config, chosen or "numpy", chunk_cells)
+        cfg = load_config(config)
+        if per_loan:
+            cfg = replace(cfg, per_loan=True)
+        _warn(cfg)
+        run_ = prepare(cfg, chosen or "numpy", chunk_cells)
     except InputError as exc:
         _fail_input(exc)
-    if chosen is not None and chosen.note:
-        err.print(chosen.note, markup=False)
+    for note in (chosen.note if chosen is not None else None, run_.note):
+        if note:
+            err.print(note, markup=False)
     target = out_path or Path("results") / f"{run_.config.name}.zarr"
     cfg = run_.config
     on = (f"{chosen.name} ({chosen.device})" if chosen
@@ -165,13 +184,14 @@ def run(
 @app.command()
 def validate(config: Path = typer.Argument(..., help="YAML run config.")) -> None:
     """Check a config and its portfolio without computing anything."""
-    from .engine import prepare
+    from .prepared import prepare
 
     try:
         prepared = prepare(config, "numpy")
     except InputError as exc:
         _fail_input(exc)
     cfg = prepared.config
+    _warn(cfg)
     out.print(f"{config}: valid", markup=False)
     out.print(f"  {len(cfg.loans)} loans, ${prepared.portfolio.total_principal / 1e9:,.3f}B "
               f"principal, horizon {prepared.portfolio.horizon} periods "
@@ -217,32 +237,71 @@ MARGINALS_OPTION = typer.Option(
     "'deflation: {dist: norm, loc: 0.3, scale: 0.15}' (default: docs/analysis.md).")
 
 
-@app.command()
-def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress run.")) -> None:
-    """Headline figures of a cube: base and severe scenarios, segments, spreads."""
+def _pct(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2%}"
+
+
+def _usd_m(value) -> str:
+    return "" if value is None else f"{value / 1e6:,.1f}"
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[str]], left: int = 1):
+    """A rich table: the first ``left`` columns left-aligned, the rest right-aligned."""
     from rich.table import Table
 
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < left else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress run.")) -> None:
+    """Headline figures of a cube: base and severe scenarios, triggers, the cost of the
+    thin resale market, each loan's outcome, segments and spreads."""
     from .analysis.summary import summary as summarise
+    from .variables import TRIGGERS
 
     with _open_cube(cube) as ds:
         out.print(f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
-                  f"{ds.attrs.get('backend')} on {ds.attrs.get('device')}, "
-                  f"{ds.attrs.get('created')})", markup=False)
+                  f"{ds.attrs.get('engine') or ds.attrs.get('backend')} on "
+                  f"{ds.attrs.get('device')}, {ds.attrs.get('created')})", markup=False)
         s = summarise(ds)
     for line in s.headline.lines():
         out.print(line, markup=False)
     for label, point in s.points.items():
         out.print(f"{label} scenario: " + ", ".join(f"{k}={x:g}" for k, x in point.items()),
                   markup=False)
-    table = Table()
-    for col in ("scenario", "loss $M", "loss rate", "default rate", "recovery rate",
-                "breakeven bp"):
-        table.add_column(col, justify="left" if col == "scenario" else "right")
-    for label, v in s.scenarios.items():
-        table.add_row(label, f"{v['loss'] / 1e6:,.1f}", f"{v['loss_rate']:.2%}",
-                      f"{v['default_rate']:.2%}", f"{v['recovery_rate']:.2%}",
-                      f"{v['breakeven_spread_bps']:,.0f}")
-    out.print(table)
+    out.print(_table(None, ["scenario", "loss $M", "loss rate", "default rate",
+                            "recovery rate", "breakeven bp", "lowest market price"],
+                     [[label, _usd_m(v["loss"]), _pct(v["loss_rate"]), _pct(v["default_rate"]),
+                       _pct(v["recovery_rate"]), f"{v['breakeven_spread_bps']:,.0f}",
+                       f"{v.get('market_price_min', float('nan')):.3f}"]
+                      for label, v in s.scenarios.items()]))
+    if s.by_trigger:
+        out.print(_table("default rate by trigger (defaulted principal over total)",
+                         ["scenario", *TRIGGERS],
+                         [[label, *(_pct(r[t]) for t in TRIGGERS)]
+                          for label, r in s.by_trigger.items()]))
+    if s.market:
+        out.print(_table("what the thin resale market costs (the same cell with "
+                         "market_depth_gpus: .inf)",
+                         ["scenario", "loss $M", "deep-market loss $M", "extra loss $M",
+                          "default rate", "deep-market default rate"],
+                         [[label, _usd_m(m.loss), _usd_m(m.loss_deep), _usd_m(m.extra_loss),
+                           _pct(m.default_rate), _pct(m.default_rate_deep)]
+                          for label, m in s.market.items()]))
+    for label, results in (s.loans or {}).items():
+        cell = ", ".join(f"{k}={x:g}" for k, x in s.points[label].items())
+        out.print(_table(f"loans at the {label} scenario ({cell})",
+                         ["loan", "segment", "principal $M", "default", "trigger", "EAD $M",
+                          "recovery $M", "loss $M"],
+                         [[r.loan_id, r.segment, _usd_m(r.principal),
+                           "repaid" if r.default_years is None else f"t={r.default_years:g}",
+                           r.trigger or "", _usd_m(r.ead), _usd_m(r.recovery), _usd_m(r.loss)]
+                          for r in results], left=2))
     for segment, loss in s.loss_by_segment.items():
         out.print(f"loss at base, {segment}: ${loss / 1e6:,.1f}M", markup=False)
     out.print(f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
@@ -253,24 +312,31 @@ def summary(cube: Path = typer.Argument(..., help="Cube written by gridstress ru
 @app.command()
 def frontier(
     cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
-    var: str = typer.Option("default_rate", help="Variable compared with --threshold."),
-    threshold: float = typer.Option(0.0, help="The variable must exceed this."),
+    var: str = typer.Option(FRONTIER_VAR, help="Variable compared with --threshold."),
+    threshold: float = typer.Option(FRONTIER_THRESHOLD,
+                                    help="The variable must exceed this."),
+    loan: str | None = typer.Option(
+        None, "--loan", help="The frontier of one loan: the smallest deflation at which it "
+        "defaults (needs a cube written with --per-loan)."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write every frontier cell here."),
-    plot_path: Path | None = typer.Option(None, "--plot", help="Frontier figure (.png/.svg)."),
+    plot_path: Path | None = typer.Option(None, "--plot",
+                                          help="Frontier figure (.png/.svg/.pdf)."),
     max_columns: int = typer.Option(8, min=1, help="Haircut columns printed."),
 ) -> None:
-    """Smallest deflation at which --var exceeds --threshold, per crypto drawdown and haircut."""
+    """Smallest deflation at which --var exceeds --threshold (or --loan defaults), per
+    crypto drawdown and haircut."""
     import math
 
     import numpy as np
     from rich.table import Table
 
     from .analysis.frontier import frontier as find_frontier
-    from .analysis.frontier import frontier_rows, frontier_table
+    from .analysis.frontier import frontier_rows, frontier_table, loan_frontier
 
     with _open_cube(cube) as ds:
         try:
-            line = find_frontier(ds, var, threshold)
+            line = (find_frontier(ds, var, threshold) if loan is None
+                    else loan_frontier(ds, loan))
             table = frontier_table(line, ds)
             figure = None
             if plot_path is not None:
@@ -280,23 +346,87 @@ def frontier(
                 save(figure, plot_path)
         except InputError as exc:
             _fail_input(exc)
-    n = table.sizes["haircut"]
-    if n > max_columns:
-        table = table.isel(haircut=np.unique(np.linspace(0, n - 1, max_columns).round()
-                                             .astype(int)))
-    shown = f", {table.sizes['haircut']} of {n} haircut values; --csv writes all" \
-        if table.sizes["haircut"] < n else ""
-    grid = Table(title=f"smallest deflation at which {var} > {threshold:g} (rows: "
-                 f"crypto_drawdown, columns: haircut; '-': never{shown})", title_justify="left")
-    grid.add_column("c \\ h", justify="right")
-    for h in table["haircut"].values:
-        grid.add_column(f"{h:g}", justify="right")
-    for c, row in zip(table["crypto_drawdown"].values, table.values):
-        grid.add_row(f"{c:g}", *("-" if math.isnan(v) else f"{v:.3f}" for v in row))
+    what = f"{var} > {threshold:g}" if loan is None else f"{loan} defaults"
+    if "haircut" not in table.dims:  # a loan's frontier: no haircut changes a default
+        grid = _table(f"smallest deflation at which {what} (rows: crypto_drawdown; "
+                      "'-': never)", ["crypto_drawdown", "deflation"],
+                      [[f"{c:g}", "-" if math.isnan(v) else f"{v:.3f}"]
+                       for c, v in zip(table["crypto_drawdown"].values, table.values)])
+    else:
+        n = table.sizes["haircut"]
+        if n > max_columns:
+            table = table.isel(haircut=np.unique(np.linspace(0, n - 1, max_columns).round()
+                                                 .astype(int)))
+        shown = f", {table.sizes['haircut']} of {n} haircut values; --csv writes all" \
+            if table.sizes["haircut"] < n else ""
+        grid = Table(title=f"smallest deflation at which {what} (rows: crypto_drawdown, "
+                     f"columns: haircut; '-': never{shown})", title_justify="left")
+        grid.add_column("c \\ h", justify="right")
+        for h in table["haircut"].values:
+            grid.add_column(f"{h:g}", justify="right")
+        for c, row in zip(table["crypto_drawdown"].values, table.values):
+            grid.add_row(f"{c:g}", *("-" if math.isnan(v) else f"{v:.3f}" for v in row))
     out.print(grid)
     if csv_path is not None:
         _write_csv(csv_path, frontier_rows(line))
     if figure is not None:
+        out.print(f"figure written to {plot_path}", markup=False)
+
+
+@app.command()
+def compare(
+    cube_a: Path = typer.Argument(..., help="Cube A (e.g. the book as it is)."),
+    cube_b: Path = typer.Argument(..., help="Cube B on the same grid (e.g. the book without "
+                                  "a loan, or another calibration)."),
+    var: str = typer.Option("loss_rate", help="Variable whose difference B - A is mapped."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write the headline deltas here."),
+    plot_path: Path | None = typer.Option(
+        None, "--plot", help="Heatmap of B - A over deflation and crypto drawdown "
+        "(.png/.svg/.pdf), other axes central."),
+) -> None:
+    """Headline deltas of two cubes on the same grid, and where B differs from A most."""
+    from .analysis.compare import compare as compare_cubes
+    from .analysis.compare import largest_change
+
+    names = (str(cube_a), str(cube_b))
+    with _open_cube(cube_a) as a, _open_cube(cube_b) as b:
+        try:
+            c = compare_cubes(a, b, var, names)
+            if plot_path is not None:
+                from .analysis.plot import difference_figure, save
+
+                save(difference_figure(c.difference, a, names=names), plot_path)
+        except InputError as exc:
+            _fail_input(exc)
+        names_ab = (a.attrs.get("name", "A"), b.attrs.get("name", "B"))
+    out.print(f"A: {cube_a} ({names_ab[0]}); B: {cube_b} ({names_ab[1]})", markup=False)
+    for label, point in c.points.items():
+        out.print(f"{label} scenario: " + ", ".join(f"{k}={x:g}" for k, x in point.items()),
+                  markup=False)
+
+    def shown(figure: str, value: float, delta: bool = False) -> str:
+        sign = "+" if delta and value > 0 else ""
+        if figure.startswith("loss at"):
+            return f"{sign}{value / 1e6:,.1f}M"
+        if figure.startswith("breakeven"):
+            return f"{sign}{value:,.0f} bp"
+        return f"{sign}{value:.2%}"
+
+    rows = c.rows()
+    out.print(_table("headline figures", ["figure", "A", "B", "B - A"],
+                     [[r["figure"], shown(r["figure"], r["a"]), shown(r["figure"], r["b"]),
+                       shown(r["figure"], r["b_minus_a"], True)] for r in rows]))
+    for sign, word in ((1, "increase"), (-1, "decrease")):
+        found = largest_change(c.difference, sign)
+        if found is None:
+            out.print(f"{var}: no cell shows an {word} from A to B", markup=False)
+        else:
+            value, point = found
+            out.print(f"largest {word} of {var}: {value:+.4g} at "
+                      + ", ".join(f"{k}={x:g}" for k, x in point.items()), markup=False)
+    if csv_path is not None:
+        _write_csv(csv_path, rows)
+    if plot_path is not None:
         out.print(f"figure written to {plot_path}", markup=False)
 
 
@@ -387,9 +517,10 @@ def plot(
                                  "(repeatable; nearest grid point; default central)."),
     facet: str | None = typer.Option(None, help="One panel per value of this axis "
                                      "(e.g. haircut)."),
-    frontier_var: str = typer.Option("default_rate", help="Variable of the frontier drawn."),
-    threshold: float = typer.Option(0.0, help="Threshold of the frontier drawn."),
-    output: Path = typer.Option(..., "--output", "-o", help="Figure file (.png or .svg)."),
+    frontier_var: str = typer.Option(FRONTIER_VAR, help="Variable of the frontier drawn."),
+    threshold: float = typer.Option(FRONTIER_THRESHOLD, help="Threshold of the frontier drawn."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Figure file (.png, .svg or .pdf)."),
 ) -> None:
     """Heatmap of a variable over two axes, with the deflation frontier drawn over it."""
     import matplotlib
@@ -414,15 +545,18 @@ def plot(
 def report(
     cube: Path = typer.Argument(..., help="Cube written by gridstress run."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML file."),
-    frontier_var: str = typer.Option("default_rate", help="Variable of the frontier."),
-    threshold: float = typer.Option(0.0, help="Threshold of the frontier."),
-    loss_rate: float = typer.Option(0.05, "--loss-rate", help="Reverse stress target."),
+    frontier_var: str = typer.Option(FRONTIER_VAR, help="Variable of the frontier."),
+    threshold: float = typer.Option(FRONTIER_THRESHOLD, help="Threshold of the frontier."),
+    loss_rate: list[float] = typer.Option(
+        [], "--loss-rate", help="Reverse stress target (repeatable; default: 5 and 10 "
+        "points above the base scenario's loss rate, where the grid reaches them)."),
     rho: list[float] = typer.Option([0.0, 0.5, 0.9], "--rho", help="Copula correlations "
                                     "of the risk table (repeatable)."),
     reverse_rho: float = typer.Option(0.5, help="Copula correlation of the reverse stress."),
     marginals: Path | None = MARGINALS_OPTION,
 ) -> None:
-    """One self-contained HTML report: summary, figures, frontier, reverse stress, risk."""
+    """One self-contained HTML report: summary, loans, triggers, market, figures,
+    frontier, reverse stress, risk."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -431,7 +565,7 @@ def report(
     with _open_cube(cube) as ds:
         try:
             write_report(ds, output, frontier_var=frontier_var, threshold=threshold,
-                         loss_rate=loss_rate, rhos=rho, reverse_rho=reverse_rho,
+                         loss_rates=loss_rate, rhos=rho, reverse_rho=reverse_rho,
                          overrides=_marginals(marginals))
         except InputError as exc:
             _fail_input(exc)
@@ -467,47 +601,62 @@ def trace(
     loan: list[str] = typer.Option([], "--loan", help="Loan id (repeatable; default all)."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write every period here."),
 ) -> None:
-    """Show each loan's path period by period in one scenario cell."""
+    """Show each loan's path period by period in one scenario cell, with the market."""
     import csv
 
     import xarray as xr
-    from rich.table import Table
 
     from .analysis.headline import axis_point
     from .config import load_config
     from .cube import coords
-    from .reference import trace_loan
+    from .reference import trace_cell
 
     try:
         cfg = load_config(config)
         given = _parse_point(at)
         unknown = [lid for lid in loan if lid not in {ln.loan_id for ln in cfg.loans}]
         if unknown:
-            raise InputError(f"--loan {', '.join(unknown)}: not in the portfolio")
+            raise InputError(f"--loan {', '.join(unknown)}: not in the portfolio; loans are: "
+                             + ", ".join(ln.loan_id for ln in cfg.loans))
     except InputError as exc:
         _fail_input(exc)
     grid = xr.Dataset(coords=coords(cfg, ()))
     point = {**cfg.scenario, **axis_point([grid[a.name] for a in cfg.axes]), **given}
     out.print("cell: " + ", ".join(f"{k}={v:g}" for k, v in point.items()), markup=False)
+    wanted = tuple(loan) or tuple(ln.loan_id for ln in cfg.loans)
+    traces, market, outcomes = trace_cell(cfg.loans, cfg.periods_per_year, point, wanted)
+    out.print(_table("secondary market (every loan of the book; price index after the "
+                     "period's fire sales)", ["t", "GPUs sold", "overhang", "price index"],
+                     [[f"{m['t_years']:.2f}", f"{m['sold_gpus']:,.0f}",
+                       f"{m['overhang_gpus']:,.0f}", f"{m['price_index']:.4f}"]
+                      for m in market]))
+
+    def opt(value, fmt):
+        return "" if value is None else format(value, fmt)
+
+    by_id = {ln.loan_id: ln for ln in cfg.loans}
     all_rows = []
-    for ln in cfg.loans:
-        if loan and ln.loan_id not in loan:
+    for outcome in outcomes:
+        loan_id = outcome["loan_id"]
+        if loan_id not in wanted:
             continue
-        rows, outcome = trace_loan(ln, cfg.periods_per_year, point)
+        ln, rows = by_id[loan_id], traces[loan_id]
         all_rows += rows
-        table = Table(title=f"{ln.loan_id} ({ln.segment}, ${ln.principal / 1e6:,.0f}M, "
-                      f"{ln.amortization}, {ln.term_years:g}y)", title_justify="left")
-        for col in ("t", "rent", "CFADS $M", "DS $M", "DSCR", "cash $M", "owed $M",
-                    "GPU coll. $M", "crypto $M", "LTV", "default"):
-            table.add_column(col, justify="left" if col == "default" else "right")
-        for r in rows:
-            table.add_row(
-                f"{r['t_years']:.2f}", f"{r['rent']:.3f}", f"{r['cfads'] / 1e6:,.1f}",
-                f"{r['debt_service'] / 1e6:,.1f}",
-                "" if r["dscr"] is None else f"{r['dscr']:.2f}", f"{r['cash'] / 1e6:,.1f}",
-                f"{r['owed'] / 1e6:,.1f}", f"{r['gpu_collateral'] / 1e6:,.1f}",
-                f"{r['crypto_collateral'] / 1e6:,.1f}", f"{r['ltv']:.2f}", r["default"])
-        out.print(table)
+        tested = f"LTV tested on {ln.ltv_basis} value" + (
+            "" if ln.max_ltv is None else f", max {ln.max_ltv:g}")
+        out.print(_table(
+            f"{loan_id} ({ln.segment}, ${ln.principal / 1e6:,.0f}M, {ln.amortization}, "
+            f"{ln.term_years:g}y; {tested})",
+            ["t", "rent", "CFADS $M", "DS $M", "DSCR", "cash $M", "owed $M", "fair $M",
+             "price", "GPU coll. $M", "crypto $M", "book $M", "LTV mkt", "LTV book",
+             "refi coll. $M", "refi CF $M", "default"],
+            [[f"{r['t_years']:.2f}", f"{r['rent']:.3f}", _usd_m(r["cfads"]),
+              _usd_m(r["debt_service"]), opt(r["dscr"], ".2f"), _usd_m(r["cash"]),
+              _usd_m(r["owed"]), _usd_m(r["gpu_fair_value"]), f"{r['price_index']:.3f}",
+              _usd_m(r["gpu_collateral"]), _usd_m(r["crypto_collateral"]),
+              _usd_m(r["book_value"]), f"{r['ltv_market']:.2f}", opt(r["ltv_book"], ".2f"),
+              _usd_m(r["refi_collateral_offer"]), _usd_m(r["refi_cash_flow_offer"]),
+              r["default"]] for r in rows], left=0))
         if outcome["default_years"] is None:
             out.print("  repaid, no default", markup=False)
         else:

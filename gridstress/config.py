@@ -2,10 +2,13 @@
 
 ``load_config(path)`` reads the YAML run config and its portfolio (CSV,
 Parquet or inline), checks every value against the rules of
-:mod:`gridstress.params`, and returns a frozen :class:`RunConfig`.  Every
-broken rule is reported at once, each on its own line, in the form
+:mod:`gridstress.params`, and returns a frozen
+:class:`~gridstress.inputs.RunConfig`.  Every broken rule is reported at
+once, each on its own line, in the form
 ``portfolio.csv row 7 (loan_id=IREN-2): utilization=1.3 must be in [0, 1]``,
-by raising :class:`gridstress.errors.InputError`.
+by raising :class:`gridstress.errors.InputError`.  Values that pass the
+rules but look like a percentage, basis points or months (``rate=12``) are
+kept, with one line each in ``RunConfig.warnings``.
 
 Rows are counted from 1, the header not included.
 """
@@ -13,11 +16,7 @@ Rows are counted from 1, the header not included.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,136 +26,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field
 from pydantic.functional_validators import AfterValidator
 
 from .errors import InputError
-from .params import LOAN_FIELDS, REQUIRED_AXES, SCENARIO_PARAMS, Field, Rule
+from .inputs import Axis, Loan, RunConfig
+from .params import LOAN_FIELDS, REQUIRED_AXES, REQUIRED_FIELDS, SCENARIO_PARAMS, Field, Rule
 
 __all__ = ["Axis", "Loan", "RunConfig", "load_config", "config_from_dict"]
-
-
-# --------------------------------------------------------------------------
-# Frozen objects handed to the rest of the package
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One grid axis: a scenario parameter and its strictly increasing values."""
-
-    name: str
-    values: tuple[float, ...]
-    central: float | None = None
-    severe: float | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @property
-    def array(self) -> np.ndarray:
-        return np.asarray(self.values, dtype=np.float64)
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"values": list(self.values)}
-        if self.central is not None:
-            out["central"] = self.central
-        if self.severe is not None:
-            out["severe"] = self.severe
-        return out
-
-
-@dataclass(frozen=True)
-class Loan:
-    """One loan with every field of model v1 resolved (see params.LOAN_FIELDS)."""
-
-    loan_id: str
-    borrower: str
-    segment: str
-    principal: float
-    rate: float
-    spread: float | None
-    term_years: float
-    amortization: str
-    balloon: float
-    n_gpus: float
-    gpu_age_years: float
-    economic_life_years: float
-    pledged_share: float
-    rent: float
-    utilization: float
-    contracted_share: float
-    contract_years: float
-    contract_rent: float
-    power_kw_per_gpu: float
-    power_price: float
-    fixed_opex_per_gpu_year: float
-    mining_revenue: float
-    mining_cost: float
-    crypto_collateral: float
-    cash_reserve: float
-    min_dscr: float
-    cure_periods: int
-    max_ltv: float | None
-    refi_advance_rate: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in LOAN_FIELDS}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """A validated run: grid axes, fixed scenario values and the portfolio."""
-
-    name: str
-    periods_per_year: int
-    scenario: dict[str, float]
-    axes: tuple[Axis, ...]
-    loans: tuple[Loan, ...]
-    source: str = "<dict>"
-
-    def __hash__(self) -> int:  # dict field: hash by content
-        return hash(self.config_sha256 + self.portfolio_sha256)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(a) for a in self.axes)
-
-    @property
-    def n_cells(self) -> int:
-        return math.prod(self.shape)
-
-    def axis(self, name: str) -> Axis:
-        for a in self.axes:
-            if a.name == name:
-                return a
-        raise KeyError(name)
-
-    def to_dict(self, with_portfolio: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "periods_per_year": self.periods_per_year,
-            "scenario": dict(self.scenario),
-            "grid": {a.name: a.as_dict() for a in self.axes},
-        }
-        if with_portfolio:
-            out["portfolio"] = [loan.as_dict() for loan in self.loans]
-        return out
-
-    def to_yaml(self) -> str:
-        """The resolved config (every default applied, loans inline) as YAML."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @cached_property
-    def config_sha256(self) -> str:
-        """Hash of everything but the portfolio, in canonical JSON."""
-        text = json.dumps(self.to_dict(with_portfolio=False), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    @cached_property
-    def portfolio_sha256(self) -> str:
-        """Hash of the resolved loans sorted by loan_id: loan order does not matter."""
-        loans = sorted((loan.as_dict() for loan in self.loans), key=lambda d: d["loan_id"])
-        text = json.dumps(loans, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -190,23 +63,25 @@ def _strip_str(value):
     return value
 
 
+def _choice_validator(choices: tuple[str, ...]):
+    def check(value):
+        if value is not None and value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return check
+
+
 _LoanRow = create_model(
     "LoanRow",
     __config__=ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True),
     __validators__={
         "blank_is_missing": field_validator("*", mode="before")(_strip_str),
-        "choices": field_validator("amortization", mode="after")(
-            lambda v: _check_choice(v, LOAN_FIELDS["amortization"].choices)
-        ),
+        **{f"choice_{name}": field_validator(name, mode="after")(_choice_validator(f.choices))
+           for name, f in LOAN_FIELDS.items() if f.kind == "choice"},
     },
     **{name: (_annotation(f), None) for name, f in LOAN_FIELDS.items()},
 )
-
-
-def _check_choice(value, choices):
-    if value is not None and value not in choices:
-        raise ValueError("must be one of " + ", ".join(choices))
-    return value
 
 
 _PYDANTIC_RULES = {
@@ -256,21 +131,39 @@ def _resolve_loan(values: dict[str, Any], defaults: dict[str, Any]) -> tuple[Loa
         if value is None and not field.optional:
             value = field.default
         merged[name] = value
-    problems = []
-    for name in ("loan_id", "principal", "rate", "term_years"):
-        if merged[name] is None:
-            problems.append((name, None, "is required"))
+    problems = [(name, None, "is required") for name in REQUIRED_FIELDS if merged[name] is None]
     if problems:
         return None, problems
-    merged["borrower"] = merged["borrower"] or merged["loan_id"]
-    if merged["contract_rent"] is None:
-        merged["contract_rent"] = merged["rent"]
+    # Defaults that are other fields of the same loan.
+    for name, source in (("borrower", "loan_id"), ("contract_rent", "rent"),
+                         ("cash_cap", "cash_reserve"),
+                         ("book_life_years", "economic_life_years")):
+        if merged[name] is None:
+            merged[name] = merged[source]
     if merged["amortization"] == "bullet" and merged["balloon"]:
         problems.append(("balloon", merged["balloon"],
                          "must be 0 or empty for a bullet loan (all of it is balloon)"))
+    if merged["cash_cap"] < merged["cash_reserve"]:
+        problems.append(("cash_cap", merged["cash_cap"],
+                         f"must be >= cash_reserve ({_show(merged['cash_reserve'])}): the "
+                         "reserve is kept, only cash above the cap is paid out"))
+    if merged["ltv_basis"] == "book" and merged["gpu_cost"] is None:
+        problems.append(("gpu_cost", None, "is required when ltv_basis is book (the book "
+                         "value is gpu_cost depreciated over book_life_years)"))
+    if problems:
         return None, problems
     merged["cure_periods"] = int(merged["cure_periods"])
     return Loan(**merged), []
+
+
+def _plausibility(loan: Loan) -> list[tuple[str, Any, str]]:
+    """The fields of a loan whose values pass the rules but look like a unit mistake."""
+    out = []
+    for name, field in LOAN_FIELDS.items():
+        value = getattr(loan, name)
+        if field.plausible is not None and value is not None and value > field.plausible.hi:
+            out.append((name, value, field.plausible.hint))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -316,8 +209,10 @@ def _read_portfolio_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
 
 def _build_loans(
     rows: list[dict[str, Any]], columns: list[str], where: str, row_label, defaults: dict
-) -> tuple[Loan, ...]:
+) -> tuple[tuple[Loan, ...], list[str]]:
+    """The loans of a portfolio and its plausibility warnings."""
     problems: list[str] = []
+    warnings: list[str] = []
     unknown = [c for c in columns if c not in LOAN_FIELDS]
     if unknown:
         known = ", ".join(LOAN_FIELDS)
@@ -339,6 +234,8 @@ def _build_loans(
             problems.append(f"{label}: {name}={_show(value)} {rule}")
         if loan is None:
             continue
+        for name, value, hint in _plausibility(loan):
+            warnings.append(f"{label}: {name}={_show(value)} {hint}")
         if loan.loan_id in seen:
             problems.append(
                 f"{label}: loan_id={loan.loan_id} must be unique "
@@ -349,7 +246,7 @@ def _build_loans(
         loans.append(loan)
     if problems:
         raise InputError(problems)
-    return tuple(loans)
+    return tuple(loans), warnings
 
 
 # --------------------------------------------------------------------------
@@ -357,13 +254,19 @@ def _build_loans(
 
 
 class _AxisSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=False)
+    # .inf is a value of some axes (a deep market); Rule.check refuses it elsewhere.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True, strict=False)
     start: float | None = None
     stop: float | None = None
     num: int | None = None
     values: list[float] | None = None
     central: float | None = None
     severe: float | None = None
+
+
+class _Outputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_loan: bool = False
 
 
 class _ConfigFile(BaseModel):
@@ -374,6 +277,7 @@ class _ConfigFile(BaseModel):
     grid: dict[str, _AxisSpec]
     defaults: dict[str, Any] = {}
     portfolio: str | list[dict[str, Any]]
+    outputs: _Outputs = _Outputs()
 
 
 def _config_problems(exc: ValidationError, raw: dict, where: str) -> list[str]:
@@ -409,6 +313,9 @@ def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None
         if not values:
             return None, [f"{where}: {key}.values=[] must hold at least one value"]
     elif all(v is not None for v in linspace):
+        if not (math.isfinite(spec.start) and math.isfinite(spec.stop)):
+            return None, [f"{where}: {key}.start and stop must be finite numbers "
+                          "(give values: [...] for an axis that holds .inf)"]
         if spec.num < 1:
             return None, [f"{where}: {key}.num={spec.num} must be >= 1"]
         if spec.num > 1 and not spec.stop > spec.start:
@@ -511,10 +418,11 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         columns, rows = _read_portfolio_file(path)
-        loans = _build_loans(rows, columns, path.name, lambda i: f"row {i}", defaults)
+        loans, warnings = _build_loans(rows, columns, path.name, lambda i: f"row {i}",
+                                       defaults)
     else:
         columns = sorted({k for row in spec.portfolio for k in row})
-        loans = _build_loans(
+        loans, warnings = _build_loans(
             spec.portfolio, columns, f"{where} portfolio", lambda i: f"loan {i}", defaults
         )
 
@@ -525,6 +433,8 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         axes=tuple(axes),
         loans=loans,
         source=where,
+        per_loan=spec.outputs.per_loan,
+        warnings=tuple(warnings),
     )
 
 

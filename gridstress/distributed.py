@@ -5,12 +5,12 @@ Dask distributed does the scheduling; this module only says what a task is.
 - **One block, one task.**  :func:`block_task` evaluates one block of cells on
   its worker's backend.  Only a :class:`RunSpec` (the validated config and
   the backend name, a few kB) and the block's coordinates travel to the
-  worker; the worker builds its :class:`~gridstress.engine.PreparedRun`
+  worker; the worker builds its :class:`~gridstress.prepared.PreparedRun`
   (portfolio arrays on its own device, CuPy on a GPU worker) once per run
   and keeps it for every later block (:func:`worker_run`).
 - **Output.**  When the spec names a store, the worker writes its block into
   its own chunks of the run's Zarr store and sets the block's done mark once
-  the data is on disk (:func:`gridstress.engine.store_block`), then returns
+  the data is on disk (:func:`gridstress.store.store_block`), then returns
   a receipt of a few numbers (:class:`BlockDone`).  The client receives
   receipts only, so its memory does not grow with the grid, and write
   bandwidth grows with the workers.  Workers must therefore see the output
@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 
 from .backend import BACKENDS, resolve_backend
-from .config import RunConfig
 from .errors import BackendUnavailable, ClusterError, InputError
 from .grid import Block
+from .inputs import RunConfig
+from .prepared import describe_cells, evaluate_checked, prepare
+from .store import store_block
 
 #: Schedulers named by a word; anything with ``://`` is a scheduler address.
 SCHEDULERS = ("synchronous", "local", "local-cuda")
@@ -87,6 +89,7 @@ class BlockDone:
     """Seconds writing the block and its done mark into the store."""
     backend: str
     device: str
+    engine: str
     worker: str
     results: dict[str, np.ndarray] | None = None
 
@@ -98,8 +101,6 @@ _runs_lock = threading.Lock()
 
 def worker_run(spec: RunSpec):
     """This process's prepared run for ``spec``: built on first use, then reused."""
-    from .engine import prepare
-
     with _runs_lock:
         run = _runs.get(spec.key)
         if run is None:
@@ -128,8 +129,6 @@ def _where() -> str:
 
 def block_task(spec: RunSpec, block: Block) -> BlockDone:
     """Evaluate one block on this worker; write it into the store if there is one."""
-    from .engine import evaluate_checked, store_block
-
     store = None if spec.store is None else Path(spec.store)
     if store is not None and not store.is_dir():
         raise ClusterError(
@@ -141,11 +140,11 @@ def block_task(spec: RunSpec, block: Block) -> BlockDone:
     results = evaluate_checked(run, block)
     computed = time.perf_counter()
     if store is not None:
-        store_block(store, block, results)
+        store_block(store, spec.config, block, results)
         results = None
     return BlockDone(block.index, block.size, computed - started,
                      time.perf_counter() - computed, run.backend.name, run.backend.device,
-                     _where(), results)
+                     run.engine, _where(), results)
 
 
 def _hold(spec: RunSpec) -> RunSpec:
@@ -323,8 +322,6 @@ def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
             try:
                 receipt = future.result()
             except KilledWorker as exc:
-                from .engine import describe_cells
-
                 raise ClusterError(
                     f"block {block.index} ({describe_cells(spec.config, block.slices)}): "
                     f"every worker that ran it died ({exc}); see the workers' logs, e.g. "

@@ -1,5 +1,11 @@
 """The fused CUDA kernel of model v1: its source, compilation and launch.
 
+The kernel computes model v1 (with each default attributed to its trigger),
+which is model v2 without the market step, the cash cap above the reserve,
+the cash-flow refinancing offer and the book-value LTV basis:
+:func:`fused_covers` says whether a run is one of those, and
+:func:`gridstress.prepared.prepare` runs the xp model on CuPy for the rest.
+
 This is the one module that reads ``kernels/`` (shipped in the wheel as
 ``gridstress/_cuda``).  :class:`FusedGrid` evaluates blocks of cells on the
 GPU with a single kernel, ``gs_grid_v1``, compiled at run time by NVRTC
@@ -50,8 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from .model import CELL_VARIABLES
+from .inputs import RunConfig
+from .params import MARKET_PARAMS
 from .portfolio import PortfolioArrays
+from .variables import OUTPUTS, TRIGGERS
 
 #: Kernel sources, in the order they are joined into one compilation unit.
 HEADER = "gridstress_v1.cuh"
@@ -74,18 +82,26 @@ LOAN_F = ("principal", "n_gpus", "rent", "utilization", "contracted_share", "con
 LOAN_I = ("n", "n_life", "n_contract", "segment", "flags")
 HAS_COVENANT, HAS_LTV, HAS_MINING, B_FREE = 1, 2, 4, 8
 #: Doubles of a b-free loan's path in shared memory (GS_NPATH).
-PATH_FIELDS = 4
-#: Output variables of the kernel, in its order (the GS_QV_* and GS_PV_* defines).
-Q_VARIABLES = ("loss", "loss_pv", "loss_rate", "recovery_rate", "breakeven_spread_bps")
-P_VARIABLES = ("defaults", "default_rate", "first_default_years", "min_dscr")
-#: Rows of the kernel's per-path-cell output: P_VARIABLES and the EAD sum.
-P_ROWS = len(P_VARIABLES) + 1
+PATH_FIELDS = 5
+#: Cube variables the kernel does not compute, with their value in every run
+#: it covers (no market step: the price index never leaves 1).
+HOST_CONSTANTS = {"market_price_min": 1.0}
+#: Output variables of the kernel, in the cube's table order, which is the
+#: kernel's (the GS_QV_* and GS_PV_* defines): per recovery cell, then per
+#: path cell.
+Q_VARIABLES = tuple(name for name, o in OUTPUTS.items()
+                    if o.level == "recovery" and o.extra_dim is None)
+P_VARIABLES = tuple(name for name, o in OUTPUTS.items()
+                    if o.level == "path" and o.extra_dim is None and name not in HOST_CONSTANTS)
+#: Rows of the kernel's per-path-cell output: P_VARIABLES, the EAD sum, and
+#: the default rate by trigger (rows TRIGGER_ROW + trigger).
+TRIGGER_ROW = len(P_VARIABLES) + 1
+P_ROWS = TRIGGER_ROW + len(TRIGGERS)
 #: Doubles of one default record (two-stage mode): EAD, GPU and crypto
 #: collateral, cash left, discount factor.
 RECORD_FIELDS = 5
 #: Device memory for the default records of one slab [bytes].
 RECORD_BYTES = 2**30
-assert set(Q_VARIABLES + P_VARIABLES) == set(CELL_VARIABLES)
 
 #: The kernel's argument block (struct GsArgs), C layout.
 ARGS_DTYPE = np.dtype(
@@ -113,6 +129,31 @@ PATH_SHARED_BYTES = 24 * 1024
 #: Cells per slab: the unit in which the kernel's results are copied to the
 #: host while the next slab computes.
 SLAB_CELLS = 2**21
+
+
+def fused_covers(config: RunConfig) -> str | None:
+    """None when the fused kernel computes ``config`` exactly, else what it lacks.
+
+    The kernel computes model v1, which model v2 reproduces with
+    ``market_depth_gpus`` infinite, ``cash_cap`` = ``cash_reserve``,
+    ``refi_term_years`` 0 and ``ltv_basis: market``; it writes no per-loan
+    outputs and takes none of the market parameters as an axis.
+    """
+    axes = [a.name for a in config.axes if a.name in MARKET_PARAMS]
+    if axes:
+        return f"a market axis ({', '.join(axes)})"
+    if not math.isinf(config.scenario["market_depth_gpus"]):
+        return "a secondary market of finite depth (market_depth_gpus)"
+    for loan in config.loans:
+        if loan.cash_cap != loan.cash_reserve:
+            return f"a cash cap above the reserve (loan_id={loan.loan_id})"
+        if loan.refi_term_years > 0:
+            return f"a cash-flow refinancing offer (loan_id={loan.loan_id}, refi_term_years)"
+        if loan.ltv_basis != "market":
+            return f"an LTV covenant on book value (loan_id={loan.loan_id})"
+    if config.per_loan:
+        return "per-loan outputs"
+    return None
 
 
 def kernel_dir() -> Path:
@@ -467,14 +508,24 @@ def bytes_per_cell(n_segments: int) -> int:
     return 8 * (2 * (len(Q_VARIABLES) + n_segments) + P_ROWS)
 
 
+def _path_results(layout: BlockLayout, p_host: np.ndarray, take) -> dict[str, np.ndarray]:
+    """The per-path-cell rows ``[row][a * b]`` as the block's variables, and the
+    variables the kernel leaves to the host."""
+    out = {name: p_to_block(layout, take(p_host[i])) for i, name in enumerate(P_VARIABLES)}
+    out["default_rate_by_trigger"] = np.stack(
+        [p_to_block(layout, p_host[TRIGGER_ROW + t]) for t in range(len(TRIGGERS))], axis=-1)
+    for name, value in HOST_CONSTANTS.items():
+        out[name] = np.broadcast_to(value, layout.shape)
+    return out
+
+
 def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
               p_host: np.ndarray, copy: bool) -> dict[str, np.ndarray]:
     take = np.array if copy else np.asarray
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(Q_VARIABLES):
         out[name] = take(q_host[i].reshape(layout.shape))
-    for i, name in enumerate(P_VARIABLES):
-        out[name] = p_to_block(layout, take(p_host[i]))
+    out.update(_path_results(layout, p_host, take))
     out["loss_by_segment"] = take(seg_host.reshape(layout.shape + (seg_host.shape[-1],)))
     return out
 
@@ -619,7 +670,7 @@ class FusedGrid:
         self._turn ^= 1
         q_host = self._buffer("q", (len(Q_VARIABLES), A, rest))
         seg_host = self._buffer("seg", (A, rest, S))
-        p_host = self._buffer("p", (len(P_VARIABLES), A, B))
+        p_host = self._buffer("p", (P_ROWS, A, B))
         q_shape, q_perm = q_to_block(layout, 0)
         for n, launch in enumerate(launches):
             self._launch(launch, arg_bytes[n * size:(n + 1) * size], events)
@@ -640,12 +691,12 @@ class FusedGrid:
             self.copy.wait_event(done)
             _copy_async(cp, q_host[:, a0:a1], ordered_q[:, a0:a1], self.copy)
             _copy_async(cp, seg_host[a0:a1], ordered_seg[a0:a1], self.copy)
-            _copy_async(cp, p_host[:, a0:a1], out_p[:len(P_VARIABLES), a0:a1], self.copy)
+            _copy_async(cp, p_host[:, a0:a1], out_p[:, a0:a1], self.copy)
         self.compute.synchronize()
         self.copy.synchronize()
         self._add_kernel_time(events)
         return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
-                         seg_host.reshape(-1, S), p_host.reshape(len(P_VARIABLES), -1),
+                         seg_host.reshape(-1, S), p_host.reshape(P_ROWS, -1),
                          copy)
 
     def _launch(self, launch: Launch, args, events: list) -> None:
@@ -851,9 +902,7 @@ def _kernel_to_block(layout: BlockLayout, out_q, out_p, xp, to_host) -> dict[str
         out[name] = to_host(xp.ascontiguousarray(out_q[i].reshape(shape).transpose(perm)))
     seg = out_q[n:].reshape((-1,) + shape).transpose((0,) + tuple(1 + p for p in perm))
     out["loss_by_segment"] = to_host(xp.ascontiguousarray(xp.moveaxis(seg, 0, -1)))
-    p_host = to_host(out_p)
-    for i, name in enumerate(P_VARIABLES):
-        out[name] = p_to_block(layout, p_host[i])
+    out.update(_path_results(layout, to_host(out_p).reshape(P_ROWS, -1), np.asarray))
     return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .config import Loan
+from .inputs import Loan
 from .schedule import contractual_schedule, periods
 
 #: Loan fields copied to per-loan float64 arrays.
@@ -20,23 +20,31 @@ NUMERIC_FIELDS = (
     "principal", "rate", "n_gpus", "pledged_share", "rent", "utilization",
     "contracted_share", "contract_rent", "power_kw_per_gpu", "power_price",
     "fixed_opex_per_gpu_year", "mining_revenue", "mining_cost", "crypto_collateral",
-    "cash_reserve", "min_dscr", "cure_periods", "refi_advance_rate",
+    "cash_reserve", "cash_cap", "min_dscr", "cure_periods", "refi_advance_rate",
+    "refi_min_dscr",
 )
 
 
 #: Index arrays used for slicing from the host, never moved to a device.
-_HOST_ONLY = ("active", "segment_index", "has_covenant", "has_ltv_covenant", "balloon_due")
+_HOST_ONLY = ("active", "segment_index", "has_covenant", "has_ltv_covenant", "balloon_due",
+              "n_refi", "book_basis", "sells_until")
 
 
 @dataclass(frozen=True)
 class PortfolioArrays:
     """Per-loan arrays (shape ``(L,)``) and schedules (shape ``(L, K + 1)``).
 
-    ``n``, ``n_life``, ``n_contract`` are periods to maturity, in service and
-    under contract; ``max_ltv`` is +inf where there is no LTV covenant;
-    ``active[k]`` is the number of loans with ``n >= k``.  ``has_covenant``,
-    ``has_ltv_covenant`` and ``balloon_due`` (per loan and period) stay on the
-    host and let the model skip a default test that no loan can fail.
+    ``n``, ``n_life``, ``n_contract``, ``n_refi`` are periods to maturity, in
+    service, under contract and of the cash-flow refinancing offer;
+    ``max_ltv`` is +inf where there is no LTV covenant; ``active[k]`` is the
+    number of loans with ``n >= k``.  ``book_value[i, k]`` is the pledged
+    fleet's book value ``BV_k`` at the end of period k [USD] (0 where
+    ``gpu_cost`` is not given).  ``has_covenant``, ``has_ltv_covenant``,
+    ``book_basis`` (the LTV covenant is tested on book value), ``n_refi`` and
+    ``balloon_due`` (per loan and period) stay on the host and let the model
+    skip a test that no loan can fail; so does ``sells_until``, the last
+    period in which a default puts the loan's pledged GPUs on the market
+    (``n_life``, or 0 without pledged GPUs).
     """
 
     loan_id: tuple[str, ...]
@@ -47,6 +55,7 @@ class PortfolioArrays:
     n: np.ndarray
     n_life: np.ndarray
     n_contract: np.ndarray
+    n_refi: np.ndarray
     max_ltv: np.ndarray
     wal_years: np.ndarray
     active: np.ndarray
@@ -55,7 +64,10 @@ class PortfolioArrays:
     balloon: np.ndarray
     owed: np.ndarray
     balance: np.ndarray
+    book_value: np.ndarray
     has_covenant: np.ndarray
+    book_basis: np.ndarray
+    sells_until: np.ndarray
     has_ltv_covenant: np.ndarray
     balloon_due: np.ndarray
     total_principal: float
@@ -120,6 +132,13 @@ def portfolio_arrays(loans, periods_per_year: int) -> PortfolioArrays:
         dtype=np.int64,
     )
     n_contract = np.array([periods(ln.contract_years, f) for ln in ordered], dtype=np.int64)
+    n_refi = np.array([periods(ln.refi_term_years, f) for ln in ordered], dtype=np.int64)
+    book_value = np.zeros(shape)
+    t = np.arange(horizon + 1) / f
+    for i, ln in enumerate(ordered):
+        if ln.gpu_cost is not None:
+            remaining = np.maximum(0.0, 1.0 - (ln.gpu_age_years + t) / ln.book_life_years)
+            book_value[i] = ln.pledged_share * ln.n_gpus * ln.gpu_cost * remaining
     max_ltv = np.array([np.inf if ln.max_ltv is None else ln.max_ltv for ln in ordered])
     active = np.array([int(np.sum(n >= k)) for k in range(horizon + 1)], dtype=np.int64)
     values = {
@@ -135,6 +154,7 @@ def portfolio_arrays(loans, periods_per_year: int) -> PortfolioArrays:
         n=n,
         n_life=n_life,
         n_contract=n_contract,
+        n_refi=n_refi,
         max_ltv=max_ltv,
         wal_years=wal,
         active=active,
@@ -143,7 +163,10 @@ def portfolio_arrays(loans, periods_per_year: int) -> PortfolioArrays:
         balloon=balloon,
         owed=owed,
         balance=balance,
+        book_value=book_value,
         has_covenant=values["min_dscr"] > 0,
+        book_basis=np.array([ln.ltv_basis == "book" for ln in ordered], dtype=bool),
+        sells_until=np.where(values["pledged_share"] * values["n_gpus"] > 0, n_life, 0),
         has_ltv_covenant=np.isfinite(max_ltv),
         balloon_due=balloon > 0,
         total_principal=float(values["principal"].sum()),

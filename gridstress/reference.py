@@ -1,22 +1,28 @@
-"""A literal transcription of model v1, kept as the test oracle.
+"""A literal transcription of model v2, kept as the test oracle.
 
 This is the straightforward implementation: vectorised over cells only, with
-Python loops over loans and periods, every cell evaluated on its own (no path
-shared across haircut values) and each appraisal ``G_k`` summed term by term
-as model.md writes it.  It shares no code with :mod:`gridstress.model` except
-the input tables, so that agreement between the two is evidence, and it is
-the baseline that ``benchmarks/numpy_backend.py`` measures the engine against.
+Python loops over periods and, inside each period, over loans (the market
+step needs every loan's default of period ``k`` before any loan's period
+``k + 1``), every cell evaluated on its own (no path shared across haircut
+values) and each appraisal ``G_k`` and each refinancing offer summed term by
+term as model.md writes them.  It shares no code with
+:mod:`gridstress.model` except the input objects, so that agreement between
+the two is evidence, and it is the baseline that
+``benchmarks/numpy_backend.py`` measures the engine against.  It also
+records the period-by-period path of chosen loans in one cell, which
+``gridstress trace`` and ``gridstress summary`` print.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Loan
-from .model import CELL_VARIABLES
+from .inputs import Loan
 from .params import SCENARIO_PARAMS
+from .variables import TRIGGERS
 
 
 def _round_half_up(x: float) -> int:
@@ -24,7 +30,7 @@ def _round_half_up(x: float) -> int:
 
 
 def _schedule(loan: Loan, f: int):
-    """Lists I, A (regular), balloon, DS, O, B indexed 0..n, as model.md states them."""
+    """Lists balloon, DS, O, B indexed 0..n, and the WAL, as model.md states them."""
     n = _round_half_up(loan.term_years * f)
     r = loan.rate / f
     B0 = loan.principal
@@ -54,160 +60,301 @@ def _schedule(loan: Loan, f: int):
     owed[n] = balloon[n]
     ds = [interest[k] + regular[k] for k in range(n + 1)]
     wal = sum(k / f * (regular[k] + balloon[k]) for k in range(n + 1)) / B0
-    return n, interest, regular, balloon, ds, owed, balance, wal
+    return n, balloon, ds, owed, balance, wal
 
 
-def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | None = None):
-    """Run one loan through every cell; return per-cell default info.
+@dataclass
+class _Path:
+    """One loan in every cell: its constants, and its state as the periods run."""
 
-    With ``trace`` a list, each period of the first cell up to its default is
-    appended to it as a dict of the period's quantities.
-    """
-    cells = p["deflation"].shape[0]
-    dt = 1 / f
-    H = 8760 * dt
-    n, _, _, balloon, DS, O, B, wal = _schedule(loan, f)
-    n_L = max(0, _round_half_up((loan.economic_life_years - loan.gpu_age_years) * f))
-    n_c = _round_half_up(loan.contract_years * f)
-    e = loan.power_kw_per_gpu * loan.power_price
-    d, c, D, y = p["deflation"], p["crypto_drawdown"], p["drawdown_periods"], p["discount_rate"]
+    loan: Loan
+    f: int
+    p: dict
+    n: int = 0
+    n_life: int = 0
+    n_contract: int = 0
+    n_refi: int = 0
+    balloon: list = field(default_factory=list)
+    DS: list = field(default_factory=list)
+    O: list = field(default_factory=list)
+    B: list = field(default_factory=list)
+    wal: float = 0.0
 
-    def rent(j):
-        return loan.rent * (1 - d) ** (j * dt)
+    def __post_init__(self):
+        ln, f = self.loan, self.f
+        self.n, self.balloon, self.DS, self.O, self.B, self.wal = _schedule(ln, f)
+        self.n_life = max(0, _round_half_up((ln.economic_life_years - ln.gpu_age_years) * f))
+        self.n_contract = _round_half_up(ln.contract_years * f)
+        self.n_refi = _round_half_up(ln.refi_term_years * f)
+        cells = self.p["deflation"].shape[0]
+        self.cash = np.full(cells, ln.cash_reserve)
+        self.run = np.zeros(cells)
+        self.tau = np.zeros(cells, dtype=int)  # 0: no default
+        self.trigger = np.full(cells, "", dtype=object)
+        self.ead = np.zeros(cells)
+        self.fair_tau = np.zeros(cells)        # V*_tau
+        self.V_tau = np.zeros(cells)           # V*_tau p_tau, once the market step ran
+        self.C_tau = np.zeros(cells)
+        self.cash_tau = np.zeros(cells)
+        self.dscr_low = np.full(cells, np.inf)
 
-    def X(k):
+    # Steps 1-4 of model.md, for any period j >= 1 (past maturity too).
+    def rent(self, j):
+        return self.loan.rent * (1 - self.p["deflation"]) ** (j * (1 / self.f))
+
+    def X(self, k):
+        c, D = self.p["crypto_drawdown"], self.p["drawdown_periods"]
         return 1 - c * np.minimum(k, D) / D
 
-    def appraisal(k):
-        total = np.zeros(cells)
-        for j in range(k + 1, n_L + 1):
-            pi_j = H * loan.utilization * np.maximum(0, rent(j) - e) \
-                - loan.fixed_opex_per_gpu_year * dt
+    def cfads(self, j):
+        ln, dt = self.loan, 1 / self.f
+        H = 8760 * dt
+        e = ln.power_kw_per_gpu * ln.power_price
+        g = 1.0 if j <= self.n_life else 0.0
+        s_j = ln.contracted_share if j <= self.n_contract else 0.0
+        m_j = self.rent(j)
+        u_j = np.where(m_j > e, ln.utilization, 0.0)
+        R = g * ln.n_gpus * H * (s_j * ln.contract_rent + (1 - s_j) * u_j * m_j)
+        P = g * ln.n_gpus * H * (s_j + (1 - s_j) * u_j) * e
+        F = g * ln.n_gpus * ln.fixed_opex_per_gpu_year * dt
+        M = np.maximum(0, ln.mining_revenue * self.X(j) - ln.mining_cost) * dt
+        return R - P - F + M, m_j, u_j, R, P, F, M
+
+    def appraisal(self, k):
+        """G_k: the discounted merchant net income per GPU after period k."""
+        ln, dt = self.loan, 1 / self.f
+        H = 8760 * dt
+        e = ln.power_kw_per_gpu * ln.power_price
+        y = self.p["discount_rate"]
+        total = np.zeros(self.p["deflation"].shape[0])
+        for j in range(k + 1, self.n_life + 1):
+            pi_j = H * ln.utilization * np.maximum(0, self.rent(j) - e) \
+                - ln.fixed_opex_per_gpu_year * dt
             total += pi_j * (1 + y) ** (-(j - k) * dt)
         return np.maximum(0, total)
 
-    cash = np.full(cells, loan.cash_reserve)
-    run = np.zeros(cells)
-    tau = np.zeros(cells, dtype=int)  # 0: no default
-    ead = np.zeros(cells)
-    V_tau = np.zeros(cells)
-    C_tau = np.zeros(cells)
-    cash_tau = np.zeros(cells)
-    dscr_low = np.full(cells, np.inf)
-    for k in range(1, n + 1):
-        open_ = tau == 0
-        g = 1.0 if k <= n_L else 0.0
-        s_k = loan.contracted_share if k <= n_c else 0.0
-        m_k = rent(k)
-        u_k = np.where(m_k > e, loan.utilization, 0.0)
-        R = g * loan.n_gpus * H * (s_k * loan.contract_rent + (1 - s_k) * u_k * m_k)
-        P = g * loan.n_gpus * H * (s_k + (1 - s_k) * u_k) * e
-        F = g * loan.n_gpus * loan.fixed_opex_per_gpu_year * dt
-        M = np.maximum(0, loan.mining_revenue * X(k) - loan.mining_cost) * dt
-        cfads = R - P - F + M
-        if DS[k] > 0:
-            dscr = cfads / DS[k]
-            dscr_low = np.where(open_, np.minimum(dscr_low, dscr), dscr_low)
-            breach = (loan.min_dscr > 0) & (dscr < loan.min_dscr)
+    def book_value(self, k):
+        ln = self.loan
+        if ln.gpu_cost is None:
+            return None
+        life_left = max(0.0, 1 - (ln.gpu_age_years + k / self.f) / ln.book_life_years)
+        return ln.pledged_share * ln.n_gpus * ln.gpu_cost * life_left
+
+    def cash_flow_offer(self):
+        """K_n: what the next n_r periods of CFADS after maturity cover refi_min_dscr times."""
+        if self.n_refi == 0:
+            return 0.0
+        y, n = self.p["discount_rate"], self.n
+        pv = 0.0
+        for j in range(n + 1, n + self.n_refi + 1):
+            pv = pv + self.cfads(j)[0] * (1 + y) ** (-(j - n) / self.f)
+        return np.maximum(0, pv) / self.loan.refi_min_dscr
+
+    def period(self, k, price_before, trace):
+        """Steps 1-8 in period k with the market price index p_{k-1}; returns the new defaults."""
+        ln, dt = self.loan, 1 / self.f
+        open_ = self.tau == 0
+        cf, m_k, u_k, R, P, F, M = self.cfads(k)
+        DS = self.DS[k]
+        if DS > 0:
+            dscr = cf / DS
+            self.dscr_low = np.where(open_, np.minimum(self.dscr_low, dscr), self.dscr_low)
+            breach = (ln.min_dscr > 0) & (dscr < ln.min_dscr)
         else:
-            breach = np.zeros(cells, dtype=bool)
-        cash = np.minimum(loan.cash_reserve, cash + cfads - DS[k])
-        pay_def = cash < 0
-        run = np.where(breach, run + 1, 0)
-        cov_def = (loan.min_dscr > 0) & (run >= loan.cure_periods)
-        V = loan.pledged_share * loan.n_gpus * appraisal(k)
-        C = loan.crypto_collateral * X(k)
-        if loan.max_ltv is None:
-            ltv_def = np.zeros(cells, dtype=bool)
-        elif O[k] == 0:
-            ltv_def = np.zeros(cells, dtype=bool)
+            breach = np.zeros_like(open_)
+        self.cash = np.minimum(ln.cash_cap, self.cash + cf - DS)
+        pay_def = self.cash < 0
+        self.run = np.where(breach, self.run + 1, 0)
+        cov_def = (ln.min_dscr > 0) & (self.run >= ln.cure_periods)
+        fair = ln.pledged_share * ln.n_gpus * self.appraisal(k)   # V*_k
+        V = fair * price_before                                    # V_k = V*_k p_{k-1}
+        C = ln.crypto_collateral * self.X(k)
+        BV = self.book_value(k)
+        with np.errstate(divide="ignore"):
+            ltv_market = (np.zeros_like(V) if self.O[k] == 0
+                          else np.where(V + C == 0, np.inf, self.O[k] / (V + C)))
+            ltv_book = None if BV is None else (
+                np.zeros_like(V) if self.O[k] == 0
+                else np.where(BV + C == 0, np.inf, self.O[k] / (BV + C)))
+        ltv = ltv_book if ln.ltv_basis == "book" else ltv_market
+        ltv_def = np.zeros_like(open_) if ln.max_ltv is None else ltv > ln.max_ltv
+        collateral_offer = cash_flow_offer = None
+        if k == self.n and self.balloon[k] > 0:
+            collateral_offer = ln.refi_advance_rate * (V + C)
+            cash_flow_offer = self.cash_flow_offer() + np.zeros_like(V)
+            mat_def = self.balloon[k] > np.maximum(self.cash, 0) + np.maximum(
+                collateral_offer, cash_flow_offer)
         else:
-            with np.errstate(divide="ignore"):
-                ltv = np.where(V + C == 0, np.inf, O[k] / (V + C))
-            ltv_def = ltv > loan.max_ltv
-        if k == n:
-            mat_def = balloon[n] > np.maximum(cash, 0) \
-                + loan.refi_advance_rate * (V + C)
-        else:
-            mat_def = np.zeros(cells, dtype=bool)
+            mat_def = np.zeros_like(open_)
         new = open_ & (pay_def | cov_def | ltv_def | mat_def)
+        fired = [(name, hit) for name, hit in zip(TRIGGERS, (pay_def, cov_def, ltv_def, mat_def))]
         if trace is not None and open_[0]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ltv0 = 0.0 if O[k] == 0 else float(O[k] / (V[0] + C[0]))
-            fired = [name for name, hit in (("payment", pay_def), ("covenant", cov_def),
-                                            ("ltv", ltv_def), ("maturity", mat_def)) if hit[0]]
             trace.append({
-                "loan_id": loan.loan_id, "k": k, "t_years": k * dt, "rent": float(m_k[0]),
+                "loan_id": ln.loan_id, "k": k, "t_years": k * dt, "rent": float(m_k[0]),
                 "utilization": float(u_k[0]), "revenue": float(R[0]), "power": float(P[0]),
-                "fixed": F, "mining": float(M[0]), "cfads": float(cfads[0]),
-                "debt_service": DS[k], "dscr": float(cfads[0] / DS[k]) if DS[k] > 0 else None,
-                "cash": float(cash[0]), "owed": O[k], "gpu_collateral": float(V[0]),
-                "crypto_collateral": float(C[0]), "ltv": ltv0,
-                "default": "+".join(fired),
+                "fixed": F, "mining": float(M[0]), "cfads": float(cf[0]),
+                "debt_service": DS, "dscr": float(cf[0] / DS) if DS > 0 else None,
+                "cash": float(self.cash[0]), "owed": self.O[k],
+                "gpu_fair_value": float(fair[0]), "price_index": float(price_before[0]),
+                "gpu_collateral": float(V[0]), "crypto_collateral": float(C[0]),
+                "book_value": None if BV is None else float(BV),
+                "ltv_market": float(ltv_market[0]),
+                "ltv_book": None if ltv_book is None else float(ltv_book[0]),
+                "ltv_basis": ln.ltv_basis,
+                "refi_collateral_offer": (None if collateral_offer is None
+                                          else float(collateral_offer[0])),
+                "refi_cash_flow_offer": (None if cash_flow_offer is None
+                                         else float(cash_flow_offer[0])),
+                "balloon": self.balloon[k],
+                "default": "+".join(name for name, hit in fired if hit[0]),
             })
-        tau = np.where(new, k, tau)
-        ead = np.where(new, np.where(pay_def, B[k - 1], O[k]), ead)
-        V_tau = np.where(new, V, V_tau)
-        C_tau = np.where(new, C, C_tau)
-        cash_tau = np.where(new, cash, cash_tau)
-    return tau, ead, V_tau, C_tau, cash_tau, dscr_low, wal
+        first = np.full(new.shape, "", dtype=object)
+        for name, hit in reversed(fired):
+            first = np.where(hit, name, first)
+        self.tau = np.where(new, k, self.tau)
+        self.trigger = np.where(new, first, self.trigger)
+        self.ead = np.where(new, np.where(pay_def, self.B[k - 1], self.O[k]), self.ead)
+        self.fair_tau = np.where(new, fair, self.fair_tau)
+        self.C_tau = np.where(new, C, self.C_tau)
+        self.cash_tau = np.where(new, self.cash, self.cash_tau)
+        return new
+
+
+@dataclass
+class Simulation:
+    """Every loan of a portfolio through every cell, period by period."""
+
+    paths: list[_Path]
+    price_min: np.ndarray
+    market: list[dict]
+    """Per period, in cell 0: GPUs sold, overhang and price index after the sales."""
+    traces: dict[str, list[dict]]
+    """Per traced loan, its periods in cell 0 up to default or maturity."""
+
+
+def simulate(loans, periods_per_year: int, p: dict[str, np.ndarray],
+             trace: tuple[str, ...] = ()) -> Simulation:
+    """Run model v2 on flat cells ``p`` (every scenario parameter, one entry a cell).
+
+    Loans run in the canonical order (longest maturity first, then loan_id),
+    in which every sum over loans is taken.  ``trace`` names loans whose
+    periods in cell 0 are recorded.
+    """
+    f = periods_per_year
+    dt = 1 / f
+    paths = [_Path(loan, f, p) for loan in loans]
+    paths.sort(key=lambda path: (-path.n, path.loan.loan_id))
+    traces = {loan_id: [] for loan_id in trace}
+    cells = p["deflation"].shape[0]
+    Q = np.zeros(cells)
+    price = np.ones(cells)  # p_0
+    price_min = np.ones(cells)
+    market = []
+    W, T, theta = p["market_depth_gpus"], p["market_half_life_years"], p["book_share"]
+    for k in range(1, max(path.n for path in paths) + 1):
+        defaults = [(path, path.period(k, price, traces.get(path.loan.loan_id)))
+                    for path in paths if k <= path.n]
+        # Market step: the in-service pledged GPUs of this period's defaults are sold.
+        S = np.zeros(cells)
+        for path, new in defaults:
+            in_service = 1.0 if k <= path.n_life else 0.0
+            S = S + np.where(new, path.loan.pledged_share * path.loan.n_gpus * in_service, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Q = Q * np.where(np.isinf(T), 1.0, 2.0 ** (-dt / T)) + S / theta
+            price = np.where(np.isinf(W), 1.0, 2.0 ** (-Q / W))
+        price_min = np.minimum(price_min, price)
+        for path, new in defaults:
+            path.V_tau = np.where(new, path.fair_tau * price, path.V_tau)  # sold at p_k
+        market.append({"k": k, "t_years": k * dt, "sold_gpus": float(S[0]),
+                       "overhang_gpus": float(Q[0]), "price_index": float(price[0])})
+    return Simulation(paths, price_min, market, traces)
+
+
+@dataclass(frozen=True)
+class LoanOutcome:
+    """One loan's result in every cell."""
+
+    loan_id: str
+    default_years: np.ndarray   # NaN: no default
+    trigger: np.ndarray         # "" for no default
+    ead: np.ndarray
+    recovery: np.ndarray
+    loss: np.ndarray
+    loss_pv: np.ndarray
+
+
+def outcomes(sim: Simulation, p: dict[str, np.ndarray]) -> list[LoanOutcome]:
+    """Exposure, recovery and loss of each loan (canonical order) in each cell."""
+    out = []
+    for path in sim.paths:
+        hit = path.tau > 0
+        proceeds = (1 - p["liquidation_cost"]) * (
+            path.V_tau * (1 - p["haircut"]) + path.C_tau * (1 - p["crypto_haircut"])
+        ) + np.maximum(path.cash_tau, 0)
+        recovery = np.where(hit, np.minimum(path.ead, proceeds), 0.0)
+        loss = np.where(hit, path.ead - recovery, 0.0)
+        t_tau = path.tau / path.f
+        out.append(LoanOutcome(
+            path.loan.loan_id, np.where(hit, t_tau, np.nan), path.trigger,
+            np.where(hit, path.ead, 0.0), recovery, loss,
+            loss * (1 + p["discount_rate"]) ** (-t_tau)))
+    return out
 
 
 def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
     """Per-cell results for cells given as flat arrays of every scenario parameter.
 
     ``cells`` maps each name of :data:`SCENARIO_PARAMS` to a 1-D array (one
-    entry per cell).  Returns :data:`CELL_VARIABLES` as 1-D arrays and
-    ``loss_by_segment`` as a dict of segment name to 1-D array.
+    entry per cell).  Returns the cell variables as 1-D arrays,
+    ``loss_by_segment`` as a dict of segment name to 1-D array,
+    ``default_rate_by_trigger`` as a dict of trigger to 1-D array, and
+    ``loan_default_years`` and ``loan_loss`` as dicts of loan id to 1-D array.
     """
     f = periods_per_year
     p = {name: np.asarray(cells[name], dtype=np.float64) for name in SCENARIO_PARAMS}
+    sim = simulate(loans, f, p)
+    results = outcomes(sim, p)
     n_cells = p["deflation"].shape[0]
     total = sum(loan.principal for loan in loans)
-    loss = np.zeros(n_cells)
-    loss_pv = np.zeros(n_cells)
-    defaults = np.zeros(n_cells)
-    defaulted_principal = np.zeros(n_cells)
+    principal = {loan.loan_id: loan.principal for loan in loans}
+    segment = {loan.loan_id: loan.segment for loan in loans}
+    principal_wal = sum(path.loan.principal * path.wal for path in sim.paths)
+    zeros = np.zeros(n_cells)
+    loss, loss_pv, defaults, defaulted, rec_sum, ead_sum = (zeros.copy() for _ in range(6))
     first = np.full(n_cells, np.inf)
-    dscr_min = np.full(n_cells, np.inf)
-    rec_sum = np.zeros(n_cells)
-    ead_sum = np.zeros(n_cells)
-    principal_wal = 0.0
     by_segment: dict[str, np.ndarray] = {}
-    for loan in loans:
-        tau, ead, V, C, cash, dscr_low, wal = _loan_in_cells(loan, f, p)
-        principal_wal += loan.principal * wal
-        hit = tau > 0
-        proceeds = (1 - p["liquidation_cost"]) * (
-            V * (1 - p["haircut"]) + C * (1 - p["crypto_haircut"])
-        ) + np.maximum(cash, 0)
-        recovery = np.where(hit, np.minimum(ead, proceeds), 0.0)
-        loan_loss = np.where(hit, ead - recovery, 0.0)
-        t_tau = tau / f
-        loss += loan_loss
-        loss_pv += loan_loss * (1 + p["discount_rate"]) ** (-t_tau)
+    by_trigger = {t: zeros.copy() for t in TRIGGERS}
+    for r in results:
+        hit = ~np.isnan(r.default_years)
+        loss += r.loss
+        loss_pv += r.loss_pv
         defaults += hit
-        defaulted_principal += np.where(hit, loan.principal, 0.0)
-        first = np.where(hit, np.minimum(first, t_tau), first)
-        dscr_min = np.minimum(dscr_min, dscr_low)
-        rec_sum += recovery
-        ead_sum += np.where(hit, ead, 0.0)
-        by_segment.setdefault(loan.segment, np.zeros(n_cells))
-        by_segment[loan.segment] += loan_loss
+        defaulted += np.where(hit, principal[r.loan_id], 0.0)
+        first = np.where(hit, np.minimum(first, r.default_years), first)
+        rec_sum += r.recovery
+        ead_sum += r.ead
+        by_segment.setdefault(segment[r.loan_id], zeros.copy())
+        by_segment[segment[r.loan_id]] += r.loss
+        for t in TRIGGERS:
+            by_trigger[t] += np.where(r.trigger == t, principal[r.loan_id], 0.0)
+    dscr_min = np.min([path.dscr_low for path in sim.paths], axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {
             "loss": loss,
             "loss_pv": loss_pv,
             "loss_rate": loss / total,
             "defaults": defaults,
-            "default_rate": defaulted_principal / total,
+            "default_rate": defaulted / total,
             "first_default_years": np.where(np.isinf(first), np.nan, first),
             "min_dscr": np.where(np.isinf(dscr_min), np.nan, dscr_min),
             "recovery_rate": np.where(ead_sum > 0, rec_sum / ead_sum, np.nan),
             "breakeven_spread_bps": 1e4 * loss_pv / principal_wal,
+            "market_price_min": sim.price_min,
         }
-    assert set(out) == set(CELL_VARIABLES)
     out["loss_by_segment"] = by_segment
+    out["default_rate_by_trigger"] = {t: v / total for t, v in by_trigger.items()}
+    out["loan_default_years"] = {r.loan_id: r.default_years for r in results}
+    out["loan_loss"] = {r.loan_id: r.loss for r in results}
     return out
 
 
@@ -215,8 +362,11 @@ def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
                   fixed: dict[str, float]):
     """Reference results on a full grid: every cell of the product of ``axes``.
 
-    Returns arrays shaped like the grid; ``loss_by_segment`` has the
-    segments (sorted by name) as its last dim.
+    Returns arrays shaped like the grid, with an extra last dim for
+    ``loss_by_segment`` (segments sorted by name), ``default_rate_by_trigger``
+    (model.md's trigger order) and the per-loan ``loan_default_years`` and
+    ``loan_loss`` (loans in canonical order; every grid dim, liquidation axes
+    included).
     """
     names = list(axes)
     mesh = np.meshgrid(*[np.asarray(axes[n], dtype=np.float64) for n in names], indexing="ij")
@@ -227,33 +377,42 @@ def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
         if name not in cells:
             cells[name] = np.full(size, fixed.get(name, param.default), dtype=np.float64)
     flat = evaluate_cells(loans, periods_per_year, cells)
-    segs = flat.pop("loss_by_segment")
-    out = {k: v.reshape(shape) for k, v in flat.items()}
-    out["loss_by_segment"] = np.stack([segs[s].reshape(shape) for s in sorted(segs)], axis=-1)
+    out = {}
+    for name, value in flat.items():
+        if isinstance(value, dict):
+            keys = sorted(value) if name == "loss_by_segment" else list(value)
+            out[name] = np.stack([value[k].reshape(shape) for k in keys], axis=-1)
+        else:
+            out[name] = value.reshape(shape)
     return out
 
 
-def trace_loan(loan: Loan, periods_per_year: int, point: dict[str, float]):
-    """One loan's path, period by period, in the cell ``point``.
+def trace_cell(loans, periods_per_year: int, point: dict[str, float],
+               loan_ids: tuple[str, ...] | None = None):
+    """The paths of loans in the cell ``point``, with the whole portfolio in the market.
 
-    ``point`` gives scenario parameters (missing ones take their defaults).
-    Returns ``(rows, outcome)``: a dict per period up to maturity or default
-    (cash flows, DSCR, reserve, collateral, LTV and the triggers that fired)
-    and a dict with the default time, EAD, recovery and loss (None when the
-    loan is repaid).
+    ``point`` gives scenario parameters (missing ones take their defaults);
+    ``loan_ids`` the loans traced (default all).  Returns ``(traces, market,
+    outcomes)``: per traced loan, a dict per period up to maturity or default
+    (cash flows, DSCR, cash, collateral at fair value and at the market
+    price, book value, market and book LTV, refinancing offers and the
+    triggers that fired); per period, the GPUs sold, the overhang and the
+    price index after the period's sales; and per loan (canonical order) a
+    dict of default time, trigger, EAD, recovery and loss (None when repaid).
     """
     p = {name: np.array([float(point.get(name, param.default))])
          for name, param in SCENARIO_PARAMS.items()}
-    rows: list[dict] = []
-    tau, ead, V, C, cash, _, _ = _loan_in_cells(loan, periods_per_year, p, trace=rows)
-    if tau[0] == 0:
-        return rows, {"loan_id": loan.loan_id, "default_years": None, "trigger": None,
-                      "ead": None, "recovery": None, "loss": 0.0, "loss_pv": 0.0}
-    proceeds = (1 - p["liquidation_cost"][0]) * (
-        V[0] * (1 - p["haircut"][0]) + C[0] * (1 - p["crypto_haircut"][0])) + max(cash[0], 0.0)
-    recovery = min(ead[0], proceeds)
-    loss = ead[0] - recovery
-    t = tau[0] / periods_per_year
-    return rows, {"loan_id": loan.loan_id, "default_years": t, "trigger": rows[-1]["default"],
-                  "ead": float(ead[0]), "recovery": float(recovery), "loss": float(loss),
-                  "loss_pv": float(loss * (1 + p["discount_rate"][0]) ** (-t))}
+    ids = tuple(loan.loan_id for loan in loans) if loan_ids is None else tuple(loan_ids)
+    sim = simulate(loans, periods_per_year, p, trace=ids)
+    rows = []
+    for r in outcomes(sim, p):
+        repaid = bool(np.isnan(r.default_years[0]))
+        rows.append({
+            "loan_id": r.loan_id,
+            "default_years": None if repaid else float(r.default_years[0]),
+            "trigger": None if repaid else str(r.trigger[0]),
+            "ead": None if repaid else float(r.ead[0]),
+            "recovery": None if repaid else float(r.recovery[0]),
+            "loss": float(r.loss[0]), "loss_pv": float(r.loss_pv[0]),
+        })
+    return sim.traces, sim.market, rows

@@ -6,7 +6,11 @@ import numpy as np
 
 
 def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4):
-    """Random but plausible loans that vary every field of model v1."""
+    """Random but plausible loans that vary every field of model v2.
+
+    The fields model v2 added are drawn after those of v1, loan by loan;
+    :func:`v1_loans` turns such loans into ones model v1 covers.
+    """
     loans = []
     for i in range(count):
         amort = rng.choice(["annuity", "linear", "bullet"])
@@ -42,5 +46,22 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
         }
         if amort != "bullet":
             loan["balloon"] = float(rng.choice([0.0, rng.uniform(0, 0.6)]))
+        # Model v2: retained cash, refinancing on cash flow, book-value covenants.
+        loan["cash_cap"] = (None if rng.random() < 0.4
+                            else loan["cash_reserve"] + float(rng.uniform(0, 1e8)))
+        loan["refi_term_years"] = float(rng.choice([0.0, rng.uniform(0.25, 6.0)]))
+        loan["refi_min_dscr"] = float(rng.uniform(1.0, 1.8))
+        loan["ltv_basis"] = str(rng.choice(["market", "book"]))
+        if loan["ltv_basis"] == "book" or rng.random() < 0.5:
+            loan["gpu_cost"] = float(rng.uniform(5e3, 6e4))
+        if rng.random() < 0.5:
+            loan["book_life_years"] = float(rng.uniform(2, 8))
         loans.append(loan)
     return loans
+
+
+def v1_loans(loans):
+    """The same loans with the v2 fields set as model v1 has them (model.md):
+    no cash kept above the reserve, no cash-flow refinancing, LTV on market value."""
+    return [{**loan, "cash_cap": None, "refi_term_years": 0.0, "ltv_basis": "market"}
+            for loan in loans]

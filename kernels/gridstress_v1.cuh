@@ -115,13 +115,22 @@ static inline double gs_opaque(double x) { return x; }
 #define GS_QV_BREAKEVEN 4
 #define GS_QV_SEG 5
 
+// Default triggers, in the order that names a default when several fire in
+// the same period (gridstress/variables.py, TRIGGERS).
+#define GS_TRIGGER_PAYMENT 0
+#define GS_TRIGGER_COVENANT 1
+#define GS_TRIGGER_LTV 2
+#define GS_TRIGGER_MATURITY 3
+#define GS_NTRIGGER 4
+
 // Per-path-cell output variables, stored [var][a][b].
 #define GS_PV_DEFAULTS 0
 #define GS_PV_DEFAULT_RATE 1
 #define GS_PV_FIRST_DEFAULT 2
 #define GS_PV_MIN_DSCR 3
 #define GS_PV_EAD_SUM 4      // sum of EAD over defaulted loans (recovery rate)
-#define GS_NPV 5
+#define GS_PV_TRIGGER 5      // default rate by trigger: rows GS_PV_TRIGGER + trigger
+#define GS_NPV (GS_PV_TRIGGER + GS_NTRIGGER)
 
 // Default records of the two-stage mode, stored [field][loan][path cell of
 // rec_begin <= a < rec_end]; an EAD of 0 marks a loan without default
@@ -225,8 +234,9 @@ GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
 }
 
 // After the rent index: the path of each b-free loan of the tile per a value
-// of the block (GsPath, GS_NPATH doubles), built in phase 1.
-#define GS_NPATH 4
+// of the block (GsPath, GS_NPATH doubles: tau, payment, cash at tau, lowest
+// DSCR, trigger), built in phase 1.
+#define GS_NPATH 5
 GS_FN long gs_path_index(const GsArgs& g, int ia, int lt) {
     return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J)
            + ((long)ia * g.loan_tile + lt) * GS_NPATH;
@@ -357,10 +367,11 @@ GS_FN GsLoan gs_load_loan(const GsArgs& g, int l) {
     return ln;
 }
 
-// Where a loan's path ends: the default period tau (0: none), whether it is
-// a payment default, the cash and crypto price index at tau.
+// Where a loan's path ends: the default period tau (0: none), the trigger
+// that names the default, whether it is a payment default, the cash and
+// crypto price index at tau.
 struct GsPath {
-    int tau;
+    int tau, trigger;
     bool payment;
     double cash_tau, price_tau;
 };
@@ -377,6 +388,7 @@ GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
     double cash = ln.cash0, breaches = 0.0;
     GsPath path;
     path.tau = 0;
+    path.trigger = -1;
     path.payment = false;
     path.cash_tau = 0.0;
     path.price_tau = 1.0;
@@ -391,8 +403,10 @@ GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
         // 4-5. DSCR and the reserve account.
         const double ds = GS_LDG(ln.ds_row + k);
         const double cash_k = fmin(ln.cash0, cash + cfads - ds);
-        bool trigger = cash_k < 0.0;
-        const bool pay = trigger;
+        // The first trigger in GS_TRIGGER_* order names the default; once one
+        // has fired, the later ones are not evaluated.
+        const bool pay = cash_k < 0.0;
+        int fired = pay ? GS_TRIGGER_PAYMENT : -1;
         if (ds > 0.0) {
             // The ratio is formed only where it can be a new minimum or
             // where it decides the covenant: same result, fewer divisions.
@@ -408,26 +422,29 @@ GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
             // 6. Covenant: cure_periods consecutive breaches.
             if (ln.covenant) {
                 breaches = below ? breaches + 1.0 : 0.0;
-                trigger = trigger || breaches >= ln.cure;
+                if (fired < 0 && breaches >= ln.cure) fired = GS_TRIGGER_COVENANT;
             }
         } else if (ln.covenant) {
             breaches = 0.0;
         }
         // 7-8. Collateral: LTV covenant, and the balloon at maturity.
-        if (ln.ltv_covenant || (k == ln.n && ln.balloon > 0.0)) {
+        const bool matures = k == ln.n && ln.balloon > 0.0;
+        if (fired < 0 && (ln.ltv_covenant || matures)) {
             const double collateral = ln.pledged * gval[k - 1] + ln.crypto0 * price;
             if (ln.ltv_covenant) {
                 // LTV = O / (V + C), 0 when nothing is owed.
                 const double owed = GS_LDG(ln.owed_row + k);
-                trigger = trigger || (owed > 0.0 ? gs_ratio_above(owed, collateral, ln.max_ltv)
-                                                 : 0.0 > ln.max_ltv);
+                if (owed > 0.0 ? gs_ratio_above(owed, collateral, ln.max_ltv)
+                               : 0.0 > ln.max_ltv)
+                    fired = GS_TRIGGER_LTV;
             }
-            if (k == ln.n && ln.balloon > 0.0)
-                trigger = trigger || ln.balloon > fmax(cash_k, 0.0) + ln.refi * collateral;
+            if (fired < 0 && matures && ln.balloon > fmax(cash_k, 0.0) + ln.refi * collateral)
+                fired = GS_TRIGGER_MATURITY;
         }
         cash = cash_k;
-        if (trigger) {
+        if (fired >= 0) {
             path.tau = k;
+            path.trigger = fired;
             path.payment = pay;
             path.cash_tau = cash_k;
             path.price_tau = price;
@@ -459,12 +476,14 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     out[1] = path.payment ? 1.0 : 0.0;
     out[2] = path.cash_tau;
     out[3] = dscr_min;
+    out[4] = (double)path.trigger;
 }
 
 // What a thread carries across loans: its path cell's statistics and the
 // sums of its recovery cells (registers).
 struct GsCell {
     double dscr_min, first_default, defaults, defaulted_principal, ead_sum;
+    double by_trigger[GS_NTRIGGER];   // defaulted principal by trigger
     double loss[GS_QT], loss_pv[GS_QT], recovered[GS_QT];
 #if GS_NSEG_REG > 0
     double segment[GS_QT][GS_NSEG_REG];
@@ -477,6 +496,8 @@ GS_FN void gs_cell_start(const GsArgs& g, GsBlock blk, int a, int b, GsCell& cel
     cell.defaults = 0.0;
     cell.defaulted_principal = 0.0;
     cell.ead_sum = 0.0;
+    GS_UNROLL
+    for (int t = 0; t < GS_NTRIGGER; ++t) cell.by_trigger[t] = 0.0;
     GS_UNROLL
     for (int i = 0; i < GS_QT; ++i) {
         cell.loss[i] = 0.0;
@@ -538,6 +559,7 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         if (GS_LDG(li + GS_FLAGS) & GS_B_FREE) {
             const double* shared_path = table + gs_path_index(g, ia, lt);
             path.tau = (int)shared_path[0];
+            path.trigger = (int)shared_path[4];
             path.payment = shared_path[1] != 0.0;
             path.cash_tau = shared_path[2];
             path.price_tau = 1.0;  // enters only as 0 * X_tau
@@ -563,8 +585,12 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         const double crypto_k = GS_LDG(lf + GS_CRYPTO) * path.price_tau;
         const double cash_left = fmax(path.cash_tau, 0.0);
         const double discount = table[gs_discount_index(g, ia, tau)];
+        const double principal = GS_LDG(lf + GS_PRINCIPAL);
         cell.defaults += 1.0;
-        cell.defaulted_principal += GS_LDG(lf + GS_PRINCIPAL);
+        cell.defaulted_principal += principal;
+        GS_UNROLL
+        for (int t = 0; t < GS_NTRIGGER; ++t)
+            if (t == path.trigger) cell.by_trigger[t] += principal;
         cell.first_default = fmin(cell.first_default, t_tau);
         cell.ead_sum += ead;
 #if GS_RECORDS
@@ -614,6 +640,10 @@ GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCe
         g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
             cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;
         g.out_p[gs_p_index(g, GS_PV_EAD_SUM, a, b)] = cell.ead_sum;
+        GS_UNROLL
+        for (int t = 0; t < GS_NTRIGGER; ++t)
+            g.out_p[gs_p_index(g, GS_PV_TRIGGER + t, a, b)] =
+                cell.by_trigger[t] / g.total_principal;
     }
 #if !GS_RECORDS
     gs_write_recovery_cells(g, blk.q0, a, b, cell.ead_sum, cell);

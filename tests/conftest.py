@@ -12,7 +12,7 @@ import pytest
 from hypothesis import settings
 
 from gridstress.config import config_from_dict
-from gridstress.synthetic import random_loans  # noqa: F401  (tests import it from here)
+from gridstress.synthetic import random_loans, v1_loans  # noqa: F401  (tests import them here)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +60,10 @@ def make_config(loans, grid=None, periods_per_year=4, scenario=None, defaults=No
     if defaults:
         raw["defaults"] = defaults
     return config_from_dict(raw, where="test.yaml")
+
+
+#: The scenario setting that, with v1_loans, reproduces model v1 (model.md).
+V1_SCENARIO = {"market_depth_gpus": float("inf")}
 
 
 def cli_runner(default_cwd: Path):

@@ -1,8 +1,11 @@
-"""Single-loan cases worked by hand, one per amortisation type and default trigger.
+"""Single-loan cases of model v1 worked by hand, one per amortisation type and trigger.
 
 Every case runs annual periods (f = 1, H = 8760 GPU-hours a period) with
-numbers chosen so the arithmetic fits in a comment.  Each is checked on the
-engine (gridstress.model) and on the literal reference (gridstress.reference).
+numbers chosen so the arithmetic fits in a comment, and with the settings
+under which model v2 is model v1 (a deep market, no cash kept above the
+reserve, no cash-flow refinancing; tests/test_model_v2_hand.py has the v2
+mechanisms).  Each is checked on the engine (gridstress.model) and on the
+literal reference (gridstress.reference).
 """
 
 from __future__ import annotations
@@ -17,24 +20,27 @@ from gridstress import reference, run_grid
 
 BASE = {
     "loan_id": "A", "utilization": 1.0, "power_kw_per_gpu": 0.0, "fixed_opex_per_gpu_year": 0.0,
-    "economic_life_years": 3, "refi_advance_rate": 0.0,
+    "economic_life_years": 3, "refi_advance_rate": 0.0, "refi_term_years": 0,
 }
 
 
 def cell(loan, d=0.0, c=0.0, h=0.0, **scenario):
     """Scalars of one cell from the engine, after checking the reference agrees."""
     scenario = {"liquidation_cost": 0.05, "discount_rate": 0.10, "crypto_haircut": 0.10,
-                "drawdown_periods": 1, **scenario}
+                "drawdown_periods": 1, "market_depth_gpus": float("inf"), **scenario}
     cfg = make_config([{**BASE, **loan}], periods_per_year=1, scenario=scenario, grid={
         "deflation": {"values": [d]}, "crypto_drawdown": {"values": [c]},
         "haircut": {"values": [h]},
     })
     ds = run_grid(cfg, backend="numpy")
-    got = {k: float(ds[k].values.ravel()[0]) for k in ds.data_vars if k != "loss_by_segment"}
+    got = {k: float(ds[k].values.ravel()[0]) for k in ds.data_vars if ds[k].ndim == 3}
     ref = reference.evaluate_grid(cfg.loans, 1, {"deflation": [d], "crypto_drawdown": [c],
                                                  "haircut": [h]}, cfg.scenario)
     for k, v in got.items():
         np.testing.assert_allclose(v, ref[k].ravel()[0], rtol=1e-12, err_msg=k)
+    got["by_trigger"] = dict(zip(ds["trigger"].values,
+                                 ds["default_rate_by_trigger"].values.ravel().tolist()))
+    assert got["market_price_min"] == 1.0  # a deep market: no sale moves the price
     return got
 
 
@@ -63,6 +69,7 @@ def test_annuity_payment_default_with_gpu_recovery():
     loss = 1000 - 0.95 * 0.8 * G1
     assert r["defaults"] == 1 and r["default_rate"] == 1.0
     assert r["first_default_years"] == 1.0
+    assert r["by_trigger"] == {"payment": 1.0, "covenant": 0.0, "ltv": 0.0, "maturity": 0.0}
     assert r["loss"] == pytest.approx(loss, rel=1e-12)
     assert r["loss_pv"] == pytest.approx(loss / 1.1, rel=1e-12)
     assert r["recovery_rate"] == pytest.approx(0.95 * 0.8 * G1 / 1000, rel=1e-12)
@@ -92,6 +99,7 @@ def test_linear_covenant_default():
     # EAD = O_2 = 1200 - 400 - 400 = 400. n_L = 2 so V_2 = 0: recovery = 48.98.
     r = cell({**LINEAR, "cure_periods": 2}, d=0.1, discount_rate=0.0)
     assert r["first_default_years"] == 2.0
+    assert r["by_trigger"]["covenant"] == 1.0
     assert r["loss"] == pytest.approx(400 - 48.98, rel=1e-12)
     assert r["loss_pv"] == pytest.approx(400 - 48.98, rel=1e-12)  # y = 0
     assert r["min_dscr"] == pytest.approx(354.78 / 400, rel=1e-12)
@@ -119,6 +127,7 @@ def test_bullet_maturity_default_on_crypto():
     # Recovery = 0.95 * (600 * (1 - 0.1)) + 100 = 613; loss = 387; PV at 5%: 387 / 1.05^2.
     r = cell(BULLET, c=0.4, discount_rate=0.05)
     assert r["first_default_years"] == 2.0
+    assert r["by_trigger"]["maturity"] == 1.0
     assert r["loss"] == pytest.approx(387.0, rel=1e-12)
     assert r["loss_pv"] == pytest.approx(387.0 / 1.05**2, rel=1e-12)
     assert r["min_dscr"] == pytest.approx(60 / 50)
@@ -135,6 +144,7 @@ def test_ltv_default():
     # (debt service paid), EAD = O_1 = 1000; recovery 0.95 * 540 + 100 = 613; PV 387 / 1.05.
     r = cell({**BULLET, "max_ltv": 1.5}, c=0.4, discount_rate=0.05)
     assert r["first_default_years"] == 1.0
+    assert r["by_trigger"]["ltv"] == 1.0
     assert r["loss"] == pytest.approx(387.0, rel=1e-12)
     assert r["loss_pv"] == pytest.approx(387.0 / 1.05, rel=1e-12)
     # At c = 0.2: LTV = 1000 / 800 = 1.25 <= 1.5, and maturity 1000 > 100 + 400: default at 2.

@@ -1,7 +1,8 @@
 """The deflation frontier: how much rent deflation the book can take.
 
 For every combination of the other axes, the smallest deflation at which a
-variable exceeds a threshold, interpolated linearly between grid points.
+variable exceeds a threshold, interpolated linearly between grid points; and
+for one loan, the smallest deflation on the grid at which it defaults.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..errors import InputError
+from .defaults import FRONTIER_THRESHOLD as DEFAULT_THRESHOLD
+from .defaults import FRONTIER_VAR as DEFAULT_VAR
 from .headline import scenario_point
 from .select import require_axis, require_var
 
@@ -57,7 +61,14 @@ def first_crossing(values: np.ndarray, along: np.ndarray, threshold: float) -> n
     return np.where(any_exceed, crossing, np.nan)
 
 
-def frontier(ds: xr.Dataset, var: str = "default_rate", threshold: float = 0.0,
+def first_true(flags: np.ndarray, along: np.ndarray) -> np.ndarray:
+    """The ``along`` value of the first True of ``flags`` (last dim); NaN where none is."""
+    flags = np.asarray(flags, dtype=bool)
+    j = np.argmax(flags, axis=-1)
+    return np.where(flags.any(axis=-1), np.asarray(along, dtype=np.float64)[j], np.nan)
+
+
+def frontier(ds: xr.Dataset, var: str = DEFAULT_VAR, threshold: float = DEFAULT_THRESHOLD,
              axis: str = "deflation") -> xr.DataArray:
     """The frontier of a cube over every other scenario axis.
 
@@ -66,9 +77,9 @@ def frontier(ds: xr.Dataset, var: str = "default_rate", threshold: float = 0.0,
     ds : xarray.Dataset
         A cube (lazy or in memory).
     var : str
-        Variable compared with ``threshold`` (default ``default_rate``).
+        Variable compared with ``threshold`` (default ``loss_rate``).
     threshold : float
-        The variable must be strictly greater than this.
+        The variable must be strictly greater than this (default 0.01).
     axis : str
         The axis searched (default ``deflation``).
 
@@ -100,6 +111,38 @@ def frontier(ds: xr.Dataset, var: str = "default_rate", threshold: float = 0.0,
     return result
 
 
+def loan_frontier(ds: xr.Dataset, loan_id: str, axis: str = "deflation") -> xr.DataArray:
+    """The smallest ``axis`` value on the grid at which loan ``loan_id`` defaults.
+
+    Read from the cube's per-loan ``loan_default_years``, so its dims are
+    the cube's axes but the liquidation ones (a default time does not depend
+    on them); NaN where the loan never defaults on the grid.  No
+    interpolation: between two grid points the loan either defaults or not.
+    """
+    if "loan_default_years" not in ds.data_vars:
+        raise InputError(f"--loan {loan_id}: the cube has no per-loan outputs; run it again "
+                         "with --per-loan (or outputs: {per_loan: true} in the config)")
+    loans = [str(x) for x in ds["loan"].values]
+    if loan_id not in loans:
+        raise InputError(f"--loan {loan_id}: not a loan of the cube; loans are: "
+                         + ", ".join(loans))
+    require_axis(ds, axis, "--axis")
+    years = ds["loan_default_years"].sel(loan=loan_id, drop=True)
+    if years.chunks is not None:
+        years = years.chunk({axis: -1})
+    result = xr.apply_ufunc(
+        first_true, years.notnull(), kwargs={"along": np.asarray(ds[axis].values)},
+        input_core_dims=[[axis]], dask="parallelized", output_dtypes=[np.float64],
+    ).compute()
+    result.name = axis
+    result.attrs = {
+        "units": ds[axis].attrs.get("units", ""),
+        "long_name": f"smallest {axis} at which {loan_id} defaults",
+        "loan": loan_id,
+    }
+    return result
+
+
 def frontier_rows(result: xr.DataArray) -> list[dict[str, float]]:
     """One row per cell of the frontier: its coordinates, then the frontier value.
 
@@ -113,7 +156,12 @@ def frontier_rows(result: xr.DataArray) -> list[dict[str, float]]:
 
 def frontier_table(line: xr.DataArray, ds: xr.Dataset, rows: str = "crypto_drawdown",
                    columns: str = "haircut") -> xr.DataArray:
-    """The frontier as a ``rows`` x ``columns`` table, any other axis at its central value."""
+    """The frontier as a ``rows`` x ``columns`` table, any other axis at its central value.
+
+    A frontier without a ``columns`` dim (a loan's, which has no haircut)
+    comes back as one column: dims ``(rows,)``.
+    """
     central = scenario_point(ds, "central")
     others = {d: central[d] for d in line.dims if d not in (rows, columns)}
-    return line.sel(others).transpose(rows, columns)
+    table = line.sel(others)
+    return table.transpose(rows, *([columns] if columns in table.dims else []))

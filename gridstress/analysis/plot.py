@@ -1,29 +1,32 @@
 """Figures of a cube: heatmaps with the frontier drawn over them, small multiples.
 
 Figures are ``matplotlib.figure.Figure`` objects made without pyplot (no
-global state, any backend); :func:`save` writes PNG or SVG. Axis and colour
-bar labels come from the cube's ``long_name`` and ``units`` attributes.
+global state, any backend); :func:`save` writes PNG, SVG or PDF. Axis and
+colour bar labels come from the cube's ``long_name`` and ``units`` attributes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from ..errors import InputError
-from .frontier import frontier
+from ..variables import TRIGGERS
+from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier
 from .headline import grid_dims, scenario_point
 from .select import nearest_point, require_axis, require_var
 
-FORMATS = (".png", ".svg")
+FORMATS = (".png", ".svg", ".pdf")
 FRONTIER_AXIS = "deflation"
+TRIGGER_COLOURS = {"payment": "#b3202a", "covenant": "#e08214", "ltv": "#5e3c99",
+                   "maturity": "#2c7fb8"}
 
 
 def label(coord: xr.DataArray) -> str:
@@ -87,25 +90,42 @@ def _draw_frontier(ax, ds: xr.Dataset, point: Mapping[str, float], x: str, y: st
     return True
 
 
+def _finite_axis(ds: xr.Dataset, name: str, option: str) -> np.ndarray:
+    values = np.asarray(ds[name].values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(f"{option} {name}: the axis holds non-finite values "
+                         f"({', '.join(f'{v:g}' for v in values)}) and cannot be drawn as "
+                         "a coordinate; fix it with --at or draw it with --facet")
+    return values
+
+
 def heatmap(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
             y: str = "crypto_drawdown", at: Mapping[str, float] | None = None,
-            frontier_var: str = "default_rate", threshold: float = 0.0) -> Figure:
+            frontier_var: str = DEFAULT_VAR, threshold: float = DEFAULT_THRESHOLD,
+            contours: Sequence[float] = ()) -> Figure:
     """Heatmap of ``var`` over axes ``x`` and ``y`` at fixed values of the others.
 
     Axes not given in ``at`` take their central value; values given are
     rounded to the nearest grid point, and the title says which. When
     ``x`` or ``y`` is deflation, the frontier of ``frontier_var`` over
-    ``threshold`` is drawn as a dashed line.
+    ``threshold`` is drawn as a dashed line; ``contours`` draws labelled
+    contour lines of ``var`` at those levels (those within its range).
     """
     da = _check_xy(ds, var, x, y)
     require_var(ds, frontier_var, "--frontier-var")
     point, asked = fixed_point(ds, [x, y], at)
+    xs, ys = _finite_axis(ds, x, "--x"), _finite_axis(ds, y, "--y")
     fig = Figure(figsize=(8, 6), layout="constrained")
     ax = fig.subplots()
-    surface = da.sel(point).load()
-    mesh = ax.pcolormesh(ds[x].values, ds[y].values, surface.transpose(y, x).values,
-                         shading="nearest", cmap="magma_r")
+    surface = da.sel(point).load().transpose(y, x).values
+    mesh = ax.pcolormesh(xs, ys, surface, shading="nearest", cmap="magma_r")
     fig.colorbar(mesh, ax=ax, label=label(da))
+    levels = [v for v in sorted(contours)
+              if np.nanmin(surface) < v < np.nanmax(surface)] if surface.size else []
+    if levels and min(surface.shape) > 1:
+        lines = ax.contour(xs, ys, surface, levels=levels, colors="white", linewidths=1.0)
+        ax.clabel(lines, fmt=lambda v: f"{v:.0%}" if da.attrs.get("units") == "1" else f"{v:g}",
+                  fontsize="small")
     _draw_frontier(ax, ds, point, x, y, frontier_var, threshold)
     ax.set_xlabel(label(ds[x]))
     ax.set_ylabel(label(ds[y]))
@@ -116,8 +136,8 @@ def heatmap(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
 
 def facets(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
            y: str = "crypto_drawdown", facet: str = "haircut",
-           at: Mapping[str, float] | None = None, frontier_var: str = "default_rate",
-           threshold: float = 0.0, max_panels: int = 20) -> Figure:
+           at: Mapping[str, float] | None = None, frontier_var: str = DEFAULT_VAR,
+           threshold: float = DEFAULT_THRESHOLD, max_panels: int = 20) -> Figure:
     """Small multiples: one heatmap of ``var`` per value of ``facet``, one colour scale.
 
     With more than ``max_panels`` values, evenly spaced ones are shown
@@ -129,6 +149,8 @@ def facets(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
     if facet in (x, y):
         raise InputError(f"--facet {facet}: is plotted on --x or --y")
     point, asked = fixed_point(ds, [x, y, facet], at)
+    _finite_axis(ds, x, "--x")
+    _finite_axis(ds, y, "--y")
     n = ds.sizes[facet]
     index = np.unique(np.linspace(0, n - 1, min(n, max_panels)).round().astype(int))
     cube = da.sel(point).isel({facet: index}).load()
@@ -187,10 +209,58 @@ def frontier_figure(line: xr.DataArray, ds: xr.Dataset, x: str = "crypto_drawdow
     return fig
 
 
+def difference_figure(diff: xr.DataArray, ds: xr.Dataset, x: str = "deflation",
+                      y: str = "crypto_drawdown", names: tuple[str, str] = ("A", "B")
+                      ) -> Figure:
+    """Heatmap of a difference of two cubes (B - A) over ``x`` and ``y``, the other
+    axes at their central values, on a colour scale centred on zero."""
+    point = {d: v for d, v in scenario_point(ds, "central").items() if d not in (x, y)}
+    surface = diff.sel(point).transpose(y, x).values
+    xs, ys = _finite_axis(ds, x, "--x"), _finite_axis(ds, y, "--y")
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    ax = fig.subplots()
+    span = float(np.nanmax(np.abs(surface))) if np.isfinite(surface).any() else 0.0
+    norm = TwoSlopeNorm(0.0, -span, span) if span > 0 else Normalize(-1e-12, 1e-12)
+    mesh = ax.pcolormesh(xs, ys, surface, shading="nearest", cmap="RdBu_r", norm=norm)
+    fig.colorbar(mesh, ax=ax, label=f"{diff.attrs.get('long_name', diff.name)}"
+                 + (f" [{diff.attrs['units']}]" if diff.attrs.get("units") else ""))
+    ax.set_xlabel(label(ds[x]))
+    ax.set_ylabel(label(ds[y]))
+    where = _describe(point, {})
+    ax.set_title(f"{names[1]} - {names[0]}" + (f" at {where}" if where else ""),
+                 fontsize="medium")
+    return fig
+
+
+def trigger_figure(ds: xr.Dataset, along: str = "deflation",
+                   at: Mapping[str, float] | None = None) -> Figure:
+    """The default rate by trigger along ``along`` (stacked), the other axes at ``at``
+    or their central values: which trigger breaks the book as stress rises."""
+    if "default_rate_by_trigger" not in ds.data_vars:
+        raise InputError("the cube has no default_rate_by_trigger (a model v1 cube?)")
+    point, asked = fixed_point(ds, [along], at)
+    rates = ds["default_rate_by_trigger"].sel(point).transpose(along, "trigger").load()
+    xs = _finite_axis(ds, along, "--x")
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.stackplot(xs, *[rates.sel(trigger=t).values for t in TRIGGERS], labels=TRIGGERS,
+                 colors=[TRIGGER_COLOURS[t] for t in TRIGGERS], alpha=0.85)
+    ax.set_xlabel(label(ds[along]))
+    ax.set_ylabel("defaulted principal over total principal [1]")
+    ax.set_xlim(xs.min(), xs.max())
+    ax.set_ylim(0, max(0.05, float(rates.sum("trigger").max()) * 1.1))
+    ax.legend(loc="upper left", fontsize="small", title="trigger")
+    where = _describe(point, asked)
+    ax.set_title("default rate by trigger" + (f" at {where}" if where else ""),
+                 fontsize="medium")
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG or SVG, chosen by the suffix of ``path``."""
+    """Write a figure as PNG, SVG or PDF, chosen by the suffix of ``path``."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise InputError(f"{path}: the file name must end in .png or .svg")
+        raise InputError(f"{path}: the file name must end in " + ", ".join(FORMATS[:-1])
+                         + f" or {FORMATS[-1]}")
     fig.savefig(path, dpi=120)
     return path

@@ -1,5 +1,11 @@
 """One self-contained HTML report of a cube: tables, figures, config, provenance.
 
+Summary (base and severe scenarios, default rate by trigger, what the thin
+resale market costs, each loan's outcome), the loss surface with contours at
+several loss levels, the default triggers along deflation, the lowest market
+price index, the deflation frontier, reverse stress at loss rates above the
+base scenario's, scenario-weighted tail risk, provenance and config.
+
 Figures are embedded as base64 PNG and the styles inline, so the file opens
 offline in any browser and can be mailed as it is.
 """
@@ -18,15 +24,19 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from .frontier import frontier, frontier_table
+from ..variables import TRIGGERS
+from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier, frontier_table
 from .headline import scenario_point
-from .plot import facets, frontier_figure, heatmap
-from .reverse import ReverseStress, reverse_stress
+from .plot import facets, frontier_figure, heatmap, trigger_figure
+from .reverse import ReverseStress, reverse_stress, targets_above
 from .risk import RiskRow, describe_marginal, marginals, risk
-from .summary import Summary, summary
+from .summary import LoanResult, Summary, summary
 
-PROVENANCE = ("name", "model_version", "gridstress_version", "backend", "device", "created",
-              "config_sha256", "portfolio_sha256", "n_loans", "total_principal_usd")
+PROVENANCE = ("name", "model_version", "gridstress_version", "backend", "device", "engine",
+              "created", "config_sha256", "portfolio_sha256", "n_loans",
+              "total_principal_usd")
+#: Loss rates at which the loss surface carries contour lines.
+CONTOURS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -61,6 +71,8 @@ def _num(value: Any, kind: str = "g") -> str:
         return f"{value:,.0f} bp"
     if kind == "prob":
         return f"{value:.3g}"
+    if kind == "ratio":
+        return f"{value:.3f}"
     return f"{value:g}" if isinstance(value, float) else html.escape(str(value))
 
 
@@ -84,22 +96,58 @@ def _summary_html(s: Summary) -> str:
         v = s.scenarios[label]
         rows.append([label, _point(s.points[label]), _num(v["loss"], "usd"),
                      _num(v["loss_rate"], "pct"), _num(v["default_rate"], "pct"),
-                     _num(v["recovery_rate"], "pct"), _num(v["breakeven_spread_bps"], "bp")])
+                     _num(v["recovery_rate"], "pct"), _num(v["breakeven_spread_bps"], "bp"),
+                     _num(v.get("market_price_min"), "ratio")])
     segments = [[html.escape(k), _num(v, "usd"),
                  _num(v / s.total_principal if s.total_principal else math.nan, "pct")]
                 for k, v in s.loss_by_segment.items()]
-    return "\n".join([
+    parts = [
         "<h2>Summary</h2>",
         f"<p>Worst cell: loss rate {_num(h.worst_loss_rate, 'pct')} at {_point(h.worst_cell)}."
         f" Cells with any default: {h.default_share:.1%} of {h.n_cells:,}.</p>",
         _table(["scenario", "cell", "loss", "loss rate", "default rate", "recovery rate",
-                "breakeven spread"], rows, left=2),
+                "breakeven spread", "lowest market price"], rows, left=2),
         "<p>Loss by segment at the base scenario:</p>",
         _table(["segment", "loss", "share of total principal"], segments, left=1),
         f"<p>Breakeven spread at the base scenario {_num(s.breakeven_spread_bps, 'bp')} "
         f"against the portfolio's principal-weighted spread "
         f"{_num(s.actual_spread_bps, 'bp')}: cushion {_num(s.spread_cushion_bps, 'bp')}.</p>",
-    ])
+    ]
+    if s.by_trigger:
+        parts += ["<h3>Default rate by trigger</h3>",
+                  '<p class="note">Defaulted principal over total principal, by the trigger '
+                  "that caused each default (the first of payment, covenant, ltv, maturity "
+                  "when several fire in the same period).</p>",
+                  _table(["scenario", *TRIGGERS, "all"],
+                         [[label, *(_num(r[t], "pct") for t in TRIGGERS),
+                           _num(sum(r.values()), "pct")] for label, r in s.by_trigger.items()],
+                         left=1)]
+    if s.market:
+        parts += ["<h3>What the thin resale market costs</h3>",
+                  '<p class="note">The loss of each scenario cell, with defaulted borrowers\' '
+                  "GPUs sold into the secondary market as configured, against the same cell "
+                  "with a deep market (market_depth_gpus: .inf) where fire sales move no "
+                  "price.</p>",
+                  _table(["scenario", "loss", "loss in a deep market", "extra loss",
+                          "default rate", "default rate in a deep market"],
+                         [[label, _num(m.loss, "usd"), _num(m.loss_deep, "usd"),
+                           _num(m.extra_loss, "usd"), _num(m.default_rate, "pct"),
+                           _num(m.default_rate_deep, "pct")] for label, m in s.market.items()],
+                         left=1)]
+    if s.loans:
+        for label, results in s.loans.items():
+            parts += [f"<h3>Loans at the {label} scenario ({_point(s.points[label])})</h3>",
+                      _loans_table(results)]
+    return "\n".join(parts)
+
+
+def _loans_table(results: Sequence[LoanResult]) -> str:
+    rows = [[html.escape(r.loan_id), html.escape(r.segment), _num(r.principal, "usd"),
+             "repaid" if r.default_years is None else f"{r.default_years:g} y",
+             html.escape(r.trigger or ""), _num(r.ead, "usd"), _num(r.recovery, "usd"),
+             _num(r.loss, "usd")] for r in results]
+    return _table(["loan", "segment", "principal", "default", "trigger", "EAD", "recovery",
+                   "loss"], rows, left=2)
 
 
 def _frontier_html(ds: xr.Dataset, line: xr.DataArray, max_columns: int = 10) -> str:
@@ -133,9 +181,9 @@ def _reverse_html(rs: ReverseStress) -> str:
         f"<p>{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
         f"{rs.target:.2%}; their total probability (rho = {rs.rho:g}) is "
         f"{rs.breaking_probability:.3g}.</p>",
-        "<h3>Least severe breaking cells (nearest to the central scenario)</h3>",
+        "<h4>Least severe breaking cells (nearest to the central scenario)</h4>",
         _table(header, rows(rs.nearest), left=2),
-        "<h3>Most probable breaking cells</h3>",
+        "<h4>Most probable breaking cells</h4>",
         _table(header, rows(rs.probable), left=2),
     ])
 
@@ -155,22 +203,52 @@ def _risk_html(rows: Sequence[RiskRow], dists: Mapping[str, Any]) -> str:
     ])
 
 
-def render_report(ds: xr.Dataset, frontier_var: str = "default_rate", threshold: float = 0.0,
-                  loss_rate: float = 0.05, rhos: Sequence[float] = (0.0, 0.5, 0.9),
+def render_report(ds: xr.Dataset, frontier_var: str = DEFAULT_VAR,
+                  threshold: float = DEFAULT_THRESHOLD,
+                  loss_rates: Sequence[float] = (), rhos: Sequence[float] = (0.0, 0.5, 0.9),
                   reverse_rho: float = 0.5,
                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """The report of a cube as one HTML document (a string)."""
+    """The report of a cube as one HTML document (a string).
+
+    ``loss_rates`` are the reverse-stress targets; by default those of
+    :func:`.reverse.targets_above` the base scenario's loss rate.
+    """
     s = summary(ds)
     line = frontier(ds, frontier_var, threshold)
-    rs = reverse_stress(ds, loss_rate, rho=reverse_rho, overrides=overrides)
+    targets = list(loss_rates) or targets_above(s.scenarios["base"]["loss_rate"],
+                                                s.headline.worst_loss_rate)
+    stresses = [reverse_stress(ds, t, rho=reverse_rho, overrides=overrides) for t in targets]
     risk_rows = risk(ds, rhos, overrides=overrides)
     figures = [
         heatmap(ds, "loss_rate", "deflation", "crypto_drawdown",
-                frontier_var=frontier_var, threshold=threshold),
+                frontier_var=frontier_var, threshold=threshold, contours=CONTOURS),
         facets(ds, "loss_rate", "deflation", "crypto_drawdown", "haircut",
                frontier_var=frontier_var, threshold=threshold),
         frontier_figure(line, ds),
     ]
+    market_html = ""
+    if "market_price_min" in ds.data_vars:
+        lowest = float(ds["market_price_min"].min())
+        if lowest < 1.0:
+            market_html = "\n".join([
+                "<h2>Secondary market</h2>",
+                f'<p class="note">Lowest secondary-market price index of each cell over the '
+                f"horizon (1: no fire sale moved the price); its lowest on the grid is "
+                f"{lowest:.3f}. Defaulted borrowers' GPUs are sold into one market, so each "
+                "default marks down every other fleet's collateral.</p>",
+                _png(heatmap(ds, "market_price_min", "deflation", "crypto_drawdown",
+                             frontier_var=frontier_var, threshold=threshold))])
+        else:
+            market_html = ("<h2>Secondary market</h2><p>No fire sale moved the resale price "
+                           "in any cell (a deep market: market_depth_gpus .inf).</p>")
+    trigger_html = ""
+    if "default_rate_by_trigger" in ds.data_vars:
+        trigger_html = "<h2>Default triggers</h2>" + _png(trigger_figure(ds))
+    if targets:
+        reverse_html = "\n".join(
+            f"<h3>Loss rate of {rs.target:.2%}</h3>" + _reverse_html(rs) for rs in stresses)
+    else:
+        reverse_html = "<p>No cell loses more than the base scenario.</p>"
     provenance = [[html.escape(k), _num(ds.attrs.get(k, "n/a"))] for k in PROVENANCE]
     title = html.escape(f"gridstress report: {ds.attrs.get('name', 'cube')}")
     parts = [
@@ -178,9 +256,17 @@ def render_report(ds: xr.Dataset, frontier_var: str = "default_rate", threshold:
         f"<title>{title}</title><style>{STYLE}</style></head><body>",
         f"<h1>{title}</h1>",
         _summary_html(s),
-        "<h2>Loss surface</h2>", _png(figures[0]), _png(figures[1]),
+        "<h2>Loss surface</h2>",
+        '<p class="note">Contour lines at loss rates of '
+        + ", ".join(f"{c:.0%}" for c in CONTOURS) + "; dashed: the deflation frontier.</p>",
+        _png(figures[0]), _png(figures[1]),
+        trigger_html,
+        market_html,
         "<h2>Deflation frontier</h2>", _png(figures[2]), _frontier_html(ds, line),
-        f"<h2>Reverse stress: loss rate of {loss_rate:.2%}</h2>", _reverse_html(rs),
+        "<h2>Reverse stress</h2>",
+        f'<p class="note">Targets above the base scenario\'s loss rate of '
+        f"{s.scenarios['base']['loss_rate']:.2%}.</p>" if not loss_rates else "",
+        reverse_html,
         "<h2>Scenario weights: expected loss and tail risk</h2>",
         _risk_html(risk_rows, marginals(ds, overrides)),
         "<h2>Provenance</h2>", _table(["attribute", "value"], provenance, left=2),

@@ -89,6 +89,26 @@ class ReverseStress:
     """Breaking cells by decreasing probability."""
 
 
+#: How far above the base scenario's loss rate the default reverse-stress
+#: targets lie [share of principal].
+TARGET_STEPS = (0.05, 0.10)
+
+
+def targets_above(base_loss_rate: float, worst_loss_rate: float,
+                  steps: tuple[float, ...] = TARGET_STEPS) -> list[float]:
+    """Reverse-stress targets above the base scenario's loss that some cell reaches.
+
+    The base loss rate plus each of ``steps``, rounded to 0.1%, where the
+    worst cell reaches it; else, when the worst cell is above the base, the
+    loss rate half way between them; else none (no cell loses more).
+    """
+    out = [round(base_loss_rate + step, 3) for step in steps
+           if round(base_loss_rate + step, 3) <= worst_loss_rate]
+    if not out and worst_loss_rate > base_loss_rate:
+        out = [(base_loss_rate + worst_loss_rate) / 2]
+    return out
+
+
 def _best(score: np.ndarray, offset: int, count: int) -> list[tuple[float, int]]:
     """The ``count`` lowest finite scores with their flat indices (offset added)."""
     flat = score.ravel()

@@ -21,8 +21,9 @@ def require_var(ds: xr.Dataset, var: str, option: str = "--var") -> xr.DataArray
     if var not in ds.data_vars:
         raise InputError(f"{option} {var}: not a variable of the cube; variables are: "
                          + ", ".join(ds.data_vars))
-    if "segment" in ds[var].dims:
-        raise InputError(f"{option} {var}: has a segment dim; choose a variable with one "
+    extra = [d for d in ds[var].dims if d not in grid_dims(ds)]
+    if extra:
+        raise InputError(f"{option} {var}: has a {extra[0]} dim; choose a variable with one "
                          "value per cell (e.g. loss)")
     return ds[var]
 

@@ -1,4 +1,12 @@
-"""The summary of a cube: base and severe scenarios, worst cell, segments, spread."""
+"""The summary of a cube: base and severe scenarios, worst cell, segments, spread,
+the default rate by trigger, each loan's outcome and what the thin resale market costs.
+
+The per-loan tables and the market cost are computed from the cube's
+embedded config (the resolved run config, loans inline) by running the
+reference model (:mod:`gridstress.reference`) in the one cell asked for:
+once as configured and once with ``market_depth_gpus: .inf`` (a deep
+market where fire sales move no price).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,13 @@ from dataclasses import dataclass
 import xarray as xr
 import yaml
 
+from ..inputs import RunConfig
+from ..model import MODEL_VERSION
+from ..variables import TRIGGERS
 from .headline import Headline, headline, scenario_point
 
 SCENARIO_VARS = ("loss", "loss_rate", "default_rate", "defaults", "recovery_rate",
-                 "breakeven_spread_bps")
+                 "breakeven_spread_bps", "market_price_min")
 
 
 def weighted_spread_bps(ds: xr.Dataset) -> float:
@@ -31,6 +42,83 @@ def weighted_spread_bps(ds: xr.Dataset) -> float:
     return 1e4 * sum(s * p for s, p in given) / sum(p for _, p in given)
 
 
+def cube_config(ds: xr.Dataset) -> RunConfig | None:
+    """The run config embedded in a cube of this model version (None otherwise)."""
+    if str(ds.attrs.get("model_version")) != MODEL_VERSION or not ds.attrs.get("config"):
+        return None
+    from ..config import config_from_dict
+
+    raw = yaml.safe_load(ds.attrs["config"])
+    return config_from_dict(raw, where=f"{ds.attrs.get('name', 'cube')} (embedded config)")
+
+
+@dataclass(frozen=True)
+class LoanResult:
+    """One loan's outcome in one cell."""
+
+    loan_id: str
+    segment: str
+    principal: float
+    default_years: float | None
+    """Time of default [year]; None when the loan is repaid."""
+    trigger: str | None
+    ead: float | None
+    recovery: float | None
+    loss: float
+
+    def row(self) -> dict[str, object]:
+        return {"loan_id": self.loan_id, "segment": self.segment,
+                "principal": self.principal, "default_years": self.default_years,
+                "trigger": self.trigger, "ead": self.ead, "recovery": self.recovery,
+                "loss": self.loss}
+
+
+def loan_results(config: RunConfig, point: dict[str, float]) -> list[LoanResult]:
+    """Each loan's default time, trigger, EAD, recovery and loss in the cell ``point``
+    (the whole portfolio in one market), loans in canonical order."""
+    from ..reference import trace_cell
+
+    loans = {ln.loan_id: ln for ln in config.loans}
+    _, _, rows = trace_cell(config.loans, config.periods_per_year,
+                            {**config.scenario, **point}, loan_ids=())
+    return [LoanResult(r["loan_id"], loans[r["loan_id"]].segment,
+                       loans[r["loan_id"]].principal, r["default_years"], r["trigger"],
+                       r["ead"], r["recovery"], r["loss"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class MarketCost:
+    """A cell's loss and default rate with the market step, and in a deep market."""
+
+    loss: float
+    loss_deep: float
+    default_rate: float
+    default_rate_deep: float
+
+    @property
+    def extra_loss(self) -> float:
+        """What the missing resale market costs in this cell [USD]."""
+        return self.loss - self.loss_deep
+
+
+def market_cost(config: RunConfig, point: dict[str, float],
+                results: list[LoanResult] | None = None) -> MarketCost:
+    """The loss of the cell ``point`` against the same cell with ``market_depth_gpus: .inf``.
+
+    ``results`` are the cell's :func:`loan_results`, when already computed.
+    """
+    total = sum(ln.principal for ln in config.loans)
+
+    def figures(rows: list[LoanResult]) -> tuple[float, float]:
+        return (sum(r.loss for r in rows),
+                sum(r.principal for r in rows if r.default_years is not None) / total)
+
+    loss, rate = figures(results or loan_results(config, point))
+    loss_deep, rate_deep = figures(loan_results(config, {**point,
+                                                         "market_depth_gpus": math.inf}))
+    return MarketCost(loss, loss_deep, rate, rate_deep)
+
+
 @dataclass(frozen=True)
 class Summary:
     headline: Headline
@@ -45,6 +133,12 @@ class Summary:
     actual_spread_bps: float
     """Principal-weighted actual spread of the portfolio [bp]."""
     total_principal: float
+    by_trigger: dict[str, dict[str, float]]
+    """Per scenario, the default rate by trigger (model.md's order)."""
+    loans: dict[str, list[LoanResult]] | None = None
+    """Per scenario, each loan's outcome (None: the cube embeds no v2 config)."""
+    market: dict[str, MarketCost] | None = None
+    """Per scenario, the loss with the market step against a deep market."""
 
     @property
     def spread_cushion_bps(self) -> float:
@@ -53,19 +147,30 @@ class Summary:
 
 
 def summary(ds: xr.Dataset) -> Summary:
-    """Headline figures, base and severe scenarios, segments and spreads of a cube.
+    """Headline figures, base and severe scenarios, segments, spreads and per-loan
+    outcomes of a cube.
 
     The base scenario is each axis's ``central`` value, the severe one its
     ``severe`` value (else the midpoint and the maximum of the axis), both
     rounded to the nearest grid value.
     """
     points = {"base": scenario_point(ds, "central"), "severe": scenario_point(ds, "severe")}
-    scenarios = {}
+    scenarios, by_trigger = {}, {}
+    present = [v for v in SCENARIO_VARS if v in ds.data_vars]
     for label, point in points.items():
-        at = ds[list(SCENARIO_VARS)].sel(point).load()
-        scenarios[label] = {name: float(at[name]) for name in SCENARIO_VARS}
+        at = ds[present].sel(point).load()
+        scenarios[label] = {name: float(at[name]) for name in present}
+        if "default_rate_by_trigger" in ds.data_vars:
+            rates = ds["default_rate_by_trigger"].sel(point).load()
+            by_trigger[label] = {str(t): float(rates.sel(trigger=t)) for t in TRIGGERS}
     by_segment = ds["loss_by_segment"].sel(points["base"]).load()
     segments = {str(s): float(v) for s, v in zip(by_segment["segment"].values, by_segment.values)}
+    config = cube_config(ds)
+    loans = market = None
+    if config is not None:
+        loans = {label: loan_results(config, point) for label, point in points.items()}
+        market = {label: market_cost(config, point, loans[label])
+                  for label, point in points.items()}
     return Summary(
         headline=headline(ds),
         scenarios=scenarios,
@@ -74,4 +179,7 @@ def summary(ds: xr.Dataset) -> Summary:
         breakeven_spread_bps=scenarios["base"]["breakeven_spread_bps"],
         actual_spread_bps=weighted_spread_bps(ds),
         total_principal=float(ds.attrs.get("total_principal_usd", math.nan)),
+        by_trigger=by_trigger,
+        loans=loans,
+        market=market,
     )

@@ -1,0 +1,158 @@
+"""The validated inputs of a run: frozen objects, free of any file format.
+
+:mod:`gridstress.config` reads and validates user files into these objects;
+everything downstream (the model, the engine, the cube) takes them as they
+are, so the model path needs no YAML or validation library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .params import LOAN_FIELDS
+
+__all__ = ["Axis", "Loan", "RunConfig"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: a scenario parameter and its strictly increasing values."""
+
+    name: str
+    values: tuple[float, ...]
+    central: float | None = None
+    severe: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=np.float64)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"values": list(self.values)}
+        if self.central is not None:
+            out["central"] = self.central
+        if self.severe is not None:
+            out["severe"] = self.severe
+        return out
+
+
+@dataclass(frozen=True)
+class Loan:
+    """One loan with every field of model v2 resolved (see params.LOAN_FIELDS)."""
+
+    loan_id: str
+    borrower: str
+    segment: str
+    principal: float
+    rate: float
+    spread: float | None
+    term_years: float
+    amortization: str
+    balloon: float
+    n_gpus: float
+    gpu_age_years: float
+    economic_life_years: float
+    pledged_share: float
+    rent: float
+    utilization: float
+    contracted_share: float
+    contract_years: float
+    contract_rent: float
+    power_kw_per_gpu: float
+    power_price: float
+    fixed_opex_per_gpu_year: float
+    mining_revenue: float
+    mining_cost: float
+    crypto_collateral: float
+    cash_reserve: float
+    cash_cap: float
+    min_dscr: float
+    cure_periods: int
+    max_ltv: float | None
+    ltv_basis: str
+    gpu_cost: float | None
+    book_life_years: float
+    refi_advance_rate: float
+    refi_term_years: float
+    refi_min_dscr: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in LOAN_FIELDS}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: grid axes, fixed scenario values, the portfolio and outputs."""
+
+    name: str
+    periods_per_year: int
+    scenario: dict[str, float]
+    axes: tuple[Axis, ...]
+    loans: tuple[Loan, ...]
+    source: str = "<dict>"
+    per_loan: bool = False
+    """Also write the per-loan variables (``outputs: {per_loan: true}``)."""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """Plausibility warnings of the inputs (values accepted, but they look like
+    a percentage, basis points or months)."""
+
+    def __hash__(self) -> int:  # dict field: hash by content
+        return hash(self.config_sha256 + self.portfolio_sha256)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a) for a in self.axes)
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(self.shape)
+
+    def axis(self, name: str) -> Axis:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def to_dict(self, with_portfolio: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "periods_per_year": self.periods_per_year,
+            "scenario": dict(self.scenario),
+            "grid": {a.name: a.as_dict() for a in self.axes},
+            "outputs": {"per_loan": self.per_loan},
+        }
+        if with_portfolio:
+            out["portfolio"] = [loan.as_dict() for loan in self.loans]
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved config (every default applied, loans inline) as YAML."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @cached_property
+    def config_sha256(self) -> str:
+        """Hash of everything but the portfolio, in canonical JSON."""
+        text = json.dumps(self.to_dict(with_portfolio=False), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @cached_property
+    def portfolio_sha256(self) -> str:
+        """Hash of the resolved loans sorted by loan_id: loan order does not matter."""
+        loans = sorted((loan.as_dict() for loan in self.loans), key=lambda d: d["loan_id"])
+        text = json.dumps(loans, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
