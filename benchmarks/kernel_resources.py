@@ -28,7 +28,7 @@ from _common import emit
 
 from gridstress import kernels as K
 from gridstress.bench import bench_config
-from gridstress.engine import prepare
+from gridstress.prepared import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SM = {"registers": 65536, "shared_bytes": 233472, "warps": 64, "blocks": 32,

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from gridstress.bench import bench_config, loan_periods
-from gridstress.engine import prepare
 from gridstress.kernels import SHARED_BYTES, FusedGrid
+from gridstress.prepared import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_DENSE = "seed-dense (401x181x31)"

@@ -66,6 +66,21 @@ def make_config(loans, grid=None, periods_per_year=4, scenario=None, defaults=No
 V1_SCENARIO = {"market_depth_gpus": float("inf")}
 
 
+def v1_config(cfg):
+    """A validated config with model v1's settings for its loans and scenario."""
+    from dataclasses import replace
+
+    loans = tuple(replace(ln, cash_cap=ln.cash_reserve, refi_term_years=0.0, ltv_basis="market")
+                  for ln in cfg.loans)
+    return replace(cfg, scenario={**cfg.scenario, **V1_SCENARIO}, loans=loans)
+
+
+def make_v1_config(loans, grid=None, scenario=None, **kw):
+    """``make_config`` with model v1's settings: what the fused kernel computes."""
+    return make_config(v1_loans(loans), grid=grid, scenario={**V1_SCENARIO, **(scenario or {})},
+                       **kw)
+
+
 def cli_runner(default_cwd: Path):
     """A function that runs the installed ``gridstress`` console script."""
     import subprocess

@@ -22,8 +22,9 @@ from gridstress.analysis.risk import (
     tail_measures,
 )
 from gridstress.analysis.summary import summary
-from gridstress.cube import VARIABLE_META, open_cube
+from gridstress.cube import open_cube
 from gridstress.errors import InputError
+from gridstress.variables import OUTPUTS, TRIGGERS
 
 UNITS = {"deflation": ("1/year", "annual market GPU rent deflation"),
          "crypto_drawdown": ("1", "crypto price peak-to-trough drawdown"),
@@ -63,12 +64,18 @@ def synthetic_cube(axes: dict, loss_rate, default_rate=None, reference=None,
         "breakeven_spread_bps": rate * 1e4 / 3.0,
         "loss_by_segment": (rate * principal * split).transpose(*axes, "segment"),
     }
-    ds = xr.Dataset({k: v.transpose(*axes, *(["segment"] if k == "loss_by_segment" else []))
+    # Every default by payment.
+    by_trigger = xr.DataArray([1.0, 0.0, 0.0, 0.0], dims="trigger",
+                              coords={"trigger": np.array(TRIGGERS, dtype=object)})
+    data["default_rate_by_trigger"] = (dr * by_trigger).transpose(*axes, "trigger")
+    data["market_price_min"] = 1.0 - 0.5 * rate.clip(0, 1)
+    ds = xr.Dataset({k: v.transpose(*axes, *[d for d in v.dims if d not in axes])
                      .astype(float) for k, v in data.items()},
-                    coords={**coords, "segment": split["segment"]})
-    for name, (units, long_name) in VARIABLE_META.items():
-        ds[name].attrs = {"units": units, "long_name": long_name}
-    ds.attrs = {"model_version": "1", "name": "synthetic", "total_principal_usd": principal,
+                    coords={**coords, "segment": split["segment"],
+                            "trigger": by_trigger["trigger"]})
+    for name in ds.data_vars:
+        ds[name].attrs = {"units": OUTPUTS[name].units, "long_name": OUTPUTS[name].long_name}
+    ds.attrs = {"model_version": "2", "name": "synthetic", "total_principal_usd": principal,
                 **(attrs or {})}
     return ds
 
@@ -120,8 +127,14 @@ def test_frontier_never_and_from_the_start():
     assert np.isnan(frontier(ds, "loss_rate", 0.9).values).all()    # max is 0.5+0.1+0.1
     np.testing.assert_array_equal(frontier(ds, "loss_rate", -1).values, 0.0)
     # default_rate > 0 from the first cell where loss > 0: d = 0 at c = h = 0, else d[0]
-    line = frontier(ds)
+    line = frontier(ds, "default_rate", 0.0)
     assert line.sel(crypto_drawdown=0.0, haircut=0.0) == 0.0
+    # The default frontier, loss_rate > 1%: 0.5 d = 0.01 at d = 0.02 where c = h = 0;
+    # elsewhere 0.1 c + 0.2 h > 0.01 already at d = 0.
+    line = frontier(ds)
+    assert line.attrs["var"] == "loss_rate" and line.attrs["threshold"] == 0.01
+    assert float(line.sel(crypto_drawdown=0.0, haircut=0.0)) == pytest.approx(0.02)
+    assert (line.values.ravel()[1:] == 0.0).all()
 
 
 def test_frontier_with_an_extra_axis_and_on_disk(tmp_path):
@@ -373,7 +386,8 @@ def test_heatmap_labels_title_and_frontier(tmp_path):
     np.testing.assert_allclose(line.get_ydata(), [0.0, 0.5, 1.0])
     assert save(fig, tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in save(fig, tmp_path / "h.svg").read_bytes()[:500]
-    with pytest.raises(InputError, match="must end in .png or .svg"):
+    assert save(fig, tmp_path / "h.pdf").read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(InputError, match="must end in .png, .svg or .pdf"):
         save(fig, tmp_path / "h.jpg")
     # swapped axes: the frontier is drawn the other way round
     fig = heatmap(ds, "loss_rate", "crypto_drawdown", "deflation", frontier_var="loss_rate",
@@ -416,9 +430,97 @@ def test_report_of_a_cube_with_an_extra_axis():
     axes = {**LINEAR_AXES, "discount_rate": [0.06, 0.1]}
     ds = synthetic_cube(axes, lambda deflation, discount_rate, **_: 0.5 * deflation
                         + discount_rate, attrs={"config": "name: synthetic\n"})
-    page = render_report(ds, frontier_var="loss_rate", threshold=0.3, loss_rate=0.3)
-    assert page.count('src="data:image/png;base64,') == 3
+    page = render_report(ds, frontier_var="loss_rate", threshold=0.3, loss_rates=[0.3])
+    # loss surface, facets, triggers, market price, frontier
+    assert page.count('src="data:image/png;base64,') == 5
+    for section in ("Default triggers", "Secondary market", "Loss rate of 30.00%"):
+        assert section in page
     assert "Other axes at their central values (discount_rate=0.06)" in page
     # frontier table at discount_rate 0.06: 0.5 d + 0.06 = 0.3 at d = 0.48
     assert "<td>0.48</td>" in page
     assert "<pre>name: synthetic\n</pre>" in page
+
+
+# ---------------------------------------------------------------------------
+# compare, a loan's frontier, reverse-stress targets
+
+
+def test_compare_two_cubes_on_the_same_grid():
+    from gridstress.analysis.compare import compare, largest_change
+
+    a = linear_cube()
+    # B loses 0.1 more where deflation > 0.55, and 0.02 less at zero haircut
+    b = synthetic_cube(LINEAR_AXES, lambda deflation, crypto_drawdown, haircut:
+                       0.5 * deflation + 0.1 * crypto_drawdown + 0.2 * haircut
+                       + 0.1 * (deflation > 0.55) - 0.02 * (haircut == 0.0))
+    c = compare(a, b)
+    d = c.difference
+    assert d.dims == ("deflation", "crypto_drawdown", "haircut")
+    np.testing.assert_allclose(d.isel(deflation=6).sel(haircut=0.5).values, 0.1)
+    np.testing.assert_allclose(d.isel(deflation=5).sel(haircut=0.0).values, -0.02, atol=1e-15)
+    value, point = largest_change(d, 1)
+    assert value == pytest.approx(0.1) and point["deflation"] == pytest.approx(0.6)
+    assert point["haircut"] == 0.5
+    value, point = largest_change(d, -1)
+    assert value == pytest.approx(-0.02) and point["haircut"] == 0.0
+    rows = {r["figure"]: r for r in c.rows()}
+    worst = rows["worst loss rate"]    # 0.5 + 0.1 + 0.1 = 0.7, then + 0.1
+    assert worst["a"] == pytest.approx(0.7) and worst["b_minus_a"] == pytest.approx(0.1)
+    # the base cell (midpoints d = 0.5, c = 0.5, h = 0.25 -> 0): 0.3 in A, 0.28 in B
+    base = rows["loss_rate at base"]
+    assert base["a"] == pytest.approx(0.3) and base["b_minus_a"] == pytest.approx(-0.02)
+    other = synthetic_cube({**LINEAR_AXES, "deflation": np.linspace(0, 1, 5)},
+                           lambda deflation, **_: deflation)
+    with pytest.raises(InputError, match="B: not on the grid of A: deflation has 5 values "
+                                         "from 0 to 1, against 11 from 0 to 1"):
+        compare(a, other)
+    extra = synthetic_cube({**LINEAR_AXES, "discount_rate": [0.1]},
+                           lambda deflation, **_: deflation)
+    with pytest.raises(InputError, match="its axes are deflation, crypto_drawdown, haircut, "
+                                         "discount_rate"):
+        compare(a, extra)
+
+
+def test_frontier_of_one_loan():
+    from gridstress.analysis.frontier import frontier_table, loan_frontier
+
+    ds = linear_cube()
+    with pytest.raises(InputError, match="--loan X: the cube has no per-loan outputs"):
+        loan_frontier(ds, "X")
+    # loan X defaults where d >= 0.3 + 0.4 c (at t = 2), loan Y never
+    d, c = np.meshgrid(LINEAR_AXES["deflation"], LINEAR_AXES["crypto_drawdown"], indexing="ij")
+    years = np.stack([np.where(d >= 0.3 + 0.4 * c - 1e-9, 2.0, np.nan),
+                      np.full(d.shape, np.nan)], axis=-1)
+    ds = ds.assign_coords(loan=["X", "Y"])
+    ds["loan_default_years"] = (("deflation", "crypto_drawdown", "loan"), years)
+    line = loan_frontier(ds, "X")
+    assert line.dims == ("crypto_drawdown",)
+    np.testing.assert_allclose(line.values, [0.3, 0.5, 0.7])   # first grid point, no interpolation
+    assert line.attrs["long_name"] == "smallest deflation at which X defaults"
+    assert np.isnan(loan_frontier(ds, "Y").values).all()
+    assert frontier_table(line, ds).dims == ("crypto_drawdown",)
+    with pytest.raises(InputError, match="--loan Z: not a loan of the cube; loans are: X, Y"):
+        loan_frontier(ds, "Z")
+
+
+def test_reverse_stress_targets_lie_above_the_base_loss():
+    from gridstress.analysis.reverse import targets_above
+
+    assert targets_above(0.2394, 0.4062) == [0.289, 0.339]   # base + 5 and + 10 points
+    assert targets_above(0.2394, 0.31) == [0.289]             # + 10 points is off the grid
+    assert targets_above(0.30, 0.32) == [pytest.approx(0.31)]  # half way to the worst cell
+    assert targets_above(0.30, 0.30) == []                    # no cell loses more
+
+
+def test_trigger_and_difference_figures(tmp_path):
+    from gridstress.analysis.plot import difference_figure, trigger_figure
+
+    ds = linear_cube()
+    fig = trigger_figure(ds)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "annual market GPU rent deflation [1/year]"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(TRIGGERS)
+    assert "crypto_drawdown=0.5 (central)" in ax.get_title()
+    fig = difference_figure(ds["loss_rate"] - ds["loss_rate"] * 0.5, ds)
+    assert fig.axes[0].get_title().startswith("B - A at haircut=0")
+    assert save(fig, tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"

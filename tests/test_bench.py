@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, cli_runner, make_config, random_loans
 
 from gridstress.bench import flops_per_loan_period
-from gridstress.engine import prepare
+from gridstress.prepared import prepare
 
 gridstress = cli_runner(ROOT)
 

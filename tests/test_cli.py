@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 from gridstress import load_config, open_cube, run_grid
-from gridstress.model import VARIABLES
+from gridstress.variables import variables
 
 HEADER = "loan_id,principal,rate,term_years,utilization,n_gpus"
 GOOD_ROW = "OK-1,1000000,0.1,3,0.8,100"
@@ -167,9 +167,9 @@ def test_run_writes_a_cube_that_open_cube_reads(cli, tmp_path):
         assert ds["loss"].dims == ("deflation", "crypto_drawdown", "haircut")
         assert ds.sizes["deflation"] == 81 and ds.sizes["haircut"] == 19
         assert cfg.n_cells >= 50_000
-        assert set(ds.data_vars) == set(VARIABLES)
+        assert set(ds.data_vars) == set(variables())
         assert list(ds["segment"].values) == ["miner", "neocloud"]
-        for name in VARIABLES:
+        for name in variables():
             assert ds[name].dtype == np.float64
             assert ds[name].attrs["units"] and ds[name].attrs["long_name"]
         for dim in ("deflation", "crypto_drawdown", "haircut"):
@@ -180,7 +180,7 @@ def test_run_writes_a_cube_that_open_cube_reads(cli, tmp_path):
         assert ds.attrs["config_sha256"] == cfg.config_sha256
         assert ds.attrs["portfolio_sha256"] == cfg.portfolio_sha256
         memory = run_grid(cfg, backend="numpy")
-        for name in VARIABLES:
+        for name in variables():
             np.testing.assert_array_equal(ds[name].values, memory[name].values)
     assert not list((tmp_path / "results").glob("*.partial"))
     res = cli("summary", "results/seed-ai-infra-2025.zarr")
@@ -195,7 +195,9 @@ def test_netcdf_output_and_resume(cli, tmp_path):
         full = nc.load()
     assert not list(tmp_path.glob("cube.nc.partial*"))
     # An interrupted Zarr run: mark three blocks done, spoil the rest, resume.
-    from gridstress.engine import partial_path, prepare, write_cube
+    from gridstress.engine import write_cube
+    from gridstress.prepared import prepare
+    from gridstress.store import partial_path
 
     out = tmp_path / "cube.zarr"
     run = prepare(config, "numpy", chunk_cells=4)
@@ -215,13 +217,15 @@ def test_netcdf_output_and_resume(cli, tmp_path):
     res = cli("run", config, "--out", "cube.zarr", "--chunk-cells", "999", "--resume")
     assert res.returncode == 0, res.stderr
     with open_cube(out) as ds:
-        for name in VARIABLES:
+        for name in variables():
             np.testing.assert_array_equal(ds[name].values, full[name].values)
 
 
 def test_resume_refuses_a_changed_portfolio(cli, tmp_path):
     config = write_case(tmp_path)
-    from gridstress.engine import partial_path, prepare, write_cube
+    from gridstress.engine import write_cube
+    from gridstress.prepared import prepare
+    from gridstress.store import partial_path
 
     run = prepare(config, "numpy", chunk_cells=2)
 
@@ -250,3 +254,122 @@ def test_run_refuses_to_replace_what_is_not_a_cube(cli, tmp_path):
     assert cli("run", config, "--out", "cube.zarr").returncode == 0
     res = cli("run", config, "--out", "cube.zarr")
     assert res.returncode == 0, res.stderr
+
+
+V2_HEADER = HEADER + ",cash_reserve,cash_cap,refi_term_years,refi_min_dscr,ltv_basis,gpu_cost," \
+    "book_life_years"
+V2_ROW = GOOD_ROW + ",100,200,4,1.35,book,30000,5"
+
+
+def _v2_row(**changes):
+    values = dict(zip(V2_HEADER.split(","), V2_ROW.split(",")))
+    values.update({k: str(v) for k, v in changes.items()})
+    return ",".join(values.values())
+
+
+BAD_V2_ROWS = [
+    (_v2_row(cash_cap=50), "book.csv row 1 (loan_id=OK-1): cash_cap=50.0 must be >= "
+     "cash_reserve (100.0)"),
+    (_v2_row(refi_term_years=-1), "book.csv row 1 (loan_id=OK-1): refi_term_years=-1 "
+     "must be >= 0"),
+    (_v2_row(refi_min_dscr=0), "book.csv row 1 (loan_id=OK-1): refi_min_dscr=0 must be > 0"),
+    (_v2_row(ltv_basis="cost"), "book.csv row 1 (loan_id=OK-1): ltv_basis=cost must be one "
+     "of market, book"),
+    (_v2_row(gpu_cost=""), "book.csv row 1 (loan_id=OK-1): gpu_cost=(empty) is required when "
+     "ltv_basis is book"),
+    (_v2_row(book_life_years=0), "book.csv row 1 (loan_id=OK-1): book_life_years=0 must be > 0"),
+]
+
+
+@pytest.mark.parametrize("row, message", BAD_V2_ROWS)
+def test_bad_v2_loan_fields_are_refused(cli, tmp_path, row, message):
+    config = write_case(tmp_path, rows=[row], header=V2_HEADER)
+    for command in ("validate", "run"):
+        res = cli(command, config)
+        assert res.returncode == 2, res.stderr
+        assert message in res.stderr
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("scenario: {market_depth_gpus: 0}\n",
+     "run.yaml: scenario.market_depth_gpus=0 must be > 0 (or .inf)"),
+    ("scenario: {market_depth_gpus: -5}\n",
+     "run.yaml: scenario.market_depth_gpus=-5 must be > 0 (or .inf)"),
+    ("scenario: {market_half_life_years: 0}\n",
+     "run.yaml: scenario.market_half_life_years=0 must be > 0 (or .inf)"),
+    ("scenario: {book_share: 0}\n", "run.yaml: scenario.book_share=0 must be in (0, 1]"),
+    ("scenario: {book_share: 1.5}\n", "run.yaml: scenario.book_share=1.5 must be in (0, 1]"),
+    ("scenario: {book_share: .inf}\n", "run.yaml: scenario.book_share=inf must be a finite "
+     "number"),
+    ("scenario: {market_depth_gpus: .nan}\n",
+     "run.yaml: scenario.market_depth_gpus=nan must be a number or .inf"),
+    ("outputs: {per_loan: maybe}\n", "run.yaml: outputs.per_loan=maybe"),
+])
+def test_bad_market_settings_are_refused(cli, tmp_path, extra, message):
+    config = write_case(tmp_path, extra=extra)
+    res = cli("run", config, "--out", tmp_path / "cube.zarr")
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert not list(tmp_path.glob("cube.zarr*"))
+
+
+@pytest.mark.parametrize("axis, message", [
+    ("market_depth_gpus: {values: [0, 1000]}",
+     "run.yaml: grid.market_depth_gpus value 0.0 must be > 0 (or .inf)"),
+    ("market_depth_gpus: {start: 1000, stop: .inf, num: 3}",
+     "run.yaml: grid.market_depth_gpus.start and stop must be finite numbers"),
+    ("book_share: {values: [0.5, 2]}", "run.yaml: grid.book_share value 2.0 must be in (0, 1]"),
+    ("market_half_life_years: {values: [-1, 1]}",
+     "run.yaml: grid.market_half_life_years value -1.0 must be > 0 (or .inf)"),
+])
+def test_bad_market_axes_are_refused(cli, tmp_path, axis, message):
+    config = write_case(tmp_path, grid=GRID + f"  {axis}\n")
+    res = cli("run", config, "--out", tmp_path / "cube.zarr")
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert not list(tmp_path.glob("cube.zarr*"))
+
+
+def test_plausibility_warnings_are_shown_and_the_run_goes_on(cli, tmp_path):
+    header = "loan_id,principal,rate,spread,term_years,max_ltv,n_gpus"
+    rows = ["PCT,1000000,12,0.05,3,0.8,100", "BPS,1000000,0.1,650,3,0.8,100",
+            "LTV,1000000,0.1,0.05,3,80,100", "MONTHS,1000000,0.1,0.05,60,0.8,100"]
+    config = write_case(tmp_path, rows=rows, header=header)
+    res = cli("run", config, "--out", "cube.zarr", "--scheduler", "synchronous")
+    assert res.returncode == 0, res.stderr
+    for line in (
+            "warning: book.csv row 1 (loan_id=PCT): rate=12.0 looks like a percentage: "
+            "rates are annual fractions (0.12 for 12%)",
+            "warning: book.csv row 2 (loan_id=BPS): spread=650.0 looks like a percentage or "
+            "basis points",
+            "warning: book.csv row 3 (loan_id=LTV): max_ltv=80.0 looks like a percentage: "
+            "max_ltv is a ratio (0.8 for 80%)",
+            "warning: book.csv row 4 (loan_id=MONTHS): term_years=60.0 looks like months"):
+        assert line in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]) == 4
+    assert (tmp_path / "cube.zarr").is_dir()
+    res = cli("validate", config)
+    assert res.returncode == 0 and res.stderr.count("warning:") == 4
+
+
+def test_per_loan_outputs_from_the_flag_and_the_config(cli, tmp_path):
+    config = write_case(tmp_path, rows=[GOOD_ROW, "OK-2,5000000,0.12,2,0.9,300"])
+    assert cli("run", config, "--out", "plain.zarr").returncode == 0
+    res = cli("run", config, "--out", "loans.zarr", "--per-loan", "--chunk-cells", "5")
+    assert res.returncode == 0, res.stderr
+    config_too = write_case(tmp_path, rows=[GOOD_ROW, "OK-2,5000000,0.12,2,0.9,300"],
+                            extra="outputs: {per_loan: true}\n")
+    assert cli("run", config_too, "--out", "config.zarr").returncode == 0
+    with open_cube(tmp_path / "plain.zarr") as plain:
+        assert "loan_loss" not in plain.data_vars and "loan" not in plain.dims
+    for name in ("loans.zarr", "config.zarr"):
+        with open_cube(tmp_path / name) as ds:
+            assert ds["loan_default_years"].dims == ("deflation", "crypto_drawdown", "loan")
+            assert ds["loan_loss"].dims == ("deflation", "crypto_drawdown", "haircut", "loan")
+            assert ds["loan_loss"].attrs["units"] == "USD"
+            assert ds["loan_default_years"].attrs["long_name"]
+            assert sorted(ds["loan"].values) == ["OK-1", "OK-2"]
+            np.testing.assert_allclose(ds["loan_loss"].sum("loan"), ds["loss"], rtol=1e-12)
+            assert "per_loan: true" in ds.attrs["config"]

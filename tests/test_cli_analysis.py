@@ -24,12 +24,23 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory):
-    """A folder with the seed cube as Zarr (seed.zarr) and NetCDF (seed.nc), and a runner."""
+    """A folder with the seed cube as Zarr (seed.zarr) and NetCDF (seed.nc), with
+    per-loan outputs (loans.zarr), without the H100 facility (without-h100.zarr),
+    and a runner."""
     where = tmp_path_factory.mktemp("seed")
     shutil.copytree(ROOT / "configs", where / "configs")
+    book = (where / "configs" / "portfolios" / "seed.csv").read_text().splitlines()
+    (where / "configs" / "portfolios" / "without-h100.csv").write_text(
+        "\n".join(line for line in book if not line.startswith("NC-H100-2023")) + "\n")
+    (where / "configs" / "without-h100.yaml").write_text(
+        (where / "configs" / "seed.yaml").read_text()
+        .replace("portfolios/seed.csv", "portfolios/without-h100.csv"))
     run = cli_runner(where)
-    for out in ("seed.zarr", "seed.nc"):
-        res = run("run", "configs/seed.yaml", "--out", out)
+    for config, out, *extra in (("seed", "seed.zarr"), ("seed", "seed.nc"),
+                                ("seed", "loans.zarr", "--per-loan"),
+                                ("without-h100", "without-h100.zarr")):
+        res = run("run", f"configs/{config}.yaml", "--out", out, "--scheduler", "synchronous",
+                  *extra)
         assert res.returncode == 0, res.stderr
     return where, run
 
@@ -43,15 +54,19 @@ def test_summary(seed):
     where, run = seed
     with open_cube(where / "seed.zarr") as ds:
         s = summary(ds)
+        at_base = ds.sel(s.points["base"]).load()
     for cube in ("seed.zarr", "seed.nc"):
         res = run("summary", cube)
         assert res.returncode == 0, res.stderr
-        assert "worst loss rate: 36.58% at deflation=0.6, crypto_drawdown=0.9" in res.stdout
+        assert "worst loss rate: 40.62% at deflation=0.6, crypto_drawdown=0.9" in res.stdout
         assert "base scenario: deflation=0.3, crypto_drawdown=0.5, haircut=0.35" in res.stdout
         assert "severe scenario: deflation=0.6, crypto_drawdown=0.84, haircut=0.55" in res.stdout
         assert f"loss at base, miner: ${s.loss_by_segment['miner'] / 1e6:,.1f}M" in res.stdout
         assert (f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
                 f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp") in res.stdout
+        for title in ("default rate by trigger", "what the thin resale market costs",
+                      "loans at the base scenario", "loans at the severe scenario"):
+            assert title in res.stdout
     # the seed book's spreads weighted by principal (configs/portfolios/seed.csv)
     # over the loans that give one
     loans = [r for r in read_csv(ROOT / "configs" / "portfolios" / "seed.csv") if r["spread"]]
@@ -60,6 +75,33 @@ def test_summary(seed):
         float(r["principal"]) for r in loans)
     assert s.actual_spread_bps == pytest.approx(1e4 * weighted)
     assert sum(s.loss_by_segment.values()) == pytest.approx(s.scenarios["base"]["loss"])
+    # The per-loan table, computed from the embedded config, adds up to the cube's cell,
+    # and so does the default rate by trigger.
+    base = s.loans["base"]
+    assert [r.loan_id for r in base] == list(read_csv(where / "configs" / "portfolios" /
+                                                      "seed.csv")[i]["loan_id"]
+                                             for i in (5, 0, 1, 2, 4, 7, 3, 6))
+    assert sum(r.loss for r in base) == pytest.approx(float(at_base["loss"]), rel=1e-9)
+    defaulted = sum(r.principal for r in base if r.default_years is not None)
+    assert defaulted / s.total_principal == pytest.approx(float(at_base["default_rate"]))
+    for trigger, rate in s.by_trigger["base"].items():
+        share = sum(r.principal for r in base if r.trigger == trigger) / s.total_principal
+        assert rate == pytest.approx(share, abs=1e-12)
+    m = s.market["base"]
+    assert m.loss == pytest.approx(float(at_base["loss"]), rel=1e-9)
+    assert m.loss_deep < m.loss and m.extra_loss == pytest.approx(m.loss - m.loss_deep)
+
+
+def test_summary_names_the_loan_that_breaks_first(seed):
+    where, run = seed
+    res = run("summary", "loans.zarr")
+    assert res.returncode == 0, res.stderr
+    table = res.stdout.split("loans at the base scenario", 1)[1].split("loans at the severe")[0]
+    # the 2023 H100 facility breaches its LTV covenant in the first quarter of the base cell
+    h100 = next(line for line in table.splitlines() if "NC-H100-2023" in line)
+    assert "t=0.25" in h100 and "ltv" in h100
+    ig = next(line for line in table.splitlines() if "NC-IG-GB200" in line)
+    assert "repaid" in ig
 
 
 def test_frontier_csv_and_plot(seed):
@@ -78,15 +120,78 @@ def test_frontier_csv_and_plot(seed):
     assert len(table) == 46 * 19
     with open_cube(where / "seed.zarr") as ds:
         line = frontier(ds, "loss_rate", 0.3)
-        for row in table[::97]:
+        assert 0 < int(line.isnull().sum()) < line.size   # crossed in some cells, not all
+        for row in table[::37]:
             at = {"crypto_drawdown": float(row["crypto_drawdown"]),
                   "haircut": float(row["haircut"])}
-            assert float(row["deflation"]) == pytest.approx(float(line.sel(at)), rel=1e-12)
-            # the crossing lies between two grid points that straddle the threshold
+            assert float(row["deflation"]) == pytest.approx(float(line.sel(at)), rel=1e-12,
+                                                            nan_ok=True)
             d = float(row["deflation"])
+            if np.isnan(d):   # never on the grid
+                assert (ds["loss_rate"].sel(at).values <= 0.3).all()
+                continue
+            # the crossing lies between two grid points that straddle the threshold
             below = ds["loss_rate"].sel(at).sel(deflation=slice(None, d - 1e-12)).values
             above = ds["loss_rate"].sel(at).sel(deflation=slice(d + 1e-12, None)).values
             assert (below <= 0.3).all() and above[0] > 0.3
+
+
+def test_frontier_of_a_loan(seed):
+    where, run = seed
+    res = run("frontier", "loans.zarr", "--loan", "NC-HY-H200", "--csv", "hy.csv")
+    assert res.returncode == 0, res.stderr
+    assert "smallest deflation at which NC-HY-H200 defaults" in res.stdout
+    rows = read_csv(where / "hy.csv")
+    assert list(rows[0]) == ["crypto_drawdown", "deflation"] and len(rows) == 46
+    with open_cube(where / "loans.zarr") as ds:
+        years = ds["loan_default_years"].sel(loan="NC-HY-H200").load()
+    for row in rows[::9]:
+        line = years.sel(crypto_drawdown=float(row["crypto_drawdown"]))
+        first = float(line["deflation"][line.notnull()].min())
+        assert float(row["deflation"]) == first
+        assert line.sel(deflation=slice(None, first - 1e-9)).isnull().all()
+    res = run("frontier", "seed.zarr", "--loan", "NC-HY-H200")
+    assert res.returncode == 2
+    assert "--loan NC-HY-H200: the cube has no per-loan outputs; run it again with " \
+           "--per-loan" in res.stderr
+    res = run("frontier", "loans.zarr", "--loan", "NOPE")
+    assert res.returncode == 2 and "--loan NOPE: not a loan of the cube; loans are:" in res.stderr
+
+
+def test_compare_the_book_with_and_without_a_loan(seed):
+    where, run = seed
+    res = run("compare", "seed.zarr", "without-h100.zarr", "--csv", "delta.csv",
+              "--plot", "delta.png")
+    assert res.returncode == 0, res.stderr
+    assert "headline figures" in res.stdout and "largest decrease of loss_rate" in res.stdout
+    rows = {r["figure"]: r for r in read_csv(where / "delta.csv")}
+    with open_cube(where / "seed.zarr") as a, open_cube(where / "without-h100.zarr") as b:
+        point = summary(a).points["base"]
+        loss_a, loss_b = (float(x["loss"].sel(point)) for x in (a, b))
+    row = rows["loss at base"]
+    assert float(row["a"]) == pytest.approx(loss_a) and float(row["b"]) == pytest.approx(loss_b)
+    assert float(row["b_minus_a"]) == pytest.approx(loss_b - loss_a)
+    assert loss_b < loss_a   # the H100 facility loses money at the base scenario
+    assert (where / "delta.png").read_bytes()[:4] == b"\x89PNG"
+    res = run("compare", "seed.zarr", "configs")
+    assert res.returncode == 2 and "not a gridstress cube" in res.stderr
+
+
+def test_compare_refuses_cubes_on_different_grids(seed, tmp_path):
+    where, run = seed
+    res = run("run", "configs/seed-contagion.yaml", "--out", "contagion.zarr",
+              "--scheduler", "synchronous")
+    assert res.returncode == 0, res.stderr
+    res = run("compare", "seed.zarr", "contagion.zarr")
+    assert res.returncode == 2
+    assert ("contagion.zarr: not on the grid of seed.zarr: its axes are deflation, "
+            "crypto_drawdown, haircut, market_depth_gpus") in res.stderr
+    # The contagion cube: the thinner the market, the earlier the book breaks.
+    with open_cube(where / "contagion.zarr") as ds:
+        line = frontier(ds).sel(crypto_drawdown=0.0, haircut=0.35)
+    shallow, deep = float(line.sel(market_depth_gpus=1e5)), float(
+        line.sel(market_depth_gpus=float("inf")))
+    assert shallow < deep
 
 
 def test_reverse(seed):
@@ -144,7 +249,7 @@ def test_plot_png_svg_and_facets(seed):
     (("plot", "seed.zarr", "--at", "haircut", "-o", "x.png"), "--at haircut: must be NAME=VALUE"),
     (("plot", "seed.zarr", "--at", "discount_rate=0.1", "-o", "x.png"),
      "--at discount_rate: not an axis of the cube"),
-    (("plot", "seed.zarr", "-o", "x.jpg"), "x.jpg: the file name must end in .png or .svg"),
+    (("plot", "seed.zarr", "-o", "x.jpg"), "x.jpg: the file name must end in .png, .svg or .pdf"),
     (("risk", "seed.zarr", "--rho", "1"), "--rho 1: must be in (-1, 1)"),
     (("risk", "seed.zarr", "--rho", "-1.5"), "--rho -1.5: must be in (-1, 1)"),
     (("reverse", "seed.zarr", "--loss-rate", "2"), "--loss-rate 2: must be in [0, 1]"),
@@ -193,13 +298,27 @@ def chromium() -> str:
 
 def test_report_renders_offline_in_chromium(seed, tmp_path):
     where, run = seed
-    res = run("report", "seed.zarr", "-o", "report.html", "--loss-rate", "0.35")
+    res = run("report", "seed.zarr", "-o", "report.html")
     assert res.returncode == 0, res.stderr
     page = (where / "report.html").read_text()
-    for section in ("Summary", "Deflation frontier", "Reverse stress", "Scenario weights",
+    for section in ("Summary", "Loss surface", "Default triggers", "Secondary market",
+                    "Deflation frontier", "Reverse stress", "Scenario weights",
                     "Provenance", "Config"):
         assert f"<h2>{section}" in page
-    assert page.count('src="data:image/png;base64,') == 3
+    for part in ("Default rate by trigger", "What the thin resale market costs",
+                 "Loans at the base scenario", "Loans at the severe scenario",
+                 "Contour lines at loss rates of 1%, 5%, 10%, 20%, 30%, 40%, 50%"):
+        assert part in page
+    # Reverse stress at 5 and 10 points above the base loss rate (23.94%), which
+    # some but not all cells reach: neither "no cell" nor "every cell".
+    with open_cube(where / "seed.zarr") as ds:
+        s = summary(ds)
+        for target in (0.289, 0.339):
+            rs = reverse_stress(ds, target)
+            assert 0 < rs.n_breaking < rs.n_cells
+            assert f"<h3>Loss rate of {target:.2%}</h3>" in page
+    assert s.scenarios["base"]["loss_rate"] == pytest.approx(0.2394, abs=5e-5)
+    assert page.count('src="data:image/png;base64,') == 5
     assert "http://" not in page and "https://" not in page   # nothing fetched when opened
     assert "seed-ai-infra-2025" in page and "config_sha256" in page
     browser = chromium()

@@ -22,9 +22,10 @@ from conftest import random_loans
 
 from gridstress import load_config, open_cube, run_grid
 from gridstress.distributed import WORKER_MALLOC_ENV
-from gridstress.engine import default_plan, partial_path, prepare
 from gridstress.grid import plan_blocks
-from gridstress.model import VARIABLES
+from gridstress.prepared import default_plan, prepare
+from gridstress.store import partial_path
+from gridstress.variables import variables
 
 BIN = Path(sys.executable).parent
 DASK = shutil.which("dask", path=str(BIN)) or "dask"
@@ -129,7 +130,7 @@ def slow(tmp_path_factory):
 
 def assert_same_cube(path: Path, reference) -> None:
     with open_cube(path) as ds:
-        for name in VARIABLES:
+        for name in variables():
             assert ds[name].load().identical(reference[name]), name
         assert ds.attrs["config_sha256"] == reference.attrs["config_sha256"]
         assert ds.attrs["backend"] == "numpy"
@@ -214,11 +215,11 @@ def test_python_api_on_a_cluster(cluster, small):
     config, reference = small
     cube = run_grid(load_config(config), backend="numpy", chunk_cells=6,
                     scheduler=cluster.address)
-    for name in VARIABLES:
+    for name in variables():
         assert cube[name].identical(reference[name]), name
     cube = run_grid(load_config(config), backend="numpy", chunk_cells=6,
                     scheduler=cluster.client)
-    for name in VARIABLES:
+    for name in variables():
         assert cube[name].identical(reference[name]), name
 
 

@@ -8,13 +8,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import GRIDS_GPU, ROOT, assert_parity, make_config, random_loans
+from conftest import (
+    GRIDS_GPU,
+    ROOT,
+    assert_parity,
+    make_config,
+    make_v1_config,
+    random_loans,
+    v1_config,
+)
 
-from gridstress import run_grid
-from gridstress.engine import gpu_plan, prepare
+from gridstress import load_config, run_grid
+from gridstress.prepared import gpu_plan, prepare
 
 pytestmark = pytest.mark.gpu
 
@@ -34,7 +43,7 @@ def _check_arrays(got: dict, ref, pf):
 
 def _random_config(seed: int, loans: int, n_deflation: int, n_crypto: int):
     rng = np.random.default_rng(seed)
-    return make_config(random_loans(rng, loans), grid={
+    return make_v1_config(random_loans(rng, loans), grid={
         "deflation": {"start": -0.1, "stop": 0.7, "num": n_deflation},
         "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_crypto},
         "haircut": {"values": [0.0, 0.4, 0.8]}})
@@ -44,7 +53,7 @@ def _random_config(seed: int, loans: int, n_deflation: int, n_crypto: int):
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_fused_kernel_matches_numpy(grid, seed):
     rng = np.random.default_rng(1000 + seed)
-    cfg = make_config(random_loans(rng, int(rng.integers(5, 60))), grid=GRIDS_GPU[grid])
+    cfg = make_v1_config(random_loans(rng, int(rng.integers(5, 60))), grid=GRIDS_GPU[grid])
     ref = _reference(cfg)
     run = prepare(cfg, "cupy")
     assert run.fused is not None
@@ -62,7 +71,7 @@ def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
     from gridstress.kernels import FusedGrid
 
     rng = np.random.default_rng(77 + max_q)
-    cfg = make_config(random_loans(rng, 40), grid=GRIDS_GPU["many haircuts"])
+    cfg = make_v1_config(random_loans(rng, 40), grid=GRIDS_GPU["many haircuts"])
     ref = _reference(cfg)
     pf = prepare(cfg, "numpy").portfolio
     fused = FusedGrid(pf, cupy, max_q_per_thread=max_q, stages=stages)
@@ -78,7 +87,7 @@ def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads
     from gridstress.kernels import RECORD_FIELDS, FusedGrid
 
     rng = np.random.default_rng(90 + recover_q)
-    cfg = make_config(random_loans(rng, 23), grid=GRIDS_GPU["many haircuts"])
+    cfg = make_v1_config(random_loans(rng, 23), grid=GRIDS_GPU["many haircuts"])
     ref = _reference(cfg)
     pf = prepare(cfg, "numpy").portfolio
     axes = {a.name: a.array for a in cfg.axes}
@@ -95,9 +104,30 @@ def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads
     assert fused.kernel_seconds == pytest.approx(sum(fused.stage_seconds.values()))
 
 
+def test_model_v2_runs_on_the_xp_model_on_cupy_and_says_so():
+    # The market step, retained cash, refinancing on cash flow and book-value
+    # covenants, with per-loan outputs: the fused kernel (model v1) does not
+    # cover the run, so --backend cupy takes the xp model on CuPy.
+    rng = np.random.default_rng(17)
+    cfg = make_config(random_loans(rng, 15), grid={
+        **GRIDS_GPU["three axes"], "market_depth_gpus": {"values": [2e3, 4e4, float("inf")]}},
+        scenario={"book_share": 0.3})
+    run = prepare(replace(cfg, per_loan=True), "cupy")
+    assert run.fused is None and "computes model v1 only" in run.note
+    assert run.engine == "xp model (cupy)"
+    ref = run_grid(cfg, backend="numpy", per_loan=True)
+    for chunk in (None, 97):
+        cube = run_grid(cfg, backend="cupy", chunk_cells=chunk, per_loan=True)
+        assert cube.attrs["engine"] == "xp model (cupy)"
+        _check(cube, ref, run.portfolio)
+    fused = run_grid(make_v1_config(random_loans(rng, 15), grid=GRIDS_GPU["three axes"]),
+                     backend="cupy")
+    assert fused.attrs["engine"] == "fused CUDA kernel"
+
+
 def test_xp_model_on_cupy_matches_numpy():
     rng = np.random.default_rng(7)
-    cfg = make_config(random_loans(rng, 12), grid=GRIDS_GPU["three axes"])
+    cfg = make_v1_config(random_loans(rng, 12), grid=GRIDS_GPU["three axes"])
     ref = _reference(cfg)
     run = prepare(cfg, "cupy", chunk_cells=97, kernel="xp")
     assert run.fused is None
@@ -153,14 +183,23 @@ def test_compiled_kernel_is_cached_on_disk(tmp_path):
     assert again == first  # the second start loaded it: nothing compiled anew
 
 
+@pytest.mark.parametrize("model", ["v1", "v2"])
 @pytest.mark.parametrize("scheduler", ["synchronous", "local", "local-cuda"])
-def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler):
-    """``gridstress run`` end to end on the GPU, in this process or on Dask workers."""
+def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler, model):
+    """``gridstress run`` end to end on the GPU, in this process or on Dask workers:
+    the seed config (model v2: the xp model on CuPy) and the seed book with v1's
+    settings (the fused kernel)."""
+    import yaml
+
     from gridstress.cube import open_cube
 
     if scheduler == "local-cuda":
         pytest.importorskip("dask_cuda", reason="dask-cuda (the gpu extra) is not installed")
     config = ROOT / "configs" / "seed.yaml"
+    if model == "v1":
+        raw = v1_config(load_config(config)).to_dict()
+        config = tmp_path / "seed-v1.yaml"
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     def run(backend: str, sched: str, out: str):
         res = subprocess.run([sys.executable, "-m", "gridstress", "run", str(config),
@@ -173,5 +212,6 @@ def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler):
     gpu = run("cupy", scheduler, "gpu.zarr")
     cpu = run("numpy", "synchronous", "cpu.zarr")
     assert "cupy" in gpu.attrs["backend"] and gpu.attrs["device"]
+    assert gpu.attrs["engine"] == ("fused CUDA kernel" if model == "v1" else "xp model (cupy)")
     pf = prepare(config, "numpy").portfolio
     _check(gpu, cpu, pf)

@@ -15,17 +15,29 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GRIDS_GPU, ROOT, assert_parity, make_config, random_loans
+from conftest import (
+    GRIDS_GPU,
+    ROOT,
+    assert_parity,
+    make_config,
+    make_v1_config,
+    random_loans,
+    v1_config,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridstress import kernels as K
-from gridstress.engine import gpu_plan, prepare
+from gridstress.config import load_config
+from gridstress.inputs import Axis
 from gridstress.model import evaluate, scenario_arrays
+from gridstress.prepared import gpu_plan, prepare
+from gridstress.variables import TRIGGERS
 
 CXX = shutil.which("g++") or shutil.which("c++")
 NVCC = shutil.which("nvcc")
@@ -101,7 +113,7 @@ def launches(pf) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
     rng = np.random.default_rng(seed)
-    cfg = make_config(random_loans(rng, 13), grid=GRIDS[grid])
+    cfg = make_v1_config(random_loans(rng, 13), grid=GRIDS[grid])
     pf = prepare(cfg, "numpy").portfolio
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
@@ -129,7 +141,7 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     loans = random_loans(rng, 17)
     for i, loan in enumerate(loans):  # more segments than registers hold
         loan["segment"] = f"s{i % 11}"
-    cfg = make_config(loans, grid={
+    cfg = make_v1_config(loans, grid={
         "deflation": {"start": -0.2, "stop": 0.8, "num": 6},
         "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
         "haircut": {"start": 0.0, "stop": 1.0, "num": 13},
@@ -209,7 +221,7 @@ def host_cupy(host_folder, monkeypatch):
 
 def _fused_case(grid: str, seed: int, loans: int = 13):
     rng = np.random.default_rng(seed)
-    cfg = make_config(random_loans(rng, loans), grid=GRIDS_GPU[grid])
+    cfg = make_v1_config(random_loans(rng, loans), grid=GRIDS_GPU[grid])
     pf = prepare(cfg, "numpy").portfolio
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
@@ -337,14 +349,35 @@ def test_variant_spreads_recovery_cells_evenly_within_registers(q, seg, cap, exp
 
 @needs_cxx
 def test_kernel_arithmetic_on_the_seed_portfolio(host_build):
-    cfg = prepare(ROOT / "configs" / "seed.yaml", "numpy")
+    cfg = prepare(v1_config(load_config(ROOT / "configs" / "seed.yaml")), "numpy")
     axes = {a.name: a.array[::4] for a in cfg.config.axes}
     shape = tuple(len(v) for v in axes.values())
     ref = evaluate(cfg.portfolio, scenario_arrays(axes, cfg.config.scenario), shape)
     got = K.evaluate_on_host(host_build, cfg.portfolio, axes, cfg.config.scenario)
     assert_parity(got, ref, cfg.portfolio.total_principal, cfg.portfolio.principal_wal)
-    # Every seed cell has a default (docs/model.md, unsecured bullets).
+    # With v1's settings every seed cell has a default: the unsecured convertible
+    # bullet keeps no cash and cannot refinance on cash flow (docs/model.md).
     assert np.all(got["defaults"] >= 1)
+    np.testing.assert_allclose(got["default_rate_by_trigger"].sum(axis=-1), got["default_rate"],
+                               rtol=1e-12)
+    assert set(np.flatnonzero(got["default_rate_by_trigger"].reshape(-1, len(TRIGGERS))
+                              .any(axis=0))) == {0, 1, 2, 3}   # every trigger fires somewhere
+
+
+def test_fused_kernel_covers_exactly_the_runs_model_v1_computes():
+    seed = load_config(ROOT / "configs" / "seed.yaml")
+    assert "secondary market of finite depth" in K.fused_covers(seed)
+    v1 = v1_config(seed)
+    assert K.fused_covers(v1) is None
+    assert K.fused_covers(replace(v1, per_loan=True)) == "per-loan outputs"
+    first = v1.loans[0]
+    for change, text in (({"cash_cap": first.cash_reserve + 1}, "a cash cap above the reserve"),
+                         ({"refi_term_years": 4.0}, "a cash-flow refinancing offer"),
+                         ({"ltv_basis": "book", "gpu_cost": 3e4}, "an LTV covenant on book")):
+        loans = (replace(first, **change),) + v1.loans[1:]
+        assert K.fused_covers(replace(v1, loans=loans)).startswith(text)
+    market_axis = replace(v1, axes=v1.axes + (Axis("book_share", (0.2, 1.0)),))
+    assert K.fused_covers(market_axis) == "a market axis (book_share)"
 
 
 @pytest.mark.parametrize("a,b,loans,horizon", [
@@ -434,7 +467,7 @@ def test_loan_matrices_carry_the_flags_and_covenants():
 
 
 def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
-    cfg = make_config(random_loans(np.random.default_rng(0), 5), grid={
+    cfg = make_v1_config(random_loans(np.random.default_rng(0), 5), grid={
         "deflation": {"start": 0.0, "stop": 0.6, "num": 300},
         "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 200},
         "haircut": {"start": 0.0, "stop": 0.9, "num": 10}})

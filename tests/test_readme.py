@@ -27,3 +27,29 @@ def test_readme_quickstart_is_the_two_make_commands():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^run:", makefile, flags=re.M)
     assert re.search(r"^test:", makefile, flags=re.M)
+
+
+def test_every_readme_yaml_block_is_a_valid_config():
+    import yaml
+
+    from gridstress.config import config_from_dict
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    assert blocks, "the README has a YAML example"
+    for text in blocks:
+        # Portfolio paths are relative to configs/, where the README's example lives.
+        cfg = config_from_dict(yaml.safe_load(text), "README.md", base_dir=ROOT / "configs")
+        assert cfg.n_cells > 0 and cfg.loans
+
+
+def test_readme_variable_table_is_the_output_table():
+    from gridstress.variables import OUTPUTS
+
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", readme, flags=re.M)
+    units = {}
+    for names, unit in rows:
+        for name in re.findall(r"`([a-z_]+)`", names):
+            units[name] = unit.strip()
+    assert units == {name: o.units for name, o in OUTPUTS.items()}

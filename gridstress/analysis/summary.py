@@ -43,12 +43,15 @@ def weighted_spread_bps(ds: xr.Dataset) -> float:
 
 
 def cube_config(ds: xr.Dataset) -> RunConfig | None:
-    """The run config embedded in a cube of this model version (None otherwise)."""
-    if str(ds.attrs.get("model_version")) != MODEL_VERSION or not ds.attrs.get("config"):
+    """The run config embedded in a cube of this model version; None for a cube of
+    another version or one that embeds no whole run config (grid and loans)."""
+    if str(ds.attrs.get("model_version")) != MODEL_VERSION:
+        return None
+    raw = yaml.safe_load(ds.attrs.get("config") or "")
+    if not isinstance(raw, dict) or not {"grid", "portfolio"} <= set(raw):
         return None
     from ..config import config_from_dict
 
-    raw = yaml.safe_load(ds.attrs["config"])
     return config_from_dict(raw, where=f"{ds.attrs.get('name', 'cube')} (embedded config)")
 
 
