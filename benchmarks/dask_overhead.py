@@ -38,8 +38,10 @@ from _common import emit
 from gridstress import load_config, open_cube
 from gridstress.backend import resolve_backend
 from gridstress.distributed import RunSpec, connect, run_blocks, worker_backends
-from gridstress.engine import create_store, partial_path, prepare, write_cube
-from gridstress.model import VARIABLES
+from gridstress.engine import write_cube
+from gridstress.prepared import prepare
+from gridstress.store import create_store, partial_path
+from gridstress.variables import variables
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = {"deflation": 401, "crypto_drawdown": 361, "haircut": 31}
@@ -100,7 +102,7 @@ def main() -> None:
         with open_cube(Path(tmp) / "sync.zarr") as sync:
             group = zarr.open_group(str(store), mode="r")
             same = all(np.array_equal(group[name][:], sync[name].values, equal_nan=True)
-                       for name in VARIABLES)
+                       for name in variables())
     compute = sum(r.compute_s for r in receipts)
     write = sum(r.write_s for r in receipts)
     busy = args.workers * wall

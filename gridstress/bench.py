@@ -30,18 +30,33 @@ from typing import Any
 
 import numpy as np
 
-from .config import RunConfig, config_from_dict, load_config
-from .engine import prepare
-from .synthetic import random_loans
+from .config import config_from_dict, load_config
+from .errors import InputError
+from .inputs import RunConfig
+from .prepared import prepare
+from .synthetic import random_loans, v1_loans
 
 ENGINES = ("numpy", "cupy-xp", "fused")
 
 
+#: The model settings a bench runs: v1's (what the fused kernel computes) or
+#: v2's defaults (the market step active; the xp model only).
+MODELS = ("v1", "v2")
+
+
 def bench_config(loans: int = 100, cells: int = 1_000_000, config: str | Path | None = None,
-                 seed: int = 0, haircuts: int = 1) -> RunConfig:
+                 seed: int = 0, haircuts: int = 1, model: str = "v1") -> RunConfig:
     """A config with ``loans`` random loans on the grid of ``config`` or, without
     one, on a square deflation x crypto grid of about ``cells`` cells with
-    ``haircuts`` haircut values (one: no default path is shared)."""
+    ``haircuts`` haircut values (one: no default path is shared).
+
+    ``model="v1"`` gives the loans and the scenario model v1's settings
+    (model.md: a deep market, no cash above the reserve, no cash-flow
+    refinancing, LTV on market value), the runs the fused kernel covers;
+    ``"v2"`` keeps the v2 defaults, the market step included.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, not {model!r}")
     rng = np.random.default_rng(seed)
     portfolio = random_loans(rng, loans)
     if config is not None:
@@ -66,6 +81,9 @@ def bench_config(loans: int = 100, cells: int = 1_000_000, config: str | Path | 
                             else {"start": 0.0, "stop": 0.9, "num": haircuts}),
             },
         }
+    if model == "v1":
+        portfolio = v1_loans(portfolio)
+        raw["scenario"] = {**raw.get("scenario", {}), "market_depth_gpus": math.inf}
     raw["portfolio"] = portfolio
     return config_from_dict(raw, where="bench")
 
@@ -159,6 +177,8 @@ def time_engine(config: RunConfig, engine: str, repeats: int = 1) -> dict[str, A
     """
     backend = "numpy" if engine == "numpy" else "cupy"
     run = prepare(config, backend, kernel="xp" if engine == "cupy-xp" else "fused")
+    if engine == "fused" and run.fused is None:
+        raise InputError(f"the fused kernel does not cover this run: {run.note}")
     sync = _synchronize(backend)
     passes = []
     for _ in range(repeats):
@@ -217,10 +237,13 @@ def compile_times() -> dict[str, float]:
 
 def run_bench(loans: int = 100, cells: int = 1_000_000, config: str | Path | None = None,
               engines: tuple[str, ...] = ENGINES, seed: int = 0, haircuts: int = 1,
-              log=print, compile_timing: bool = True) -> dict[str, Any]:
+              log=print, compile_timing: bool = True, model: str = "v1") -> dict[str, Any]:
     """Time the engines on one portfolio and grid; return the results as a dict."""
-    cfg = bench_config(loans, cells, config, seed, haircuts)
-    warm = bench_config(loans, 5_000, None, seed, 3)
+    if model != "v1" and "fused" in engines:
+        raise InputError(f"--model {model}: the fused kernel computes model v1 only; bench "
+                         "it with --model v1, or choose --engines numpy,cupy-xp")
+    cfg = bench_config(loans, cells, config, seed, haircuts, model)
+    warm = bench_config(loans, 5_000, None, seed, 3, model)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["gridstress", "bench", *sys.argv[2:]]) if sys.argv[1:2] == [
@@ -230,6 +253,7 @@ def run_bench(loans: int = 100, cells: int = 1_000_000, config: str | Path | Non
         "numpy": np.__version__,
         "loans": loans,
         "seed": seed,
+        "model": model,
         "grid": {a.name: len(a.array) for a in cfg.axes},
         "cells": int(math.prod(cfg.shape)),
         "engines": {},

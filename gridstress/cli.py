@@ -687,6 +687,9 @@ def bench(
     seed: int = typer.Option(0, help="Seed of the random portfolio."),
     engines: str | None = typer.Option(
         None, help="Comma-separated subset of numpy,cupy-xp,fused (overrides --backend)."),
+    model: str = typer.Option(
+        "v1", help="v1: the loans and scenario with model v1's settings, which the fused "
+        "kernel computes; v2: the v2 defaults, market step active (numpy and cupy-xp only)."),
     compile_times: bool = typer.Option(
         True, help="Also time the kernel's first start (empty cache) and warm start."),
     out_path: Path | None = typer.Option(None, "--out", "-o",
@@ -708,6 +711,15 @@ def bench(
     else:
         chosen = None
         wanted = backend
+    from .bench import MODELS
+
+    if model not in MODELS:
+        err.print(f"error: --model {model}: must be one of {', '.join(MODELS)}", markup=False)
+        raise typer.Exit(2)
+    if model != "v1" and chosen is not None and "fused" in chosen:
+        err.print(f"error: --model {model}: the fused kernel computes model v1 only; bench it "
+                  "with --model v1, or choose --engines numpy,cupy-xp", markup=False)
+        raise typer.Exit(2)
     if min(cells, loans, haircuts) < 1:
         err.print("error: --cells, --loans and --haircuts must be >= 1", markup=False)
         raise typer.Exit(2)
@@ -719,12 +731,14 @@ def bench(
     if chosen is None:
         chosen = ("numpy",) if resolved.name == "numpy" else (
             ("cupy-xp", "fused") if backend == "cupy" else ENGINES)
+        if model != "v1":  # the fused kernel computes model v1 only
+            chosen = tuple(e for e in chosen if e != "fused")
     if resolved.note:
         err.print(resolved.note, markup=False)
     try:
         results = run_bench(loans, cells, config, chosen, seed, haircuts,
                             log=lambda line: out.print(line, markup=False),
-                            compile_timing=compile_times)
+                            compile_timing=compile_times, model=model)
     except InputError as exc:
         _fail_input(exc)
     if out_path is not None:

@@ -54,3 +54,28 @@ def test_bench_refuses_an_unknown_engine():
     res = gridstress("bench", "--engines", "numpy,warp")
     assert res.returncode == 2
     assert "--engines numpy,warp" in res.stderr
+
+
+def test_bench_configs_of_either_model():
+    from gridstress.bench import bench_config
+    from gridstress.kernels import fused_covers
+
+    v1 = bench_config(20, cells=400, model="v1")
+    v2 = bench_config(20, cells=400, model="v2")
+    assert fused_covers(v1) is None                  # the fused kernel's runs
+    assert "finite depth" in fused_covers(v2)
+    assert v2.scenario["market_depth_gpus"] == 400_000
+    assert [ln.principal for ln in v1.loans] == [ln.principal for ln in v2.loans]
+
+
+def test_bench_cli_times_model_v2_without_the_fused_kernel(tmp_path):
+    out = tmp_path / "bench.json"
+    res = gridstress("bench", "--cells", "300", "--loans", "4", "--model", "v2",
+                     "--backend", "numpy", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["model"] == "v2" and list(data["engines"]) == ["numpy"]
+    res = gridstress("bench", "--model", "v3")
+    assert res.returncode == 2 and "--model v3: must be one of v1, v2" in res.stderr
+    res = gridstress("bench", "--model", "v2", "--engines", "fused")
+    assert res.returncode == 2 and "the fused kernel computes model v1 only" in res.stderr

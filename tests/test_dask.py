@@ -383,3 +383,24 @@ def test_a_worker_that_cannot_see_the_store_says_so(small, tmp_path):
     with pytest.raises(ClusterError, match="cannot see the store .*elsewhere/cube.zarr.partial"
                        ": workers write their blocks into it"):
         block_task(RunSpec(run.config, "numpy", str(missing)), run.plan.block(0))
+
+
+def test_per_loan_outputs_with_the_market_step_on_a_cluster(cluster, small, tmp_path):
+    """Workers, chunks that cut the haircut axis (several blocks share each default
+    path; one of them writes loan_default_years) and the synchronous run agree."""
+    config, _ = small
+    cfg = load_config(config)
+    assert cfg.scenario["market_depth_gpus"] < float("inf")   # the market step is active
+    reference = run_grid(cfg, backend="numpy", per_loan=True)
+    assert float(reference["market_price_min"].min()) < 1.0
+    for chunk in (2, 5):   # haircut has 3 values: blocks of 2 or 5 cells cut it
+        res = gridstress("run", config, "--out", f"loans{chunk}.zarr", "--per-loan",
+                         "--chunk-cells", chunk, "--scheduler", cluster.address, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        with open_cube(tmp_path / f"loans{chunk}.zarr") as ds:
+            for name in variables(per_loan=True):
+                assert ds[name].load().identical(reference[name]), (chunk, name)
+    cube = run_grid(cfg, backend="numpy", chunk_cells=2, per_loan=True,
+                    scheduler=cluster.client)
+    for name in variables(per_loan=True):
+        assert cube[name].identical(reference[name]), name
