@@ -29,7 +29,8 @@ from gridstress.variables import OUTPUTS, TRIGGERS
 UNITS = {"deflation": ("1/year", "annual market GPU rent deflation"),
          "crypto_drawdown": ("1", "crypto price peak-to-trough drawdown"),
          "haircut": ("1", "GPU collateral liquidation haircut"),
-         "discount_rate": ("1/year", "annual discount rate")}
+         "discount_rate": ("1/year", "annual discount rate"),
+         "market_depth_gpus": ("GPU", "GPUs whose sale halves the price")}
 
 
 def synthetic_cube(axes: dict, loss_rate, default_rate=None, reference=None,
@@ -524,3 +525,20 @@ def test_trigger_and_difference_figures(tmp_path):
     fig = difference_figure(ds["loss_rate"] - ds["loss_rate"] * 0.5, ds)
     assert fig.axes[0].get_title().startswith("B - A at haircut=0")
     assert save(fig, tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reverse_stress_measures_an_axis_with_inf_in_grid_steps():
+    # market_depth_gpus 1e5 (severe), 4e5 (central), inf: positions 0, 1, 2, scale 1 step.
+    # Loss = d, plus 0.2 in the shallowest market. Reference: d central 0.2, severe 0.6.
+    axes = {"deflation": np.linspace(0, 1, 11), "crypto_drawdown": [0.0], "haircut": [0.0],
+            "market_depth_gpus": [1e5, 4e5, np.inf]}
+    ds = synthetic_cube(axes, lambda deflation, market_depth_gpus, **_:
+                        deflation + 0.2 * (market_depth_gpus == 1e5),
+                        reference={"deflation": (0.2, 0.6), "market_depth_gpus": (4e5, 1e5)})
+    rs = reverse_stress(ds, 0.8)
+    # (0.6, 1e5): ((0.6-0.2)/0.4)^2 + 1^2 = 2; (0.8, 4e5): 1.5^2 = 2.25;
+    # (0.7, 1e5): 1.25^2 + 1 = 2.5625; (0.9, 4e5): 1.75^2 = 3.0625; (0.8, inf): 2.25 + 1
+    assert [c.distance ** 2 for c in rs.nearest[:5]] == pytest.approx(
+        [2.0, 2.25, 2.5625, 3.0625, 3.25])
+    assert rs.nearest[4].point["market_depth_gpus"] == np.inf   # a deep market is one step off
+    assert np.isfinite([c.distance for c in rs.nearest]).all()

@@ -9,6 +9,9 @@ the smallest normalised distance from the central scenario,
 so one unit on every axis is the move from the central to the severe
 scenario (an axis without ``central``/``severe`` takes its midpoint and its
 maximum, so scale = half its range; an axis of one value is left out).
+An axis that holds a non-finite value (``market_depth_gpus: .inf``, a deep
+market) is measured in grid steps instead: ``x_a``, ``central_a`` and
+``severe_a`` are then the positions of the grid values nearest to them.
 "Most probable" ranks the breaking cells by their scenario weight
 (:func:`.risk.scenario_weights`). See ``docs/analysis.md``.
 """
@@ -28,12 +31,33 @@ from .risk import scenario_weights
 from .select import reference_values
 
 
+def _in_steps(ds: xr.Dataset, axis: str) -> bool:
+    """Whether the distance measures ``axis`` in grid steps (it holds a non-finite value)."""
+    return not np.isfinite(np.asarray(ds[axis].values, dtype=np.float64)).all()
+
+
+def _position(ds: xr.Dataset, axis: str, value: Any) -> Any:
+    """The grid index nearest to ``value`` (a number or an array of axis values)."""
+    values = np.asarray(ds[axis].values, dtype=np.float64)
+    x = np.asarray(value, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(values.reshape((-1,) + (1,) * x.ndim) - x)
+    gap = np.where(values.reshape((-1,) + (1,) * x.ndim) == x, 0.0, gap)  # inf == inf
+    index = np.nanargmin(gap, axis=0).astype(np.float64)
+    return xr.DataArray(index, dims=value.dims, coords=value.coords) \
+        if isinstance(value, xr.DataArray) else float(index)
+
+
 def axis_scales(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
-    """``{axis: (central, scale)}`` of the distance, for every axis that has a scale."""
+    """``{axis: (central, scale)}`` of the distance, for every axis that has a scale
+    (both in grid steps for an axis that holds a non-finite value)."""
     out = {}
     for axis in grid_dims(ds):
         central, severe = reference_values(ds, axis)
         values = np.asarray(ds[axis].values, dtype=np.float64)
+        if _in_steps(ds, axis):
+            central, severe = _position(ds, axis, central), _position(ds, axis, severe)
+            values = np.arange(values.size, dtype=np.float64)
         scale = abs(severe - central) or (values.max() - values.min()) / 2
         if scale > 0:
             out[axis] = (central, float(scale))
@@ -47,8 +71,10 @@ def distance(ds: xr.Dataset, point: Mapping[str, Any]) -> Any:
     coordinates broadcast against each other); axes without a scale are
     left out.
     """
-    terms = [((point[axis] - central) / scale) ** 2
-             for axis, (central, scale) in axis_scales(ds).items()]
+    terms = []
+    for axis, (central, scale) in axis_scales(ds).items():
+        x = _position(ds, axis, point[axis]) if _in_steps(ds, axis) else point[axis]
+        terms.append(((x - central) / scale) ** 2)
     return np.sqrt(sum(terms, start=0.0))
 
 
