@@ -537,8 +537,9 @@ def test_reverse_stress_measures_an_axis_with_inf_in_grid_steps():
                         reference={"deflation": (0.2, 0.6), "market_depth_gpus": (4e5, 1e5)})
     rs = reverse_stress(ds, 0.8)
     # (0.6, 1e5): ((0.6-0.2)/0.4)^2 + 1^2 = 2; (0.8, 4e5): 1.5^2 = 2.25;
-    # (0.7, 1e5): 1.25^2 + 1 = 2.5625; (0.9, 4e5): 1.75^2 = 3.0625; (0.8, inf): 2.25 + 1
-    assert [c.distance ** 2 for c in rs.nearest[:5]] == pytest.approx(
-        [2.0, 2.25, 2.5625, 3.0625, 3.25])
-    assert rs.nearest[4].point["market_depth_gpus"] == np.inf   # a deep market is one step off
+    # (0.7, 1e5): 1.25^2 + 1 = 2.5625; (0.9, 4e5): 1.75^2 = 3.0625; then 1.5^2 + 1 = 3.25
+    # at (0.8, 1e5) and (0.8, inf): a deep market is one step from the central one.
+    assert [c.distance ** 2 for c in rs.nearest[:6]] == pytest.approx(
+        [2.0, 2.25, 2.5625, 3.0625, 3.25, 3.25])
+    assert {c.point["market_depth_gpus"] for c in rs.nearest[4:6]} == {1e5, np.inf}
     assert np.isfinite([c.distance for c in rs.nearest]).all()
