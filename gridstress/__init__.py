@@ -1,19 +1,28 @@
 """gridstress: credit stress grids for loans against GPU fleets.
 
 Public API: :func:`load_config`, :func:`run_grid`, :func:`write_cube`,
-:func:`open_cube`.
+:func:`open_cube`, :class:`InputError`.  They are imported on first use, so
+that ``import gridstress`` (and the model path below it) loads no file
+reader, array library or cluster client it does not need.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("gridstress")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-from .config import load_config  # noqa: E402
-from .cube import open_cube  # noqa: E402
-from .engine import run_grid, write_cube  # noqa: E402
-from .errors import InputError  # noqa: E402
+#: Where each name of the public API lives.
+_API = {"load_config": "config", "open_cube": "cube", "run_grid": "engine",
+        "write_cube": "engine", "InputError": "errors"}
 
 __all__ = ["InputError", "__version__", "load_config", "open_cube", "run_grid", "write_cube"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'gridstress' has no attribute {name!r}")

@@ -157,23 +157,25 @@ def mining_margin(ln: _Loans, rows: slice, j: int, c, D, dt: float, xp):
     return xp.maximum(0.0, ln.mining_revenue[rows] * price_j - ln.mining_cost[rows]) * dt
 
 
-def cash_flow_offer(ln: _Loans, rows: slice, n: int, d, c, D, y, dt: float, hours: float,
-                    n_refi: np.ndarray, xp):
+def cash_flow_offer(fleet: list, mining: list, rows: slice, n: int, y, dt: float,
+                    n_refi: np.ndarray, ln: _Loans, xp):
     """The cash-flow refinancing offer ``K_n`` of the loans ``rows`` maturing in ``n`` [USD].
 
     ``K_n = max(0, sum_{j=n+1..n+n_r} CFADS_j (1+y)^{-(j-n)/f}) / refi_min_dscr``,
     ``n_r`` each loan's ``refi_term_years`` in periods (``n_refi``, on the
-    host), with CFADS continued past maturity.  The fleet's part (over
-    deflation) and the mining part (over the crypto axes) are discounted
-    apart and added once.
+    host), with CFADS continued past maturity.  ``fleet[j]`` and
+    ``mining[j]`` are every loan's :func:`fleet_cash_flow` and
+    :func:`mining_margin` of period ``j``; the fleet's part (over deflation)
+    and the mining part (over the crypto axes) are discounted apart and added
+    once.
     """
-    fleet = mining = 0.0
-    for j in range(n + 1, n + int(n_refi.max()) + 1):
-        w = (1.0 + y) ** (-((j - n) * dt))
-        within = j - n <= ln.n_refi[rows]
-        fleet = fleet + xp.where(within, fleet_cash_flow(ln, rows, j, d, dt, hours, xp) * w, 0.0)
-        mining = mining + xp.where(within, mining_margin(ln, rows, j, c, D, dt, xp) * w, 0.0)
-    return xp.maximum(0.0, fleet + mining) / ln.refi_min_dscr[rows]
+    fleet_pv = mining_pv = 0.0
+    for m in range(1, int(n_refi.max()) + 1):
+        w = (1.0 + y) ** (-(m * dt))
+        within = m <= ln.n_refi[rows]
+        fleet_pv = fleet_pv + xp.where(within, fleet[n + m][rows] * w, 0.0)
+        mining_pv = mining_pv + xp.where(within, mining[n + m][rows] * w, 0.0)
+    return xp.maximum(0.0, fleet_pv + mining_pv) / ln.refi_min_dscr[rows]
 
 
 def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ...], xp=np,
@@ -223,6 +225,13 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     ln = _Loans(pf, ndim, xp)
     col = ln.col
     gpu_value = appraisal_table(pf, d, y, xp, ndim)
+    # Every loan's fleet cash flow (over deflation) and mining margin (over the
+    # crypto axes) per period, to the last one a cash-flow offer projects.
+    last = K + int(pf.n_refi.max(initial=0))
+    everyone = slice(None)
+    fleet = [None] + [fleet_cash_flow(ln, everyone, j, d, dt, hours, xp)
+                      for j in range(1, last + 1)]
+    mining = [None] + [mining_margin(ln, everyone, j, c, D, dt, xp) for j in range(1, last + 1)]
     path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]
     path_shape = (L,) + np.broadcast_shapes(*(_shape(p) for p in path_params))
     cell_shape = path_shape[1:]
@@ -252,8 +261,7 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
             rows = slice(0, n_active)
             t_k = k * dt
             # 1-5. Cash flow, DSCR and the cash account (capped at cash_cap).
-            cfads_k = (fleet_cash_flow(ln, rows, k, d, dt, hours, xp)
-                       + mining_margin(ln, rows, k, c, D, dt, xp))
+            cfads_k = fleet[k][rows] + mining[k][rows]
             price_k = crypto_index(k, c, D, xp)
             debt_service = col(pf.debt_service[rows, k])
             has_ds = debt_service > 0
@@ -296,7 +304,7 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
                     mature = slice(first, n_active)
                     offer = xp.broadcast_to(offer, (n_active,) + cell_shape).copy()
                     offer[mature] = xp.maximum(offer[mature], cash_flow_offer(
-                        ln, mature, k, d, c, D, y, dt, hours, pf.n_refi[mature], xp))
+                        fleet, mining, mature, k, y, dt, pf.n_refi[mature], ln, xp))
                 maturity = balloon > xp.maximum(cash_k, 0.0) + offer
                 trigger = trigger | maturity
 
