@@ -231,7 +231,13 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     everyone = slice(None)
     fleet = [None] + [fleet_cash_flow(ln, everyone, j, d, dt, hours, xp)
                       for j in range(1, last + 1)]
-    mining = [None] + [mining_margin(ln, everyone, j, c, D, dt, xp) for j in range(1, last + 1)]
+    # X_j, hence M_j, stays the same once the fall is complete (j >= D): those
+    # periods share one array.
+    settled = math.ceil(float(D.max()) if hasattr(D, "max") else D)
+    mining = [None]
+    for j in range(1, last + 1):
+        mining.append(mining[-1] if j > settled else
+                      mining_margin(ln, everyone, j, c, D, dt, xp))
     path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]
     path_shape = (L,) + np.broadcast_shapes(*(_shape(p) for p in path_params))
     cell_shape = path_shape[1:]
@@ -282,30 +288,29 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
             fair_k = ln.pledged_gpus[rows] * gpu_value[k][rows]
             crypto_k = ln.crypto0[rows] * price_k
             tests_ltv = bool(pf.has_ltv_covenant[rows].any())
-            due = pf.balloon_due[rows, k]
-            if tests_ltv or due.any():
-                gpu_k = fair_k * price if market else fair_k
-                collateral = gpu_k + crypto_k
             if tests_ltv:
                 # LTV = O/(V+C) (or O/(BV+C) on book basis): inf when only the
                 # denominator is 0, 0 when nothing is owed.
+                collateral = (fair_k * price if market else fair_k) + crypto_k
                 basis = collateral
                 if pf.book_basis[rows].any():
                     book = col(pf.book_value[rows, k]) + crypto_k
                     basis = xp.where(ln.book_basis[rows], book, collateral)
                 ltv = xp.where(owed > 0, owed / basis, 0.0) > ln.max_ltv[rows]
                 trigger = trigger | ltv
-            # 8. Maturity: the better of the collateral and the cash-flow offer.
-            if due.any():
-                balloon = col(pf.balloon[rows, k])
-                offer = ln.refi[rows] * collateral
-                first = int(pf.active[k + 1]) if k < K else 0  # loans with n = k
-                if (pf.n_refi[first:n_active] * due[first:n_active]).any():
-                    mature = slice(first, n_active)
-                    offer = xp.broadcast_to(offer, (n_active,) + cell_shape).copy()
-                    offer[mature] = xp.maximum(offer[mature], cash_flow_offer(
+            # 8. Maturity of the loans with n = k and a balloon: the better of
+            # the collateral and the cash-flow offer.
+            first = int(pf.active[k + 1]) if k < K else 0
+            if pf.balloon_due[first:n_active, k].any():
+                mature = slice(first, n_active)
+                gpu_n = fair_k[mature] * price if market else fair_k[mature]
+                offer = ln.refi[mature] * (gpu_n + crypto_k[mature])
+                if (pf.n_refi[mature] * pf.balloon_due[mature, k]).any():
+                    offer = xp.maximum(offer, cash_flow_offer(
                         fleet, mining, mature, k, y, dt, pf.n_refi[mature], ln, xp))
-                maturity = balloon > xp.maximum(cash_k, 0.0) + offer
+                maturity = xp.zeros(trigger.shape, dtype=bool)
+                maturity[mature] = (col(pf.balloon[mature, k])
+                                    > xp.maximum(cash_k[mature], 0.0) + offer)
                 trigger = trigger | maturity
 
             was_alive = alive[rows]
