@@ -17,9 +17,10 @@ value: no path is shared):
              on every cell for the seed, on every 10th deflation value
              (100,000 cells) for the 100 loans; it is linear in cells.
 
-Each engine time is the best of three runs, v2 and v1 taking turns (the
-first run of a grid in a process pays for growing the heap; alternating
-spreads that and the machine's noise over both). Throughput is
+Each engine time is the median of 3 to 9 runs (as many as fit in about 5 s,
+after the first), v2 and v1 taking turns: the first run of a grid in a
+process pays for growing the heap, and alternating spreads that and the
+machine's noise over both; the minimum is reported too. Throughput is
 loan-periods per second (cells x sum of each loan's periods / seconds); the
 engine and the reference are checked to agree to 1e-9 on the reference's
 cells.
@@ -69,19 +70,20 @@ def portfolios():
     return {"seed (configs/seed.yaml)": (seed, 1), "100 random loans (seed 0)": (random, 10)}
 
 
-def best_of_three(configs: dict) -> tuple[dict[str, float], object]:
-    """Seconds of the best of three runs of each config, taking turns; and the
-    last cube of the first config."""
+def timed_runs(configs: dict) -> dict[str, list[float]]:
+    """Seconds of each run of each config, taking turns, 3 to 9 runs each (as
+    many as fit in about 5 s); no cube is kept alive between runs."""
     times: dict[str, list[float]] = {name: [] for name in configs}
-    cube = None
-    for _ in range(3):
+    rounds = 3
+    while len(times[next(iter(configs))]) < rounds:
         for name, cfg in configs.items():
             t0 = time.perf_counter()
-            result = run_grid(cfg, backend="numpy", scheduler="synchronous")
+            run_grid(cfg, backend="numpy", scheduler="synchronous")
             times[name].append(time.perf_counter() - t0)
-            if cube is None or name == next(iter(configs)):
-                cube = result
-    return {name: min(t) for name, t in times.items()}, cube
+        if len(times[next(iter(configs))]) == 1:
+            slowest = max(t[0] for t in times.values())
+            rounds = max(3, min(9, math.ceil(5.0 / max(slowest, 1e-3))))
+    return times
 
 
 def measure(base, n_d: int, n_c: int, n_h: int, stride: int) -> dict:
@@ -93,8 +95,9 @@ def measure(base, n_d: int, n_c: int, n_h: int, stride: int) -> dict:
     cfg = replace(base, axes=axes)
     loan_periods = int(portfolio_arrays(cfg.loans, cfg.periods_per_year).n.sum())
     cells = cfg.n_cells
-    seconds, cube = best_of_three({"v2": cfg, "v1": v1_settings(cfg)})
-    v2_s, v1_s = seconds["v2"], seconds["v1"]
+    runs = timed_runs({"v2": cfg, "v1": v1_settings(cfg)})
+    v2_s, v1_s = (float(np.median(runs[name])) for name in ("v2", "v1"))
+    cube = run_grid(cfg, backend="numpy", scheduler="synchronous")
 
     ref_axes = {a.name: a.array for a in axes}
     ref_axes["deflation"] = ref_axes["deflation"][::stride]
@@ -116,8 +119,11 @@ def measure(base, n_d: int, n_c: int, n_h: int, stride: int) -> dict:
         "loan_periods_per_cell": loan_periods,
         "market_price_min": float(cube["market_price_min"].min()),
         "default_rate_mean": float(cube["default_rate"].mean()),
+        "runs_each": len(runs["v2"]),
         "v2_seconds": round(v2_s, 3),
         "v1_settings_seconds": round(v1_s, 3),
+        "v2_seconds_min": round(min(runs["v2"]), 3),
+        "v1_settings_seconds_min": round(min(runs["v1"]), 3),
         "v2_loan_periods_per_s": round(v2_rate),
         "v1_settings_loan_periods_per_s": round(cells * loan_periods / v1_s),
         "v2_over_v1_throughput": round(v1_s / v2_s, 3),
