@@ -5,60 +5,22 @@ Model v2 with ``market_depth_gpus: .inf``, ``cash_cap`` = ``cash_reserve``,
 ``refi_term_years: 0`` and ``ltv_basis: market`` must give every v1 number
 (model.md).  This file is model v1 as it was: Python loops over loans and
 periods, vectorised over cells, each appraisal summed term by term.  Only
-its imports changed (the input objects moved to gridstress.inputs); it reads
+its imports changed: the input objects moved to gridstress.inputs, and the
+contractual schedule, which v2 did not change, is v2's reference's; it reads
 the v1 fields of v2's loans and ignores the rest.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from gridstress.inputs import Loan
 from gridstress.params import SCENARIO_PARAMS
+from gridstress.reference import _round_half_up, _schedule  # the schedule did not change
 
 #: The cell variables of model v1.
 CELL_VARIABLES = ("loss", "loss_pv", "loss_rate", "defaults", "default_rate",
                   "first_default_years", "min_dscr", "recovery_rate", "breakeven_spread_bps")
-
-
-def _round_half_up(x: float) -> int:
-    return math.floor(round(x, 9) + 0.5)
-
-
-def _schedule(loan: Loan, f: int):
-    """Lists I, A (regular), balloon, DS, O, B indexed 0..n, as model.md states them."""
-    n = _round_half_up(loan.term_years * f)
-    r = loan.rate / f
-    B0 = loan.principal
-    b = loan.balloon
-    interest, regular, balloon, owed, balance = ([0.0] * (n + 1) for _ in range(5))
-    balance[0] = B0
-    if loan.amortization == "bullet":
-        balloon[n] = B0
-    else:
-        balloon[n] = b * B0
-    if loan.amortization == "annuity":
-        if r == 0:
-            payment = B0 * (1 - b) / n
-        else:
-            # v^n = exp(-n log1p(r)), 1 - v^n = -expm1(-n log1p(r)): exact for tiny r
-            v_n = math.exp(-n * math.log1p(r))
-            payment = (B0 - b * B0 * v_n) * r / -math.expm1(-n * math.log1p(r))
-    for k in range(1, n + 1):
-        interest[k] = balance[k - 1] * r
-        if loan.amortization == "linear":
-            regular[k] = B0 * (1 - b) / n
-        elif loan.amortization == "annuity":
-            regular[k] = payment - interest[k]
-        owed[k] = balance[k - 1] - regular[k]
-        balance[k] = owed[k] - balloon[k]
-    balance[n] = 0.0  # closes exactly; see gridstress.schedule
-    owed[n] = balloon[n]
-    ds = [interest[k] + regular[k] for k in range(n + 1)]
-    wal = sum(k / f * (regular[k] + balloon[k]) for k in range(n + 1)) / B0
-    return n, interest, regular, balloon, ds, owed, balance, wal
 
 
 def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | None = None):
@@ -70,7 +32,7 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | N
     cells = p["deflation"].shape[0]
     dt = 1 / f
     H = 8760 * dt
-    n, _, _, balloon, DS, O, B, wal = _schedule(loan, f)
+    n, balloon, DS, O, B, wal = _schedule(loan, f)
     n_L = max(0, _round_half_up((loan.economic_life_years - loan.gpu_age_years) * f))
     n_c = _round_half_up(loan.contract_years * f)
     e = loan.power_kw_per_gpu * loan.power_price
