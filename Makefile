@@ -1,12 +1,12 @@
 # gridstress: the two commands of the README quickstart.
 #   make run   create .venv, install gridstress, run configs/seed.yaml
-#   make test  install the test extras, run ruff and pytest
+#   make test  install the test extras, run the linters (make lint) and pytest
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/seed.yaml
 
-.PHONY: run test install install-test bench bench-gpu clean
+.PHONY: run test lint install install-test bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/gridstress run $(CONFIG)
 
-test: install-test
+lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy gridstress/
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: install-test

@@ -1,7 +1,7 @@
 """Run configs and portfolios: the only module that reads user files.
 
 ``load_config(path)`` reads the YAML run config and its portfolio (CSV,
-Parquet or inline), checks every value against the rules of
+Parquet, Excel or inline), checks every value against the rules of
 :mod:`gridstress.params`, and returns a frozen
 :class:`~gridstress.inputs.RunConfig`.  Every broken rule is reported at
 once, each on its own line, in the form
@@ -10,12 +10,14 @@ by raising :class:`gridstress.errors.InputError`.  Values that pass the
 rules but look like a percentage, basis points or months (``rate=12``) are
 kept, with one line each in ``RunConfig.warnings``.
 
-Rows are counted from 1, the header not included.
+Rows of a CSV or Parquet file are counted from 1, the header not included;
+rows of an Excel sheet are numbered as Excel shows them (the header is row 1).
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -170,7 +172,11 @@ def _plausibility(loan: Loan) -> list[tuple[str, Any, str]]:
 # Portfolio files
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+Table = tuple[list[str], list[dict[str, Any]], list[str]]
+"""A portfolio file as read: its columns, one dict a loan, and each loan's row label."""
+
+
+def _read_csv(path: Path) -> Table:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -183,53 +189,134 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             if not any((v or "").strip() for v in raw.values()):
                 continue  # a blank line is not a loan
             rows.append({k.strip(): v for k, v in raw.items()})
-    return columns, rows
+    return columns, rows, [f"row {i}" for i in range(1, len(rows) + 1)]
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _read_parquet(path: Path) -> Table:
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"{path.name}: not a readable Parquet file ({exc})") from exc
-    return list(table.column_names), table.to_pylist()
+    rows = table.to_pylist()
+    return list(table.column_names), rows, [f"row {i}" for i in range(1, len(rows) + 1)]
 
 
-def _read_portfolio_file(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _excel_value(name: str, value: Any) -> Any:
+    """An Excel cell as the loan field reads it: text fields take numbers as text
+    (a loan_id of 1001), empty text is no value."""
+    field = LOAN_FIELDS.get(name)
+    if isinstance(value, str):
+        return value.strip() or None
+    if field is not None and field.kind in ("str", "choice") and isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return value
+
+
+def _read_xlsx(path: Path, sheet: str | None) -> Table:
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises several types for a file it cannot read
+        raise InputError(f"{path.name}: not a readable Excel workbook ({exc})") from None
+    try:
+        if sheet is None:
+            ws = book.worksheets[0]
+        elif sheet in book.sheetnames:
+            ws = book[sheet]
+        else:
+            raise InputError(f"{path.name}: no sheet named {sheet!r}; sheets are: "
+                             + ", ".join(book.sheetnames))
+        lines = ws.iter_rows(values_only=True)
+        header = next(lines, ())
+        columns = [str(c).strip() for c in header if c is not None and str(c).strip()]
+        width = len(header)
+        rows, labels = [], []
+        for number, cells in enumerate(lines, start=2):  # Excel numbers the header row 1
+            cells = tuple(cells) + (None,) * (width - len(cells))
+            if any(v is not None and str(v).strip() for v in cells[width:]):
+                raise InputError(f"{path.name} row {number}: has cells right of the header's "
+                                 "last column")
+            raw = {str(h).strip(): _excel_value(str(h).strip(), v)
+                   for h, v in zip(header, cells) if h is not None and str(h).strip()}
+            if all(v is None for v in raw.values()):
+                continue  # a blank row is not a loan
+            rows.append(raw)
+            labels.append(f"row {number}")
+    finally:
+        book.close()
+    return columns, rows, labels
+
+
+#: Portfolio files by suffix.
+PORTFOLIO_SUFFIXES = (".csv", ".parquet", ".pq", ".xlsx")
+
+
+def _read_portfolio_file(path: Path, sheet: str | None = None) -> Table:
     if not path.is_file():
         raise InputError(f"{path}: portfolio file not found")
     suffix = path.suffix.lower()
+    if sheet is not None and suffix != ".xlsx":
+        raise InputError(f"{path.name}: sheet={sheet} is only for an Excel (.xlsx) portfolio")
     if suffix == ".csv":
         return _read_csv(path)
     if suffix in (".parquet", ".pq"):
         return _read_parquet(path)
-    raise InputError(f"{path.name}: portfolio must be a .csv or .parquet file")
+    if suffix == ".xlsx":
+        return _read_xlsx(path, sheet)
+    raise InputError(f"{path.name}: portfolio must be a .csv, .parquet or .xlsx file")
 
 
-def _build_loans(
-    rows: list[dict[str, Any]], columns: list[str], where: str, row_label, defaults: dict
-) -> tuple[tuple[Loan, ...], list[str]]:
+def _unknown_column(name: str) -> str:
+    """An unknown column's name with a hint at the loan field it may be."""
+    lower = name.strip().lower()
+    if lower in LOAN_FIELDS:
+        return f"{name} (names are case-sensitive: {lower})"
+    near = difflib.get_close_matches(lower, list(LOAN_FIELDS), n=1, cutoff=0.75)
+    return f"{name} (did you mean {near[0]}?)" if near else name
+
+
+def _check_columns(columns: list[str], where: str, defaults: dict[str, Any],
+                   inline: bool) -> None:
+    """The columns of a portfolio file: all loan fields, the required ones present."""
+    if any(";" in c for c in columns):
+        raise InputError(f"{where}: the header {';'.join(columns)[:60]!r} holds semicolons: "
+                         "gridstress reads comma-separated CSV; save the file with commas "
+                         "(or as .xlsx)")
+    unknown = [c for c in columns if c not in LOAN_FIELDS]
+    if unknown:
+        raise InputError(f"{where}: unknown column(s) "
+                         + ", ".join(_unknown_column(c) for c in unknown)
+                         + "; loan fields are: " + ", ".join(LOAN_FIELDS))
+    if inline:
+        return
+    missing = [c for c in REQUIRED_FIELDS if c not in columns and defaults.get(c) is None]
+    if missing:
+        raise InputError([f"{where}: column {name} is missing; it is required"
+                          + ("" if name == "loan_id" else " (or a value under defaults:)")
+                          for name in missing])
+
+
+def _build_loans(rows: list[dict[str, Any]], columns: list[str], where: str,
+                 labels: list[str], defaults: dict, inline: bool = False
+                 ) -> tuple[tuple[Loan, ...], list[str]]:
     """The loans of a portfolio and its plausibility warnings."""
     problems: list[str] = []
     warnings: list[str] = []
-    unknown = [c for c in columns if c not in LOAN_FIELDS]
-    if unknown:
-        known = ", ".join(LOAN_FIELDS)
-        raise InputError(
-            f"{where}: unknown column(s) {', '.join(unknown)}; loan fields are: {known}"
-        )
+    _check_columns(columns, where, defaults, inline)
     if not rows:
         raise InputError(f"{where}: the portfolio is empty (at least one loan is required)")
     loans: list[Loan] = []
-    seen: dict[str, int] = {}
-    for i, raw in enumerate(rows, start=1):
+    seen: dict[str, str] = {}
+    for raw, row_label in zip(rows, labels):
         values, field_problems = _validate_fields(raw)
         loan = None
         if not field_problems:
             loan, field_problems = _resolve_loan(values, defaults)
         loan_id = _strip_str(raw.get("loan_id"))
-        label = f"{where} {row_label(i)}" + (f" (loan_id={loan_id})" if loan_id else "")
+        label = f"{where} {row_label}" + (f" (loan_id={loan_id})" if loan_id else "")
         for name, value, rule in field_problems:
             problems.append(f"{label}: {name}={_show(value)} {rule}")
         if loan is None:
@@ -237,12 +324,10 @@ def _build_loans(
         for name, value, hint in _plausibility(loan):
             warnings.append(f"{label}: {name}={_show(value)} {hint}")
         if loan.loan_id in seen:
-            problems.append(
-                f"{label}: loan_id={loan.loan_id} must be unique "
-                f"(already used in {row_label(seen[loan.loan_id])})"
-            )
+            problems.append(f"{label}: loan_id={loan.loan_id} must be unique "
+                            f"(already used in {seen[loan.loan_id]})")
             continue
-        seen[loan.loan_id] = i
+        seen[loan.loan_id] = row_label
         loans.append(loan)
     if problems:
         raise InputError(problems)
@@ -264,6 +349,12 @@ class _AxisSpec(BaseModel):
     severe: float | None = None
 
 
+class _PortfolioFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    sheet: str | None = None
+
+
 class _Outputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     per_loan: bool = False
@@ -276,7 +367,7 @@ class _ConfigFile(BaseModel):
     scenario: dict[str, Any] = {}
     grid: dict[str, _AxisSpec]
     defaults: dict[str, Any] = {}
-    portfolio: str | list[dict[str, Any]]
+    portfolio: str | _PortfolioFile | list[dict[str, Any]]
     outputs: _Outputs = _Outputs()
 
 
@@ -413,18 +504,20 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
     if problems:
         raise InputError(problems)
 
-    if isinstance(spec.portfolio, str):
-        path = Path(spec.portfolio)
+    if isinstance(spec.portfolio, str | _PortfolioFile):
+        source = spec.portfolio if isinstance(spec.portfolio, _PortfolioFile) else \
+            _PortfolioFile(path=spec.portfolio)
+        path = Path(source.path)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        columns, rows = _read_portfolio_file(path)
-        loans, warnings = _build_loans(rows, columns, path.name, lambda i: f"row {i}",
-                                       defaults)
+        columns, rows, labels = _read_portfolio_file(path, source.sheet)
+        name = path.name + (f" sheet {source.sheet}" if source.sheet else "")
+        loans, warnings = _build_loans(rows, columns, name, labels, defaults)
     else:
         columns = sorted({k for row in spec.portfolio for k in row})
         loans, warnings = _build_loans(
-            spec.portfolio, columns, f"{where} portfolio", lambda i: f"loan {i}", defaults
-        )
+            spec.portfolio, columns, f"{where} portfolio",
+            [f"loan {i}" for i in range(1, len(spec.portfolio) + 1)], defaults, inline=True)
 
     return RunConfig(
         name=spec.name or Path(where).stem,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from .grid import Block, BlockPlan
 from .inputs import RunConfig
@@ -30,11 +29,12 @@ def _version() -> str:
     return __version__
 
 
-def coords(config: RunConfig, segments: tuple[str, ...],
-           loan_ids: tuple[str, ...] = ()) -> dict[str, xr.Variable]:
-    """The grid axes, with units, long names and central/severe values, and the
-    ``segment``, ``trigger`` and (with ``loan_ids``) ``loan`` coordinates."""
-    out = {}
+def coordinate_table(config: RunConfig, segments: tuple[str, ...],
+                     loan_ids: tuple[str, ...] = ()) -> dict[str, tuple[np.ndarray, dict]]:
+    """Every coordinate of the cube as ``{name: (values, attributes)}``: the grid
+    axes (units, long name, central and severe values), ``segment``,
+    ``trigger`` and, with ``loan_ids``, ``loan``."""
+    out: dict[str, tuple[np.ndarray, dict]] = {}
     for axis in config.axes:
         param = SCENARIO_PARAMS[axis.name]
         attrs: dict[str, Any] = {"units": param.units, "long_name": param.long_name}
@@ -42,18 +42,24 @@ def coords(config: RunConfig, segments: tuple[str, ...],
             attrs["central"] = axis.central
         if axis.severe is not None:
             attrs["severe"] = axis.severe
-        out[axis.name] = xr.Variable(axis.name, axis.array, attrs)
-    out["segment"] = xr.Variable(
-        "segment", np.array(segments, dtype=object), {"long_name": "portfolio segment"}
-    )
-    out["trigger"] = xr.Variable(
-        "trigger", np.array(TRIGGERS, dtype=object),
-        {"long_name": "default trigger (the first in this order when several fire)"})
+        out[axis.name] = (axis.array, attrs)
+    out["segment"] = (np.array(segments, dtype=object), {"long_name": "portfolio segment"})
+    out["trigger"] = (np.array(TRIGGERS, dtype=object),
+                      {"long_name": "default trigger (the first in this order when several "
+                                    "fire)"})
     if loan_ids:
-        out["loan"] = xr.Variable("loan", np.array(loan_ids, dtype=object),
-                                  {"long_name": "loan_id (canonical order: longest "
-                                                "maturity first, then loan_id)"})
+        out["loan"] = (np.array(loan_ids, dtype=object),
+                       {"long_name": "loan_id (canonical order: longest maturity first, "
+                                     "then loan_id)"})
     return out
+
+
+def coords(config: RunConfig, segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()):
+    """:func:`coordinate_table` as ``xarray.Variable`` objects."""
+    import xarray as xr
+
+    return {name: xr.Variable(name, values, attrs)
+            for name, (values, attrs) in coordinate_table(config, segments, loan_ids).items()}
 
 
 def provenance(config: RunConfig, backend: str, device: str, pf,
@@ -89,13 +95,15 @@ def _dims(config: RunConfig) -> tuple[str, ...]:
 
 
 def build_dataset(config: RunConfig, arrays: dict[str, Any], attrs: dict[str, Any],
-                  segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()) -> xr.Dataset:
+                  segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()):
     """Label full-grid arrays (NumPy or Dask) as the cube.
 
     ``arrays`` holds :func:`gridstress.variables.variables` of the config
     (the per-loan ones when it asks for them, with ``loan_ids`` in the order
     of their last dim).
     """
+    import xarray as xr
+
     dims = _dims(config)
     data_vars = {}
     for name in variables(config.per_loan):
@@ -130,23 +138,63 @@ def block_region(name: str, config: RunConfig, block: Block) -> tuple[slice, ...
     return tuple(region)
 
 
+def compressor():
+    """The codec of the cube's arrays: Blosc LZ4 with byte shuffle
+    (``benchmarks/zarr_codecs.py`` measured the choice)."""
+    import zarr
+
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as JSON takes it (NumPy scalars to Python numbers)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def empty_zarr(path: Path, config: RunConfig, plan: BlockPlan, attrs: dict[str, Any],
                segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()) -> None:
-    """Create the Zarr store: coords, attrs and empty variables chunked as ``plan``."""
-    import dask.array as da
+    """Create the Zarr store: coords, attrs and empty variables chunked as ``plan``.
+
+    Written with zarr itself, in the layout xarray reads (``dimension_names``,
+    attributes per array), so that creating a store needs neither xarray nor
+    dask.  Variables read NaN until their blocks are written.
+    """
+    import zarr
 
     dims = _dims(config)
-    arrays = {}
+    codec = compressor()
+    root = zarr.open_group(str(path), mode="w",
+                           attributes={k: _plain(v) for k, v in attrs.items()})
+    for name, (values, meta) in coordinate_table(config, segments, loan_ids).items():
+        text = values.dtype == object
+        array = root.create_array(name, shape=values.shape, chunks=values.shape,
+                                  dtype=str if text else np.float64, dimension_names=[name],
+                                  attributes=meta, compressors=None if text else codec)
+        array[:] = values.astype(str) if text else values
     for name in variables(config.per_loan):
-        keep = [d in OUTPUTS[name].dims(dims) for d in dims]
+        meta = OUTPUTS[name]
+        keep = [d in meta.dims(dims) for d in dims]
         shape = tuple(n for n, k in zip(plan.shape, keep) if k)
         chunks = tuple(c for c, k in zip(plan.chunks, keep) if k)
         extra = extra_size(name, segments, loan_ids)
         if extra is not None:
             shape, chunks = shape + (extra,), chunks + (extra,)
-        arrays[name] = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
-    ds = build_dataset(config, arrays, attrs, segments, loan_ids)
-    ds.to_zarr(path, mode="w", compute=False, consolidated=False)
+        root.create_array(name, shape=shape, chunks=chunks, dtype=np.float64,
+                          fill_value=np.nan, dimension_names=list(meta.dims(dims)),
+                          attributes={"units": meta.units, "long_name": meta.long_name},
+                          compressors=codec)
+
+
+def consolidate(path: Path) -> None:
+    """Consolidate the store's metadata, so that plain ``xarray.open_zarr`` opens
+    it in one read and without a warning."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
 
 
 class ZarrBlockWriter:
@@ -167,26 +215,62 @@ class ZarrBlockWriter:
 
 def write_netcdf_from_zarr(zarr_path: Path, nc_path: Path) -> None:
     """Stream a Zarr cube into a NetCDF-4 file, one chunk at a time."""
+    import xarray as xr
+
     with xr.open_zarr(zarr_path, consolidated=False) as ds:
         ds.to_netcdf(nc_path, engine="h5netcdf")
 
 
-def open_cube(path: str | Path) -> xr.Dataset:
-    """Open a cube written by ``gridstress run`` (Zarr directory or ``.nc`` file).
+def _consolidated(path: Path) -> bool:
+    """Whether a Zarr store has consolidated metadata (zarr format 3)."""
+    import json
 
-    Variables are loaded lazily (Dask-backed for Zarr).
+    meta = path / "zarr.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get(
+            "consolidated_metadata") is not None
+    except (OSError, ValueError):
+        return False
+
+
+def open_cube(path: str | Path):
+    """Open a cube written by ``gridstress run`` (Zarr directory or ``.nc`` file)
+    as an ``xarray.Dataset``.
+
+    Variables are loaded lazily (Dask-backed for Zarr).  Stores without
+    consolidated metadata (written before it was added) open too.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such cube")
-    if path.is_dir():
-        ds = xr.open_zarr(path, consolidated=False)
-    else:
-        ds = xr.open_dataset(path, engine="h5netcdf")
+    if not (path.is_dir() or path.suffix.lower() == ".nc"):
+        raise ValueError(f"{path}: not a gridstress cube (a cube is the .zarr directory or "
+                         f".nc file that gridstress run writes){_looks_like(path)}")
+    import xarray as xr
+
+    try:
+        if path.is_dir():
+            ds = xr.open_zarr(path, consolidated=_consolidated(path))
+        else:
+            ds = xr.open_dataset(path, engine="h5netcdf")
+    except Exception as exc:  # xarray, zarr and h5py raise many kinds for a foreign file
+        raise ValueError(f"{path}: not a gridstress cube ({type(exc).__name__}: {exc})") \
+            from None
     if "model_version" not in ds.attrs:
         ds.close()
         raise ValueError(f"{path}: not a gridstress cube (no model_version attribute)")
     return ds
 
 
-__all__ = ["block_region", "build_dataset", "empty_zarr", "open_cube", "provenance"]
+def _looks_like(path: Path) -> str:
+    """A hint on what a file given for a cube is instead."""
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return f"; it looks like a run config: gridstress run {path} writes its cube"
+    if suffix in (".csv", ".xlsx", ".parquet", ".pq"):
+        return "; it looks like a portfolio: a run config names it under portfolio:"
+    return ""
+
+
+__all__ = ["block_region", "build_dataset", "consolidate", "empty_zarr", "open_cube",
+           "provenance"]

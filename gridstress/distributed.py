@@ -27,6 +27,7 @@ Dask distributed does the scheduling; this module only says what a task is.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -40,15 +41,25 @@ from typing import Any
 
 import numpy as np
 
+from .analysis.headline import block_headline
 from .backend import BACKENDS, resolve_backend
 from .errors import BackendUnavailable, ClusterError, InputError
 from .grid import Block
 from .inputs import RunConfig
+from .params import SCENARIO_PARAMS
 from .prepared import describe_cells, evaluate_checked, prepare
 from .store import store_block
 
 #: Schedulers named by a word; anything with ``://`` is a scheduler address.
-SCHEDULERS = ("synchronous", "local", "local-cuda")
+SCHEDULERS = ("auto", "synchronous", "local", "local-cuda")
+#: ``auto`` starts a local cluster only for a grid whose blocks would take at
+#: least this long in this process [s]: a local cluster costs about 1.5 s to
+#: start and stop, so on 2 cores it pays from about 3 s of work
+#: (benchmarks/results/scheduler_auto.json).
+AUTO_LOCAL_SECONDS = 4.0
+#: Loan-periods of default paths one CPU core evaluates per second (NumPy
+#: backend; benchmarks/results/scheduler_auto.json): estimates a grid's time.
+CORE_PATH_LOAN_PERIODS_PER_S = 1.5e7
 #: How long to wait for the first worker of an existing cluster [s].
 WORKER_WAIT_S = 120.0
 #: How long to wait for a connection to an existing scheduler [s].
@@ -91,6 +102,8 @@ class BlockDone:
     device: str
     engine: str
     worker: str
+    headline: Any = None
+    """The block's :class:`~gridstress.analysis.headline.BlockHeadline`."""
     results: dict[str, np.ndarray] | None = None
 
 
@@ -139,17 +152,31 @@ def block_task(spec: RunSpec, block: Block) -> BlockDone:
     started = time.perf_counter()
     results = evaluate_checked(run, block)
     computed = time.perf_counter()
+    part = block_headline(spec.config, block, results)
     if store is not None:
         store_block(store, spec.config, block, results)
         results = None
     return BlockDone(block.index, block.size, computed - started,
                      time.perf_counter() - computed, run.backend.name, run.backend.device,
-                     run.engine, _where(), results)
+                     run.engine, _where(), part, results)
 
 
 def _hold(spec: RunSpec) -> RunSpec:
     """A task whose result is the spec: sent to the scheduler once, fetched by workers."""
     return spec
+
+
+def auto_scheduler(run, n_blocks: int) -> str:
+    """What ``--scheduler auto`` means for a prepared run with ``n_blocks`` to compute:
+    ``local`` when the blocks would take at least :data:`AUTO_LOCAL_SECONDS` on
+    one core and there are cores and blocks to share them, else ``synchronous``
+    (this process; always on a GPU, which one process drives best)."""
+    if run.backend.name != "numpy" or n_blocks < 2 or _cpu_count() < 2:
+        return "synchronous"
+    on_path = [SCENARIO_PARAMS[a.name].path for a in run.config.axes]
+    path_cells = math.prod(n for n, p in zip(run.config.shape, on_path) if p)
+    seconds = path_cells * int(run.portfolio.n.sum()) / CORE_PATH_LOAN_PERIODS_PER_S
+    return "local" if seconds >= AUTO_LOCAL_SECONDS else "synchronous"
 
 
 def is_remote(scheduler: Any, scheduler_file: str | Path | None) -> bool:
@@ -209,7 +236,7 @@ def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
         yield scheduler
         return
     if n_blocks == 0 or (scheduler_file is None and (
-            scheduler in (None, "synchronous")
+            scheduler in (None, "synchronous", "auto")
             or (scheduler == "local" and (n_blocks or 0) <= 1))):
         yield None
         return
@@ -333,7 +360,7 @@ def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
 
 
 __all__ = [
-    "SCHEDULERS", "BlockDone", "RunSpec", "block_task", "check_scheduler",
+    "SCHEDULERS", "BlockDone", "RunSpec", "auto_scheduler", "block_task", "check_scheduler",
     "connect", "describe_client", "is_remote", "run_blocks", "worker_backends",
     "worker_builds", "worker_run",
 ]

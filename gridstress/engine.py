@@ -15,16 +15,24 @@ its blocks ran.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .analysis.headline import (
+    HEADLINE_VARIABLES,
+    BlockHeadline,
+    Headline,
+    block_headline,
+    combine,
+)
 from .backend import Backend
 from .cube import block_region, build_dataset, extra_size
 from .distributed import (
     RunSpec,
+    auto_scheduler,
     check_scheduler,
     connect,
     describe_client,
@@ -36,13 +44,15 @@ from .grid import Block
 from .inputs import RunConfig
 from .prepared import PreparedRun, backend_attrs, evaluate_checked, prepare
 from .store import (
+    BlockWriter,
     check_output_path,
+    check_partial,
     check_resumable,
     create_store,
     done_marks,
     finish_store,
     partial_path,
-    store_block,
+    read_block,
 )
 from .variables import OUTPUTS, variables
 
@@ -99,6 +109,8 @@ def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",
             progress(block)
 
     blocks = list(run.plan)
+    if scheduler == "auto" and scheduler_file is None:
+        scheduler = auto_scheduler(run, len(blocks))
     used = {(run.backend.name, run.backend.device, run.engine)}
     with connect(scheduler, scheduler_file, workers, n_blocks=len(blocks)) as client:
         if client is None:
@@ -122,18 +134,40 @@ def _backend_name(backend: str | Backend) -> str:
     return backend if isinstance(backend, str) else backend.name
 
 
-def write_cube(config: RunConfig | str | Path, out: str | Path,
-               backend: str | Backend = "auto", chunk_cells: int | None = None,
-               progress: ProgressFn | None = None, resume: bool = False,
-               prepared: PreparedRun | None = None, scheduler: str | Any | None = None,
-               scheduler_file: str | Path | None = None, workers: int | None = None,
-               log: LogFn | None = None, per_loan: bool | None = None) -> Path:
+@dataclass(frozen=True)
+class Written:
+    """A cube written to disk and its headline figures (computed from the blocks
+    as they finished, not read back)."""
+
+    path: Path
+    headline: Headline
+
+
+def write_cube(config: RunConfig | str | Path, out: str | Path, **options: Any) -> Path:
     """Evaluate the grid block by block into a cube at ``out``; return ``out``.
 
+    The options are those of :func:`write_cube_and_headline`.
+    """
+    return write_cube_and_headline(config, out, **options).path
+
+
+def write_cube_and_headline(
+        config: RunConfig | str | Path, out: str | Path, backend: str | Backend = "auto",
+        chunk_cells: int | None = None, progress: ProgressFn | None = None,
+        resume: bool = False, prepared: PreparedRun | None = None,
+        scheduler: str | Any | None = None, scheduler_file: str | Path | None = None,
+        workers: int | None = None, log: LogFn | None = None, per_loan: bool | None = None,
+        overwrite: bool = False) -> Written:
+    """Evaluate the grid block by block into a cube at ``out``.
+
     ``out`` ending in ``.nc`` gives NetCDF-4, anything else a Zarr directory.
-    Finished blocks are on disk as soon as they are computed; with
-    ``resume=True`` the blocks of an interrupted run (same config and
-    portfolio) are kept and only the rest are computed.
+    Finished blocks are on disk as soon as they are computed (in this
+    process, each block is written on a thread of its own while the next one
+    computes); with ``resume=True`` the blocks of an interrupted run (same
+    config and portfolio) are kept and only the rest are computed.  A cube,
+    or the unfinished store of an interrupted run, of another config or
+    portfolio at ``out`` is replaced only with ``overwrite``; an unfinished
+    store of the same run needs ``resume`` or ``overwrite``.
 
     ``scheduler`` and ``scheduler_file`` are as for :func:`run_grid`.  On a
     cluster each worker writes its blocks into the store itself, so the
@@ -147,10 +181,11 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
     remote = is_remote(scheduler, scheduler_file)
     run = prepared or prepare(_with_per_loan(config, per_loan),
                               "numpy" if remote else backend, chunk_cells)
-    check_output_path(out)
+    check_output_path(out, run, overwrite)
     store = partial_path(out)
     fresh = not (resume and store.exists())
     if fresh:
+        check_partial(store, run, overwrite)
         done = np.zeros(len(run.plan), dtype=bool)
     else:
         run.plan = check_resumable(store, run)
@@ -160,6 +195,9 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
         say(f"resuming: {int(done.sum())} of {len(run.plan)} blocks already done, "
             f"computing {len(pending)}")
 
+    if scheduler == "auto" and scheduler_file is None:
+        scheduler = auto_scheduler(run, len(pending))
+    parts: list[BlockHeadline] = []
     used: set[tuple[str, ...]] = (
         {(run.backend.name, run.backend.device, run.engine)} if pending else set())
     with connect(scheduler, scheduler_file, workers, n_blocks=len(pending)) as client:
@@ -169,26 +207,30 @@ def write_cube(config: RunConfig | str | Path, out: str | Path,
             say(describe_client(client, found))
         if fresh:
             create_store(store, run, used)
-        if progress is not None:
-            for block in run.plan:
-                if done[block.index]:
+        for block in run.plan:
+            if done[block.index]:
+                parts.append(block_headline(run.config, block,
+                                            read_block(store, block, HEADLINE_VARIABLES)))
+                if progress is not None:
                     progress(block, skipped=True)
         if client is None:
-            for block in pending:
-                # Stored before the next block: the GPU's transfer buffers serve.
-                store_block(store, run.config, block, evaluate_checked(run, block, copy=False))
-                if progress is not None:
-                    progress(block)
+            with BlockWriter(store, run.config, progress) as writer:
+                for block in pending:
+                    results = evaluate_checked(run, block, copy=False)
+                    parts.append(block_headline(run.config, block, results))
+                    writer.write(block, results)
         else:
             spec = RunSpec(run.config, _backend_name(backend), str(store.resolve()))
 
             def received(block: Block, receipt) -> None:
                 used.add((receipt.backend, receipt.device, receipt.engine))
+                parts.append(receipt.headline)
                 if progress is not None:
                     progress(block)
 
             run_blocks(client, spec, pending, received)
-    return finish_store(store, out, used)
+    return Written(finish_store(store, out, used), combine(run.config, parts))
 
 
-__all__ = ["LogFn", "ProgressFn", "run_grid", "write_cube"]
+__all__ = ["LogFn", "ProgressFn", "Written", "run_grid", "write_cube",
+           "write_cube_and_headline"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cube import ZarrBlockWriter, empty_zarr, open_cube, write_netcdf_from_zarr
+from .cube import ZarrBlockWriter, consolidate, empty_zarr, open_cube, write_netcdf_from_zarr
 from .errors import InputError
 from .grid import Block, BlockPlan
 from .inputs import RunConfig
@@ -65,39 +65,85 @@ def done_marks(store: Path, n_blocks: int | None = None):
                               fill_value=0)
 
 
+def stored_hashes(path: Path) -> tuple[str, str] | None:
+    """(config_sha256, portfolio_sha256) of a cube or partial store at ``path``;
+    None when it is not one."""
+    try:
+        if path.is_dir():
+            import zarr
+
+            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        else:
+            with open_cube(path) as ds:
+                attrs = dict(ds.attrs)
+    except Exception:  # not a store or a file xarray reads: not a cube
+        return None
+    if "config_sha256" not in attrs or "model_version" not in attrs:
+        return None
+    return str(attrs["config_sha256"]), str(attrs.get("portfolio_sha256"))
+
+
+def _differs(hashes: tuple[str, str], run: PreparedRun) -> str:
+    """What differs between a stored run and ``run`` ('' when nothing does), e.g.
+    ``portfolio changed (portfolio_sha256 3e2b2c36d617 there, 5f1a... now)``."""
+    now = (run.config.config_sha256, run.config.portfolio_sha256)
+    changed = [(what, old, new) for what, old, new in zip(("config", "portfolio"), hashes, now)
+               if old != new]
+    if not changed:
+        return ""
+    names = " and the ".join(what for what, _, _ in changed)
+    detail = "; ".join(f"{what}_sha256 {old[:12]} there, {new[:12]} now"
+                       for what, old, new in changed)
+    return f"{names} changed ({detail})"
+
+
 def check_resumable(store: Path, run: PreparedRun) -> BlockPlan:
     """The block plan of an interrupted run of the same config and portfolio."""
     import zarr
 
-    try:
-        attrs = dict(zarr.open_group(str(store), mode="r").attrs)
-    except Exception as exc:
-        raise InputError(
-            f"{store}: cannot resume, the partial cube is unreadable ({exc})"
-        ) from None
-    for key, now in (("config_sha256", run.config.config_sha256),
-                     ("portfolio_sha256", run.config.portfolio_sha256)):
-        if attrs.get(key) != now:
-            what = key.split("_")[0]
-            raise InputError(
-                f"{store}: cannot resume: the {what} changed since the interrupted run "
-                f"({key} {str(attrs.get(key))[:12]} there, {now[:12]} now); "
-                "run without --resume to start again"
-            )
+    hashes = stored_hashes(store)
+    if hashes is None:
+        raise InputError(f"{store}: cannot resume, the partial cube is unreadable; "
+                         "--overwrite starts again")
+    changed = _differs(hashes, run)
+    if changed:
+        raise InputError(f"{store}: cannot resume: the {changed} since the interrupted run; "
+                         "run without --resume and with --overwrite to start again")
+    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
     return BlockPlan(run.plan.shape, tuple(int(c) for c in attrs["block_chunks"]))
 
 
-def check_output_path(out: Path) -> None:
-    """Refuse to replace anything at ``out`` but a gridstress cube."""
+def check_output_path(out: Path, run: PreparedRun | None = None,
+                      overwrite: bool = False) -> None:
+    """Refuse to replace anything at ``out`` but a cube of the same run.
+
+    A cube of another config or portfolio is replaced only with
+    ``overwrite``; anything that is not a cube never is.
+    """
     if not out.exists():
         return
-    try:
-        open_cube(out).close()
-    except Exception:
-        raise InputError(
-            f"--out {out}: exists and is not a gridstress cube; "
-            "remove it or choose another path"
-        ) from None
+    hashes = stored_hashes(out)
+    if hashes is None:
+        raise InputError(f"--out {out}: exists and is not a gridstress cube; "
+                         "remove it or choose another path")
+    changed = _differs(hashes, run) if run is not None else ""
+    if changed and not overwrite:
+        raise InputError(f"--out {out}: holds a cube of another run (the {changed}); "
+                         "--overwrite replaces it, or choose another path")
+
+
+def check_partial(store: Path, run: PreparedRun, overwrite: bool) -> None:
+    """Refuse to discard the finished blocks of an unfinished run at ``store``
+    (a new run without ``--resume``) unless ``overwrite``."""
+    if overwrite or not store.exists():
+        return
+    hashes = stored_hashes(store)
+    if hashes is not None and not _differs(hashes, run):
+        kept = blocks_done(store.with_name(store.name.removesuffix(".partial")))
+        raise InputError(f"{store}: holds {kept or 0} finished block(s) of an interrupted run "
+                         "of this config: --resume finishes it, --overwrite starts again")
+    raise InputError(f"{store}: holds an unfinished run of another config or portfolio; "
+                     "--overwrite discards it")
 
 
 def finish_store(store: Path, out: Path, used: set[tuple[str, ...]]) -> Path:
@@ -112,6 +158,7 @@ def finish_store(store: Path, out: Path, used: set[tuple[str, ...]]) -> Path:
     group.attrs.update(backend_attrs(used, dict(group.attrs)))
     del group[DONE]
     del group.attrs["block_chunks"]
+    consolidate(store)
     if out.suffix.lower() == ".nc":
         tmp = out.with_name(out.name + ".partial.nc")
         try:
@@ -141,5 +188,72 @@ def blocks_done(out: str | Path) -> int | None:
         return None
 
 
-__all__ = ["DONE", "blocks_done", "check_output_path", "check_resumable", "create_store",
-           "done_marks", "finish_store", "partial_path", "store_block"]
+
+
+def read_block(store: Path, block: Block, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The stored values of variables ``names`` (of the grid's dims only) in a block."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    return {name: np.asarray(group[name][block.slices]) for name in names}
+
+
+class BlockWriter:
+    """Writes blocks into the store on a thread of its own, one at a time, so
+    that a block is written while the next one computes.
+
+    ``write(block, results)`` waits for the previous write, then starts this
+    one; ``finish()`` waits for the last.  ``written(block)`` is called in
+    the caller's thread once a block and its done mark are on disk.  At most
+    one write is in flight, so results the engine hands over without a copy
+    (the GPU's transfer buffers, valid until the call after next) are written
+    before they are reused.
+    """
+
+    def __init__(self, store: Path, config: RunConfig, written=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store, self.config, self.written = store, config, written
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridstress-writer")
+        self._pending = None
+
+    def write(self, block: Block, results: dict[str, np.ndarray]) -> None:
+        self.wait()
+        self._pending = (block, self._pool.submit(store_block, self.store, self.config,
+                                                  block, results))
+
+    def wait(self) -> None:
+        """Wait for the write in flight (its error, if any, is raised here)."""
+        if self._pending is not None:
+            block, future = self._pending
+            self._pending = None
+            future.result()
+            if self.written is not None:
+                self.written(block)
+
+    def finish(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> BlockWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.finish()
+            return
+        # Interrupted or failed: let the write in flight end (its block is then
+        # complete and marked), but raise what stopped the run.
+        try:
+            self.wait()
+        except Exception:
+            pass
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+__all__ = ["DONE", "BlockWriter", "blocks_done", "check_output_path", "check_partial",
+           "check_resumable", "create_store", "done_marks", "finish_store", "partial_path",
+           "read_block", "store_block", "stored_hashes"]

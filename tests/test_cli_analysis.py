@@ -249,7 +249,7 @@ def test_plot_png_svg_and_facets(seed):
     (("plot", "seed.zarr", "--at", "haircut", "-o", "x.png"), "--at haircut: must be NAME=VALUE"),
     (("plot", "seed.zarr", "--at", "discount_rate=0.1", "-o", "x.png"),
      "--at discount_rate: not an axis of the cube"),
-    (("plot", "seed.zarr", "-o", "x.jpg"), "x.jpg: the file name must end in .png, .svg or .pdf"),
+    (("plot", "seed.zarr", "-o", "x.jpg"), "--output x.jpg: must end in .png, .svg or .pdf"),
     (("risk", "seed.zarr", "--rho", "1"), "--rho 1: must be in (-1, 1)"),
     (("risk", "seed.zarr", "--rho", "-1.5"), "--rho -1.5: must be in (-1, 1)"),
     (("reverse", "seed.zarr", "--loss-rate", "2"), "--loss-rate 2: must be in [0, 1]"),

@@ -326,8 +326,8 @@ def test_bad_data_names_the_loan_and_cell(cluster, tmp_path, scheduler):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--scheduler", "bogus"], "--scheduler bogus: must be one of synchronous, local, "
-     "local-cuda or a scheduler address such as tcp://host:8786"),
+    (["--scheduler", "bogus"], "--scheduler bogus: must be one of auto, synchronous, "
+     "local, local-cuda or a scheduler address such as tcp://host:8786"),
     (["--scheduler-file", "nope.json"], "--scheduler-file nope.json: no such file"),
     (["--scheduler", "synchronous", "--scheduler-file", "f.json"],
      "give one of them, not both"),

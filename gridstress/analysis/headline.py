@@ -1,11 +1,25 @@
-"""Headline figures of a cube: worst cell, default share, central scenario."""
+"""Headline figures of a cube: worst cell, default share, central scenario.
+
+They are computed either from a finished cube (:func:`headline`) or, while
+a run writes it, block by block (:func:`block_headline`, combined by
+:func:`combine`): a run prints them without reading the cube back.  The
+reference points of an axis (its central and severe values) follow one rule
+for both, :func:`reference_index`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from ..grid import Block
+    from ..inputs import RunConfig
 
 
 def grid_dims(ds: xr.Dataset) -> list[str]:
@@ -18,22 +32,27 @@ def scenario_point(ds: xr.Dataset, which: str = "central") -> dict[str, float]:
     return axis_point([ds[d] for d in grid_dims(ds)], which)
 
 
-def axis_point(coords, which: str = "central") -> dict[str, float]:
-    """Grid point of the ``central`` (or ``severe``) scenario of some axes.
+def reference_index(values, given: float | None, which: str = "central") -> int:
+    """Index of an axis's ``central`` (or ``severe``) grid value.
 
-    Each axis (an xarray coordinate: ``name``, ``values``, ``attrs``) takes
-    the value its config gave, kept in the ``central``/``severe`` attribute,
-    else the midpoint of its range (the maximum for ``severe``), rounded to
-    the nearest grid value.
+    The value its config gave (``given``), else the midpoint of its range
+    (the maximum for ``severe``), rounded to the nearest grid value (the
+    lower on a tie).
     """
-    point = {}
-    for coord in coords:
-        values = np.asarray(coord.values)
-        target = coord.attrs.get(which)
-        if target is None:
-            target = values.max() if which == "severe" else (values.min() + values.max()) / 2
-        point[coord.name] = float(values[int(np.argmin(np.abs(values - target)))])
-    return point
+    values = np.asarray(values, dtype=np.float64)
+    target = given
+    if target is None:
+        target = values.max() if which == "severe" else (values.min() + values.max()) / 2
+    with np.errstate(invalid="ignore"):
+        gap = np.where(values == target, 0.0, np.abs(values - target))  # inf == inf
+    return int(np.nanargmin(gap)) if np.isfinite(gap).any() else 0
+
+
+def axis_point(coords, which: str = "central") -> dict[str, float]:
+    """Grid point of the ``central`` (or ``severe``) scenario of some axes
+    (xarray coordinates: ``name``, ``values``, ``attrs``), by :func:`reference_index`."""
+    return {coord.name: float(np.asarray(coord.values)[
+        reference_index(coord.values, coord.attrs.get(which), which)]) for coord in coords}
 
 
 @dataclass(frozen=True)
@@ -95,4 +114,73 @@ def headline(ds: xr.Dataset) -> Headline:
         central_loss=float(at["loss"]),
         central_loss_rate=float(at["loss_rate"]),
         n_cells=int(loss_rate.size),
+    )
+
+
+#: The variables a block's headline reads.
+HEADLINE_VARIABLES = ("loss", "loss_rate", "defaults")
+
+
+@dataclass(frozen=True)
+class BlockHeadline:
+    """One block's part of the headline: small, so a Dask task returns it."""
+
+    worst_loss_rate: float
+    worst_flat: int
+    """Flat (C order) grid index of the worst cell; -1 when no cell is finite."""
+    with_default: int
+    central: tuple[float, float] | None
+    """(loss, loss_rate) of the central cell when the block holds it."""
+
+
+def central_index(config: RunConfig) -> tuple[int, ...]:
+    """Grid indices of the config's central scenario."""
+    return tuple(reference_index(a.array, a.central) for a in config.axes)
+
+
+def block_headline(config: RunConfig, block: Block,
+                   results: dict[str, Any]) -> BlockHeadline:
+    """A block's worst loss rate, its cells with a default and the central cell.
+
+    Of tied worst cells the first in C order counts, as in :func:`headline`.
+    """
+    loss_rate = np.asarray(results["loss_rate"])
+    starts = [s.start for s in block.slices]
+    worst, worst_flat = -np.inf, -1
+    if np.isfinite(loss_rate).any():
+        local = np.unravel_index(int(np.nanargmax(loss_rate)), loss_rate.shape)
+        worst = float(loss_rate[local])
+        worst_flat = int(np.ravel_multi_index(tuple(i + s for i, s in zip(local, starts)),
+                                              config.shape))
+    central = None
+    at = central_index(config)
+    if all(s.start <= i < s.stop for s, i in zip(block.slices, at)):
+        local = tuple(i - s for i, s in zip(at, starts))
+        central = (float(np.asarray(results["loss"])[local]), float(loss_rate[local]))
+    with_default = int((np.asarray(results["defaults"]) > 0).sum())
+    return BlockHeadline(worst, worst_flat, with_default, central)
+
+
+def combine(config: RunConfig, parts: Iterable[BlockHeadline]) -> Headline:
+    """The headline of a grid from the headlines of its blocks."""
+    worst, worst_flat, with_default, central = -np.inf, -1, 0, (np.nan, np.nan)
+    for part in parts:
+        if part.worst_flat >= 0 and (part.worst_loss_rate > worst or (
+                part.worst_loss_rate == worst and part.worst_flat < worst_flat)):
+            worst, worst_flat = part.worst_loss_rate, part.worst_flat
+        with_default += part.with_default
+        if part.central is not None:
+            central = part.central
+    cell = ({a.name: float(a.values[i]) for a, i in
+             zip(config.axes, np.unravel_index(worst_flat, config.shape))}
+            if worst_flat >= 0 else {})
+    at = central_index(config)
+    return Headline(
+        worst_loss_rate=worst if worst_flat >= 0 else float("nan"),
+        worst_cell=cell,
+        default_share=with_default / config.n_cells,
+        central={a.name: float(a.values[i]) for a, i in zip(config.axes, at)},
+        central_loss=central[0],
+        central_loss_rate=central[1],
+        n_cells=config.n_cells,
     )
