@@ -11,7 +11,6 @@ typer and rich is imported until a command needs it, so ``gridstress
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ from typer._click import exceptions as usage  # typer's own copy of click's exce
 from typer.core import TyperGroup
 
 from .analysis.defaults import FRONTIER_THRESHOLD, FRONTIER_VAR
-from .errors import ClusterError, InputError, ModelError
+from .errors import ClusterError, InputError, ModelError, did_you_mean
 from .terminal import check_output, console, guard_pipes, table, write_csv
 
 #: Suffixes of the files the commands write.
@@ -39,8 +38,7 @@ class _Commands(TyperGroup):
     def resolve_command(self, ctx: typer.Context, args: list[str]):
         name = args[0] if args else ""
         if args and name not in self.commands and not name.startswith("-"):
-            near = difflib.get_close_matches(name, list(self.commands), n=1)
-            hint = f"; did you mean {near[0]}?" if near else ""
+            hint = did_you_mean(name, self.commands).replace(" (", "; ").rstrip(")")
             raise usage.UsageError(f"no such command {name!r}{hint} (commands: "
                                    + ", ".join(sorted(self.commands)) + ")", ctx)
         return super().resolve_command(ctx, args)
@@ -142,7 +140,7 @@ def _run_config(path: Path):
     """A run config from a YAML file, or the config a cube embeds."""
     from .config import load_config
 
-    if path.is_dir() or path.suffix.lower() == ".nc":
+    if (path.is_dir() and (path / "zarr.json").is_file()) or path.suffix.lower() == ".nc":
         from .analysis.summary import cube_config
 
         with _open_cube(path) as ds:
@@ -655,8 +653,7 @@ def _parse_point(items: list[str]) -> dict[str, float]:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or name not in SCENARIO_PARAMS:
-            near = difflib.get_close_matches(name, list(SCENARIO_PARAMS), n=1)
-            hint = f" (did you mean {near[0]}?)" if near and sep else ""
+            hint = did_you_mean(name, SCENARIO_PARAMS) if sep else ""
             raise InputError(f"--at {item}: must be NAME=VALUE with NAME one of "
                              + ", ".join(SCENARIO_PARAMS) + hint)
         try:
@@ -689,10 +686,8 @@ def trace(
     ids = [ln.loan_id for ln in cfg.loans]
     unknown = [lid for lid in loan if lid not in ids]
     if unknown:
-        near = difflib.get_close_matches(unknown[0], ids, n=1)
         raise InputError(f"--loan {', '.join(unknown)}: not in the portfolio"
-                         + (f" (did you mean {near[0]}?)" if near else "")
-                         + "; loans are: " + ", ".join(ids))
+                         + did_you_mean(unknown[0], ids) + "; loans are: " + ", ".join(ids))
     central = {a.name: float(a.values[reference_index(a.array, a.central)]) for a in cfg.axes}
     point = {**cfg.scenario, **central, **given}
     out.print("cell: " + _cell(point))

@@ -17,7 +17,6 @@ rows of an Excel sheet are numbered as Excel shows them (the header is row 1).
 from __future__ import annotations
 
 import csv
-import difflib
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 from pydantic.functional_validators import AfterValidator
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .inputs import Axis, Loan, RunConfig
 from .params import LOAN_FIELDS, REQUIRED_AXES, REQUIRED_FIELDS, SCENARIO_PARAMS, Field, Rule
 
@@ -274,8 +273,7 @@ def _unknown_column(name: str) -> str:
     lower = name.strip().lower()
     if lower in LOAN_FIELDS:
         return f"{name} (names are case-sensitive: {lower})"
-    near = difflib.get_close_matches(lower, list(LOAN_FIELDS), n=1, cutoff=0.75)
-    return f"{name} (did you mean {near[0]}?)" if near else name
+    return name + did_you_mean(name, LOAN_FIELDS, cutoff=0.75)
 
 
 def _check_columns(columns: list[str], where: str, defaults: dict[str, Any],
@@ -537,6 +535,12 @@ def load_config(path: str | Path) -> RunConfig:
     Raises :class:`gridstress.errors.InputError` naming every broken rule.
     """
     path = Path(path)
+    if path.suffix.lower() in PORTFOLIO_SUFFIXES:
+        raise InputError(f"{path}: looks like a portfolio, not a run config: a run config is "
+                         "a YAML file that names it under portfolio: (configs/seed.yaml)")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; a run config is a YAML file "
+                         "(configs/seed.yaml)")
     raw = _read_yaml(path, "config")
     return config_from_dict(raw, where=path.name, base_dir=path.parent)
 

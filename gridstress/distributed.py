@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import threading
 import time
@@ -52,14 +53,21 @@ from .store import store_block
 
 #: Schedulers named by a word; anything with ``://`` is a scheduler address.
 SCHEDULERS = ("auto", "synchronous", "local", "local-cuda")
-#: ``auto`` starts a local cluster only for a grid whose blocks would take at
-#: least this long in this process [s]: a local cluster costs about 1.5 s to
-#: start and stop, so on 2 cores it pays from about 3 s of work
+#: ``auto`` starts a local cluster only on a machine of at least this many cores:
+#: in this process a block is written on a second core while the next one
+#: computes, so N workers are only about N/2 times as fast, and on 2 cores a
+#: local cluster never beat this process up to 9 million seed cells
 #: (benchmarks/results/scheduler_auto.json).
+AUTO_LOCAL_MIN_CORES = 4
+#: ... and only for a grid whose blocks would take at least this long in this
+#: process [s]: starting and stopping a local cluster cost 1.3-2 s in the same
+#: benchmark, which 4 workers (about twice this process's speed) repay from
+#: about 4 s of work.
 AUTO_LOCAL_SECONDS = 4.0
 #: Loan-periods of default paths one CPU core evaluates per second (NumPy
-#: backend; benchmarks/results/scheduler_auto.json): estimates a grid's time.
-CORE_PATH_LOAN_PERIODS_PER_S = 1.5e7
+#: backend; 1.2e7-1.8e7 in benchmarks/results/scheduler_auto.json): estimates
+#: a grid's time.
+CORE_PATH_LOAN_PERIODS_PER_S = 1.7e7
 #: How long to wait for the first worker of an existing cluster [s].
 WORKER_WAIT_S = 120.0
 #: How long to wait for a connection to an existing scheduler [s].
@@ -169,9 +177,10 @@ def _hold(spec: RunSpec) -> RunSpec:
 def auto_scheduler(run, n_blocks: int) -> str:
     """What ``--scheduler auto`` means for a prepared run with ``n_blocks`` to compute:
     ``local`` when the blocks would take at least :data:`AUTO_LOCAL_SECONDS` on
-    one core and there are cores and blocks to share them, else ``synchronous``
+    one core and there are :data:`AUTO_LOCAL_MIN_CORES` cores and blocks to
+    share them, else ``synchronous``
     (this process; always on a GPU, which one process drives best)."""
-    if run.backend.name != "numpy" or n_blocks < 2 or _cpu_count() < 2:
+    if run.backend.name != "numpy" or n_blocks < 2 or _cpu_count() < AUTO_LOCAL_MIN_CORES:
         return "synchronous"
     on_path = [SCENARIO_PARAMS[a.name].path for a in run.config.axes]
     path_cells = math.prod(n for n, p in zip(run.config.shape, on_path) if p)
@@ -278,19 +287,34 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
         n = workers or _cpu_count()
         if n_blocks:
             n = min(n, n_blocks)
-        with dask.config.set(malloc), LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, **quiet) as c:
-            yield c
-        return
+        with dask.config.set(malloc), _workers_ignore_interrupts():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **quiet)
+    else:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as exc:
+            raise InputError(
+                f"--scheduler local-cuda needs dask-cuda, which is not importable ({exc}): "
+                "install the gpu extra, pip install 'gridstress[gpu]'") from None
+        extra = {"n_workers": workers} if workers else {}
+        with dask.config.set(malloc), _workers_ignore_interrupts():
+            cluster = LocalCUDACluster(**quiet, **extra)
+    with cluster:
+        yield cluster
+
+
+@contextmanager
+def _workers_ignore_interrupts():
+    """Start worker processes with SIGINT ignored (they inherit it): a Ctrl-C on the
+    terminal, sent to the whole process group, then stops this process, which
+    closes the cluster, instead of printing each worker's traceback."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        from dask_cuda import LocalCUDACluster
-    except ImportError as exc:
-        raise InputError(
-            f"--scheduler local-cuda needs dask-cuda, which is not importable ({exc}): "
-            "install the gpu extra, pip install 'gridstress[gpu]'") from None
-    extra = {"n_workers": workers} if workers else {}
-    with dask.config.set(malloc), LocalCUDACluster(**quiet, **extra) as c:
-        yield c
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _worker_backend(name: str) -> tuple[str, str]:

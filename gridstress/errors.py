@@ -29,3 +29,18 @@ class ModelError(RuntimeError):
 
 class ClusterError(RuntimeError):
     """The Dask cluster could not run the grid (exit status 1)."""
+
+
+def did_you_mean(name: str, names, cutoff: float = 0.6) -> str:
+    """`` (did you mean X?)`` with the nearest of ``names`` to a mistyped ``name``
+    (the same name in another case first), or ``""`` when none is near."""
+    import difflib
+
+    names = [str(n) for n in names]
+    same = [n for n in names if n.lower() == str(name).lower()]
+    near = same or difflib.get_close_matches(str(name), names, n=1, cutoff=cutoff) or \
+        difflib.get_close_matches(str(name).lower(), [n.lower() for n in names], n=1,
+                                  cutoff=cutoff)
+    if near and near[0] not in names:  # matched in lower case: the name as written
+        near = [n for n in names if n.lower() == near[0]]
+    return f" (did you mean {near[0]}?)" if near else ""

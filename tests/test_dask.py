@@ -143,10 +143,11 @@ def gridstress(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedPr
 
 
 def start_gridstress(*args, cwd: Path) -> subprocess.Popen:
+    """The CLI in a process group of its own, as a terminal starts a job."""
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
     return subprocess.Popen([GRIDSTRESS, *map(str, args)], cwd=cwd, env=env, text=True,
                             stdout=(cwd / "run.out").open("w"),
-                            stderr=(cwd / "run.err").open("w"))
+                            stderr=(cwd / "run.err").open("w"), start_new_session=True)
 
 
 def blocks_marked(store: Path) -> int:
@@ -279,16 +280,24 @@ def test_client_killed_then_resume(cluster, slow, tmp_path):
     assert {f: (out / f).stat().st_mtime_ns for f in chunk_files} == written
 
 
-def test_local_cluster_interrupted_then_resumed_in_process(slow, tmp_path):
-    """SIGINT on a local cluster: exit 130 with the blocks kept; a synchronous resume ends it."""
+@pytest.mark.parametrize("scheduler", [("--workers", "2"), ("--scheduler", "synchronous")])
+def test_ctrl_c_keeps_the_blocks_and_a_resume_ends_the_run(slow, tmp_path, scheduler):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) on a local
+    cluster or in this process: exit 130 within 2 s, one line, no traceback, the
+    finished blocks kept; a synchronous resume ends the run."""
     config, reference = slow
     args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
-    proc = start_gridstress(*args, "--workers", "2", cwd=tmp_path)
+    proc = start_gridstress(*args, *scheduler, cwd=tmp_path)
     store = partial_path(tmp_path / "cube.zarr")
     wait_for_marks(store, 3, proc, tmp_path)
-    proc.send_signal(signal.SIGINT)
+    pressed = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
+    assert time.monotonic() - pressed < 2.0
     err = (tmp_path / "run.err").read_text()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("interrupted")] == [
+        line for line in err.splitlines()[-1:]]
     assert "blocks are saved; run the same command with --resume to finish" in err
     kept = blocks_marked(store)
     assert 3 <= kept < 16

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from .headline import grid_dims
 from .select import require_var
 
@@ -52,8 +52,16 @@ def marginal(spec: Mapping[str, Any], where: str = "marginal"):
     params = {k: v for k, v in spec.items() if k != "dist"}
     family = getattr(stats, str(spec["dist"]), None)
     if not isinstance(family, stats.rv_continuous):
+        names = [n for n in dir(stats) if isinstance(getattr(stats, n), stats.rv_continuous)]
         raise InputError(f"{where}: dist={spec['dist']} is not a continuous distribution "
-                         "of scipy.stats")
+                         "of scipy.stats" + did_you_mean(str(spec["dist"]), names))
+    allowed = [s.strip() for s in (family.shapes or "").split(",") if s.strip()]
+    allowed += ["loc", "scale"]
+    for name in params:
+        if name not in allowed:
+            raise InputError(f"{where}: {name} is not a parameter of {spec['dist']}"
+                             + did_you_mean(name, allowed) + "; its parameters are: "
+                             + ", ".join(allowed))
     try:
         frozen = family(**params)
         ok = np.isfinite(frozen.mean()) or np.isfinite(frozen.median())

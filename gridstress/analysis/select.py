@@ -12,15 +12,16 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from .headline import grid_dims
 
 
 def require_var(ds: xr.Dataset, var: str, option: str = "--var") -> xr.DataArray:
     """The data variable ``var`` of the cube, over the scenario axes only."""
     if var not in ds.data_vars:
-        raise InputError(f"{option} {var}: not a variable of the cube; variables are: "
-                         + ", ".join(ds.data_vars))
+        raise InputError(f"{option} {var}: not a variable of the cube"
+                         f"{did_you_mean(var, ds.data_vars)}; variables are: "
+                         + ", ".join(map(str, ds.data_vars)))
     extra = [d for d in ds[var].dims if d not in grid_dims(ds)]
     if extra:
         raise InputError(f"{option} {var}: has a {extra[0]} dim; choose a variable with one "
@@ -32,8 +33,8 @@ def require_axis(ds: xr.Dataset, axis: str, option: str) -> str:
     """``axis`` if it is a scenario axis of the cube."""
     axes = grid_dims(ds)
     if axis not in axes:
-        raise InputError(f"{option} {axis}: not an axis of the cube; axes are: "
-                         + ", ".join(axes))
+        raise InputError(f"{option} {axis}: not an axis of the cube{did_you_mean(axis, axes)}; "
+                         "axes are: " + ", ".join(axes))
     return axis
 
 
