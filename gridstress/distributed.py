@@ -56,7 +56,7 @@ SCHEDULERS = ("auto", "synchronous", "local", "local-cuda")
 #: ``auto`` starts a local cluster only on a machine of at least this many cores:
 #: in this process a block is written on a second core while the next one
 #: computes, so N workers are only about N/2 times as fast, and on 2 cores a
-#: local cluster never beat this process up to 9 million seed cells
+#: local cluster never beat this process up to 18 million seed cells
 #: (benchmarks/results/scheduler_auto.json).
 AUTO_LOCAL_MIN_CORES = 4
 #: ... and only for a grid whose blocks would take at least this long in this
