@@ -1,26 +1,34 @@
 """Startup and end-to-end time of the CLI, and where a run's time goes.
 
-Measured on one machine in one process tree, each command in a fresh
-process (median of several):
+Measured on one machine in one run, each command in a fresh process (median
+of several), the code of this working tree ("after") and, with ``--before
+REV``, of commit REV ("before", from a temporary git worktree) run in
+alternation, so that both see the same machine:
 
 - startup: ``python -c "import numpy"`` (the floor), ``gridstress --help``,
   ``gridstress validate configs/seed.yaml`` and ``gridstress run
   configs/seed.yaml`` (default scheduler), wall seconds;
 - end to end, for configs/seed.yaml, configs/seed-dense.yaml and a 10M-cell
   grid (seed-dense's axes with 801 crypto drawdowns), with the synchronous
-  scheduler: the CLI's wall seconds, and the split of the same work done
-  step by step in this process: ``imports`` (a fresh ``python -c`` that
-  imports what ``run`` imports), ``model`` (every block evaluated, nothing
-  stored), ``writes`` (the partial store created, every block written
-  into it and the store finished) and ``headline`` (the figures ``run`` prints, from the finished
-  cube).  ``end_to_end_over_model`` is the CLI's wall over the model time.
+  scheduler: the CLI's wall seconds;
+- for this tree, the split of the same work done step by step in this
+  process, under the heap settings the CLI uses (gridstress/heap.py):
+  ``imports`` (a fresh ``python -c`` that imports what ``run`` imports),
+  ``model`` (every block evaluated, nothing stored), ``writes`` (the partial
+  store created, every block written into it and the store finished) and
+  ``headline`` (the figures ``run`` prints, from the blocks' results).
+  ``end_to_end_over_model`` is the CLI's wall over this model time.
 
-    python benchmarks/startup.py [--label NAME] [--out FILE]
+Both trees run as ``python -m gridstress`` with their bytecode compiled
+first, so neither pays for compiling its sources.
+
+    python benchmarks/startup.py [--before REV] [--label NAME] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -29,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import median
 
@@ -36,21 +45,50 @@ import yaml
 from _common import emit
 
 ROOT = Path(__file__).resolve().parents[1]
-EXE = shutil.which("gridstress", path=str(Path(sys.executable).parent)) or "gridstress"
 #: What ``gridstress run`` imports before it computes.
 RUN_IMPORTS = ("import gridstress.cli, gridstress.config, gridstress.engine, gridstress.cube, "
                "gridstress.analysis.headline")
 
 
-def wall(args: list[str], repeats: int, cwd: Path | None = None) -> float:
-    """Median wall seconds of ``args`` run ``repeats`` times in fresh processes."""
-    times = []
+def cli(tree: Path, *args: str) -> list[str]:
+    """The command line of ``gridstress ARGS`` run from the sources in ``tree``."""
+    return ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "gridstress", *args]
+
+
+@contextlib.contextmanager
+def worktree(rev: str, folder: Path) -> Iterator[Path]:
+    """A checkout of ``rev`` under ``folder``, removed afterwards."""
+    path = folder / "before"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), rev],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                       check=True)
+
+
+def compiled(tree: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "gridstress")],
+                   check=True, env=os.environ | {"PYTHONDONTWRITEBYTECODE": ""})
+    return tree
+
+
+def walls(commands: dict[str, list[str]], repeats: int,
+          out: dict[str, Path] | None = None) -> dict[str, float]:
+    """Median wall seconds of each command, run ``repeats`` times in alternation
+    in fresh processes; ``out[key]``, the command's output, is removed before
+    each run (untimed)."""
+    times: dict[str, list[float]] = {key: [] for key in commands}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       cwd=cwd)
-        times.append(time.perf_counter() - t0)
-    return median(times)
+        for key, args in commands.items():
+            if out is not None and out[key].exists():
+                shutil.rmtree(out[key])
+            t0 = time.perf_counter()
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            times[key].append(time.perf_counter() - t0)
+    return {key: round(median(values), 3) for key, values in times.items()}
 
 
 def ten_million(folder: Path) -> Path:
@@ -65,41 +103,83 @@ def ten_million(folder: Path) -> Path:
 
 def split(config: Path, folder: Path) -> dict:
     """The run's steps one after another in this process, timed apart."""
-    from gridstress import load_config, open_cube
-    from gridstress.analysis.headline import headline
+    sys.path.insert(0, str(ROOT))
+    from gridstress import load_config
+    from gridstress.analysis.headline import block_headline, combine
+    from gridstress.heap import keep_freed_memory
     from gridstress.prepared import evaluate_checked, prepare
     from gridstress.store import create_store, finish_store, partial_path, store_block
 
-    imports = wall([sys.executable, "-c", RUN_IMPORTS], 5)
+    keep_freed_memory()
+    imports = walls({"imports": [sys.executable, "-c", RUN_IMPORTS]}, 5)["imports"]
     run = prepare(load_config(config), "numpy")
     store = partial_path(folder / "split.zarr")
-    model = writes = 0.0
+    model = writes = figures = 0.0
     t0 = time.perf_counter()
     create_store(store, run, {(run.backend.name, run.backend.device, run.engine)})
     writes += time.perf_counter() - t0
+    parts = []
     for block in run.plan:
         t0 = time.perf_counter()
         results = evaluate_checked(run, block, copy=False)
         t1 = time.perf_counter()
+        parts.append(block_headline(run.config, block, results))
+        t2 = time.perf_counter()
         store_block(store, run.config, block, results)
         model += t1 - t0
-        writes += time.perf_counter() - t1
+        figures += t2 - t1
+        writes += time.perf_counter() - t2
+    t0 = time.perf_counter()
+    combine(run.config, parts)
+    figures += time.perf_counter() - t0
     t0 = time.perf_counter()
     out = finish_store(store, folder / "split.zarr", set())
     writes += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with open_cube(out) as ds:
-        headline(ds)
-    figures = time.perf_counter() - t0
     shutil.rmtree(out)
     return {"imports_s": round(imports, 3), "model_s": round(model, 3),
             "writes_s": round(writes, 3), "headline_s": round(figures, 3),
             "cells": run.config.n_cells, "blocks": len(run.plan)}
 
 
+def measure(trees: dict[str, Path], folder: Path) -> dict:
+    def each(*args: str) -> dict[str, list[str]]:
+        return {label: cli(tree, *args) for label, tree in trees.items()}
+
+    numpy_s = walls({"numpy": [sys.executable, "-c", "import numpy"]}, 10)["numpy"]
+    help_s = walls(each("--help"), 10)
+    startup: dict[str, dict] = {label: {"python_import_numpy_s": numpy_s,
+                                        "help_s": help_s[label],
+                                        "help_over_import_numpy": round(help_s[label] / numpy_s, 2)}
+                                for label in trees}
+    validate = walls(each("validate", str(ROOT / "configs/seed.yaml")), 5)
+    outs = {label: folder / f"seed-default-{label}.zarr" for label in trees}
+    run_seed = walls({label: cli(tree, "run", str(ROOT / "configs/seed.yaml"), "--out",
+                                 str(outs[label])) for label, tree in trees.items()}, 3, outs)
+    for label in trees:
+        startup[label] |= {"validate_seed_s": validate[label],
+                           "run_seed_default_scheduler_s": run_seed[label]}
+    ends: dict[str, dict] = {label: {} for label in trees}
+    for name, config in (("seed", ROOT / "configs/seed.yaml"),
+                         ("seed-dense", ROOT / "configs/seed-dense.yaml"),
+                         ("10M", ten_million(folder))):
+        outs = {label: folder / f"{name}-{label}.zarr" for label in trees}
+        e2e = walls({label: cli(tree, "run", str(config), "--scheduler", "synchronous",
+                                "--out", str(outs[label])) for label, tree in trees.items()},
+                    3, outs)
+        for label in trees:
+            ends[label][name] = {"cli_synchronous_s": e2e[label]}
+        steps = split(config, folder)
+        ends["after"][name] |= steps | {
+            "end_to_end_over_model": round(e2e["after"] / steps["model_s"], 2)}
+        print(name, {label: ends[label][name] for label in trees}, flush=True)
+    return {label: {"startup": startup[label], "end_to_end": ends[label]} for label in trees}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--label", default="", help="what this measures (e.g. before, after)")
+    ap.add_argument("--before", default=None, metavar="REV",
+                    help="also measure commit REV, in alternation with this tree")
+    ap.add_argument("--label", default="", help="what this measures")
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args()
     result = {
@@ -112,29 +192,15 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        numpy_s = wall([sys.executable, "-c", "import numpy"], 10)
-        help_s = wall([EXE, "--help"], 10)
-        result["startup"] = {
-            "python_import_numpy_s": round(numpy_s, 3),
-            "help_s": round(help_s, 3),
-            "help_over_import_numpy": round(help_s / numpy_s, 2),
-            "validate_seed_s": round(wall([EXE, "validate", str(ROOT / "configs/seed.yaml")],
-                                          5), 3),
-            "run_seed_default_scheduler_s": round(wall(
-                [EXE, "run", str(ROOT / "configs/seed.yaml"), "--out",
-                 str(folder / "seed-default.zarr")], 3), 3),
-        }
-        runs = {}
-        for label, config in (("seed", ROOT / "configs/seed.yaml"),
-                              ("seed-dense", ROOT / "configs/seed-dense.yaml"),
-                              ("10M", ten_million(folder))):
-            cli = wall([EXE, "run", str(config), "--scheduler", "synchronous", "--out",
-                        str(folder / f"{label}.zarr")], 1 if label == "10M" else 3)
-            steps = split(config, folder)
-            runs[label] = {"cli_synchronous_s": round(cli, 3), **steps,
-                           "end_to_end_over_model": round(cli / steps["model_s"], 2)}
-            print(label, runs[label], flush=True)
-        result["end_to_end"] = runs
+        with contextlib.ExitStack() as stack:
+            trees = {"after": compiled(ROOT)}
+            if args.before:
+                result["before"] = subprocess.run(
+                    ["git", "-C", str(ROOT), "rev-parse", args.before], check=True,
+                    capture_output=True, text=True).stdout.strip()
+                trees = {"before": compiled(stack.enter_context(worktree(args.before, folder))),
+                         **trees}
+            result |= measure(trees, folder)
     emit(result, args.out)
 
 

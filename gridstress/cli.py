@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 
 from .analysis.defaults import FRONTIER_THRESHOLD, FRONTIER_VAR
 from .errors import ClusterError, InputError, ModelError, did_you_mean
+from .heap import keep_freed_memory
 from .terminal import check_output, console, guard_pipes, table, write_csv
 
 #: Suffixes of the files the commands write.
@@ -804,6 +805,7 @@ def _fail(lines: list[str], status: int) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every error becomes a line on stderr and an exit status."""
     guard_pipes()
+    keep_freed_memory()
     global out, err
     out, err = console(), console(stderr=True)
     try:

@@ -197,20 +197,31 @@ def consolidate(path: Path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-class ZarrBlockWriter:
-    """Writes each finished block into its region of an existing Zarr store."""
+def write_block(path: Path, config: RunConfig, block: Block,
+                results: dict[str, np.ndarray]) -> None:
+    """Write a finished block into its region of an existing Zarr store.
 
-    def __init__(self, path: Path, config: RunConfig):
-        import zarr
+    The variables are written concurrently (Zarr's asynchronous API), so one
+    variable's compression overlaps another's file writes, on the event loop
+    that Zarr's synchronous API runs on.
+    """
+    import asyncio
 
-        self.group = zarr.open_group(str(path), mode="r+")
-        self.config = config
+    import zarr.api.asynchronous as azarr
+    from zarr.core.sync import sync
 
-    def write(self, block: Block, results: dict[str, np.ndarray]) -> None:
-        for name in variables(self.config.per_loan):
-            region = block_region(name, self.config, block)
+    async def write_all() -> None:
+        group = await azarr.open_group(str(path), mode="r+")
+
+        async def write_one(name: str) -> None:
+            region = block_region(name, config, block)
             if region is not None:
-                self.group[name][region] = results[name]
+                array = await group.getitem(name)
+                await array.setitem(region, results[name])
+
+        await asyncio.gather(*(write_one(name) for name in variables(config.per_loan)))
+
+    sync(write_all())
 
 
 def write_netcdf_from_zarr(zarr_path: Path, nc_path: Path) -> None:

@@ -46,6 +46,7 @@ from .analysis.headline import block_headline
 from .backend import BACKENDS, resolve_backend
 from .errors import BackendUnavailable, ClusterError, InputError
 from .grid import Block
+from .heap import keep_freed_memory
 from .inputs import RunConfig
 from .params import SCENARIO_PARAMS
 from .prepared import describe_cells, evaluate_checked, prepare
@@ -125,6 +126,7 @@ def worker_run(spec: RunSpec):
     with _runs_lock:
         run = _runs.get(spec.key)
         if run is None:
+            keep_freed_memory()
             run = prepare(spec.config, spec.backend)
             while len(_runs) >= _CACHED_RUNS:
                 _runs.pop(next(iter(_runs)))

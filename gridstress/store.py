@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cube import ZarrBlockWriter, consolidate, empty_zarr, open_cube, write_netcdf_from_zarr
+from .cube import consolidate, empty_zarr, open_cube, write_block, write_netcdf_from_zarr
 from .errors import InputError
 from .grid import Block, BlockPlan
 from .inputs import RunConfig
@@ -50,7 +50,7 @@ def store_block(store: Path, config: RunConfig, block: Block,
     The mark is set only once the data is on disk, so a block cut off while
     being written is computed again by ``resume``.
     """
-    ZarrBlockWriter(store, config).write(block, results)
+    write_block(store, config, block, results)
     done_marks(store)[block.index] = 1
 
 
