@@ -45,23 +45,53 @@ GRIDS = {  # deflation x crypto_drawdown x haircut
 N_WORKERS = 2
 
 
-
-
 def start_cluster(folder: Path) -> tuple[Path, list[subprocess.Popen]]:
     dask = shutil.which("dask", path=str(BIN)) or "dask"
     env = dict(os.environ, **{k: str(v) for k, v in WORKER_MALLOC_ENV.items()})
     file = folder / "scheduler.json"
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env=env)]
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    ]
     while not file.exists():
         time.sleep(0.1)
     for _ in range(N_WORKERS):
-        procs.append(subprocess.Popen(
-            [dask, "worker", "--scheduler-file", str(file), "--nthreads", "1", "--nworkers",
-             "1", "--host", "127.0.0.1", "--no-dashboard"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True, env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    "--scheduler-file",
+                    str(file),
+                    "--nthreads",
+                    "1",
+                    "--nworkers",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        )
     from distributed import Client
 
     with Client(scheduler_file=str(file), timeout=60) as client:
@@ -89,18 +119,36 @@ def main() -> None:
                 path = Path(tmp) / f"{label}.yaml"
                 path.write_text(yaml.safe_dump(cfg, sort_keys=False))
                 cube = Path(tmp) / f"{label}.zarr"
-                api = (f"from gridstress import write_cube; write_cube({str(path)!r}, "
-                       f"{str(cube)!r}, backend='numpy', scheduler_file={str(file)!r})")
+                api = (
+                    f"from gridstress import write_cube; write_cube({str(path)!r}, "
+                    f"{str(cube)!r}, backend='numpy', scheduler_file={str(file)!r})"
+                )
                 api_rss, api_seconds = peak_rss_mb([sys.executable, "-c", api])
                 shutil.rmtree(cube)
-                rss, seconds = peak_rss_mb([exe, "run", str(path), "--backend", "numpy",
-                                            "--scheduler-file", str(file), "--out", str(cube)])
-                runs.append({"grid": label, "cells": cells,
-                             "cube_mb_in_memory": round(cells * 88 / 2**20, 1),
-                             "write_cube_peak_rss_mb": round(api_rss, 1),
-                             "write_cube_seconds": round(api_seconds, 2),
-                             "cli_peak_rss_mb": round(rss, 1),
-                             "cli_seconds": round(seconds, 2)})
+                rss, seconds = peak_rss_mb(
+                    [
+                        exe,
+                        "run",
+                        str(path),
+                        "--backend",
+                        "numpy",
+                        "--scheduler-file",
+                        str(file),
+                        "--out",
+                        str(cube),
+                    ]
+                )
+                runs.append(
+                    {
+                        "grid": label,
+                        "cells": cells,
+                        "cube_mb_in_memory": round(cells * 88 / 2**20, 1),
+                        "write_cube_peak_rss_mb": round(api_rss, 1),
+                        "write_cube_seconds": round(api_seconds, 2),
+                        "cli_peak_rss_mb": round(rss, 1),
+                        "cli_seconds": round(seconds, 2),
+                    }
+                )
                 shutil.rmtree(cube)
         finally:
             for proc in procs:
@@ -111,12 +159,16 @@ def main() -> None:
         "benchmark": "dask_client_memory",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/dask_client_memory.py", *sys.argv[1:]]),
-        "machine": {"cpu": resolve_backend("numpy").device, "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpu": resolve_backend("numpy").device,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "cluster": f"dask scheduler + {N_WORKERS} dask workers (1 thread each) on 127.0.0.1",
         "runs": runs,
         "write_cube_growth_8M_over_1M": round(
-            runs[1]["write_cube_peak_rss_mb"] / runs[0]["write_cube_peak_rss_mb"], 3),
+            runs[1]["write_cube_peak_rss_mb"] / runs[0]["write_cube_peak_rss_mb"], 3
+        ),
     }
     emit(result, args.out)
 

@@ -56,8 +56,8 @@ def dense_config(folder: Path) -> Path:
         raw["grid"][axis]["num"] = num
     loans = []
     for j in range(VARIANTS):
-        scale = 0.5 + j / (VARIANTS - 1)               # principal x 0.5 .. 1.5
-        busy = 0.85 + 0.3 * j / (VARIANTS - 1)          # utilisation x 0.85 .. 1.15
+        scale = 0.5 + j / (VARIANTS - 1)  # principal x 0.5 .. 1.5
+        busy = 0.85 + 0.3 * j / (VARIANTS - 1)  # utilisation x 0.85 .. 1.15
         for loan in seed.loans:
             row = loan.as_dict()
             row["loan_id"] = f"{loan.loan_id}-{j:02d}"
@@ -94,15 +94,22 @@ def main() -> None:
             workers_used = len({r.worker for r in receipts})
         # The same blocks, synchronously in this process, for the speed-up and the check.
         started = time.perf_counter()
-        write_cube(config, Path(tmp) / "sync.zarr", backend="numpy",
-                   chunk_cells=args.chunk_cells, scheduler="synchronous")
+        write_cube(
+            config,
+            Path(tmp) / "sync.zarr",
+            backend="numpy",
+            chunk_cells=args.chunk_cells,
+            scheduler="synchronous",
+        )
         serial = time.perf_counter() - started
         import zarr
 
         with open_cube(Path(tmp) / "sync.zarr") as sync:
             group = zarr.open_group(str(store), mode="r")
-            same = all(np.array_equal(group[name][:], sync[name].values, equal_nan=True)
-                       for name in variables())
+            same = all(
+                np.array_equal(group[name][:], sync[name].values, equal_nan=True)
+                for name in variables()
+            )
     compute = sum(r.compute_s for r in receipts)
     write = sum(r.write_s for r in receipts)
     busy = args.workers * wall
@@ -110,24 +117,30 @@ def main() -> None:
         "benchmark": "dask_overhead",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/dask_overhead.py", *sys.argv[1:]]),
-        "machine": {"cpu": resolve_backend("numpy").device, "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "load_average_before_after": [round(load_before[0], 2),
-                                                  round(os.getloadavg()[0], 2)]},
-        "grid": {"cells": config.n_cells, "shape": list(config.shape),
-                 "loans": len(config.loans)},
-        "blocks": {"count": len(blocks), "chunks": list(run.plan.chunks),
-                   "cells_per_block": int(np.prod(run.plan.chunks)),
-                   "chunk_cells_option": args.chunk_cells},
+        "machine": {
+            "cpu": resolve_backend("numpy").device,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "grid": {"cells": config.n_cells, "shape": list(config.shape), "loans": len(config.loans)},
+        "blocks": {
+            "count": len(blocks),
+            "chunks": list(run.plan.chunks),
+            "cells_per_block": int(np.prod(run.plan.chunks)),
+            "chunk_cells_option": args.chunk_cells,
+        },
         "workers": args.workers,
         "workers_that_ran_tasks": workers_used,
         "dask_wall_s": round(wall, 3),
         "sum_task_s": round(compute + write, 3),
         "sum_compute_s": round(compute, 3),
         "sum_write_s": round(write, 3),
-        "task_s_mean_min_max": [round((compute + write) / len(receipts), 4),
-                                round(min(r.compute_s + r.write_s for r in receipts), 4),
-                                round(max(r.compute_s + r.write_s for r in receipts), 4)],
+        "task_s_mean_min_max": [
+            round((compute + write) / len(receipts), 4),
+            round(min(r.compute_s + r.write_s for r in receipts), 4),
+            round(max(r.compute_s + r.write_s for r in receipts), 4),
+        ],
         "overhead": round((busy - compute - write) / busy, 4),
         "overhead_with_writes": round((busy - compute) / busy, 4),
         "synchronous_s": round(serial, 3),

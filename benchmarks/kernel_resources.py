@@ -31,8 +31,15 @@ from gridstress.bench import bench_config
 from gridstress.prepared import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-SM = {"registers": 65536, "shared_bytes": 233472, "warps": 64, "blocks": 32,
-      "reserved_shared_per_block": 1024, "register_unit": 256, "sms": 132}
+SM = {
+    "registers": 65536,
+    "shared_bytes": 233472,
+    "warps": 64,
+    "blocks": 32,
+    "reserved_shared_per_block": 1024,
+    "register_unit": 256,
+    "sms": 132,
+}
 
 
 def resources(variant: K.Variant) -> dict[str, dict[str, int]]:
@@ -43,21 +50,41 @@ def resources(variant: K.Variant) -> dict[str, dict[str, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "gs.cu"
         src.write_text(K.kernel_source(), encoding="utf-8")
-        res = subprocess.run([nvcc, "-arch=sm_90", *K.NVRTC_OPTIONS, *variant.defines(),
-                              "-cubin", "-Xptxas", "-v", "-o", str(Path(tmp) / "gs.cubin"),
-                              str(src)], capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [
+                nvcc,
+                "-arch=sm_90",
+                *K.NVRTC_OPTIONS,
+                *variant.defines(),
+                "-cubin",
+                "-Xptxas",
+                "-v",
+                "-o",
+                str(Path(tmp) / "gs.cubin"),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     out: dict[str, dict[str, int]] = {}
     lines = res.stderr.splitlines()
     for i, line in enumerate(lines):
         m = re.search(r"Function properties for (gs_\w+)", line)
         if not m:
             continue
-        stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
-                          r"(\d+) bytes spill loads", lines[i + 1])
+        stack = re.search(
+            r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
+            r"(\d+) bytes spill loads",
+            lines[i + 1],
+        )
         regs = re.search(r"Used (\d+) registers", lines[i + 2])
-        out[m.group(1)] = {"registers": int(regs.group(1)), "stack_bytes": int(stack.group(1)),
-                           "spill_store_bytes": int(stack.group(2)),
-                           "spill_load_bytes": int(stack.group(3))}
+        out[m.group(1)] = {
+            "registers": int(regs.group(1)),
+            "stack_bytes": int(stack.group(1)),
+            "spill_store_bytes": int(stack.group(2)),
+            "spill_load_bytes": int(stack.group(3)),
+        }
     return out
 
 
@@ -68,35 +95,62 @@ def occupancy(registers: int, threads: int, shared_bytes: int) -> dict[str, int]
     by_registers = (SM["registers"] // per_warp) // warps
     by_shared = SM["shared_bytes"] // (shared_bytes + SM["reserved_shared_per_block"])
     blocks = min(by_registers, by_shared, SM["warps"] // warps, SM["blocks"])
-    return {"blocks_per_sm": blocks, "warps_per_sm": blocks * warps,
-            "limited_by": min((by_registers, "registers"), (by_shared, "shared memory"),
-                              (SM["warps"] // warps, "warps"), (SM["blocks"], "blocks"))[1]}
+    return {
+        "blocks_per_sm": blocks,
+        "warps_per_sm": blocks * warps,
+        "limited_by": min(
+            (by_registers, "registers"),
+            (by_shared, "shared memory"),
+            (SM["warps"] // warps, "warps"),
+            (SM["blocks"], "blocks"),
+        )[1],
+    }
 
 
-def launches(label: str, cfg, threads: int = K.THREADS_PER_BLOCK,
-             path_shared: int = K.PATH_SHARED_BYTES, recovery: bool = True) -> list[dict]:
+def launches(
+    label: str,
+    cfg,
+    threads: int = K.THREADS_PER_BLOCK,
+    path_shared: int = K.PATH_SHARED_BYTES,
+    recovery: bool = True,
+) -> list[dict]:
     pf = prepare(cfg, "numpy").portfolio
     layout = K.block_layout({a.name: a.array for a in cfg.axes}, cfg.scenario)
     kp = K.kernel_plan(pf, layout, threads=threads, path_shared_bytes=path_shared)
     rows = []
-    for kernel, label_blocks in ((K.KERNEL_NAME, "blocks_in_widest_launch"),
-                                 (K.RECOVER_NAME, "blocks_in_all_launches")):
+    for kernel, label_blocks in (
+        (K.KERNEL_NAME, "blocks_in_widest_launch"),
+        (K.RECOVER_NAME, "blocks_in_all_launches"),
+    ):
         runs = [ln for ln in kp.launches(pf, layout, {}) if ln.kernel == kernel]
         if not runs or (kernel == K.RECOVER_NAME and not recovery):
             continue
         first = runs[0]
         res = resources(first.variant)[kernel]
         occ = occupancy(res["registers"], first.threads, first.shared_bytes)
-        blocks = (max(ln.blocks for ln in runs) if kernel == K.KERNEL_NAME
-                  else sum(ln.blocks for ln in runs))
+        blocks = (
+            max(ln.blocks for ln in runs)
+            if kernel == K.KERNEL_NAME
+            else sum(ln.blocks for ln in runs)
+        )
         row = {"grid": label, "kernel": kernel, "variant": list(first.variant.defines()), **res}
         if kernel == K.KERNEL_NAME:
-            row |= {"threads_setting": threads, "shared_budget": path_shared,
-                    "loan_tile": kp.shape.loan_tile}
-        rows.append(row | {"threads_per_block": first.threads,
-                           "shared_bytes": first.shared_bytes, "launches": len(runs),
-                           label_blocks: blocks, **occ,
-                           "waves": blocks / (occ["blocks_per_sm"] * SM["sms"])})
+            row |= {
+                "threads_setting": threads,
+                "shared_budget": path_shared,
+                "loan_tile": kp.shape.loan_tile,
+            }
+        rows.append(
+            row
+            | {
+                "threads_per_block": first.threads,
+                "shared_bytes": first.shared_bytes,
+                "launches": len(runs),
+                label_blocks: blocks,
+                **occ,
+                "waves": blocks / (occ["blocks_per_sm"] * SM["sms"]),
+            }
+        )
     return rows
 
 
@@ -106,18 +160,31 @@ def main() -> None:
     args = parser.parse_args()
     grids = {
         "seed-dense (401x181x31), 100 random loans": bench_config(
-            100, config=ROOT / "configs/seed-dense.yaml"),
+            100, config=ROOT / "configs/seed-dense.yaml"
+        ),
         "1M cells, one haircut, 100 random loans": bench_config(100, cells=1_000_000),
     }
     rows = [row for label, cfg in grids.items() for row in launches(label, cfg)]
-    sweep = [row for label, cfg in grids.items() for threads in (64, 128, 256)
-             for budget in (16 * 1024, K.PATH_SHARED_BYTES, K.SHARED_BYTES)
-             for row in launches(label, cfg, threads, budget, recovery=False)]
+    sweep = [
+        row
+        for label, cfg in grids.items()
+        for threads in (64, 128, 256)
+        for budget in (16 * 1024, K.PATH_SHARED_BYTES, K.SHARED_BYTES)
+        for row in launches(label, cfg, threads, budget, recovery=False)
+    ]
     nvcc = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
-    emit({"date": datetime.now(UTC).isoformat(timespec="seconds"),
-          "command": " ".join(["python", *sys.argv]),
-          "compiler": nvcc.strip().splitlines()[-1], "target": "sm_90 (H100, H200)",
-          "sm_limits": SM, "defaults": rows, "path_kernel_sweep": sweep}, args.out)
+    emit(
+        {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["python", *sys.argv]),
+            "compiler": nvcc.strip().splitlines()[-1],
+            "target": "sm_90 (H100, H200)",
+            "sm_limits": SM,
+            "defaults": rows,
+            "path_kernel_sweep": sweep,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,10 @@ GRIDS = ((250, 200, 20), (1000, 1000, 1))
 
 def v1_settings(cfg):
     """The config with model v1's settings (model.md, "Reproducing model v1")."""
-    loans = tuple(replace(ln, cash_cap=ln.cash_reserve, refi_term_years=0.0, ltv_basis="market")
-                  for ln in cfg.loans)
+    loans = tuple(
+        replace(ln, cash_cap=ln.cash_reserve, refi_term_years=0.0, ltv_basis="market")
+        for ln in cfg.loans
+    )
     return replace(cfg, scenario={**cfg.scenario, "market_depth_gpus": math.inf}, loans=loans)
 
 
@@ -108,8 +110,9 @@ def measure(base, n_d: int, n_c: int, n_h: int, stride: int) -> dict:
     for name, expected in ref.items():
         if name in cube.data_vars:
             got = cube[name].values[::stride]
-            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-3, equal_nan=True,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                got, expected, rtol=1e-9, atol=1e-3, equal_nan=True, err_msg=name
+            )
     v2_rate = cells * loan_periods / v2_s
     reference_rate = ref_cells * loan_periods / reference_s
     return {
@@ -139,8 +142,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args()
-    run_grid(load_config(ROOT / "configs" / "seed.yaml"), backend="numpy",
-             scheduler="synchronous")  # warm-up: imports and first-call costs
+    run_grid(
+        load_config(ROOT / "configs" / "seed.yaml"), backend="numpy", scheduler="synchronous"
+    )  # warm-up: imports and first-call costs
     runs = []
     for label, (cfg, stride) in portfolios().items():
         for shape in GRIDS:
@@ -152,9 +156,14 @@ def main() -> None:
         "model_version": 2,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/numpy_backend.py", *sys.argv[1:]]),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "device": "CPU, one core (NumPy ufuncs)"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "device": "CPU, one core (NumPy ufuncs)",
+        },
         "runs": runs,
     }
     text = json.dumps(result, indent=2)

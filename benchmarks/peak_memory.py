@@ -31,8 +31,6 @@ GRIDS = {  # deflation x crypto_drawdown x haircut, and extra run options
 }
 
 
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="JSON result file")
@@ -53,11 +51,28 @@ def main() -> None:
             for spec in cfg["grid"].values():
                 cells *= spec["num"]
             out = Path(tmp) / f"run{number}.zarr"
-            rss, seconds = peak_rss_mb([exe, "run", str(path), "--backend", "numpy",
-                                        "--scheduler", "synchronous", "--out", str(out),
-                                        *options])
-            runs.append({"grid": label, "cells": cells, "peak_rss_mb": round(rss, 1),
-                         "wall_seconds": round(seconds, 2)})
+            rss, seconds = peak_rss_mb(
+                [
+                    exe,
+                    "run",
+                    str(path),
+                    "--backend",
+                    "numpy",
+                    "--scheduler",
+                    "synchronous",
+                    "--out",
+                    str(out),
+                    *options,
+                ]
+            )
+            runs.append(
+                {
+                    "grid": label,
+                    "cells": cells,
+                    "peak_rss_mb": round(rss, 1),
+                    "wall_seconds": round(seconds, 2),
+                }
+            )
             shutil.rmtree(out)
     result = {
         "benchmark": "peak_memory",

@@ -55,8 +55,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for num in DEFLATIONS:
-            raw = dict(base, name=f"auto-{num}", grid={k: dict(v) for k, v in
-                                                       base["grid"].items()})
+            raw = dict(base, name=f"auto-{num}", grid={k: dict(v) for k, v in base["grid"].items()})
             raw["grid"]["deflation"]["num"] = num
             path = Path(tmp) / f"auto-{num}.yaml"
             path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -69,15 +68,28 @@ def main() -> None:
             model = time.perf_counter() - t0
             seconds = {}
             for scheduler in ("synchronous", "local"):
-                seconds[scheduler] = wall([EXE, "run", str(path), "--scheduler", scheduler,
-                                           "--out", str(Path(tmp) / f"{num}-{scheduler}.zarr")])
-            row = {"deflation_values": num, "cells": run.config.n_cells,
-                   "blocks": len(run.plan), "path_loan_periods": work,
-                   "model_s": round(model, 3),
-                   "path_loan_periods_per_s": round(work / model),
-                   "synchronous_s": round(seconds["synchronous"], 3),
-                   "local_s": round(seconds["local"], 3),
-                   "local_faster": seconds["local"] < seconds["synchronous"]}
+                seconds[scheduler] = wall(
+                    [
+                        EXE,
+                        "run",
+                        str(path),
+                        "--scheduler",
+                        scheduler,
+                        "--out",
+                        str(Path(tmp) / f"{num}-{scheduler}.zarr"),
+                    ]
+                )
+            row = {
+                "deflation_values": num,
+                "cells": run.config.n_cells,
+                "blocks": len(run.plan),
+                "path_loan_periods": work,
+                "model_s": round(model, 3),
+                "path_loan_periods_per_s": round(work / model),
+                "synchronous_s": round(seconds["synchronous"], 3),
+                "local_s": round(seconds["local"], 3),
+                "local_faster": seconds["local"] < seconds["synchronous"],
+            }
             print(row, flush=True)
             runs.append(row)
     rates = sorted(r["path_loan_periods_per_s"] for r in runs)
@@ -86,8 +98,11 @@ def main() -> None:
         "benchmark": "scheduler_auto",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/scheduler_auto.py", *sys.argv[1:]]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "runs": runs,
         "core_path_loan_periods_per_s": rates[len(rates) // 2],
         "local_faster_from_model_s": min((r["model_s"] for r in faster), default=None),

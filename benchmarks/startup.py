@@ -46,8 +46,10 @@ from _common import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What ``gridstress run`` imports before it computes.
-RUN_IMPORTS = ("import gridstress.cli, gridstress.config, gridstress.engine, gridstress.cube, "
-               "gridstress.analysis.headline")
+RUN_IMPORTS = (
+    "import gridstress.cli, gridstress.config, gridstress.engine, gridstress.cube, "
+    "gridstress.analysis.headline"
+)
 
 
 def cli(tree: Path, *args: str) -> list[str]:
@@ -59,23 +61,29 @@ def cli(tree: Path, *args: str) -> list[str]:
 def worktree(rev: str, folder: Path) -> Iterator[Path]:
     """A checkout of ``rev`` under ``folder``, removed afterwards."""
     path = folder / "before"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), rev],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), rev], check=True
+    )
     try:
         yield path
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
-                       check=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=True
+        )
 
 
 def compiled(tree: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "gridstress")],
-                   check=True, env=os.environ | {"PYTHONDONTWRITEBYTECODE": ""})
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(tree / "gridstress")],
+        check=True,
+        env=os.environ | {"PYTHONDONTWRITEBYTECODE": ""},
+    )
     return tree
 
 
-def walls(commands: dict[str, list[str]], repeats: int,
-          out: dict[str, Path] | None = None) -> dict[str, float]:
+def walls(
+    commands: dict[str, list[str]], repeats: int, out: dict[str, Path] | None = None
+) -> dict[str, float]:
     """Median wall seconds of each command, run ``repeats`` times in alternation
     in fresh processes; ``out[key]``, the command's output, is removed before
     each run (untimed)."""
@@ -85,8 +93,7 @@ def walls(commands: dict[str, list[str]], repeats: int,
             if out is not None and out[key].exists():
                 shutil.rmtree(out[key])
             t0 = time.perf_counter()
-            subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             times[key].append(time.perf_counter() - t0)
     return {key: round(median(values), 3) for key, values in times.items()}
 
@@ -136,9 +143,14 @@ def split(config: Path, folder: Path) -> dict:
     out = finish_store(store, folder / "split.zarr", set())
     writes += time.perf_counter() - t0
     shutil.rmtree(out)
-    return {"imports_s": round(imports, 3), "model_s": round(model, 3),
-            "writes_s": round(writes, 3), "headline_s": round(figures, 3),
-            "cells": run.config.n_cells, "blocks": len(run.plan)}
+    return {
+        "imports_s": round(imports, 3),
+        "model_s": round(model, 3),
+        "writes_s": round(writes, 3),
+        "headline_s": round(figures, 3),
+        "cells": run.config.n_cells,
+        "blocks": len(run.plan),
+    }
 
 
 def measure(trees: dict[str, Path], folder: Path) -> dict:
@@ -147,38 +159,70 @@ def measure(trees: dict[str, Path], folder: Path) -> dict:
 
     numpy_s = walls({"numpy": [sys.executable, "-c", "import numpy"]}, 10)["numpy"]
     help_s = walls(each("--help"), 10)
-    startup: dict[str, dict] = {label: {"python_import_numpy_s": numpy_s,
-                                        "help_s": help_s[label],
-                                        "help_over_import_numpy": round(help_s[label] / numpy_s, 2)}
-                                for label in trees}
+    startup: dict[str, dict] = {
+        label: {
+            "python_import_numpy_s": numpy_s,
+            "help_s": help_s[label],
+            "help_over_import_numpy": round(help_s[label] / numpy_s, 2),
+        }
+        for label in trees
+    }
     validate = walls(each("validate", str(ROOT / "configs/seed.yaml")), 5)
     outs = {label: folder / f"seed-default-{label}.zarr" for label in trees}
-    run_seed = walls({label: cli(tree, "run", str(ROOT / "configs/seed.yaml"), "--out",
-                                 str(outs[label])) for label, tree in trees.items()}, 3, outs)
+    run_seed = walls(
+        {
+            label: cli(tree, "run", str(ROOT / "configs/seed.yaml"), "--out", str(outs[label]))
+            for label, tree in trees.items()
+        },
+        3,
+        outs,
+    )
     for label in trees:
-        startup[label] |= {"validate_seed_s": validate[label],
-                           "run_seed_default_scheduler_s": run_seed[label]}
+        startup[label] |= {
+            "validate_seed_s": validate[label],
+            "run_seed_default_scheduler_s": run_seed[label],
+        }
     ends: dict[str, dict] = {label: {} for label in trees}
-    for name, config in (("seed", ROOT / "configs/seed.yaml"),
-                         ("seed-dense", ROOT / "configs/seed-dense.yaml"),
-                         ("10M", ten_million(folder))):
+    for name, config in (
+        ("seed", ROOT / "configs/seed.yaml"),
+        ("seed-dense", ROOT / "configs/seed-dense.yaml"),
+        ("10M", ten_million(folder)),
+    ):
         outs = {label: folder / f"{name}-{label}.zarr" for label in trees}
-        e2e = walls({label: cli(tree, "run", str(config), "--scheduler", "synchronous",
-                                "--out", str(outs[label])) for label, tree in trees.items()},
-                    3, outs)
+        e2e = walls(
+            {
+                label: cli(
+                    tree,
+                    "run",
+                    str(config),
+                    "--scheduler",
+                    "synchronous",
+                    "--out",
+                    str(outs[label]),
+                )
+                for label, tree in trees.items()
+            },
+            3,
+            outs,
+        )
         for label in trees:
             ends[label][name] = {"cli_synchronous_s": e2e[label]}
         steps = split(config, folder)
         ends["after"][name] |= steps | {
-            "end_to_end_over_model": round(e2e["after"] / steps["model_s"], 2)}
+            "end_to_end_over_model": round(e2e["after"] / steps["model_s"], 2)
+        }
         print(name, {label: ends[label][name] for label in trees}, flush=True)
     return {label: {"startup": startup[label], "end_to_end": ends[label]} for label in trees}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", default=None, metavar="REV",
-                    help="also measure commit REV, in alternation with this tree")
+    ap.add_argument(
+        "--before",
+        default=None,
+        metavar="REV",
+        help="also measure commit REV, in alternation with this tree",
+    )
     ap.add_argument("--label", default="", help="what this measures")
     ap.add_argument("--out", default=None, help="JSON result file")
     args = ap.parse_args()
@@ -187,8 +231,11 @@ def main() -> None:
         "label": args.label,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/startup.py", *sys.argv[1:]]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -196,10 +243,15 @@ def main() -> None:
             trees = {"after": compiled(ROOT)}
             if args.before:
                 result["before"] = subprocess.run(
-                    ["git", "-C", str(ROOT), "rev-parse", args.before], check=True,
-                    capture_output=True, text=True).stdout.strip()
-                trees = {"before": compiled(stack.enter_context(worktree(args.before, folder))),
-                         **trees}
+                    ["git", "-C", str(ROOT), "rev-parse", args.before],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+                trees = {
+                    "before": compiled(stack.enter_context(worktree(args.before, folder))),
+                    **trees,
+                }
             result |= measure(trees, folder)
     emit(result, args.out)
 

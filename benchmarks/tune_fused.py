@@ -35,16 +35,30 @@ def settings() -> dict[str, list[dict]]:
     big = {"path_shared_bytes": SHARED_BYTES}
     return {
         SEED_DENSE: (
-            [{"stages": "one", "max_q_per_thread": q, "threads": t}
-             for q in (2, 4, 8) for t in (128, 256)]
-            + [{"stages": "two", "recover_q_per_thread": q, "recover_threads": r}
-               for q in (1, 2, 4) for r in (128, 256, 512)]
-            + [{"stages": "two", "threads": t, **extra}
-               for t in (64, 128, 256) for extra in ({}, big)]),
+            [
+                {"stages": "one", "max_q_per_thread": q, "threads": t}
+                for q in (2, 4, 8)
+                for t in (128, 256)
+            ]
+            + [
+                {"stages": "two", "recover_q_per_thread": q, "recover_threads": r}
+                for q in (1, 2, 4)
+                for r in (128, 256, 512)
+            ]
+            + [
+                {"stages": "two", "threads": t, **extra}
+                for t in (64, 128, 256)
+                for extra in ({}, big)
+            ]
+        ),
         ONE_HAIRCUT: (
-            [{"stages": "one", "threads": t, **extra}
-             for t in (64, 128, 256) for extra in ({}, big)]
-            + [{"stages": "two"}]),
+            [
+                {"stages": "one", "threads": t, **extra}
+                for t in (64, 128, 256)
+                for extra in ({}, big)
+            ]
+            + [{"stages": "two"}]
+        ),
     }
 
 
@@ -77,18 +91,33 @@ def main() -> None:
             fused = FusedGrid(run.portfolio, cupy, **setting)
             seconds = kernel_time(run, fused)
             stages = dict(fused.stage_seconds)
-            rows.append({"grid": label, **setting, "kernel_seconds": seconds,
-                         "path_seconds": stages["path"], "recover_seconds": stages["recover"],
-                         "loan_periods_per_s": lp / seconds})
+            rows.append(
+                {
+                    "grid": label,
+                    **setting,
+                    "kernel_seconds": seconds,
+                    "path_seconds": stages["path"],
+                    "recover_seconds": stages["recover"],
+                    "loan_periods_per_s": lp / seconds,
+                }
+            )
             knobs = " ".join(f"{k}={v}" for k, v in setting.items())
-            print(f"{label:24s} {knobs:60s} kernel {seconds * 1e3:7.3f} ms "
-                  f"(path {stages['path'] * 1e3:7.3f}, recovery {stages['recover'] * 1e3:7.3f})"
-                  f"  {lp / seconds:.3e} loan-periods/s", flush=True)
-    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": " ".join(["python", *sys.argv]),
-              "device": cupy_device_name(cupy), "cupy": cupy.__version__,
-              "numpy": np.__version__, "loans": 100, "rows": rows,
-              "cells": {k: int(math.prod(c.shape)) for k, c in grids.items()}}
+            print(
+                f"{label:24s} {knobs:60s} kernel {seconds * 1e3:7.3f} ms "
+                f"(path {stages['path'] * 1e3:7.3f}, recovery {stages['recover'] * 1e3:7.3f})"
+                f"  {lp / seconds:.3e} loan-periods/s",
+                flush=True,
+            )
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+        "device": cupy_device_name(cupy),
+        "cupy": cupy.__version__,
+        "numpy": np.__version__,
+        "loans": 100,
+        "rows": rows,
+        "cells": {k: int(math.prod(c.shape)) for k, c in grids.items()},
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -16,8 +16,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 #: Where each name of the public API lives.
-_API = {"load_config": "config", "open_cube": "cube", "run_grid": "engine",
-        "write_cube": "engine", "InputError": "errors"}
+_API = {
+    "load_config": "config",
+    "open_cube": "cube",
+    "run_grid": "engine",
+    "write_cube": "engine",
+    "InputError": "errors",
+}
 
 __all__ = ["InputError", "__version__", "load_config", "open_cube", "run_grid", "write_cube"]
 

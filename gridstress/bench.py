@@ -44,8 +44,14 @@ ENGINES = ("numpy", "cupy-xp", "fused")
 MODELS = ("v1", "v2")
 
 
-def bench_config(loans: int = 100, cells: int = 1_000_000, config: str | Path | None = None,
-                 seed: int = 0, haircuts: int = 1, model: str = "v1") -> RunConfig:
+def bench_config(
+    loans: int = 100,
+    cells: int = 1_000_000,
+    config: str | Path | None = None,
+    seed: int = 0,
+    haircuts: int = 1,
+    model: str = "v1",
+) -> RunConfig:
     """A config with ``loans`` random loans on the grid of ``config`` or, without
     one, on a square deflation x crypto grid of about ``cells`` cells with
     ``haircuts`` haircut values (one: no default path is shared).
@@ -77,8 +83,11 @@ def bench_config(loans: int = 100, cells: int = 1_000_000, config: str | Path | 
             "grid": {
                 "deflation": {"start": -0.1, "stop": 0.6, "num": n_d},
                 "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_c},
-                "haircut": ({"values": [0.4]} if haircuts == 1
-                            else {"start": 0.0, "stop": 0.9, "num": haircuts}),
+                "haircut": (
+                    {"values": [0.4]}
+                    if haircuts == 1
+                    else {"start": 0.0, "stop": 0.9, "num": haircuts}
+                ),
             },
         }
     if model == "v1":
@@ -111,24 +120,27 @@ def flops_per_loan_period(run) -> float:
     v = pf.values
     shape = run.plan.shape
     dims = [a.name for a in run.config.axes]
-    b_count = math.prod(n for d, n in zip(dims, shape)
-                        if d in ("crypto_drawdown", "drawdown_periods"))
+    b_count = math.prod(
+        n for d, n in zip(dims, shape) if d in ("crypto_drawdown", "drawdown_periods")
+    )
     a_count = math.prod(n for d, n in zip(dims, shape) if d in ("deflation", "discount_rate"))
-    q_count = math.prod(n for d, n in zip(dims, shape)
-                        if d in ("haircut", "crypto_haircut", "liquidation_cost"))
+    q_count = math.prod(
+        n for d, n in zip(dims, shape) if d in ("haircut", "crypto_haircut", "liquidation_cost")
+    )
     nb = launch_shape(a_count, b_count, pf.n_loans, pf.horizon).nb_block
     n = pf.n.astype(float)
     # Per period of every loan: price (3), cash (3), payment test (1),
     # DSCR pre-test (4) and the division with its minimum (2, where it runs).
     base = 3 + 3 + 1 + 4 + 2
-    mining = np.where(v["mining_revenue"] > 0, 5, 0)          # mul, sub, max, mul, add
-    covenant = np.where(v["min_dscr"] > 0, 3, 0)             # compare, add, compare
-    ltv = np.where(np.isfinite(pf.max_ltv), 6, 0)            # collateral (3), test (3)
+    mining = np.where(v["mining_revenue"] > 0, 5, 0)  # mul, sub, max, mul, add
+    covenant = np.where(v["min_dscr"] > 0, 3, 0)  # compare, add, compare
+    ltv = np.where(np.isfinite(pf.max_ltv), 6, 0)  # collateral (3), test (3)
     # A loan without mining or crypto collateral runs its periods once per
     # thread block; each of the block's cells then takes its path (1).
     b_free = (v["mining_revenue"] <= 0) & (v["crypto_collateral"] == 0)
-    per_period = np.where(b_free, (base + covenant + ltv) * n / nb + 1,
-                          (base + mining + covenant + ltv) * n)
+    per_period = np.where(
+        b_free, (base + covenant + ltv) * n / nb + 1, (base + mining + covenant + ltv) * n
+    )
     # Tables, per (a value, loan): about 25 operations per period and the
     # appraisal's discount pow (20); per a value, one pow per period of the
     # discount factors and of the rent index.
@@ -151,8 +163,10 @@ def fp64_peak(cupy) -> tuple[float, str]:
     # and 8.0 (P100, V100, A100), 2 on the rest.
     per_sm = {(9, 0): 64, (8, 0): 32, (7, 0): 32, (6, 0): 32}.get((major, minor), 2)
     peak = sms * per_sm * 2 * clock_hz
-    return peak, (f"{sms} SMs x {per_sm} FP64 FMA/clock x 2 FLOP x "
-                  f"{clock_hz / 1e9:.3f} GHz (compute capability {major}.{minor})")
+    return peak, (
+        f"{sms} SMs x {per_sm} FP64 FMA/clock x 2 FLOP x "
+        f"{clock_hz / 1e9:.3f} GHz (compute capability {major}.{minor})"
+    )
 
 
 def _max_sm_clock_hz(cupy, device: int) -> float:
@@ -162,8 +176,17 @@ def _max_sm_clock_hz(cupy, device: int) -> float:
             return khz * 1e3
     except Exception:
         pass
-    out = subprocess.run(["nvidia-smi", "-i", str(device), "--query-gpu=clocks.max.sm",
-                          "--format=csv,noheader,nounits"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "nvidia-smi",
+            "-i",
+            str(device),
+            "--query-gpu=clocks.max.sm",
+            "--format=csv,noheader,nounits",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return float(out.stdout.strip().splitlines()[0]) * 1e6
 
 
@@ -222,32 +245,46 @@ def _synchronize(backend: str):
 def compile_times() -> dict[str, float]:
     """Seconds to get the compiled kernel in a new process: with an empty CuPy
     kernel cache (NVRTC compiles) and again with that cache filled."""
-    code = ("import time, cupy; cupy.cuda.runtime.getDeviceCount(); "
-            "from gridstress.kernels import kernel_function; t = time.perf_counter(); "
-            "kernel_function(cupy); print(time.perf_counter() - t)")
+    code = (
+        "import time, cupy; cupy.cuda.runtime.getDeviceCount(); "
+        "from gridstress.kernels import kernel_function; t = time.perf_counter(); "
+        "kernel_function(cupy); print(time.perf_counter() - t)"
+    )
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, CUPY_CACHE_DIR=cache)
         times = []
         for _ in range(2):
-            done = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+            )
             times.append(float(done.stdout.strip().splitlines()[-1]))
     return {"first_start_s": times[0], "warm_start_s": times[1]}
 
 
-def run_bench(loans: int = 100, cells: int = 1_000_000, config: str | Path | None = None,
-              engines: tuple[str, ...] = ENGINES, seed: int = 0, haircuts: int = 1,
-              log=print, compile_timing: bool = True, model: str = "v1") -> dict[str, Any]:
+def run_bench(
+    loans: int = 100,
+    cells: int = 1_000_000,
+    config: str | Path | None = None,
+    engines: tuple[str, ...] = ENGINES,
+    seed: int = 0,
+    haircuts: int = 1,
+    log=print,
+    compile_timing: bool = True,
+    model: str = "v1",
+) -> dict[str, Any]:
     """Time the engines on one portfolio and grid; return the results as a dict."""
     if model != "v1" and "fused" in engines:
-        raise InputError(f"--model {model}: the fused kernel computes model v1 only; bench "
-                         "it with --model v1, or choose --engines numpy,cupy-xp")
+        raise InputError(
+            f"--model {model}: the fused kernel computes model v1 only; bench "
+            "it with --model v1, or choose --engines numpy,cupy-xp"
+        )
     cfg = bench_config(loans, cells, config, seed, haircuts, model)
     warm = bench_config(loans, 5_000, None, seed, 3, model)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["gridstress", "bench", *sys.argv[2:]]) if sys.argv[1:2] == [
-            "bench"] else " ".join(sys.argv),
+        "command": " ".join(["gridstress", "bench", *sys.argv[2:]])
+        if sys.argv[1:2] == ["bench"]
+        else " ".join(sys.argv),
         "host": platform.node(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -273,40 +310,53 @@ def run_bench(loans: int = 100, cells: int = 1_000_000, config: str | Path | Non
         results["fp64_peak_basis"] = how
         if "fused" in engines and compile_timing:
             results["compile"] = compile_times()
-            log(f"kernel compile: first start {results['compile']['first_start_s']:.2f} s, "
-                f"warm start {results['compile']['warm_start_s']:.3f} s")
+            log(
+                f"kernel compile: first start {results['compile']['first_start_s']:.2f} s, "
+                f"warm start {results['compile']['warm_start_s']:.3f} s"
+            )
     for engine in engines:
         time_engine(warm, engine)  # warm-up: compilation, caches, pools
         res = time_engine(cfg, engine, repeats=1 if engine == "numpy" else 3)
         results["engines"][engine] = res
-        log(f"{engine:8s} {res['seconds']:10.4f} s  {res['loan_periods_per_s']:.3e} "
-            "loan-periods/s" + (f"  (kernel {res['kernel_seconds']:.4f} s, "
-                                f"{res['kernel_loan_periods_per_s']:.3e}/s, "
-                                f"{res['kernel_share_of_wall']:.0%} of wall; path "
-                                f"{res['stage_seconds']['path']:.4f} s, recovery "
-                                f"{res['stage_seconds']['recover']:.4f} s)"
-                                if "kernel_seconds" in res else ""))
+        log(
+            f"{engine:8s} {res['seconds']:10.4f} s  {res['loan_periods_per_s']:.3e} "
+            "loan-periods/s"
+            + (
+                f"  (kernel {res['kernel_seconds']:.4f} s, "
+                f"{res['kernel_loan_periods_per_s']:.3e}/s, "
+                f"{res['kernel_share_of_wall']:.0%} of wall; path "
+                f"{res['stage_seconds']['path']:.4f} s, recovery "
+                f"{res['stage_seconds']['recover']:.4f} s)"
+                if "kernel_seconds" in res
+                else ""
+            )
+        )
     eng = results["engines"]
     ratios = {}
     if "fused" in eng:
         f = eng["fused"]
         if "fp64_peak_flops" in results:
-            f["fp64_fraction_of_peak"] = (f["kernel_loan_periods_per_s"]
-                                          * f["flops_per_loan_period"]
-                                          / results["fp64_peak_flops"])
+            f["fp64_fraction_of_peak"] = (
+                f["kernel_loan_periods_per_s"]
+                * f["flops_per_loan_period"]
+                / results["fp64_peak_flops"]
+            )
         for other in ("numpy", "cupy-xp"):
             if other in eng:
                 ratios[f"fused_vs_{other}_wall"] = eng[other]["seconds"] / f["seconds"]
-                ratios[f"fused_kernel_vs_{other}_wall"] = (eng[other]["seconds"]
-                                                           / f["kernel_seconds"])
+                ratios[f"fused_kernel_vs_{other}_wall"] = (
+                    eng[other]["seconds"] / f["kernel_seconds"]
+                )
     if "cupy-xp" in eng and "numpy" in eng:
         ratios["cupy_xp_vs_numpy_wall"] = eng["numpy"]["seconds"] / eng["cupy-xp"]["seconds"]
     results["ratios"] = ratios
     for name, value in ratios.items():
         log(f"{name}: {value:,.1f}x")
     if "fused" in eng and "fp64_fraction_of_peak" in eng["fused"]:
-        log(f"fused kernel: {eng['fused']['flops_per_loan_period']:.1f} FLOP/loan-period, "
-            f"{eng['fused']['fp64_fraction_of_peak']:.1%} of FP64 peak")
+        log(
+            f"fused kernel: {eng['fused']['flops_per_loan_period']:.1f} FLOP/loan-period, "
+            f"{eng['fused']['fp64_fraction_of_peak']:.1%} of FP64 peak"
+        )
     return results
 
 

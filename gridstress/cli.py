@@ -40,8 +40,12 @@ class _Commands(TyperGroup):
         name = args[0] if args else ""
         if args and name not in self.commands and not name.startswith("-"):
             hint = did_you_mean(name, self.commands).replace(" (", "; ").rstrip(")")
-            raise usage.UsageError(f"no such command {name!r}{hint} (commands: "
-                                   + ", ".join(sorted(self.commands)) + ")", ctx)
+            raise usage.UsageError(
+                f"no such command {name!r}{hint} (commands: "
+                + ", ".join(sorted(self.commands))
+                + ")",
+                ctx,
+            )
         return super().resolve_command(ctx, args)
 
 
@@ -80,20 +84,27 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
+) -> None:
     """Credit stress grids for loans against GPU fleets."""
 
 
 # -- Options used by several commands --------------------------------------
+
 
 def csv_option(what: str = "the table"):
     return typer.Option(None, "--csv", help=f"Also write {what} as CSV here (.csv).")
 
 
 MARGINALS_OPTION = typer.Option(
-    None, "--marginals", help="YAML file mapping axes to scipy.stats distributions, e.g. "
-    "'deflation: {dist: norm, loc: 0.3, scale: 0.15}' (default: docs/analysis.md).")
+    None,
+    "--marginals",
+    help="YAML file mapping axes to scipy.stats distributions, e.g. "
+    "'deflation: {dist: norm, loc: 0.3, scale: 0.15}' (default: docs/analysis.md).",
+)
 CUBE_ARGUMENT = typer.Argument(..., help="Cube written by gridstress run (.zarr or .nc).")
 
 
@@ -147,8 +158,10 @@ def _run_config(path: Path):
         with _open_cube(path) as ds:
             cfg = cube_config(ds)
         if cfg is None:
-            raise InputError(f"{path}: the cube embeds no run config of this model version; "
-                             "give the YAML run config instead")
+            raise InputError(
+                f"{path}: the cube embeds no run config of this model version; "
+                "give the YAML run config instead"
+            )
         return cfg
     return load_config(path)
 
@@ -175,10 +188,16 @@ def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blo
             return Text(f"{task.speed:,.0f} cells/s" if task.speed else "")
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("cells, {task.fields[blocks]}/" + f"{total_blocks} blocks"), CellRate(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err, disable=not err.is_terminal, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("cells, {task.fields[blocks]}/" + f"{total_blocks} blocks"),
+        CellRate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=False,
     )
     task = progress.add_task(label, total=total_cells, blocks=0)
     started = last = time.monotonic()
@@ -198,46 +217,69 @@ def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blo
         if not err.is_terminal and now - last >= log_every_s and done < total_cells:
             last = now
             rate = (done - kept) / (now - started)
-            err.print(f"{label}: {done:,} of {total_cells:,} cells ({done / total_cells:.0%}), "
-                      f"{blocks} of {total_blocks} blocks, {rate:,.0f} cells/s, "
-                      f"about {(total_cells - done) / rate:.0f} s left")
+            err.print(
+                f"{label}: {done:,} of {total_cells:,} cells ({done / total_cells:.0%}), "
+                f"{blocks} of {total_blocks} blocks, {rate:,.0f} cells/s, "
+                f"about {(total_cells - done) / rate:.0f} s left"
+            )
 
     return progress, advance
 
 
 # -- Commands --------------------------------------------------------------
 
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="YAML run config."),
     out_path: Path | None = typer.Option(
-        None, "--out", "-o", help="Cube path: a Zarr directory (.zarr or no suffix) or a "
-        "NetCDF file (.nc). Default: results/<config name>.zarr"),
+        None,
+        "--out",
+        "-o",
+        help="Cube path: a Zarr directory (.zarr or no suffix) or a "
+        "NetCDF file (.nc). Default: results/<config name>.zarr",
+    ),
     backend: str = typer.Option("auto", help="auto, numpy or cupy."),
     per_loan: bool = typer.Option(
-        False, "--per-loan", help="Also write each loan's default time and loss "
-        "(loan_default_years, loan_loss; as outputs: {per_loan: true} in the config)."),
+        False,
+        "--per-loan",
+        help="Also write each loan's default time and loss "
+        "(loan_default_years, loan_loss; as outputs: {per_loan: true} in the config).",
+    ),
     overwrite: bool = typer.Option(
-        False, help="Replace a cube, or discard an unfinished run, of another config or "
-        "portfolio at --out (a cube of the same run is replaced anyway)."),
+        False,
+        help="Replace a cube, or discard an unfinished run, of another config or "
+        "portfolio at --out (a cube of the same run is replaced anyway).",
+    ),
     scheduler: str | None = typer.Option(
-        None, help="Where blocks run: auto (the default: in this process, or a local Dask "
+        None,
+        help="Where blocks run: auto (the default: in this process, or a local Dask "
         "cluster when the grid is large enough to pay for one), synchronous (this "
         "process), local (a Dask cluster on this machine, one worker per core), "
         "local-cuda (one worker per GPU, needs the gpu extra) or a scheduler address, "
-        "e.g. tcp://host:8786."),
+        "e.g. tcp://host:8786.",
+    ),
     scheduler_file: Path | None = typer.Option(
-        None, help="Scheduler file of a running Dask cluster (dask scheduler "
-        "--scheduler-file); its workers must see the output directory."),
+        None,
+        help="Scheduler file of a running Dask cluster (dask scheduler "
+        "--scheduler-file); its workers must see the output directory.",
+    ),
     workers: int | None = typer.Option(
-        None, parser=whole, help="Workers of a local or local-cuda cluster (default: "
-        "one per CPU core, one per GPU); without --scheduler, a local cluster."),
+        None,
+        parser=whole,
+        help="Workers of a local or local-cuda cluster (default: "
+        "one per CPU core, one per GPU); without --scheduler, a local cluster.",
+    ),
     chunk_cells: int | None = typer.Option(
-        None, parser=whole, help="Cells per block, one Dask task each (default: blocks "
+        None,
+        parser=whole,
+        help="Cells per block, one Dask task each (default: blocks "
         "of 0.1-1 s on a CPU core within about 256 MB of working memory, at most 10,000 "
-        "blocks)."),
+        "blocks).",
+    ),
     resume: bool = typer.Option(
-        False, help="Keep the blocks of an interrupted run of the same config."),
+        False, help="Keep the blocks of an interrupted run of the same config."
+    ),
 ) -> None:
     """Evaluate the portfolio on every cell of the grid and write the cube."""
     import logging
@@ -250,12 +292,17 @@ def run(
     from .prepared import prepare
     from .store import blocks_done, check_resumable, partial_path
 
-    where = scheduler if scheduler is not None or scheduler_file is not None else (
-        "local" if workers is not None else "auto")  # --workers asks for a local cluster
+    where = (
+        scheduler
+        if scheduler is not None or scheduler_file is not None
+        else ("local" if workers is not None else "auto")
+    )  # --workers asks for a local cluster
     check_scheduler(where, scheduler_file, workers)
     if out_path is not None and out_path.suffix.lower() not in CUBE_SUFFIXES:
-        raise InputError(f"--out {out_path}: a cube is a Zarr directory (.zarr, or no "
-                         "suffix) or a NetCDF file (.nc)")
+        raise InputError(
+            f"--out {out_path}: a cube is a Zarr directory (.zarr, or no "
+            "suffix) or a NetCDF file (.nc)"
+        )
     remote = is_remote(where, scheduler_file)
     chosen = None if remote else resolve_backend(backend)
     if remote and backend not in BACKENDS:  # the workers resolve a valid name
@@ -271,24 +318,40 @@ def run(
     target = out_path or Path("results") / f"{cfg.name}.zarr"
     if resume and partial_path(target).exists():
         run_.plan = check_resumable(partial_path(target), run_)  # its blocks, not new ones
-    on = (f"{chosen.name} ({chosen.device})" if chosen
-          else f"the cluster's workers (--backend {backend})")
-    err.print(f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "
-              f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {on}, "
-              f"{len(run_.plan)} block(s)")
+    on = (
+        f"{chosen.name} ({chosen.device})"
+        if chosen
+        else f"the cluster's workers (--backend {backend})"
+    )
+    err.print(
+        f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "
+        f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {on}, "
+        f"{len(run_.plan)} block(s)"
+    )
     progress, advance = _progress(cfg.n_cells, "evaluating", total_blocks=len(run_.plan))
     logging.getLogger("distributed").setLevel(logging.ERROR)
     started = time.perf_counter()
     try:
         with progress:
             written = write_cube_and_headline(
-                cfg, target, backend=backend, progress=advance, resume=resume, prepared=run_,
-                scheduler=where, scheduler_file=scheduler_file, workers=workers,
-                log=err.print, overwrite=overwrite)
+                cfg,
+                target,
+                backend=backend,
+                progress=advance,
+                resume=resume,
+                prepared=run_,
+                scheduler=where,
+                scheduler_file=scheduler_file,
+                workers=workers,
+                log=err.print,
+                overwrite=overwrite,
+            )
     except KeyboardInterrupt:
         done = blocks_done(target)
-        err.print(f"interrupted: {done or 0} of {len(run_.plan)} blocks are saved; run the "
-                  "same command with --resume to finish")
+        err.print(
+            f"interrupted: {done or 0} of {len(run_.plan)} blocks are saved; run the "
+            "same command with --resume to finish"
+        )
         raise typer.Exit(130) from None
     seconds = time.perf_counter() - started
     out.print(f"cube: {written.path}")
@@ -306,9 +369,11 @@ def validate(config: Path = typer.Argument(..., help="YAML run config.")) -> Non
     cfg = prepared.config
     _warn(cfg)
     out.print(f"{config}: valid")
-    out.print(f"  {len(cfg.loans)} loans, ${prepared.portfolio.total_principal / 1e9:,.3f}B "
-              f"principal, horizon {prepared.portfolio.horizon} periods "
-              f"({cfg.periods_per_year} a year)")
+    out.print(
+        f"  {len(cfg.loans)} loans, ${prepared.portfolio.total_principal / 1e9:,.3f}B "
+        f"principal, horizon {prepared.portfolio.horizon} periods "
+        f"({cfg.periods_per_year} a year)"
+    )
     for a in cfg.axes:
         out.print(f"  {a.name}: {len(a)} values from {a.values[0]:g} to {a.values[-1]:g}")
     out.print(f"  {cfg.n_cells:,} cells in {len(prepared.plan)} block(s)")
@@ -325,20 +390,31 @@ def summary_tables(s) -> dict[str, list[dict[str, Any]]]:
     from .variables import TRIGGERS
 
     tables: dict[str, list[dict[str, Any]]] = {
-        "scenarios": [{"scenario": label, "cell": _cell(s.points[label]), **v}
-                      for label, v in s.scenarios.items()],
-        "default_rate_by_trigger": [{"scenario": label, **{t: r[t] for t in TRIGGERS}}
-                                    for label, r in s.by_trigger.items()],
+        "scenarios": [
+            {"scenario": label, "cell": _cell(s.points[label]), **v}
+            for label, v in s.scenarios.items()
+        ],
+        "default_rate_by_trigger": [
+            {"scenario": label, **{t: r[t] for t in TRIGGERS}} for label, r in s.by_trigger.items()
+        ],
         "segments": [{"segment": k, "loss_at_base": v} for k, v in s.loss_by_segment.items()],
     }
     if s.market:
-        tables["market"] = [{"scenario": label, "loss": m.loss, "loss_deep_market": m.loss_deep,
-                             "extra_loss": m.extra_loss, "default_rate": m.default_rate,
-                             "default_rate_deep_market": m.default_rate_deep}
-                            for label, m in s.market.items()]
+        tables["market"] = [
+            {
+                "scenario": label,
+                "loss": m.loss,
+                "loss_deep_market": m.loss_deep,
+                "extra_loss": m.extra_loss,
+                "default_rate": m.default_rate,
+                "default_rate_deep_market": m.default_rate_deep,
+            }
+            for label, m in s.market.items()
+        ]
     if s.loans:
-        tables["loans"] = [{"scenario": label, **r.row()}
-                           for label, results in s.loans.items() for r in results]
+        tables["loans"] = [
+            {"scenario": label, **r.row()} for label, results in s.loans.items() for r in results
+        ]
     return tables
 
 
@@ -347,8 +423,11 @@ def summary(
     cube: Path = CUBE_ARGUMENT,
     csv_path: Path | None = csv_option("every table, one after another (a column says which)"),
     xlsx_path: Path | None = typer.Option(
-        None, "--xlsx", help="Also write every table, the per-loan one included, as a "
-        "worksheet of an Excel workbook here (.xlsx)."),
+        None,
+        "--xlsx",
+        help="Also write every table, the per-loan one included, as a "
+        "worksheet of an Excel workbook here (.xlsx).",
+    ),
 ) -> None:
     """Headline figures of a cube: base and severe scenarios, triggers, the cost of the
     thin resale market, each loan's outcome, segments and spreads."""
@@ -358,49 +437,115 @@ def summary(
     check_output(csv_path, (".csv",), "--csv")
     check_output(xlsx_path, (".xlsx",), "--xlsx")
     with _open_cube(cube) as ds:
-        out.print(f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
-                  f"{ds.attrs.get('engine') or ds.attrs.get('backend')} on "
-                  f"{ds.attrs.get('device')}, {ds.attrs.get('created')})")
+        out.print(
+            f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
+            f"{ds.attrs.get('engine') or ds.attrs.get('backend')} on "
+            f"{ds.attrs.get('device')}, {ds.attrs.get('created')})"
+        )
         s = summarise(ds)
     for line in s.headline.lines():
         out.print(line)
     for label, point in s.points.items():
         out.print(f"{label} scenario: {_cell(point)}")
-    _show(None, ["scenario", "loss $M", "loss rate", "default rate", "recovery rate",
-                 "breakeven bp", "lowest market price"],
-          [[label, _usd_m(v["loss"]), _pct(v["loss_rate"]), _pct(v["default_rate"]),
-            _pct(v["recovery_rate"]), f"{v['breakeven_spread_bps']:,.0f}",
-            f"{v.get('market_price_min', float('nan')):.3f}"]
-           for label, v in s.scenarios.items()])
+    _show(
+        None,
+        [
+            "scenario",
+            "loss $M",
+            "loss rate",
+            "default rate",
+            "recovery rate",
+            "breakeven bp",
+            "lowest market price",
+        ],
+        [
+            [
+                label,
+                _usd_m(v["loss"]),
+                _pct(v["loss_rate"]),
+                _pct(v["default_rate"]),
+                _pct(v["recovery_rate"]),
+                f"{v['breakeven_spread_bps']:,.0f}",
+                f"{v.get('market_price_min', float('nan')):.3f}",
+            ]
+            for label, v in s.scenarios.items()
+        ],
+    )
     if s.by_trigger:
-        _show("default rate by trigger (defaulted principal over total)",
-              ["scenario", *TRIGGERS],
-              [[label, *(_pct(r[t]) for t in TRIGGERS)] for label, r in s.by_trigger.items()])
+        _show(
+            "default rate by trigger (defaulted principal over total)",
+            ["scenario", *TRIGGERS],
+            [[label, *(_pct(r[t]) for t in TRIGGERS)] for label, r in s.by_trigger.items()],
+        )
     if s.market:
-        _show("what the thin resale market costs (the same cell with market_depth_gpus: .inf)",
-              ["scenario", "loss $M", "deep-market loss $M", "extra loss $M", "default rate",
-               "deep-market default rate"],
-              [[label, _usd_m(m.loss), _usd_m(m.loss_deep), _usd_m(m.extra_loss),
-                _pct(m.default_rate), _pct(m.default_rate_deep)]
-               for label, m in s.market.items()])
+        _show(
+            "what the thin resale market costs (the same cell with market_depth_gpus: .inf)",
+            [
+                "scenario",
+                "loss $M",
+                "deep-market loss $M",
+                "extra loss $M",
+                "default rate",
+                "deep-market default rate",
+            ],
+            [
+                [
+                    label,
+                    _usd_m(m.loss),
+                    _usd_m(m.loss_deep),
+                    _usd_m(m.extra_loss),
+                    _pct(m.default_rate),
+                    _pct(m.default_rate_deep),
+                ]
+                for label, m in s.market.items()
+            ],
+        )
     for label, results in (s.loans or {}).items():
-        _show(f"loans at the {label} scenario ({_cell(s.points[label])})",
-              ["loan", "segment", "principal $M", "default", "trigger", "EAD $M",
-               "recovery $M", "loss $M"],
-              [[r.loan_id, r.segment, _usd_m(r.principal),
-                "repaid" if r.default_years is None else f"t={r.default_years:g}",
-                r.trigger or "", _usd_m(r.ead), _usd_m(r.recovery), _usd_m(r.loss)]
-               for r in results], left=2)
+        _show(
+            f"loans at the {label} scenario ({_cell(s.points[label])})",
+            [
+                "loan",
+                "segment",
+                "principal $M",
+                "default",
+                "trigger",
+                "EAD $M",
+                "recovery $M",
+                "loss $M",
+            ],
+            [
+                [
+                    r.loan_id,
+                    r.segment,
+                    _usd_m(r.principal),
+                    "repaid" if r.default_years is None else f"t={r.default_years:g}",
+                    r.trigger or "",
+                    _usd_m(r.ead),
+                    _usd_m(r.recovery),
+                    _usd_m(r.loss),
+                ]
+                for r in results
+            ],
+            left=2,
+        )
     for segment, loss in s.loss_by_segment.items():
         out.print(f"loss at base, {segment}: ${loss / 1e6:,.1f}M")
-    out.print(f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
-              f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp; cushion: "
-              f"{s.spread_cushion_bps:,.0f} bp")
+    out.print(
+        f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
+        f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp; cushion: "
+        f"{s.spread_cushion_bps:,.0f} bp"
+    )
     tables = summary_tables(s)
     if csv_path is not None:
         columns = list(dict.fromkeys(k for rows in tables.values() for r in rows for k in r))
-        _write_csv(csv_path, [{"table": name, **{k: r.get(k, "") for k in columns}}
-                              for name, rows in tables.items() for r in rows])
+        _write_csv(
+            csv_path,
+            [
+                {"table": name, **{k: r.get(k, "") for k in columns}}
+                for name, rows in tables.items()
+                for r in rows
+            ],
+        )
     if xlsx_path is not None:
         from .terminal import write_xlsx
 
@@ -414,11 +559,15 @@ def frontier(
     var: str = typer.Option(FRONTIER_VAR, help="Variable compared with --threshold."),
     threshold: float = typer.Option(FRONTIER_THRESHOLD, help="The variable must exceed this."),
     loan: str | None = typer.Option(
-        None, "--loan", help="The frontier of one loan: the smallest deflation at which it "
-        "defaults (needs a cube written with --per-loan)."),
+        None,
+        "--loan",
+        help="The frontier of one loan: the smallest deflation at which it "
+        "defaults (needs a cube written with --per-loan).",
+    ),
     csv_path: Path | None = csv_option("every frontier cell"),
-    plot_path: Path | None = typer.Option(None, "--plot",
-                                          help="Frontier figure (.png, .svg or .pdf)."),
+    plot_path: Path | None = typer.Option(
+        None, "--plot", help="Frontier figure (.png, .svg or .pdf)."
+    ),
     max_columns: int = typer.Option(8, parser=whole, help="Haircut columns printed (>= 1)."),
 ) -> None:
     """Smallest deflation at which --var exceeds --threshold (or --loan defaults), per
@@ -447,21 +596,32 @@ def frontier(
         return "-" if math.isnan(v) else f"{v:.3f}"
 
     if "haircut" not in grid.dims:  # a loan's frontier: no haircut changes a default
-        _show(f"smallest deflation at which {what} (rows: crypto_drawdown; '-': never)",
-              ["crypto_drawdown", "deflation"],
-              [[f"{c:g}", shown(v)] for c, v in zip(grid["crypto_drawdown"].values,
-                                                     grid.values)])
+        _show(
+            f"smallest deflation at which {what} (rows: crypto_drawdown; '-': never)",
+            ["crypto_drawdown", "deflation"],
+            [[f"{c:g}", shown(v)] for c, v in zip(grid["crypto_drawdown"].values, grid.values)],
+        )
     else:
         n = grid.sizes["haircut"]
         if n > max_columns:
-            grid = grid.isel(haircut=np.unique(np.linspace(0, n - 1, max_columns).round()
-                                               .astype(int)))
-        kept = (f", {grid.sizes['haircut']} of {n} haircut values; --csv writes all"
-                if grid.sizes["haircut"] < n else "")
-        _show(f"smallest deflation at which {what} (rows: crypto_drawdown, columns: haircut; "
-              f"'-': never{kept})", ["c \\ h", *(f"{h:g}" for h in grid["haircut"].values)],
-              [[f"{c:g}", *(shown(v) for v in row)]
-               for c, row in zip(grid["crypto_drawdown"].values, grid.values)], left=0)
+            grid = grid.isel(
+                haircut=np.unique(np.linspace(0, n - 1, max_columns).round().astype(int))
+            )
+        kept = (
+            f", {grid.sizes['haircut']} of {n} haircut values; --csv writes all"
+            if grid.sizes["haircut"] < n
+            else ""
+        )
+        _show(
+            f"smallest deflation at which {what} (rows: crypto_drawdown, columns: haircut; "
+            f"'-': never{kept})",
+            ["c \\ h", *(f"{h:g}" for h in grid["haircut"].values)],
+            [
+                [f"{c:g}", *(shown(v) for v in row)]
+                for c, row in zip(grid["crypto_drawdown"].values, grid.values)
+            ],
+            left=0,
+        )
     if csv_path is not None:
         _write_csv(csv_path, frontier_rows(line))
     if plot_path is not None:
@@ -471,13 +631,17 @@ def frontier(
 @app.command()
 def compare(
     cube_a: Path = typer.Argument(..., help="Cube A (e.g. the book as it is)."),
-    cube_b: Path = typer.Argument(..., help="Cube B on the same grid (e.g. the book without "
-                                  "a loan, or another calibration)."),
+    cube_b: Path = typer.Argument(
+        ..., help="Cube B on the same grid (e.g. the book without a loan, or another calibration)."
+    ),
     var: str = typer.Option("loss_rate", help="Variable whose difference B - A is mapped."),
     csv_path: Path | None = csv_option("the headline deltas"),
     plot_path: Path | None = typer.Option(
-        None, "--plot", help="Heatmap of B - A over deflation and crypto drawdown "
-        "(.png, .svg or .pdf), other axes central."),
+        None,
+        "--plot",
+        help="Heatmap of B - A over deflation and crypto drawdown "
+        "(.png, .svg or .pdf), other axes central.",
+    ),
 ) -> None:
     """Headline deltas of two cubes on the same grid, and where B differs from A most."""
     from .analysis.compare import compare as compare_cubes
@@ -506,9 +670,19 @@ def compare(
         return f"{sign}{value:.2%}"
 
     rows = c.rows()
-    _show("headline figures", ["figure", "A", "B", "B - A"],
-          [[r["figure"], shown(r["figure"], r["a"]), shown(r["figure"], r["b"]),
-            shown(r["figure"], r["b_minus_a"], True)] for r in rows])
+    _show(
+        "headline figures",
+        ["figure", "A", "B", "B - A"],
+        [
+            [
+                r["figure"],
+                shown(r["figure"], r["a"]),
+                shown(r["figure"], r["b"]),
+                shown(r["figure"], r["b_minus_a"], True),
+            ]
+            for r in rows
+        ],
+    )
     for sign, word in ((1, "increase"), (-1, "decrease")):
         found = largest_change(c.difference, sign)
         if found is None:
@@ -525,8 +699,11 @@ def compare(
 @app.command()
 def reverse(
     cube: Path = CUBE_ARGUMENT,
-    loss_rate: float = typer.Option(..., "--loss-rate", help="Target loss rate (share of "
-                                    "principal) that a breaking cell reaches."),
+    loss_rate: float = typer.Option(
+        ...,
+        "--loss-rate",
+        help="Target loss rate (share of principal) that a breaking cell reaches.",
+    ),
     rho: float = typer.Option(0.5, help="Copula correlation of the scenario weights."),
     count: int = typer.Option(11, parser=whole, help="Cells listed by each ranking (>= 1)."),
     marginals: Path | None = MARGINALS_OPTION,
@@ -540,16 +717,33 @@ def reverse(
         raise InputError(f"--count {count}: must be >= 1")
     with _open_cube(cube) as ds:
         rs = reverse_stress(ds, loss_rate, count, rho, _marginals(marginals))
-    out.print(f"{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
-              f"{rs.target:.2%}; their probability (rho={rs.rho:g}): "
-              f"{rs.breaking_probability:.4g}")
+    out.print(
+        f"{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
+        f"{rs.target:.2%}; their probability (rho={rs.rho:g}): "
+        f"{rs.breaking_probability:.4g}"
+    )
     rows = []
     for ranking, cells in (("nearest", rs.nearest), ("probable", rs.probable)):
-        title = ("least severe (distance from the central scenario)" if ranking == "nearest"
-                 else "most probable")
-        _show(title, ["#", "cell", "loss rate", "distance", "probability"],
-              [[str(i), _cell(c.point), f"{c.loss_rate:.2%}", f"{c.distance:.3f}",
-                f"{c.probability:.3g}"] for i, c in enumerate(cells, 1)], left=0)
+        title = (
+            "least severe (distance from the central scenario)"
+            if ranking == "nearest"
+            else "most probable"
+        )
+        _show(
+            title,
+            ["#", "cell", "loss rate", "distance", "probability"],
+            [
+                [
+                    str(i),
+                    _cell(c.point),
+                    f"{c.loss_rate:.2%}",
+                    f"{c.distance:.3f}",
+                    f"{c.probability:.3g}",
+                ]
+                for i, c in enumerate(cells, 1)
+            ],
+            left=0,
+        )
         rows += [{"ranking": ranking, "rank": i, **c.row()} for i, c in enumerate(cells, 1)]
     if csv_path is not None:
         _write_csv(csv_path, rows)
@@ -558,9 +752,11 @@ def reverse(
 @app.command()
 def risk(
     cube: Path = CUBE_ARGUMENT,
-    rho: list[float] = typer.Option([0.0, 0.5, 0.9], "--rho", help="Correlation of the "
-                                    "Gaussian copula of deflation and crypto drawdown "
-                                    "(repeatable)."),
+    rho: list[float] = typer.Option(
+        [0.0, 0.5, 0.9],
+        "--rho",
+        help="Correlation of the Gaussian copula of deflation and crypto drawdown (repeatable).",
+    ),
     marginals: Path | None = MARGINALS_OPTION,
     csv_path: Path | None = csv_option("one row per rho"),
 ) -> None:
@@ -576,11 +772,19 @@ def risk(
         dists = marginal_dists(ds, overrides)
     for axis, dist in dists.items():
         out.print(f"{axis} ~ {describe_marginal(dist)}")
-    _show("loss rate (share of total principal) under scenario weights",
-          ["rho", "expected", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%", "mass outside"],
-          [[f"{r.rho:g}", *(f"{v:.2%}" for v in (r.expected_loss, r.var95, r.es95, r.var99,
-                                                  r.es99)), f"{r.outside:.3%}"] for r in rows],
-          left=0)
+    _show(
+        "loss rate (share of total principal) under scenario weights",
+        ["rho", "expected", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%", "mass outside"],
+        [
+            [
+                f"{r.rho:g}",
+                *(f"{v:.2%}" for v in (r.expected_loss, r.var95, r.es95, r.var99, r.es99)),
+                f"{r.outside:.3%}",
+            ]
+            for r in rows
+        ],
+        left=0,
+    )
     if csv_path is not None:
         _write_csv(csv_path, [r.csv_row() for r in rows])
 
@@ -591,14 +795,16 @@ def plot(
     var: str = typer.Option("loss_rate", help="Variable shown."),
     x: str = typer.Option("deflation", help="Axis across."),
     y: str = typer.Option("crypto_drawdown", help="Axis up."),
-    at: list[str] = typer.Option([], "--at", help="Fixed value NAME=VALUE of another axis "
-                                 "(repeatable; nearest grid point; default central)."),
-    facet: str | None = typer.Option(None, help="One panel per value of this axis "
-                                     "(e.g. haircut)."),
+    at: list[str] = typer.Option(
+        [],
+        "--at",
+        help="Fixed value NAME=VALUE of another axis "
+        "(repeatable; nearest grid point; default central).",
+    ),
+    facet: str | None = typer.Option(None, help="One panel per value of this axis (e.g. haircut)."),
     frontier_var: str = typer.Option(FRONTIER_VAR, help="Variable of the frontier drawn."),
     threshold: float = typer.Option(FRONTIER_THRESHOLD, help="Threshold of the frontier drawn."),
-    output: Path = typer.Option(..., "--output", "-o",
-                                help="Figure file (.png, .svg or .pdf)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Figure file (.png, .svg or .pdf)."),
 ) -> None:
     """Heatmap of a variable over two axes, with the deflation frontier drawn over it."""
     check_output(output, FIGURE_SUFFIXES, "--output")
@@ -624,10 +830,14 @@ def report(
     frontier_var: str = typer.Option(FRONTIER_VAR, help="Variable of the frontier."),
     threshold: float = typer.Option(FRONTIER_THRESHOLD, help="Threshold of the frontier."),
     loss_rate: list[float] = typer.Option(
-        [], "--loss-rate", help="Reverse stress target (repeatable; default: 5 and 10 "
-        "points above the base scenario's loss rate, where the grid reaches them)."),
-    rho: list[float] = typer.Option([0.0, 0.5, 0.9], "--rho", help="Copula correlations "
-                                    "of the risk table (repeatable)."),
+        [],
+        "--loss-rate",
+        help="Reverse stress target (repeatable; default: 5 and 10 "
+        "points above the base scenario's loss rate, where the grid reaches them).",
+    ),
+    rho: list[float] = typer.Option(
+        [0.0, 0.5, 0.9], "--rho", help="Copula correlations of the risk table (repeatable)."
+    ),
     reverse_rho: float = typer.Option(0.5, help="Copula correlation of the reverse stress."),
     marginals: Path | None = MARGINALS_OPTION,
 ) -> None:
@@ -640,9 +850,16 @@ def report(
     from .analysis.report import write_report
 
     with _open_cube(cube) as ds:
-        write_report(ds, output, frontier_var=frontier_var, threshold=threshold,
-                     loss_rates=loss_rate, rhos=rho, reverse_rho=reverse_rho,
-                     overrides=_marginals(marginals))
+        write_report(
+            ds,
+            output,
+            frontier_var=frontier_var,
+            threshold=threshold,
+            loss_rates=loss_rate,
+            rhos=rho,
+            reverse_rho=reverse_rho,
+            overrides=_marginals(marginals),
+        )
     out.print(f"report written to {output}")
 
 
@@ -655,8 +872,11 @@ def _parse_point(items: list[str]) -> dict[str, float]:
         name = name.strip()
         if not sep or name not in SCENARIO_PARAMS:
             hint = did_you_mean(name, SCENARIO_PARAMS) if sep else ""
-            raise InputError(f"--at {item}: must be NAME=VALUE with NAME one of "
-                             + ", ".join(SCENARIO_PARAMS) + hint)
+            raise InputError(
+                f"--at {item}: must be NAME=VALUE with NAME one of "
+                + ", ".join(SCENARIO_PARAMS)
+                + hint
+            )
         try:
             number = float(value)
         except ValueError:
@@ -669,11 +889,15 @@ def _parse_point(items: list[str]) -> dict[str, float]:
 
 @app.command()
 def trace(
-    config: Path = typer.Argument(..., help="YAML run config, or a cube (its embedded "
-                                  "config is traced)."),
+    config: Path = typer.Argument(
+        ..., help="YAML run config, or a cube (its embedded config is traced)."
+    ),
     at: list[str] = typer.Option(
-        [], "--at", help="Scenario value NAME=VALUE (repeatable); axes not given take "
-        "their central value, other parameters the config's."),
+        [],
+        "--at",
+        help="Scenario value NAME=VALUE (repeatable); axes not given take "
+        "their central value, other parameters the config's.",
+    ),
     loan: list[str] = typer.Option([], "--loan", help="Loan id (repeatable; default all)."),
     csv_path: Path | None = csv_option("every period of every loan traced"),
 ) -> None:
@@ -687,17 +911,31 @@ def trace(
     ids = [ln.loan_id for ln in cfg.loans]
     unknown = [lid for lid in loan if lid not in ids]
     if unknown:
-        raise InputError(f"--loan {', '.join(unknown)}: not in the portfolio"
-                         + did_you_mean(unknown[0], ids) + "; loans are: " + ", ".join(ids))
+        raise InputError(
+            f"--loan {', '.join(unknown)}: not in the portfolio"
+            + did_you_mean(unknown[0], ids)
+            + "; loans are: "
+            + ", ".join(ids)
+        )
     central = {a.name: float(a.values[reference_index(a.array, a.central)]) for a in cfg.axes}
     point = {**cfg.scenario, **central, **given}
     out.print("cell: " + _cell(point))
     wanted = tuple(loan) or tuple(ids)
     traces, market, outcomes = trace_cell(cfg.loans, cfg.periods_per_year, point, wanted)
-    _show("secondary market (every loan of the book; price index after the period's fire "
-          "sales)", ["t", "GPUs sold", "overhang", "price index"],
-          [[f"{m['t_years']:.2f}", f"{m['sold_gpus']:,.0f}", f"{m['overhang_gpus']:,.0f}",
-            f"{m['price_index']:.4f}"] for m in market], left=0)
+    _show(
+        "secondary market (every loan of the book; price index after the period's fire sales)",
+        ["t", "GPUs sold", "overhang", "price index"],
+        [
+            [
+                f"{m['t_years']:.2f}",
+                f"{m['sold_gpus']:,.0f}",
+                f"{m['overhang_gpus']:,.0f}",
+                f"{m['price_index']:.4f}",
+            ]
+            for m in market
+        ],
+        left=0,
+    )
 
     def opt(value, fmt):
         return "" if value is None else format(value, fmt)
@@ -711,25 +949,62 @@ def trace(
         ln, rows = by_id[loan_id], traces[loan_id]
         all_rows += rows
         tested = f"LTV tested on {ln.ltv_basis} value" + (
-            "" if ln.max_ltv is None else f", max {ln.max_ltv:g}")
-        _show(f"{loan_id} ({ln.segment}, ${ln.principal / 1e6:,.0f}M, {ln.amortization}, "
-              f"{ln.term_years:g}y; {tested})",
-              ["t", "rent", "CFADS $M", "DS $M", "DSCR", "cash $M", "owed $M", "fair $M",
-               "price", "GPU coll. $M", "crypto $M", "book $M", "LTV mkt", "LTV book",
-               "refi coll. $M", "refi CF $M", "default"],
-              [[f"{r['t_years']:.2f}", f"{r['rent']:.3f}", _usd_m(r["cfads"]),
-                _usd_m(r["debt_service"]), opt(r["dscr"], ".2f"), _usd_m(r["cash"]),
-                _usd_m(r["owed"]), _usd_m(r["gpu_fair_value"]), f"{r['price_index']:.3f}",
-                _usd_m(r["gpu_collateral"]), _usd_m(r["crypto_collateral"]),
-                _usd_m(r["book_value"]), f"{r['ltv_market']:.2f}", opt(r["ltv_book"], ".2f"),
-                _usd_m(r["refi_collateral_offer"]), _usd_m(r["refi_cash_flow_offer"]),
-                r["default"]] for r in rows], left=0)
+            "" if ln.max_ltv is None else f", max {ln.max_ltv:g}"
+        )
+        _show(
+            f"{loan_id} ({ln.segment}, ${ln.principal / 1e6:,.0f}M, {ln.amortization}, "
+            f"{ln.term_years:g}y; {tested})",
+            [
+                "t",
+                "rent",
+                "CFADS $M",
+                "DS $M",
+                "DSCR",
+                "cash $M",
+                "owed $M",
+                "fair $M",
+                "price",
+                "GPU coll. $M",
+                "crypto $M",
+                "book $M",
+                "LTV mkt",
+                "LTV book",
+                "refi coll. $M",
+                "refi CF $M",
+                "default",
+            ],
+            [
+                [
+                    f"{r['t_years']:.2f}",
+                    f"{r['rent']:.3f}",
+                    _usd_m(r["cfads"]),
+                    _usd_m(r["debt_service"]),
+                    opt(r["dscr"], ".2f"),
+                    _usd_m(r["cash"]),
+                    _usd_m(r["owed"]),
+                    _usd_m(r["gpu_fair_value"]),
+                    f"{r['price_index']:.3f}",
+                    _usd_m(r["gpu_collateral"]),
+                    _usd_m(r["crypto_collateral"]),
+                    _usd_m(r["book_value"]),
+                    f"{r['ltv_market']:.2f}",
+                    opt(r["ltv_book"], ".2f"),
+                    _usd_m(r["refi_collateral_offer"]),
+                    _usd_m(r["refi_cash_flow_offer"]),
+                    r["default"],
+                ]
+                for r in rows
+            ],
+            left=0,
+        )
         if outcome["default_years"] is None:
             out.print("  repaid, no default")
         else:
-            out.print(f"  {outcome['trigger']} default at t={outcome['default_years']:g}: "
-                      f"EAD ${outcome['ead'] / 1e6:,.1f}M, recovery "
-                      f"${outcome['recovery'] / 1e6:,.1f}M, loss ${outcome['loss'] / 1e6:,.1f}M")
+            out.print(
+                f"  {outcome['trigger']} default at t={outcome['default_years']:g}: "
+                f"EAD ${outcome['ead'] / 1e6:,.1f}M, recovery "
+                f"${outcome['recovery'] / 1e6:,.1f}M, loss ${outcome['loss'] / 1e6:,.1f}M"
+            )
     if csv_path is not None and all_rows:
         write_csv(csv_path, all_rows)
         out.print(f"periods written to {csv_path}")
@@ -737,28 +1012,40 @@ def trace(
 
 @app.command()
 def bench(
-    cells: int = typer.Option(1_000_000, parser=whole, help="Cells of the generated grid "
-                              "(one haircut value unless --haircuts), when no --config is "
-                              "given."),
+    cells: int = typer.Option(
+        1_000_000,
+        parser=whole,
+        help="Cells of the generated grid "
+        "(one haircut value unless --haircuts), when no --config is "
+        "given.",
+    ),
     loans: int = typer.Option(100, parser=whole, help="Random loans in the portfolio."),
     backend: str = typer.Option(
-        "auto", help="numpy: time the NumPy backend only; cupy: the xp model on CuPy and "
-        "the fused kernel; auto: all three where a GPU is present."),
+        "auto",
+        help="numpy: time the NumPy backend only; cupy: the xp model on CuPy and "
+        "the fused kernel; auto: all three where a GPU is present.",
+    ),
     config: Path | None = typer.Option(
-        None, help="Take the grid and scenario of this run config (its portfolio is "
-        "replaced by the random loans)."),
-    haircuts: int = typer.Option(1, parser=whole, help="Haircut values of the generated "
-                                 "grid."),
+        None,
+        help="Take the grid and scenario of this run config (its portfolio is "
+        "replaced by the random loans).",
+    ),
+    haircuts: int = typer.Option(1, parser=whole, help="Haircut values of the generated grid."),
     seed: int = typer.Option(0, parser=whole, help="Seed of the random portfolio."),
     engines: str | None = typer.Option(
-        None, help="Comma-separated subset of numpy,cupy-xp,fused (overrides --backend)."),
+        None, help="Comma-separated subset of numpy,cupy-xp,fused (overrides --backend)."
+    ),
     model: str = typer.Option(
-        "v1", help="v1: the loans and scenario with model v1's settings, which the fused "
-        "kernel computes; v2: the v2 defaults, market step active (numpy and cupy-xp only)."),
+        "v1",
+        help="v1: the loans and scenario with model v1's settings, which the fused "
+        "kernel computes; v2: the v2 defaults, market step active (numpy and cupy-xp only).",
+    ),
     compile_times: bool = typer.Option(
-        True, help="Also time the kernel's first start (empty cache) and warm start."),
-    out_path: Path | None = typer.Option(None, "--out", "-o",
-                                         help="Write the results as JSON here (.json)."),
+        True, help="Also time the kernel's first start (empty cache) and warm start."
+    ),
+    out_path: Path | None = typer.Option(
+        None, "--out", "-o", help="Write the results as JSON here (.json)."
+    ),
 ) -> None:
     """Time the NumPy backend, the xp model on CuPy and the fused kernel on one grid."""
     from .backend import resolve_backend
@@ -776,25 +1063,40 @@ def bench(
             raise InputError(f"--engines {engines}: each must be one of {', '.join(ENGINES)}")
         wanted = "cupy" if any(e != "numpy" for e in chosen) else "numpy"
     if model != "v1" and chosen is not None and "fused" in chosen:
-        raise InputError(f"--model {model}: the fused kernel computes model v1 only; bench it "
-                         "with --model v1, or choose --engines numpy,cupy-xp")
+        raise InputError(
+            f"--model {model}: the fused kernel computes model v1 only; bench it "
+            "with --model v1, or choose --engines numpy,cupy-xp"
+        )
     if min(cells, loans, haircuts) < 1:
         raise InputError("--cells, --loans and --haircuts must be >= 1")
     resolved = resolve_backend(wanted)
     if chosen is None:
-        chosen = ("numpy",) if resolved.name == "numpy" else (
-            ("cupy-xp", "fused") if backend == "cupy" else ENGINES)
+        chosen = (
+            ("numpy",)
+            if resolved.name == "numpy"
+            else (("cupy-xp", "fused") if backend == "cupy" else ENGINES)
+        )
         if model != "v1":  # the fused kernel computes model v1 only
             chosen = tuple(e for e in chosen if e != "fused")
     if resolved.note:
         err.print(resolved.note)
-    results = run_bench(loans, cells, config, chosen, seed, haircuts, log=out.print,
-                        compile_timing=compile_times, model=model)
+    results = run_bench(
+        loans,
+        cells,
+        config,
+        chosen,
+        seed,
+        haircuts,
+        log=out.print,
+        compile_timing=compile_times,
+        model=model,
+    )
     if out_path is not None:
         out.print(f"results: {write_results(results, out_path)}")
 
 
 # -- The one error boundary ------------------------------------------------
+
 
 def _fail(lines: list[str], status: int) -> int:
     for line in lines:
@@ -817,9 +1119,11 @@ def main(argv: list[str] | None = None) -> None:
         out.print(exc.ctx.get_help() if exc.ctx is not None else "")
         status = 2
     except usage.UsageError as exc:
-        hint = f" (gridstress {exc.ctx.command_path.partition(' ')[2]} -h for help)".replace(
-            "  ", " ") if exc.ctx is not None and " " in exc.ctx.command_path else \
-            " (gridstress -h for help)"
+        hint = (
+            f" (gridstress {exc.ctx.command_path.partition(' ')[2]} -h for help)".replace("  ", " ")
+            if exc.ctx is not None and " " in exc.ctx.command_path
+            else " (gridstress -h for help)"
+        )
         status = _fail([exc.format_message() + hint], 2)
     except usage.ClickException as exc:
         status = _fail([exc.format_message()], 2)
@@ -836,8 +1140,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise
-        status = _fail([f"internal error ({type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 "
-                        "to see the traceback"], 1)
+        status = _fail(
+            [
+                f"internal error ({type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 "
+                "to see the traceback"
+            ],
+            1,
+        )
     sys.stdout.flush()
     sys.exit(status)
 

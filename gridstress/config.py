@@ -78,8 +78,11 @@ _LoanRow = create_model(
     __config__=ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True),
     __validators__={
         "blank_is_missing": field_validator("*", mode="before")(_strip_str),
-        **{f"choice_{name}": field_validator(name, mode="after")(_choice_validator(f.choices))
-           for name, f in LOAN_FIELDS.items() if f.kind == "choice"},
+        **{
+            f"choice_{name}": field_validator(name, mode="after")(_choice_validator(f.choices))
+            for name, f in LOAN_FIELDS.items()
+            if f.kind == "choice"
+        },
     },
     **{name: (_annotation(f), None) for name, f in LOAN_FIELDS.items()},
 )
@@ -136,21 +139,40 @@ def _resolve_loan(values: dict[str, Any], defaults: dict[str, Any]) -> tuple[Loa
     if problems:
         return None, problems
     # Defaults that are other fields of the same loan.
-    for name, source in (("borrower", "loan_id"), ("contract_rent", "rent"),
-                         ("cash_cap", "cash_reserve"),
-                         ("book_life_years", "economic_life_years")):
+    for name, source in (
+        ("borrower", "loan_id"),
+        ("contract_rent", "rent"),
+        ("cash_cap", "cash_reserve"),
+        ("book_life_years", "economic_life_years"),
+    ):
         if merged[name] is None:
             merged[name] = merged[source]
     if merged["amortization"] == "bullet" and merged["balloon"]:
-        problems.append(("balloon", merged["balloon"],
-                         "must be 0 or empty for a bullet loan (all of it is balloon)"))
+        problems.append(
+            (
+                "balloon",
+                merged["balloon"],
+                "must be 0 or empty for a bullet loan (all of it is balloon)",
+            )
+        )
     if merged["cash_cap"] < merged["cash_reserve"]:
-        problems.append(("cash_cap", merged["cash_cap"],
-                         f"must be >= cash_reserve ({_show(merged['cash_reserve'])}): the "
-                         "reserve is kept, only cash above the cap is paid out"))
+        problems.append(
+            (
+                "cash_cap",
+                merged["cash_cap"],
+                f"must be >= cash_reserve ({_show(merged['cash_reserve'])}): the "
+                "reserve is kept, only cash above the cap is paid out",
+            )
+        )
     if merged["ltv_basis"] == "book" and merged["gpu_cost"] is None:
-        problems.append(("gpu_cost", None, "is required when ltv_basis is book (the book "
-                         "value is gpu_cost depreciated over book_life_years)"))
+        problems.append(
+            (
+                "gpu_cost",
+                None,
+                "is required when ltv_basis is book (the book "
+                "value is gpu_cost depreciated over book_life_years)",
+            )
+        )
     if problems:
         return None, problems
     merged["cure_periods"] = int(merged["cure_periods"])
@@ -226,8 +248,9 @@ def _read_xlsx(path: Path, sheet: str | None) -> Table:
         elif sheet in book.sheetnames:
             ws = book[sheet]
         else:
-            raise InputError(f"{path.name}: no sheet named {sheet!r}; sheets are: "
-                             + ", ".join(book.sheetnames))
+            raise InputError(
+                f"{path.name}: no sheet named {sheet!r}; sheets are: " + ", ".join(book.sheetnames)
+            )
         lines = ws.iter_rows(values_only=True)
         header = next(lines, ())
         columns = [str(c).strip() for c in header if c is not None and str(c).strip()]
@@ -236,10 +259,14 @@ def _read_xlsx(path: Path, sheet: str | None) -> Table:
         for number, cells in enumerate(lines, start=2):  # Excel numbers the header row 1
             cells = tuple(cells) + (None,) * (width - len(cells))
             if any(v is not None and str(v).strip() for v in cells[width:]):
-                raise InputError(f"{path.name} row {number}: has cells right of the header's "
-                                 "last column")
-            raw = {str(h).strip(): _excel_value(str(h).strip(), v)
-                   for h, v in zip(header, cells) if h is not None and str(h).strip()}
+                raise InputError(
+                    f"{path.name} row {number}: has cells right of the header's last column"
+                )
+            raw = {
+                str(h).strip(): _excel_value(str(h).strip(), v)
+                for h, v in zip(header, cells)
+                if h is not None and str(h).strip()
+            }
             if all(v is None for v in raw.values()):
                 continue  # a blank row is not a loan
             rows.append(raw)
@@ -276,30 +303,43 @@ def _unknown_column(name: str) -> str:
     return name + did_you_mean(name, LOAN_FIELDS, cutoff=0.75)
 
 
-def _check_columns(columns: list[str], where: str, defaults: dict[str, Any],
-                   inline: bool) -> None:
+def _check_columns(columns: list[str], where: str, defaults: dict[str, Any], inline: bool) -> None:
     """The columns of a portfolio file: all loan fields, the required ones present."""
     if any(";" in c for c in columns):
-        raise InputError(f"{where}: the header {';'.join(columns)[:60]!r} holds semicolons: "
-                         "gridstress reads comma-separated CSV; save the file with commas "
-                         "(or as .xlsx)")
+        raise InputError(
+            f"{where}: the header {';'.join(columns)[:60]!r} holds semicolons: "
+            "gridstress reads comma-separated CSV; save the file with commas "
+            "(or as .xlsx)"
+        )
     unknown = [c for c in columns if c not in LOAN_FIELDS]
     if unknown:
-        raise InputError(f"{where}: unknown column(s) "
-                         + ", ".join(_unknown_column(c) for c in unknown)
-                         + "; loan fields are: " + ", ".join(LOAN_FIELDS))
+        raise InputError(
+            f"{where}: unknown column(s) "
+            + ", ".join(_unknown_column(c) for c in unknown)
+            + "; loan fields are: "
+            + ", ".join(LOAN_FIELDS)
+        )
     if inline:
         return
     missing = [c for c in REQUIRED_FIELDS if c not in columns and defaults.get(c) is None]
     if missing:
-        raise InputError([f"{where}: column {name} is missing; it is required"
-                          + ("" if name == "loan_id" else " (or a value under defaults:)")
-                          for name in missing])
+        raise InputError(
+            [
+                f"{where}: column {name} is missing; it is required"
+                + ("" if name == "loan_id" else " (or a value under defaults:)")
+                for name in missing
+            ]
+        )
 
 
-def _build_loans(rows: list[dict[str, Any]], columns: list[str], where: str,
-                 labels: list[str], defaults: dict, inline: bool = False
-                 ) -> tuple[tuple[Loan, ...], list[str]]:
+def _build_loans(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    where: str,
+    labels: list[str],
+    defaults: dict,
+    inline: bool = False,
+) -> tuple[tuple[Loan, ...], list[str]]:
     """The loans of a portfolio and its plausibility warnings."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -322,8 +362,10 @@ def _build_loans(rows: list[dict[str, Any]], columns: list[str], where: str,
         for name, value, hint in _plausibility(loan):
             warnings.append(f"{label}: {name}={_show(value)} {hint}")
         if loan.loan_id in seen:
-            problems.append(f"{label}: loan_id={loan.loan_id} must be unique "
-                            f"(already used in {seen[loan.loan_id]})")
+            problems.append(
+                f"{label}: loan_id={loan.loan_id} must be unique "
+                f"(already used in {seen[loan.loan_id]})"
+            )
             continue
         seen[loan.loan_id] = row_label
         loans.append(loan)
@@ -403,8 +445,10 @@ def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None
             return None, [f"{where}: {key}.values=[] must hold at least one value"]
     elif all(v is not None for v in linspace):
         if not (math.isfinite(spec.start) and math.isfinite(spec.stop)):
-            return None, [f"{where}: {key}.start and stop must be finite numbers "
-                          "(give values: [...] for an axis that holds .inf)"]
+            return None, [
+                f"{where}: {key}.start and stop must be finite numbers "
+                "(give values: [...] for an axis that holds .inf)"
+            ]
         if spec.num < 1:
             return None, [f"{where}: {key}.num={spec.num} must be >= 1"]
         if spec.num > 1 and not spec.stop > spec.start:
@@ -416,8 +460,9 @@ def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None
         values = [round(v, 12) for v in np.linspace(spec.start, spec.stop, spec.num).tolist()]
     else:
         missing = [k for k, v in zip(("start", "stop", "num"), linspace) if v is None]
-        return None, [f"{where}: {key} needs values, or start, stop and num "
-                      f"({', '.join(missing)} missing)"]
+        return None, [
+            f"{where}: {key} needs values, or start, stop and num ({', '.join(missing)} missing)"
+        ]
     problems = []
     if any(b <= a for a, b in zip(values, values[1:])):
         problems.append(f"{where}: {key}.values={values} must be strictly increasing")
@@ -470,8 +515,9 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         param = SCENARIO_PARAMS.get(name)
         if param is None or param.default is None:
             allowed = ", ".join(n for n, p in SCENARIO_PARAMS.items() if p.default is not None)
-            problems.append(f"{where}: scenario.{name} is not a fixed scenario parameter "
-                            f"(those are: {allowed})")
+            problems.append(
+                f"{where}: scenario.{name} is not a fixed scenario parameter (those are: {allowed})"
+            )
             continue
         if name in spec.grid:
             problems.append(f"{where}: scenario.{name} is also a grid axis; give it in one place")
@@ -503,8 +549,11 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         raise InputError(problems)
 
     if isinstance(spec.portfolio, str | _PortfolioFile):
-        source = spec.portfolio if isinstance(spec.portfolio, _PortfolioFile) else \
-            _PortfolioFile(path=spec.portfolio)
+        source = (
+            spec.portfolio
+            if isinstance(spec.portfolio, _PortfolioFile)
+            else _PortfolioFile(path=spec.portfolio)
+        )
         path = Path(source.path)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
@@ -514,8 +563,13 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
     else:
         columns = sorted({k for row in spec.portfolio for k in row})
         loans, warnings = _build_loans(
-            spec.portfolio, columns, f"{where} portfolio",
-            [f"loan {i}" for i in range(1, len(spec.portfolio) + 1)], defaults, inline=True)
+            spec.portfolio,
+            columns,
+            f"{where} portfolio",
+            [f"loan {i}" for i in range(1, len(spec.portfolio) + 1)],
+            defaults,
+            inline=True,
+        )
 
     return RunConfig(
         name=spec.name or Path(where).stem,
@@ -536,11 +590,12 @@ def load_config(path: str | Path) -> RunConfig:
     """
     path = Path(path)
     if path.suffix.lower() in PORTFOLIO_SUFFIXES:
-        raise InputError(f"{path}: looks like a portfolio, not a run config: a run config is "
-                         "a YAML file that names it under portfolio: (configs/seed.yaml)")
+        raise InputError(
+            f"{path}: looks like a portfolio, not a run config: a run config is "
+            "a YAML file that names it under portfolio: (configs/seed.yaml)"
+        )
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; a run config is a YAML file "
-                         "(configs/seed.yaml)")
+        raise InputError(f"{path}: is a folder; a run config is a YAML file (configs/seed.yaml)")
     raw = _read_yaml(path, "config")
     return config_from_dict(raw, where=path.name, base_dir=path.parent)
 
@@ -563,6 +618,8 @@ def load_marginals(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     raw = _read_yaml(path, "marginals")
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-        raise InputError(f"{path.name}: must map each axis to {{dist: NAME, ...}}, e.g. "
-                         "deflation: {dist: norm, loc: 0.3, scale: 0.15}")
+        raise InputError(
+            f"{path.name}: must map each axis to {{dist: NAME, ...}}, e.g. "
+            "deflation: {dist: norm, loc: 0.3, scale: 0.15}"
+        )
     return {str(k): dict(v) for k, v in raw.items()}

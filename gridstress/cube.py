@@ -29,8 +29,9 @@ def _version() -> str:
     return __version__
 
 
-def coordinate_table(config: RunConfig, segments: tuple[str, ...],
-                     loan_ids: tuple[str, ...] = ()) -> dict[str, tuple[np.ndarray, dict]]:
+def coordinate_table(
+    config: RunConfig, segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()
+) -> dict[str, tuple[np.ndarray, dict]]:
     """Every coordinate of the cube as ``{name: (values, attributes)}``: the grid
     axes (units, long name, central and severe values), ``segment``,
     ``trigger`` and, with ``loan_ids``, ``loan``."""
@@ -44,13 +45,15 @@ def coordinate_table(config: RunConfig, segments: tuple[str, ...],
             attrs["severe"] = axis.severe
         out[axis.name] = (axis.array, attrs)
     out["segment"] = (np.array(segments, dtype=object), {"long_name": "portfolio segment"})
-    out["trigger"] = (np.array(TRIGGERS, dtype=object),
-                      {"long_name": "default trigger (the first in this order when several "
-                                    "fire)"})
+    out["trigger"] = (
+        np.array(TRIGGERS, dtype=object),
+        {"long_name": "default trigger (the first in this order when several fire)"},
+    )
     if loan_ids:
-        out["loan"] = (np.array(loan_ids, dtype=object),
-                       {"long_name": "loan_id (canonical order: longest maturity first, "
-                                     "then loan_id)"})
+        out["loan"] = (
+            np.array(loan_ids, dtype=object),
+            {"long_name": "loan_id (canonical order: longest maturity first, then loan_id)"},
+        )
     return out
 
 
@@ -58,12 +61,15 @@ def coords(config: RunConfig, segments: tuple[str, ...], loan_ids: tuple[str, ..
     """:func:`coordinate_table` as ``xarray.Variable`` objects."""
     import xarray as xr
 
-    return {name: xr.Variable(name, values, attrs)
-            for name, (values, attrs) in coordinate_table(config, segments, loan_ids).items()}
+    return {
+        name: xr.Variable(name, values, attrs)
+        for name, (values, attrs) in coordinate_table(config, segments, loan_ids).items()
+    }
 
 
-def provenance(config: RunConfig, backend: str, device: str, pf,
-               engine: str = "") -> dict[str, Any]:
+def provenance(
+    config: RunConfig, backend: str, device: str, pf, engine: str = ""
+) -> dict[str, Any]:
     spreads = [(ln.spread, ln.principal) for ln in config.loans if ln.spread is not None]
     weighted_spread = (
         1e4 * sum(s * p for s, p in spreads) / sum(p for _, p in spreads) if spreads else np.nan
@@ -94,8 +100,13 @@ def _dims(config: RunConfig) -> tuple[str, ...]:
     return tuple(a.name for a in config.axes)
 
 
-def build_dataset(config: RunConfig, arrays: dict[str, Any], attrs: dict[str, Any],
-                  segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()):
+def build_dataset(
+    config: RunConfig,
+    arrays: dict[str, Any],
+    attrs: dict[str, Any],
+    segments: tuple[str, ...],
+    loan_ids: tuple[str, ...] = (),
+):
     """Label full-grid arrays (NumPy or Dask) as the cube.
 
     ``arrays`` holds :func:`gridstress.variables.variables` of the config
@@ -108,15 +119,17 @@ def build_dataset(config: RunConfig, arrays: dict[str, Any], attrs: dict[str, An
     data_vars = {}
     for name in variables(config.per_loan):
         meta = OUTPUTS[name]
-        data_vars[name] = xr.Variable(meta.dims(dims), arrays[name],
-                                      {"units": meta.units, "long_name": meta.long_name})
+        data_vars[name] = xr.Variable(
+            meta.dims(dims), arrays[name], {"units": meta.units, "long_name": meta.long_name}
+        )
     return xr.Dataset(data_vars, coords=coords(config, segments, loan_ids), attrs=attrs)
 
 
 def extra_size(name: str, segments: tuple[str, ...], loan_ids: tuple[str, ...]) -> int | None:
     """Length of a variable's extra dim (None: it has none)."""
-    return {None: None, "segment": len(segments), "trigger": len(TRIGGERS),
-            "loan": len(loan_ids)}[OUTPUTS[name].extra_dim]
+    return {None: None, "segment": len(segments), "trigger": len(TRIGGERS), "loan": len(loan_ids)}[
+        OUTPUTS[name].extra_dim
+    ]
 
 
 def block_region(name: str, config: RunConfig, block: Block) -> tuple[slice, ...] | None:
@@ -151,8 +164,14 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def empty_zarr(path: Path, config: RunConfig, plan: BlockPlan, attrs: dict[str, Any],
-               segments: tuple[str, ...], loan_ids: tuple[str, ...] = ()) -> None:
+def empty_zarr(
+    path: Path,
+    config: RunConfig,
+    plan: BlockPlan,
+    attrs: dict[str, Any],
+    segments: tuple[str, ...],
+    loan_ids: tuple[str, ...] = (),
+) -> None:
     """Create the Zarr store: coords, attrs and empty variables chunked as ``plan``.
 
     Written with zarr itself, in the layout xarray reads (``dimension_names``,
@@ -163,13 +182,18 @@ def empty_zarr(path: Path, config: RunConfig, plan: BlockPlan, attrs: dict[str, 
 
     dims = _dims(config)
     codec = compressor()
-    root = zarr.open_group(str(path), mode="w",
-                           attributes={k: _plain(v) for k, v in attrs.items()})
+    root = zarr.open_group(str(path), mode="w", attributes={k: _plain(v) for k, v in attrs.items()})
     for name, (values, meta) in coordinate_table(config, segments, loan_ids).items():
         text = values.dtype == object
-        array = root.create_array(name, shape=values.shape, chunks=values.shape,
-                                  dtype=str if text else np.float64, dimension_names=[name],
-                                  attributes=meta, compressors=None if text else codec)
+        array = root.create_array(
+            name,
+            shape=values.shape,
+            chunks=values.shape,
+            dtype=str if text else np.float64,
+            dimension_names=[name],
+            attributes=meta,
+            compressors=None if text else codec,
+        )
         array[:] = values.astype(str) if text else values
     for name in variables(config.per_loan):
         meta = OUTPUTS[name]
@@ -179,10 +203,16 @@ def empty_zarr(path: Path, config: RunConfig, plan: BlockPlan, attrs: dict[str, 
         extra = extra_size(name, segments, loan_ids)
         if extra is not None:
             shape, chunks = shape + (extra,), chunks + (extra,)
-        root.create_array(name, shape=shape, chunks=chunks, dtype=np.float64,
-                          fill_value=np.nan, dimension_names=list(meta.dims(dims)),
-                          attributes={"units": meta.units, "long_name": meta.long_name},
-                          compressors=codec)
+        root.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=np.float64,
+            fill_value=np.nan,
+            dimension_names=list(meta.dims(dims)),
+            attributes={"units": meta.units, "long_name": meta.long_name},
+            compressors=codec,
+        )
 
 
 def consolidate(path: Path) -> None:
@@ -197,8 +227,9 @@ def consolidate(path: Path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-def write_block(path: Path, config: RunConfig, block: Block,
-                results: dict[str, np.ndarray]) -> None:
+def write_block(
+    path: Path, config: RunConfig, block: Block, results: dict[str, np.ndarray]
+) -> None:
     """Write a finished block into its region of an existing Zarr store.
 
     The variables are written concurrently (Zarr's asynchronous API), so one
@@ -238,8 +269,7 @@ def _consolidated(path: Path) -> bool:
 
     meta = path / "zarr.json"
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get(
-            "consolidated_metadata") is not None
+        return json.loads(meta.read_text(encoding="utf-8")).get("consolidated_metadata") is not None
     except (OSError, ValueError):
         return False
 
@@ -255,8 +285,10 @@ def open_cube(path: str | Path):
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such cube")
     if not (path.is_dir() or path.suffix.lower() == ".nc"):
-        raise ValueError(f"{path}: not a gridstress cube (a cube is the .zarr directory or "
-                         f".nc file that gridstress run writes){_looks_like(path)}")
+        raise ValueError(
+            f"{path}: not a gridstress cube (a cube is the .zarr directory or "
+            f".nc file that gridstress run writes){_looks_like(path)}"
+        )
     import xarray as xr
 
     try:
@@ -265,8 +297,7 @@ def open_cube(path: str | Path):
         else:
             ds = xr.open_dataset(path, engine="h5netcdf")
     except Exception as exc:  # xarray, zarr and h5py raise many kinds for a foreign file
-        raise ValueError(f"{path}: not a gridstress cube ({type(exc).__name__}: {exc})") \
-            from None
+        raise ValueError(f"{path}: not a gridstress cube ({type(exc).__name__}: {exc})") from None
     if "model_version" not in ds.attrs:
         ds.close()
         raise ValueError(f"{path}: not a gridstress cube (no model_version attribute)")
@@ -283,5 +314,4 @@ def _looks_like(path: Path) -> str:
     return ""
 
 
-__all__ = ["block_region", "build_dataset", "consolidate", "empty_zarr", "open_cube",
-           "provenance"]
+__all__ = ["block_region", "build_dataset", "consolidate", "empty_zarr", "open_cube", "provenance"]

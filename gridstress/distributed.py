@@ -157,7 +157,8 @@ def block_task(spec: RunSpec, block: Block) -> BlockDone:
         raise ClusterError(
             f"worker {_where()} cannot see the store {store}: workers write their blocks "
             "into it, so the output directory must be on a filesystem they share with "
-            "the client")
+            "the client"
+        )
     run = worker_run(spec)
     started = time.perf_counter()
     results = evaluate_checked(run, block)
@@ -166,9 +167,18 @@ def block_task(spec: RunSpec, block: Block) -> BlockDone:
     if store is not None:
         store_block(store, spec.config, block, results)
         results = None
-    return BlockDone(block.index, block.size, computed - started,
-                     time.perf_counter() - computed, run.backend.name, run.backend.device,
-                     run.engine, _where(), part, results)
+    return BlockDone(
+        block.index,
+        block.size,
+        computed - started,
+        time.perf_counter() - computed,
+        run.backend.name,
+        run.backend.device,
+        run.engine,
+        _where(),
+        part,
+        results,
+    )
 
 
 def _hold(spec: RunSpec) -> RunSpec:
@@ -197,24 +207,29 @@ def is_remote(scheduler: Any, scheduler_file: str | Path | None) -> bool:
     return not (scheduler is None or scheduler in SCHEDULERS)
 
 
-def check_scheduler(scheduler: Any, scheduler_file: str | Path | None,
-                    workers: int | None) -> None:
+def check_scheduler(scheduler: Any, scheduler_file: str | Path | None, workers: int | None) -> None:
     """Refuse scheduler options that cannot work, before anything runs.
 
     ``scheduler`` None means ``scheduler_file`` if given, else synchronous.
     """
     if scheduler_file is not None and scheduler is not None:
-        raise InputError(f"--scheduler {scheduler} and --scheduler-file {scheduler_file}: "
-                         "give one of them, not both")
+        raise InputError(
+            f"--scheduler {scheduler} and --scheduler-file {scheduler_file}: "
+            "give one of them, not both"
+        )
     if isinstance(scheduler, str) and scheduler not in SCHEDULERS and "://" not in scheduler:
-        raise InputError(f"--scheduler {scheduler}: must be one of {', '.join(SCHEDULERS)} "
-                         "or a scheduler address such as tcp://host:8786")
+        raise InputError(
+            f"--scheduler {scheduler}: must be one of {', '.join(SCHEDULERS)} "
+            "or a scheduler address such as tcp://host:8786"
+        )
     if workers is not None:
         if workers < 1:
             raise InputError(f"--workers={workers} must be >= 1")
         if scheduler not in ("local", "local-cuda"):
-            raise InputError(f"--workers={workers}: only for --scheduler local or "
-                             "local-cuda (an existing cluster has its own workers)")
+            raise InputError(
+                f"--workers={workers}: only for --scheduler local or "
+                "local-cuda (an existing cluster has its own workers)"
+            )
     if scheduler_file is not None and not Path(scheduler_file).is_file():
         raise InputError(f"--scheduler-file {scheduler_file}: no such file")
 
@@ -227,9 +242,12 @@ def _cpu_count() -> int:
 
 
 @contextmanager
-def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
-            workers: int | None = None, n_blocks: int | None = None
-            ) -> Iterator[Any | None]:
+def connect(
+    scheduler: Any = None,
+    scheduler_file: str | Path | None = None,
+    workers: int | None = None,
+    n_blocks: int | None = None,
+) -> Iterator[Any | None]:
     """A ``distributed.Client`` for the scheduler asked for, or None for this process.
 
     ``synchronous`` (or None without ``scheduler_file``) gives None (blocks
@@ -246,9 +264,13 @@ def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
     if scheduler is not None and not isinstance(scheduler, str):  # a distributed.Client
         yield scheduler
         return
-    if n_blocks == 0 or (scheduler_file is None and (
+    if n_blocks == 0 or (
+        scheduler_file is None
+        and (
             scheduler in (None, "synchronous", "auto")
-            or (scheduler == "local" and (n_blocks or 0) <= 1))):
+            or (scheduler == "local" and (n_blocks or 0) <= 1)
+        )
+    ):
         yield None
         return
     from distributed import Client
@@ -257,8 +279,11 @@ def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
         with _local_cluster(scheduler, workers, n_blocks) as cluster, Client(cluster) as client:
             yield client
         return
-    what = (f"--scheduler-file {scheduler_file}" if scheduler_file is not None
-            else f"--scheduler {scheduler}")
+    what = (
+        f"--scheduler-file {scheduler_file}"
+        if scheduler_file is not None
+        else f"--scheduler {scheduler}"
+    )
     try:
         if scheduler_file is not None:
             client = Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT_S)
@@ -270,8 +295,9 @@ def connect(scheduler: Any = None, scheduler_file: str | Path | None = None,
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:
-            raise ClusterError(f"{what}: no worker joined the scheduler within "
-                               f"{WORKER_WAIT_S:.0f} s") from None
+            raise ClusterError(
+                f"{what}: no worker joined the scheduler within {WORKER_WAIT_S:.0f} s"
+            ) from None
         yield client
 
 
@@ -281,8 +307,10 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
 
     # Task errors reach the client, which reports them; the workers need not.
     quiet = {"host": "127.0.0.1", "dashboard_address": None, "silence_logs": logging.CRITICAL}
-    malloc = {f"distributed.nanny.pre-spawn-environ.{name}": value
-              for name, value in WORKER_MALLOC_ENV.items()}
+    malloc = {
+        f"distributed.nanny.pre-spawn-environ.{name}": value
+        for name, value in WORKER_MALLOC_ENV.items()
+    }
     if kind == "local":
         from distributed import LocalCluster
 
@@ -297,7 +325,8 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
         except ImportError as exc:
             raise InputError(
                 f"--scheduler local-cuda needs dask-cuda, which is not importable ({exc}): "
-                "install the gpu extra, pip install 'gridstress[gpu]'") from None
+                "install the gpu extra, pip install 'gridstress[gpu]'"
+            ) from None
         extra = {"n_workers": workers} if workers else {}
         with dask.config.set(malloc), _workers_ignore_interrupts():
             cluster = LocalCUDACluster(**quiet, **extra)
@@ -345,8 +374,12 @@ def describe_client(client: Any, backends: dict[str, tuple[str, str]]) -> str:
     return f"{len(backends)} Dask worker(s), scheduler {address}: {'; '.join(kinds)}"
 
 
-def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
-               received: Callable[[Block, BlockDone], None]) -> None:
+def run_blocks(
+    client: Any,
+    spec: RunSpec,
+    blocks: Sequence[Block],
+    received: Callable[[Block, BlockDone], None],
+) -> None:
     """Run every block as a task; call ``received(block, receipt)`` as each finishes.
 
     Blocks are submitted in plan order (Dask runs earlier submissions first)
@@ -365,8 +398,9 @@ def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
     block_of = {}
     futures = []
     for block in blocks:
-        future = client.submit(block_task, spec_future, block,
-                               key=f"gridstress-block-{block.index}-{token}")
+        future = client.submit(
+            block_task, spec_future, block, key=f"gridstress-block-{block.index}-{token}"
+        )
         block_of[future.key] = block
         futures.append(future)
     try:
@@ -378,7 +412,8 @@ def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
                 raise ClusterError(
                     f"block {block.index} ({describe_cells(spec.config, block.slices)}): "
                     f"every worker that ran it died ({exc}); see the workers' logs, e.g. "
-                    "for memory limits") from None
+                    "for memory limits"
+                ) from None
             future.release()
             received(block, receipt)
     finally:
@@ -386,7 +421,17 @@ def run_blocks(client: Any, spec: RunSpec, blocks: Sequence[Block],
 
 
 __all__ = [
-    "SCHEDULERS", "BlockDone", "RunSpec", "auto_scheduler", "block_task", "check_scheduler",
-    "connect", "describe_client", "is_remote", "run_blocks", "worker_backends",
-    "worker_builds", "worker_run",
+    "SCHEDULERS",
+    "BlockDone",
+    "RunSpec",
+    "auto_scheduler",
+    "block_task",
+    "check_scheduler",
+    "connect",
+    "describe_client",
+    "is_remote",
+    "run_blocks",
+    "worker_backends",
+    "worker_builds",
+    "worker_run",
 ]

@@ -73,10 +73,16 @@ def _with_per_loan(config: RunConfig | str | Path, per_loan: bool | None):
     return replace(config, per_loan=True)
 
 
-def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",
-             chunk_cells: int | None = None, progress: ProgressFn | None = None,
-             scheduler: str | Any | None = None, scheduler_file: str | Path | None = None,
-             workers: int | None = None, per_loan: bool | None = None):
+def run_grid(
+    config: RunConfig | str | Path,
+    backend: str | Backend = "auto",
+    chunk_cells: int | None = None,
+    progress: ProgressFn | None = None,
+    scheduler: str | Any | None = None,
+    scheduler_file: str | Path | None = None,
+    workers: int | None = None,
+    per_loan: bool | None = None,
+):
     """Evaluate every cell of the config's grid; return the cube in memory.
 
     ``scheduler`` is ``"synchronous"`` (this process; the default unless
@@ -89,8 +95,7 @@ def run_grid(config: RunConfig | str | Path, backend: str | Backend = "auto",
     """
     check_scheduler(scheduler, scheduler_file, workers)
     remote = is_remote(scheduler, scheduler_file)
-    run = prepare(_with_per_loan(config, per_loan), "numpy" if remote else backend,
-                  chunk_cells)
+    run = prepare(_with_per_loan(config, per_loan), "numpy" if remote else backend, chunk_cells)
     cfg = run.config
     dims = tuple(a.name for a in cfg.axes)
     loan_ids = run.portfolio.loan_id if cfg.per_loan else ()
@@ -152,12 +157,20 @@ def write_cube(config: RunConfig | str | Path, out: str | Path, **options: Any) 
 
 
 def write_cube_and_headline(
-        config: RunConfig | str | Path, out: str | Path, backend: str | Backend = "auto",
-        chunk_cells: int | None = None, progress: ProgressFn | None = None,
-        resume: bool = False, prepared: PreparedRun | None = None,
-        scheduler: str | Any | None = None, scheduler_file: str | Path | None = None,
-        workers: int | None = None, log: LogFn | None = None, per_loan: bool | None = None,
-        overwrite: bool = False) -> Written:
+    config: RunConfig | str | Path,
+    out: str | Path,
+    backend: str | Backend = "auto",
+    chunk_cells: int | None = None,
+    progress: ProgressFn | None = None,
+    resume: bool = False,
+    prepared: PreparedRun | None = None,
+    scheduler: str | Any | None = None,
+    scheduler_file: str | Path | None = None,
+    workers: int | None = None,
+    log: LogFn | None = None,
+    per_loan: bool | None = None,
+    overwrite: bool = False,
+) -> Written:
     """Evaluate the grid block by block into a cube at ``out``.
 
     ``out`` ending in ``.nc`` gives NetCDF-4, anything else a Zarr directory.
@@ -179,8 +192,9 @@ def write_cube_and_headline(
     check_scheduler(scheduler, scheduler_file, workers)
     out = Path(out)
     remote = is_remote(scheduler, scheduler_file)
-    run = prepared or prepare(_with_per_loan(config, per_loan),
-                              "numpy" if remote else backend, chunk_cells)
+    run = prepared or prepare(
+        _with_per_loan(config, per_loan), "numpy" if remote else backend, chunk_cells
+    )
     check_output_path(out, run, overwrite)
     store = partial_path(out)
     fresh = not (resume and store.exists())
@@ -192,14 +206,17 @@ def write_cube_and_headline(
         done = np.asarray(done_marks(store)[:], dtype=bool)
     pending = [block for block in run.plan if not done[block.index]]
     if not fresh:
-        say(f"resuming: {int(done.sum())} of {len(run.plan)} blocks already done, "
-            f"computing {len(pending)}")
+        say(
+            f"resuming: {int(done.sum())} of {len(run.plan)} blocks already done, "
+            f"computing {len(pending)}"
+        )
 
     if scheduler == "auto" and scheduler_file is None:
         scheduler = auto_scheduler(run, len(pending))
     parts: list[BlockHeadline] = []
     used: set[tuple[str, ...]] = (
-        {(run.backend.name, run.backend.device, run.engine)} if pending else set())
+        {(run.backend.name, run.backend.device, run.engine)} if pending else set()
+    )
     with connect(scheduler, scheduler_file, workers, n_blocks=len(pending)) as client:
         if client is not None:
             found = worker_backends(client, _backend_name(backend))
@@ -209,8 +226,9 @@ def write_cube_and_headline(
             create_store(store, run, used)
         for block in run.plan:
             if done[block.index]:
-                parts.append(block_headline(run.config, block,
-                                            read_block(store, block, HEADLINE_VARIABLES)))
+                parts.append(
+                    block_headline(run.config, block, read_block(store, block, HEADLINE_VARIABLES))
+                )
                 if progress is not None:
                     progress(block, skipped=True)
         if client is None:
@@ -232,5 +250,4 @@ def write_cube_and_headline(
     return Written(finish_store(store, out, used), combine(run.config, parts))
 
 
-__all__ = ["LogFn", "ProgressFn", "Written", "run_grid", "write_cube",
-           "write_cube_and_headline"]
+__all__ = ["LogFn", "ProgressFn", "Written", "run_grid", "write_cube", "write_cube_and_headline"]

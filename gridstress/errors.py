@@ -38,9 +38,13 @@ def did_you_mean(name: str, names, cutoff: float = 0.6) -> str:
 
     names = [str(n) for n in names]
     same = [n for n in names if n.lower() == str(name).lower()]
-    near = same or difflib.get_close_matches(str(name), names, n=1, cutoff=cutoff) or \
-        difflib.get_close_matches(str(name).lower(), [n.lower() for n in names], n=1,
-                                  cutoff=cutoff)
+    near = (
+        same
+        or difflib.get_close_matches(str(name), names, n=1, cutoff=cutoff)
+        or difflib.get_close_matches(
+            str(name).lower(), [n.lower() for n in names], n=1, cutoff=cutoff
+        )
+    )
     if near and near[0] not in names:  # matched in lower case: the name as written
         near = [n for n in names if n.lower() == near[0]]
     return f" (did you mean {near[0]}?)" if near else ""

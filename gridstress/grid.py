@@ -71,10 +71,10 @@ def plan_blocks(shape: tuple[int, ...], max_cells: int) -> BlockPlan:
     if any(n < 1 for n in shape):
         raise ValueError(f"every axis needs at least one value, got shape {shape}")
     for p in range(len(shape)):
-        trailing = math.prod(shape[p + 1:])
+        trailing = math.prod(shape[p + 1 :])
         if trailing <= max_cells:
             run = min(shape[p], max_cells // trailing)
-            chunks = (1,) * p + (run,) + shape[p + 1:]
+            chunks = (1,) * p + (run,) + shape[p + 1 :]
             return BlockPlan(shape, chunks)
     return BlockPlan(shape, shape)  # zero-dimensional grid: one cell
 

@@ -75,10 +75,26 @@ MINING_AXES = ("crypto_drawdown", "drawdown_periods")
 RECOVERY_AXES = ("haircut", "crypto_haircut", "liquidation_cost")
 
 # Columns of the loan matrices (the GS_* defines of gridstress_v1.cuh).
-LOAN_F = ("principal", "n_gpus", "rent", "utilization", "contracted_share", "contract_rent",
-          "power_cost", "opex", "mining_revenue", "mining_cost", "crypto_collateral",
-          "pledged_gpus", "cash_reserve", "dscr_floor", "max_ltv", "refi_advance_rate",
-          "balloon", "cure_periods")
+LOAN_F = (
+    "principal",
+    "n_gpus",
+    "rent",
+    "utilization",
+    "contracted_share",
+    "contract_rent",
+    "power_cost",
+    "opex",
+    "mining_revenue",
+    "mining_cost",
+    "crypto_collateral",
+    "pledged_gpus",
+    "cash_reserve",
+    "dscr_floor",
+    "max_ltv",
+    "refi_advance_rate",
+    "balloon",
+    "cure_periods",
+)
 LOAN_I = ("n", "n_life", "n_contract", "segment", "flags")
 HAS_COVENANT, HAS_LTV, HAS_MINING, B_FREE = 1, 2, 4, 8
 #: Doubles of a b-free loan's path in shared memory (GS_NPATH).
@@ -89,10 +105,14 @@ HOST_CONSTANTS = {"market_price_min": 1.0}
 #: Output variables of the kernel, in the cube's table order, which is the
 #: kernel's (the GS_QV_* and GS_PV_* defines): per recovery cell, then per
 #: path cell.
-Q_VARIABLES = tuple(name for name, o in OUTPUTS.items()
-                    if o.level == "recovery" and o.extra_dim is None)
-P_VARIABLES = tuple(name for name, o in OUTPUTS.items()
-                    if o.level == "path" and o.extra_dim is None and name not in HOST_CONSTANTS)
+Q_VARIABLES = tuple(
+    name for name, o in OUTPUTS.items() if o.level == "recovery" and o.extra_dim is None
+)
+P_VARIABLES = tuple(
+    name
+    for name, o in OUTPUTS.items()
+    if o.level == "path" and o.extra_dim is None and name not in HOST_CONSTANTS
+)
 #: Rows of the kernel's per-path-cell output: P_VARIABLES, the EAD sum, and
 #: the default rate by trigger (rows TRIGGER_ROW + trigger).
 TRIGGER_ROW = len(P_VARIABLES) + 1
@@ -105,12 +125,47 @@ RECORD_BYTES = 2**30
 
 #: The kernel's argument block (struct GsArgs), C layout.
 ARGS_DTYPE = np.dtype(
-    [(name, np.uint64) for name in (
-        "loan_f", "loan_i", "debt_service", "owed", "balance", "a_deflation", "a_discount",
-        "b_crypto", "b_periods", "q_keep", "q_keep_crypto", "out_q", "out_p", "records")]
-    + [(name, np.int32) for name in (
-        "n_loans", "K1", "A", "B", "Q", "n_segments", "J", "a_begin", "a_end", "rec_begin",
-        "rec_end", "na_block", "nb_block", "loan_tile", "rb", "rq", "rec_tile")]
+    [
+        (name, np.uint64)
+        for name in (
+            "loan_f",
+            "loan_i",
+            "debt_service",
+            "owed",
+            "balance",
+            "a_deflation",
+            "a_discount",
+            "b_crypto",
+            "b_periods",
+            "q_keep",
+            "q_keep_crypto",
+            "out_q",
+            "out_p",
+            "records",
+        )
+    ]
+    + [
+        (name, np.int32)
+        for name in (
+            "n_loans",
+            "K1",
+            "A",
+            "B",
+            "Q",
+            "n_segments",
+            "J",
+            "a_begin",
+            "a_end",
+            "rec_begin",
+            "rec_end",
+            "na_block",
+            "nb_block",
+            "loan_tile",
+            "rb",
+            "rq",
+            "rec_tile",
+        )
+    ]
     + [(name, np.float64) for name in ("dt", "hours", "total_principal", "principal_wal")],
     align=True,
 )
@@ -175,8 +230,9 @@ def _inline(path: Path) -> str:
     def include(match: re.Match) -> str:
         return (folder / match.group(1)).read_text(encoding="utf-8")
 
-    return re.sub(r'^#include "([^"]+)"\s*$', include, path.read_text(encoding="utf-8"),
-                  flags=re.MULTILINE)
+    return re.sub(
+        r'^#include "([^"]+)"\s*$', include, path.read_text(encoding="utf-8"), flags=re.MULTILINE
+    )
 
 
 def kernel_source() -> str:
@@ -209,16 +265,20 @@ class Variant:
     records: bool = False
 
     def defines(self) -> tuple[str, ...]:
-        return (f"-DGS_QT={self.q_per_thread}", f"-DGS_NSEG_REG={self.segments_in_registers}",
-                f"-DGS_RECORDS={int(self.records)}")
+        return (
+            f"-DGS_QT={self.q_per_thread}",
+            f"-DGS_NSEG_REG={self.segments_in_registers}",
+            f"-DGS_RECORDS={int(self.records)}",
+        )
 
     def path_stage(self) -> Variant:
         """The build of ``gs_grid_v1`` that writes default records for this variant."""
         return Variant(1, self.segments_in_registers, True)
 
 
-def choose_variant(q_count: int, n_segments: int,
-                   max_q_per_thread: int = MAX_Q_PER_THREAD) -> Variant:
+def choose_variant(
+    q_count: int, n_segments: int, max_q_per_thread: int = MAX_Q_PER_THREAD
+) -> Variant:
     """Recovery cells per thread and segment sums in registers for a block.
 
     A thread sums up to ``max_q_per_thread`` recovery cells (its default paths
@@ -253,8 +313,9 @@ def kernel_function(cupy, variant: Variant = Variant(), name: str = KERNEL_NAME)
     compiled once per process; CuPy's disk cache keeps it between processes)."""
     key = (cupy.__name__, cupy.cuda.Device().id, variant)
     if key not in _MODULES:
-        _MODULES[key] = cupy.RawModule(code=kernel_source(),
-                                       options=NVRTC_OPTIONS + variant.defines())
+        _MODULES[key] = cupy.RawModule(
+            code=kernel_source(), options=NVRTC_OPTIONS + variant.defines()
+        )
     return _MODULES[key].get_function(name)
 
 
@@ -283,14 +344,23 @@ class LaunchShape:
         return (self.loan_tile * per_loan + factors) * self.na_block * 8
 
     def n_blocks(self, a_count: int, b_count: int, q_count: int = 1) -> int:
-        return (math.ceil(a_count / self.na_block) * math.ceil(b_count / self.nb_block)
-                * math.ceil(q_count / self.variant.q_per_thread))
+        return (
+            math.ceil(a_count / self.na_block)
+            * math.ceil(b_count / self.nb_block)
+            * math.ceil(q_count / self.variant.q_per_thread)
+        )
 
 
-def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
-                 threads: int = THREADS_PER_BLOCK,
-                 shared_bytes: int = PATH_SHARED_BYTES, variant: Variant = Variant(),
-                 rent_periods: int | None = None) -> LaunchShape:
+def launch_shape(
+    a_count: int,
+    b_count: int,
+    n_loans: int,
+    horizon: int,
+    threads: int = THREADS_PER_BLOCK,
+    shared_bytes: int = PATH_SHARED_BYTES,
+    variant: Variant = Variant(),
+    rent_periods: int | None = None,
+) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
     A block takes up to ``threads`` mining values ``b``, the same number in
@@ -305,8 +375,10 @@ def launch_shape(a_count: int, b_count: int, n_loans: int, horizon: int,
     per_loan = 8 * (2 * horizon + PATH_FIELDS)  # two tables and a path, per a value
     factors = 8 * (horizon + (horizon if rent_periods is None else rent_periods))
     if per_loan + factors > shared_bytes:
-        raise ValueError(f"a horizon of {horizon} periods (rent index of "
-                         f"{factors // 8 - horizon}) does not fit the shared memory")
+        raise ValueError(
+            f"a horizon of {horizon} periods (rent index of "
+            f"{factors // 8 - horizon}) does not fit the shared memory"
+        )
     # b values per block: as many as fit, spread evenly over the blocks.
     nb = math.ceil(b_count / math.ceil(b_count / threads))
     na = max(1, min(a_count, threads // nb, shared_bytes // (per_loan + factors)))
@@ -337,17 +409,23 @@ class RecoverShape:
         return a_count * math.ceil(b_count / self.rb) * math.ceil(q_tiles / self.rq)
 
 
-def recover_shape(b_count: int, q_tiles: int, n_loans: int,
-                  threads: int = RECOVER_THREADS,
-                  shared_bytes: int = SHARED_BYTES) -> RecoverShape:
+def recover_shape(
+    b_count: int,
+    q_tiles: int,
+    n_loans: int,
+    threads: int = RECOVER_THREADS,
+    shared_bytes: int = SHARED_BYTES,
+) -> RecoverShape:
     """Thread-block shape of the recovery kernel: up to 32 mining values (a
     warp's coalesced copy; fewer if ``shared_bytes`` cannot hold their
     records of one loan) times as many recovery tiles as fill ``threads``,
     and as many loans per copy as fit ``shared_bytes``."""
     record = 8 * RECORD_FIELDS
     if min(b_count, q_tiles, n_loans, threads) < 1 or shared_bytes < record:
-        raise ValueError("a recovery launch needs at least one b value, recovery tile, "
-                         "loan and thread, and shared memory for one default record")
+        raise ValueError(
+            "a recovery launch needs at least one b value, recovery tile, "
+            "loan and thread, and shared memory for one default record"
+        )
     rb = min(b_count, 32, threads, shared_bytes // record)
     rq = max(1, min(q_tiles, threads // rb))
     return RecoverShape(rb, rq, min(n_loans, shared_bytes // (record * rb)))
@@ -379,15 +457,22 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
         "balloon": pf.balloon[last, pf.n],
         "cure_periods": v["cure_periods"],
     }
-    loan_f = np.ascontiguousarray(np.stack([columns[k] for k in LOAN_F], axis=1),
-                                  dtype=np.float64)
+    loan_f = np.ascontiguousarray(np.stack([columns[k] for k in LOAN_F], axis=1), dtype=np.float64)
     mining = v["mining_revenue"] > 0
-    flags = (HAS_COVENANT * (v["min_dscr"] > 0) + HAS_LTV * np.isfinite(pf.max_ltv)
-             + HAS_MINING * mining
-             # No mining and no crypto collateral: a path independent of b.
-             + B_FREE * (~mining & (v["crypto_collateral"] == 0)))
-    ints = {"n": pf.n, "n_life": pf.n_life, "n_contract": pf.n_contract,
-            "segment": pf.segment_index, "flags": flags}
+    flags = (
+        HAS_COVENANT * (v["min_dscr"] > 0)
+        + HAS_LTV * np.isfinite(pf.max_ltv)
+        + HAS_MINING * mining
+        # No mining and no crypto collateral: a path independent of b.
+        + B_FREE * (~mining & (v["crypto_collateral"] == 0))
+    )
+    ints = {
+        "n": pf.n,
+        "n_life": pf.n_life,
+        "n_contract": pf.n_contract,
+        "segment": pf.segment_index,
+        "flags": flags,
+    }
     loan_i = np.ascontiguousarray(np.stack([ints[k] for k in LOAN_I], axis=1), dtype=np.int32)
     return loan_f, loan_i
 
@@ -411,7 +496,7 @@ class BlockLayout:
     @property
     def a_leads(self) -> bool:
         """True when the appraisal axes come first: an ``a`` range is a slab of the block."""
-        return self.dims[:len(self.a_dims)] == self.a_dims
+        return self.dims[: len(self.a_dims)] == self.a_dims
 
 
 def block_layout(axes_values: dict[str, np.ndarray], fixed: dict[str, float]) -> BlockLayout:
@@ -468,10 +553,16 @@ def p_to_block(layout: BlockLayout, array: np.ndarray) -> np.ndarray:
     return np.broadcast_to(shaped, layout.shape)
 
 
-def pack_args(pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int],
-              a_begin: int, a_end: int, shape: LaunchShape,
-              records: tuple[int, int] | None = None,
-              recover: RecoverShape | None = None) -> np.ndarray:
+def pack_args(
+    pf: PortfolioArrays,
+    layout: BlockLayout,
+    pointers: dict[str, int],
+    a_begin: int,
+    a_end: int,
+    shape: LaunchShape,
+    records: tuple[int, int] | None = None,
+    recover: RecoverShape | None = None,
+) -> np.ndarray:
     """The kernel's argument block for one launch of ``a_begin <= a < a_end``;
     ``records`` is the range of ``a`` the default records cover (default: the
     launch's), ``recover`` the shape of a recovery launch."""
@@ -513,14 +604,16 @@ def _path_results(layout: BlockLayout, p_host: np.ndarray, take) -> dict[str, np
     variables the kernel leaves to the host."""
     out = {name: p_to_block(layout, take(p_host[i])) for i, name in enumerate(P_VARIABLES)}
     out["default_rate_by_trigger"] = np.stack(
-        [p_to_block(layout, p_host[TRIGGER_ROW + t]) for t in range(len(TRIGGERS))], axis=-1)
+        [p_to_block(layout, p_host[TRIGGER_ROW + t]) for t in range(len(TRIGGERS))], axis=-1
+    )
     for name, value in HOST_CONSTANTS.items():
         out[name] = np.broadcast_to(value, layout.shape)
     return out
 
 
-def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
-              p_host: np.ndarray, copy: bool) -> dict[str, np.ndarray]:
+def _assemble(
+    layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray, p_host: np.ndarray, copy: bool
+) -> dict[str, np.ndarray]:
     take = np.array if copy else np.asarray
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(Q_VARIABLES):
@@ -533,11 +626,19 @@ def _assemble(layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray,
 class FusedGrid:
     """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
 
-    def __init__(self, pf: PortfolioArrays, cupy, max_q_per_thread: int = MAX_Q_PER_THREAD,
-                 threads: int = THREADS_PER_BLOCK, stages: str = "auto",
-                 recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
-                 recover_threads: int = RECOVER_THREADS, record_bytes: int = RECORD_BYTES,
-                 slab_cells: int = SLAB_CELLS, path_shared_bytes: int = PATH_SHARED_BYTES):
+    def __init__(
+        self,
+        pf: PortfolioArrays,
+        cupy,
+        max_q_per_thread: int = MAX_Q_PER_THREAD,
+        threads: int = THREADS_PER_BLOCK,
+        stages: str = "auto",
+        recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
+        recover_threads: int = RECOVER_THREADS,
+        record_bytes: int = RECORD_BYTES,
+        slab_cells: int = SLAB_CELLS,
+        path_shared_bytes: int = PATH_SHARED_BYTES,
+    ):
         """``max_q_per_thread`` recovery cells per thread in one pass (beyond
         it, two stages); ``recover_q_per_thread`` and ``recover_threads`` (per
         block) for the recovery kernel of the two-stage mode; ``stages``
@@ -580,8 +681,9 @@ class FusedGrid:
         self._host: list[dict[str, np.ndarray]] = [{}, {}]
         self._turn = 0
 
-    def evaluate(self, axes_values: dict[str, np.ndarray], fixed: dict[str, float],
-                 copy: bool = True) -> dict[str, np.ndarray]:
+    def evaluate(
+        self, axes_values: dict[str, np.ndarray], fixed: dict[str, float], copy: bool = True
+    ) -> dict[str, np.ndarray]:
         """Results of one block, on the host; an out-of-memory halves the block and retries.
 
         With ``copy=False`` the arrays are views of pinned buffers that the
@@ -591,8 +693,9 @@ class FusedGrid:
         with self._lock:
             return self._evaluate_or_split(axes_values, fixed, copy)
 
-    def _evaluate_or_split(self, axes_values: dict[str, np.ndarray], fixed: dict[str, float],
-                           copy: bool) -> dict[str, np.ndarray]:
+    def _evaluate_or_split(
+        self, axes_values: dict[str, np.ndarray], fixed: dict[str, float], copy: bool
+    ) -> dict[str, np.ndarray]:
         cp = self.cp
         try:
             return self._evaluate(block_layout(axes_values, fixed), copy)
@@ -610,8 +713,7 @@ class FusedGrid:
             sub = dict(axes_values)
             sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
             parts.append(self._evaluate_or_split(sub, fixed, copy=True))
-        return {name: np.concatenate([p[name] for p in parts], axis=axis)
-                for name in parts[0]}
+        return {name: np.concatenate([p[name] for p in parts], axis=axis) for name in parts[0]}
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A pinned host array of ``shape`` from the current set, grown as needed."""
@@ -630,11 +732,17 @@ class FusedGrid:
         n_q = len(Q_VARIABLES) + S
         rest = B * Q  # cells per value of a
         kp = kernel_plan(
-            pf, layout, stages=self.stages, max_q_per_thread=self.max_q_per_thread,
-            threads=self.threads, path_shared_bytes=self.path_shared_bytes,
+            pf,
+            layout,
+            stages=self.stages,
+            max_q_per_thread=self.max_q_per_thread,
+            threads=self.threads,
+            path_shared_bytes=self.path_shared_bytes,
             recover_q_per_thread=self.recover_q_per_thread,
             recover_threads=self.recover_threads,
-            records_a=record_a(pf.n_loans, B, self.record_bytes), slab_cells=self.slab_cells)
+            records_a=record_a(pf.n_loans, B, self.record_bytes),
+            slab_cells=self.slab_cells,
+        )
         with self.compute:
             params = {
                 "a_deflation": cp.asarray(layout.a_params["deflation"]),
@@ -658,7 +766,7 @@ class FusedGrid:
         events: list[tuple[str, Any, Any]] = []
         if not layout.a_leads:
             for n, launch in enumerate(launches):
-                self._launch(launch, arg_bytes[n * size:(n + 1) * size], events)
+                self._launch(launch, arg_bytes[n * size : (n + 1) * size], events)
             with self.compute:
                 out = _kernel_to_block(layout, out_q, out_p, cp, cp.asnumpy)
             self.compute.synchronize()
@@ -673,7 +781,7 @@ class FusedGrid:
         p_host = self._buffer("p", (P_ROWS, A, B))
         q_shape, q_perm = q_to_block(layout, 0)
         for n, launch in enumerate(launches):
-            self._launch(launch, arg_bytes[n * size:(n + 1) * size], events)
+            self._launch(launch, arg_bytes[n * size : (n + 1) * size], events)
             if launch.finishes is None:
                 continue
             a0, a1 = launch.finishes
@@ -681,9 +789,10 @@ class FusedGrid:
                 # Put the slab in the block's dim order (a leading, flattened).
                 sub_shape = (a1 - a0,) + q_shape[1:]
                 for i in range(len(Q_VARIABLES)):
-                    ordered_q[i, a0:a1] = out_q[i, a0:a1].reshape(sub_shape).transpose(
-                        q_perm).reshape(a1 - a0, rest)
-                seg = out_q[len(Q_VARIABLES):, a0:a1].reshape((S,) + sub_shape)
+                    ordered_q[i, a0:a1] = (
+                        out_q[i, a0:a1].reshape(sub_shape).transpose(q_perm).reshape(a1 - a0, rest)
+                    )
+                seg = out_q[len(Q_VARIABLES) :, a0:a1].reshape((S,) + sub_shape)
                 ordered_seg[a0:a1] = cp.moveaxis(
                     seg.transpose((0,) + tuple(1 + i for i in q_perm)), 0, -1
                 ).reshape(a1 - a0, rest, S)
@@ -695,9 +804,13 @@ class FusedGrid:
         self.compute.synchronize()
         self.copy.synchronize()
         self._add_kernel_time(events)
-        return _assemble(layout, q_host.reshape(len(Q_VARIABLES), -1),
-                         seg_host.reshape(-1, S), p_host.reshape(P_ROWS, -1),
-                         copy)
+        return _assemble(
+            layout,
+            q_host.reshape(len(Q_VARIABLES), -1),
+            seg_host.reshape(-1, S),
+            p_host.reshape(P_ROWS, -1),
+            copy,
+        )
 
     def _launch(self, launch: Launch, args, events: list) -> None:
         """Queue one launch on the compute stream with its argument block
@@ -707,7 +820,8 @@ class FusedGrid:
             start, stop = cp.cuda.Event(), cp.cuda.Event()
             start.record()
             kernel_function(cp, launch.variant, launch.kernel)(
-                (launch.blocks,), (launch.threads,), (args,), shared_mem=launch.shared_bytes)
+                (launch.blocks,), (launch.threads,), (args,), shared_mem=launch.shared_bytes
+            )
             stop.record()
         events.append(("path" if launch.kernel == KERNEL_NAME else "recover", start, stop))
 
@@ -745,8 +859,8 @@ class KernelPlan:
     (:func:`evaluate_on_host`)."""
 
     staged: bool
-    variant: Variant          # the one-pass build, or in two stages the recovery build
-    shape: LaunchShape        # the path kernel's
+    variant: Variant  # the one-pass build, or in two stages the recovery build
+    shape: LaunchShape  # the path kernel's
     rshape: RecoverShape | None
     plan: list[PathLaunch]
     horizon: int
@@ -760,8 +874,9 @@ class KernelPlan:
         widest = max(p.path[1] - p.path[0] for p in self.plan)
         return RECORD_FIELDS * self.n_loans * widest * self.b_count
 
-    def launches(self, pf: PortfolioArrays, layout: BlockLayout,
-                 pointers: dict[str, int]) -> list[Launch]:
+    def launches(
+        self, pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int]
+    ) -> list[Launch]:
         """The launches in the order they run: each path launch, then in two
         stages the recovery of each of its slabs."""
         B, Q = self.b_count, self.q_count
@@ -770,44 +885,93 @@ class KernelPlan:
         out = []
         for p in self.plan:
             a0, a1 = p.path
-            out.append(Launch(
-                KERNEL_NAME, self.shape.variant, p.path,
-                self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q), self.shape.threads,
-                shared, pack_args(pf, layout, pointers, a0, a1, self.shape),
-                None if self.staged else p.path))
+            out.append(
+                Launch(
+                    KERNEL_NAME,
+                    self.shape.variant,
+                    p.path,
+                    self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q),
+                    self.shape.threads,
+                    shared,
+                    pack_args(pf, layout, pointers, a0, a1, self.shape),
+                    None if self.staged else p.path,
+                )
+            )
             if self.staged:
                 rs = self.rshape
-                out.extend(Launch(
-                    RECOVER_NAME, self.variant, slab, rs.n_blocks(slab[1] - slab[0], B, q_tiles),
-                    rs.threads, rs.shared_bytes(),
-                    pack_args(pf, layout, pointers, *slab, self.shape, records=p.path,
-                              recover=rs), slab) for slab in p.slabs)
+                out.extend(
+                    Launch(
+                        RECOVER_NAME,
+                        self.variant,
+                        slab,
+                        rs.n_blocks(slab[1] - slab[0], B, q_tiles),
+                        rs.threads,
+                        rs.shared_bytes(),
+                        pack_args(
+                            pf, layout, pointers, *slab, self.shape, records=p.path, recover=rs
+                        ),
+                        slab,
+                    )
+                    for slab in p.slabs
+                )
         return out
 
 
-def kernel_plan(pf: PortfolioArrays, layout: BlockLayout, *, stages: str = "auto",
-                max_q_per_thread: int = MAX_Q_PER_THREAD, threads: int = THREADS_PER_BLOCK,
-                path_shared_bytes: int = PATH_SHARED_BYTES,
-                recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
-                recover_threads: int = RECOVER_THREADS,
-                recover_shared_bytes: int = SHARED_BYTES, records_a: int | None = None,
-                slab_cells: int = SLAB_CELLS) -> KernelPlan:
+def kernel_plan(
+    pf: PortfolioArrays,
+    layout: BlockLayout,
+    *,
+    stages: str = "auto",
+    max_q_per_thread: int = MAX_Q_PER_THREAD,
+    threads: int = THREADS_PER_BLOCK,
+    path_shared_bytes: int = PATH_SHARED_BYTES,
+    recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
+    recover_threads: int = RECOVER_THREADS,
+    recover_shared_bytes: int = SHARED_BYTES,
+    records_a: int | None = None,
+    slab_cells: int = SLAB_CELLS,
+) -> KernelPlan:
     """The kernel plan of a block (``stages`` "auto" chooses by :func:`two_stage`;
     ``records_a`` defaults to :func:`record_a`)."""
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
     staged = two_stage(Q, max_q_per_thread) if stages == "auto" else stages == "two"
-    variant = (choose_variant(Q, S, recover_q_per_thread) if staged
-               else choose_variant(Q, S, max_q_per_thread))
-    rshape = (recover_shape(B, math.ceil(Q / variant.q_per_thread), pf.n_loans,
-                            recover_threads, recover_shared_bytes) if staged else None)
-    shape = launch_shape(A, B, pf.n_loans, pf.horizon, threads, path_shared_bytes,
-                         variant.path_stage() if staged else variant,
-                         rent_periods=rent_periods(pf))
-    plan = launch_plan(A, B * Q, (records_a or record_a(pf.n_loans, B)) if staged else None,
-                       slab_cells, slab_copies=layout.a_leads)
-    return KernelPlan(staged, variant, shape, rshape, plan, pf.horizon, rent_periods(pf),
-                      pf.n_loans, B, Q)
+    variant = (
+        choose_variant(Q, S, recover_q_per_thread)
+        if staged
+        else choose_variant(Q, S, max_q_per_thread)
+    )
+    rshape = (
+        recover_shape(
+            B,
+            math.ceil(Q / variant.q_per_thread),
+            pf.n_loans,
+            recover_threads,
+            recover_shared_bytes,
+        )
+        if staged
+        else None
+    )
+    shape = launch_shape(
+        A,
+        B,
+        pf.n_loans,
+        pf.horizon,
+        threads,
+        path_shared_bytes,
+        variant.path_stage() if staged else variant,
+        rent_periods=rent_periods(pf),
+    )
+    plan = launch_plan(
+        A,
+        B * Q,
+        (records_a or record_a(pf.n_loans, B)) if staged else None,
+        slab_cells,
+        slab_copies=layout.a_leads,
+    )
+    return KernelPlan(
+        staged, variant, shape, rshape, plan, pf.horizon, rent_periods(pf), pf.n_loans, B, Q
+    )
 
 
 def record_a(n_loans: int, b_count: int, record_bytes: int = RECORD_BYTES) -> int:
@@ -825,8 +989,13 @@ class PathLaunch:
     slabs: tuple[tuple[int, int], ...]
 
 
-def launch_plan(a_count: int, cells_per_a: int, records_a: int | None,
-                slab_cells: int = SLAB_CELLS, slab_copies: bool = True) -> list[PathLaunch]:
+def launch_plan(
+    a_count: int,
+    cells_per_a: int,
+    records_a: int | None,
+    slab_cells: int = SLAB_CELLS,
+    slab_copies: bool = True,
+) -> list[PathLaunch]:
     """The launches of one block.
 
     In one pass (``records_a`` None) each slab is its own path launch.  In
@@ -843,13 +1012,12 @@ def launch_plan(a_count: int, cells_per_a: int, records_a: int | None,
     out = []
     for r0 in range(0, a_count, records_a):
         r1 = min(a_count, r0 + records_a)
-        parts = (slabs(r1 - r0, cells_per_a, slab_cells) if slab_copies
-                 else [(0, r1 - r0)])
+        parts = slabs(r1 - r0, cells_per_a, slab_cells) if slab_copies else [(0, r1 - r0)]
         out.append(PathLaunch((r0, r1), tuple((r0 + s0, r0 + s1) for s0, s1 in parts)))
     return out
 
-def slabs(a_count: int, cells_per_a: int,
-          slab_cells: int = SLAB_CELLS) -> list[tuple[int, int]]:
+
+def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS) -> list[tuple[int, int]]:
     """Ranges of ``a`` whose results are copied to the host while the next computes.
 
     Slabs of about ``slab_cells`` cells, the last ones smaller (a quarter,
@@ -885,16 +1053,24 @@ def _copy_async(cp, host: np.ndarray, device, stream) -> None:
         for i in range(host.shape[0]):
             _copy_async(cp, host[i], device[i], stream)
         return
-    cp.cuda.runtime.memcpyAsync(host.ctypes.data, device.data.ptr, device.nbytes,
-                                cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+    cp.cuda.runtime.memcpyAsync(
+        host.ctypes.data,
+        device.data.ptr,
+        device.nbytes,
+        cp.cuda.runtime.memcpyDeviceToHost,
+        stream.ptr,
+    )
 
 
 def _kernel_to_block(layout: BlockLayout, out_q, out_p, xp, to_host) -> dict[str, np.ndarray]:
     """Block-ordered host results from the kernel's ``[var][a][q][b]`` arrays, for
     any dim order (reordered on ``xp``'s device, then ``to_host``)."""
     order = layout.a_dims + layout.q_dims + layout.b_dims
-    shape = (_sizes(layout, layout.a_dims) + _sizes(layout, layout.q_dims)
-             + _sizes(layout, layout.b_dims))
+    shape = (
+        _sizes(layout, layout.a_dims)
+        + _sizes(layout, layout.q_dims)
+        + _sizes(layout, layout.b_dims)
+    )
     perm = tuple(order.index(d) for d in layout.dims)
     n = len(Q_VARIABLES)
     out: dict[str, np.ndarray] = {}
@@ -908,31 +1084,51 @@ def _kernel_to_block(layout: BlockLayout, out_q, out_p, xp, to_host) -> dict[str
 
 # -- The host build of the kernel's arithmetic (tests, machines without a GPU) --
 
-def build_host_library(cxx: str = "g++", folder: Path | None = None,
-                       variant: Variant = Variant()) -> Path:
+
+def build_host_library(
+    cxx: str = "g++", folder: Path | None = None, variant: Variant = Variant()
+) -> Path:
     """Compile ``kernels/host_v1.cpp`` for ``variant`` into a shared library."""
     folder = Path(folder or tempfile.mkdtemp(prefix="gridstress-host-"))
     tag = "_".join(d.removeprefix("-D").replace("=", "") for d in variant.defines())
     target = folder / f"gs_host_{source_sha256()[:12]}_{tag}.so"
     if not target.exists():
         subprocess.run(
-            [cxx, "-O2", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared",
-             *variant.defines(),
-             "-I", str(kernel_dir()), "-o", str(target), str(kernel_dir() / HOST)],
-            check=True, capture_output=True, text=True,
+            [
+                cxx,
+                "-O2",
+                "-std=c++17",
+                "-ffp-contract=off",
+                "-fPIC",
+                "-shared",
+                *variant.defines(),
+                "-I",
+                str(kernel_dir()),
+                "-o",
+                str(target),
+                str(kernel_dir() / HOST),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
     return target
 
 
-def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarray],
-                     fixed: dict[str, float], threads: int = THREADS_PER_BLOCK,
-                     shared_bytes: int = PATH_SHARED_BYTES,
-                     max_q_per_thread: int = MAX_Q_PER_THREAD,
-                     slab_a: int | None = None,
-                     records_a: int | None = None,
-                     recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
-                     recover_threads: int = RECOVER_THREADS,
-                     recover_shared_bytes: int = SHARED_BYTES) -> dict[str, np.ndarray]:
+def evaluate_on_host(
+    build,
+    pf: PortfolioArrays,
+    axes_values: dict[str, np.ndarray],
+    fixed: dict[str, float],
+    threads: int = THREADS_PER_BLOCK,
+    shared_bytes: int = PATH_SHARED_BYTES,
+    max_q_per_thread: int = MAX_Q_PER_THREAD,
+    slab_a: int | None = None,
+    records_a: int | None = None,
+    recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
+    recover_threads: int = RECOVER_THREADS,
+    recover_shared_bytes: int = SHARED_BYTES,
+) -> dict[str, np.ndarray]:
     """One block through the kernel code built for the CPU: the GPU backend's
     variants, stages, layout and launch plan, one thread after another.
 
@@ -947,13 +1143,22 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
-    kp = kernel_plan(pf, layout, max_q_per_thread=max_q_per_thread, threads=threads,
-                     path_shared_bytes=shared_bytes, recover_q_per_thread=recover_q_per_thread,
-                     recover_threads=recover_threads, recover_shared_bytes=recover_shared_bytes,
-                     records_a=records_a, slab_cells=(slab_a or A) * B * Q)
+    kp = kernel_plan(
+        pf,
+        layout,
+        max_q_per_thread=max_q_per_thread,
+        threads=threads,
+        path_shared_bytes=shared_bytes,
+        recover_q_per_thread=recover_q_per_thread,
+        recover_threads=recover_threads,
+        recover_shared_bytes=recover_shared_bytes,
+        records_a=records_a,
+        slab_cells=(slab_a or A) * B * Q,
+    )
     loan_f, loan_i = loan_matrices(pf)
     keep = {
-        "loan_f": loan_f, "loan_i": loan_i,
+        "loan_f": loan_f,
+        "loan_i": loan_i,
         "debt_service": np.ascontiguousarray(pf.debt_service),
         "owed": np.ascontiguousarray(pf.owed),
         "balance": np.ascontiguousarray(pf.balance),
@@ -974,8 +1179,10 @@ def evaluate_on_host(build, pf: PortfolioArrays, axes_values: dict[str, np.ndarr
         if launch.kernel == KERNEL_NAME:
             keep["records"][:] = np.nan  # records left by another launch would show
         rc = getattr(ctypes.CDLL(str(build(launch.variant))), host[launch.kernel])(
-            ctypes.c_void_p(launch.args.ctypes.data), ctypes.c_long(launch.blocks),
-            ctypes.c_int(launch.threads))
+            ctypes.c_void_p(launch.args.ctypes.data),
+            ctypes.c_long(launch.blocks),
+            ctypes.c_int(launch.threads),
+        )
         if rc != 0:
             raise RuntimeError(f"the host build of {launch.kernel} returned {rc}")
     return _kernel_to_block(layout, keep["out_q"], keep["out_p"], np, np.asarray)

@@ -157,8 +157,9 @@ def mining_margin(ln: _Loans, rows: slice, j: int, c, D, dt: float, xp):
     return xp.maximum(0.0, ln.mining_revenue[rows] * price_j - ln.mining_cost[rows]) * dt
 
 
-def cash_flow_offer(fleet: list, mining: list, rows: slice, n: int, y, dt: float,
-                    n_refi: np.ndarray, ln: _Loans, xp):
+def cash_flow_offer(
+    fleet: list, mining: list, rows: slice, n: int, y, dt: float, n_refi: np.ndarray, ln: _Loans, xp
+):
     """The cash-flow refinancing offer ``K_n`` of the loans ``rows`` maturing in ``n`` [USD].
 
     ``K_n = max(0, sum_{j=n+1..n+n_r} CFADS_j (1+y)^{-(j-n)/f}) / refi_min_dscr``,
@@ -178,8 +179,13 @@ def cash_flow_offer(fleet: list, mining: list, rows: slice, n: int, y, dt: float
     return xp.maximum(0.0, fleet_pv + mining_pv) / ln.refi_min_dscr[rows]
 
 
-def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ...], xp=np,
-             per_loan: bool = False) -> dict[str, Any]:
+def evaluate(
+    pf: PortfolioArrays,
+    scenario: dict[str, Any],
+    shape: tuple[int, ...],
+    xp=np,
+    per_loan: bool = False,
+) -> dict[str, Any]:
     """Results of model v2 for one block of cells.
 
     Parameters
@@ -229,31 +235,31 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     # crypto axes) per period, to the last one a cash-flow offer projects.
     last = K + int(pf.n_refi.max(initial=0))
     everyone = slice(None)
-    fleet = [None] + [fleet_cash_flow(ln, everyone, j, d, dt, hours, xp)
-                      for j in range(1, last + 1)]
+    fleet = [None] + [
+        fleet_cash_flow(ln, everyone, j, d, dt, hours, xp) for j in range(1, last + 1)
+    ]
     # X_j, hence M_j, stays the same once the fall is complete (j >= D): those
     # periods share one array.
     settled = math.ceil(float(D.max()) if hasattr(D, "max") else D)
     mining = [None]
     for j in range(1, last + 1):
-        mining.append(mining[-1] if j > settled else
-                      mining_margin(ln, everyone, j, c, D, dt, xp))
+        mining.append(mining[-1] if j > settled else mining_margin(ln, everyone, j, c, D, dt, xp))
     path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]
     path_shape = (L,) + np.broadcast_shapes(*(_shape(p) for p in path_params))
     cell_shape = path_shape[1:]
     # W infinite everywhere: no sale moves the price (model v1); skip the step.
     market = not _is_inf(depth)
     if market:
-        overhang = xp.zeros(cell_shape)                  # Q_k [GPU]
-        price = xp.ones(cell_shape)                      # p_k
+        overhang = xp.zeros(cell_shape)  # Q_k [GPU]
+        price = xp.ones(cell_shape)  # p_k
         price_min = xp.ones(cell_shape)
-        decay = 2.0 ** (-dt / half_life)                 # 1 when T is infinite
+        decay = 2.0 ** (-dt / half_life)  # 1 when T is infinite
 
     cash = xp.broadcast_to(ln.cash0, path_shape).copy()
     breaches = xp.zeros(path_shape)
     alive = xp.ones(path_shape, dtype=bool)
     ead = xp.zeros(path_shape)
-    gpu_collateral = xp.zeros(path_shape)                # V*_tau p_tau
+    gpu_collateral = xp.zeros(path_shape)  # V*_tau p_tau
     crypto_collateral = xp.zeros(path_shape)
     cash_at_default = xp.zeros(path_shape)
     discount_at_default = xp.zeros(path_shape)
@@ -306,11 +312,14 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
                 gpu_n = fair_k[mature] * price if market else fair_k[mature]
                 offer = ln.refi[mature] * (gpu_n + crypto_k[mature])
                 if (pf.n_refi[mature] * pf.balloon_due[mature, k]).any():
-                    offer = xp.maximum(offer, cash_flow_offer(
-                        fleet, mining, mature, k, y, dt, pf.n_refi[mature], ln, xp))
+                    offer = xp.maximum(
+                        offer,
+                        cash_flow_offer(fleet, mining, mature, k, y, dt, pf.n_refi[mature], ln, xp),
+                    )
                 maturity = xp.zeros(trigger.shape, dtype=bool)
-                maturity[mature] = (col(pf.balloon[mature, k])
-                                    > xp.maximum(cash_k[mature], 0.0) + offer)
+                maturity[mature] = (
+                    col(pf.balloon[mature, k]) > xp.maximum(cash_k[mature], 0.0) + offer
+                )
                 trigger = trigger | maturity
 
             was_alive = alive[rows]
@@ -350,8 +359,7 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
                 crypto_collateral[rows] = xp.where(new, crypto_k, crypto_collateral[rows])
                 cash_at_default[rows] = xp.where(new, cash_k, cash_at_default[rows])
                 discount_k = (1.0 + y) ** (-t_k)
-                discount_at_default[rows] = xp.where(new, discount_k,
-                                                     discount_at_default[rows])
+                discount_at_default[rows] = xp.where(new, discount_k, discount_at_default[rows])
                 default_years[rows] = xp.where(new, t_k, default_years[rows])
                 alive[rows] = was_alive & ~new
 
@@ -370,10 +378,14 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     any_default = np.asarray(defaulted.reshape(L, -1).any(axis=1).tolist(), dtype=bool)
     for i in np.flatnonzero(any_default):
         for number in range(len(TRIGGERS)):
-            by_trigger[number] = by_trigger[number] + xp.where(trigger_of[i] == number,
-                                                               principal[i], 0.0)
-        proceeds = (gpu_collateral[i] * keep + crypto_collateral[i] * keep_crypto
-                    + xp.maximum(cash_at_default[i], 0.0))
+            by_trigger[number] = by_trigger[number] + xp.where(
+                trigger_of[i] == number, principal[i], 0.0
+            )
+        proceeds = (
+            gpu_collateral[i] * keep
+            + crypto_collateral[i] * keep_crypto
+            + xp.maximum(cash_at_default[i], 0.0)
+        )
         recovery = xp.where(defaulted[i], xp.minimum(ead[i], proceeds), 0.0)
         loss_i = ead[i] - recovery  # 0 where no default: ead stays 0 there
         loss += loss_i
@@ -402,12 +414,14 @@ def evaluate(pf: PortfolioArrays, scenario: dict[str, Any], shape: tuple[int, ..
     out = {name: xp.broadcast_to(value, shape) for name, value in out.items()}
     out["loss_by_segment"] = xp.stack(by_segment, axis=-1)
     out["default_rate_by_trigger"] = xp.stack(
-        [xp.broadcast_to(part / total, shape) for part in by_trigger], axis=-1)
+        [xp.broadcast_to(part / total, shape) for part in by_trigger], axis=-1
+    )
     if per_loan:
         years = xp.where(xp.isinf(default_years), xp.nan, default_years)
         out["loan_default_years"] = xp.moveaxis(years, 0, -1)
-        out["loan_loss"] = xp.stack([xp.zeros(shape) if part is None else part
-                                     for part in loan_loss], axis=-1)
+        out["loan_loss"] = xp.stack(
+            [xp.zeros(shape) if part is None else part for part in loan_loss], axis=-1
+        )
     assert set(out) == {name for name, o in OUTPUTS.items() if per_loan or not o.per_loan}
     return out
 
@@ -422,15 +436,21 @@ def _sum_over_loans(values, xp):
     return xp.cumsum(values, axis=0)[-1]
 
 
-def block_bytes(n_loans: int, n_segments: int, path_cells: int, cells: int,
-                per_loan: bool = False) -> int:
+def block_bytes(
+    n_loans: int, n_segments: int, path_cells: int, cells: int, per_loan: bool = False
+) -> int:
     """Upper bound of :func:`evaluate`'s working memory for one block [bytes].
 
     ``path_cells`` counts the block's cells over the axes that change default
     paths (the liquidation axes excluded), ``cells`` all of its cells.
     """
-    per_cell = (CELL_ARRAYS + 2 * len(CELL_VARIABLES) + 2 * n_segments + 2 * len(TRIGGERS)
-                + (2 * n_loans if per_loan else 0))
+    per_cell = (
+        CELL_ARRAYS
+        + 2 * len(CELL_VARIABLES)
+        + 2 * n_segments
+        + 2 * len(TRIGGERS)
+        + (2 * n_loans if per_loan else 0)
+    )
     per_path = STATE_ARRAYS_PER_LOAN + (2 if per_loan else 0)
     return 8 * (per_path * n_loans * path_cells + per_cell * cells)
 
@@ -454,6 +474,13 @@ def scenario_arrays(axes_values: dict[str, Any], fixed: dict[str, float], xp=np)
 
 
 __all__ = [
-    "MODEL_VERSION", "appraisal_table", "block_bytes", "cash_flow_offer", "crypto_index",
-    "evaluate", "fleet_cash_flow", "mining_margin", "scenario_arrays",
+    "MODEL_VERSION",
+    "appraisal_table",
+    "block_bytes",
+    "cash_flow_offer",
+    "crypto_index",
+    "evaluate",
+    "fleet_cash_flow",
+    "mining_margin",
+    "scenario_arrays",
 ]

@@ -17,17 +17,40 @@ from .schedule import contractual_schedule, periods
 
 #: Loan fields copied to per-loan float64 arrays.
 NUMERIC_FIELDS = (
-    "principal", "rate", "n_gpus", "pledged_share", "rent", "utilization",
-    "contracted_share", "contract_rent", "power_kw_per_gpu", "power_price",
-    "fixed_opex_per_gpu_year", "mining_revenue", "mining_cost", "crypto_collateral",
-    "cash_reserve", "cash_cap", "min_dscr", "cure_periods", "refi_advance_rate",
+    "principal",
+    "rate",
+    "n_gpus",
+    "pledged_share",
+    "rent",
+    "utilization",
+    "contracted_share",
+    "contract_rent",
+    "power_kw_per_gpu",
+    "power_price",
+    "fixed_opex_per_gpu_year",
+    "mining_revenue",
+    "mining_cost",
+    "crypto_collateral",
+    "cash_reserve",
+    "cash_cap",
+    "min_dscr",
+    "cure_periods",
+    "refi_advance_rate",
     "refi_min_dscr",
 )
 
 
 #: Index arrays used for slicing from the host, never moved to a device.
-_HOST_ONLY = ("active", "segment_index", "has_covenant", "has_ltv_covenant", "balloon_due",
-              "n_refi", "book_basis", "sells_until")
+_HOST_ONLY = (
+    "active",
+    "segment_index",
+    "has_covenant",
+    "has_ltv_covenant",
+    "balloon_due",
+    "n_refi",
+    "book_basis",
+    "sells_until",
+)
 
 
 @dataclass(frozen=True)
@@ -115,8 +138,7 @@ def portfolio_arrays(loans, periods_per_year: int) -> PortfolioArrays:
     interest, debt_service, balloon, owed, balance = (np.zeros(shape) for _ in range(5))
     wal = np.zeros(L)
     for i, ln in enumerate(ordered):
-        s = contractual_schedule(ln.principal, ln.rate, int(n[i]), ln.amortization,
-                                 ln.balloon, f)
+        s = contractual_schedule(ln.principal, ln.rate, int(n[i]), ln.amortization, ln.balloon, f)
         m = s.n + 1
         interest[i, :m] = s.interest
         debt_service[i, :m] = s.debt_service

@@ -80,24 +80,31 @@ class PreparedRun:
             return self.fused.evaluate(axes_values, self.config.scenario, copy)
         xp = self.backend.xp
         scenario = scenario_arrays(axes_values, self.config.scenario, xp)
-        out = evaluate(self.device_portfolio, scenario, block.shape, xp,
-                       per_loan=self.config.per_loan)
+        out = evaluate(
+            self.device_portfolio, scenario, block.shape, xp, per_loan=self.config.per_loan
+        )
         if "loan_default_years" in out:
             # Size 1 on the liquidation axes: a default time does not depend on them.
-            keep = tuple(0 if a.name in LIQUIDATION_PARAMS else slice(None)
-                         for a in self.config.axes)
+            keep = tuple(
+                0 if a.name in LIQUIDATION_PARAMS else slice(None) for a in self.config.axes
+            )
             out["loan_default_years"] = out["loan_default_years"][keep]
         return {name: self.backend.to_host(value) for name, value in out.items()}
 
     def attrs(self) -> dict[str, Any]:
         from .cube import provenance
 
-        return provenance(self.config, self.backend.name, self.backend.device, self.portfolio,
-                          self.engine)
+        return provenance(
+            self.config, self.backend.name, self.backend.device, self.portfolio, self.engine
+        )
 
 
-def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
-            chunk_cells: int | None = None, kernel: str = "fused") -> PreparedRun:
+def prepare(
+    config: RunConfig | str | Path,
+    backend: str | Backend = "auto",
+    chunk_cells: int | None = None,
+    kernel: str = "fused",
+) -> PreparedRun:
     """Validate inputs, pick the backend and engine, and plan the blocks.
 
     On a CuPy backend ``kernel="fused"`` (the default) evaluates blocks with
@@ -128,8 +135,10 @@ def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
         if uncovered is None:
             fused = FusedGrid(pf, backend.xp)
         else:
-            note = (f"the fused CUDA kernel computes model v1 only and this run has "
-                    f"{uncovered}: running the xp model (model v{MODEL_VERSION}) on CuPy")
+            note = (
+                f"the fused CUDA kernel computes model v1 only and this run has "
+                f"{uncovered}: running the xp model (model v{MODEL_VERSION}) on CuPy"
+            )
     if chunk_cells is not None:
         plan = plan_blocks(config.shape, chunk_cells)
     elif fused is not None:
@@ -142,8 +151,9 @@ def prepare(config: RunConfig | str | Path, backend: str | Backend = "auto",
     return PreparedRun(config, backend, pf, pf.to(backend.xp), plan, fused, note)
 
 
-def gpu_plan(config: RunConfig, pf: PortfolioArrays, free_bytes: int,
-             max_cells: int = GPU_BLOCK_CELLS) -> BlockPlan:
+def gpu_plan(
+    config: RunConfig, pf: PortfolioArrays, free_bytes: int, max_cells: int = GPU_BLOCK_CELLS
+) -> BlockPlan:
     """Blocks for the fused kernel: at most ``max_cells`` cells, and within half
     of the GPU's free memory (the kernel needs a few float64 per cell)."""
     from .kernels import bytes_per_cell
@@ -152,10 +162,13 @@ def gpu_plan(config: RunConfig, pf: PortfolioArrays, free_bytes: int,
     return plan_blocks(config.shape, max(1, min(max_cells, fit)))
 
 
-def default_plan(config: RunConfig, pf: PortfolioArrays,
-                 budget_bytes: int = BLOCK_BUDGET_BYTES,
-                 loan_cells: float = CACHE_LOAN_CELLS,
-                 max_blocks: int = MAX_BLOCKS) -> BlockPlan:
+def default_plan(
+    config: RunConfig,
+    pf: PortfolioArrays,
+    budget_bytes: int = BLOCK_BUDGET_BYTES,
+    loan_cells: float = CACHE_LOAN_CELLS,
+    max_blocks: int = MAX_BLOCKS,
+) -> BlockPlan:
     """Largest blocks within the memory budget whose default paths fit the caches.
 
     Such a block takes 0.1-1 s on a CPU core, a good size for a Dask task.  A
@@ -166,8 +179,9 @@ def default_plan(config: RunConfig, pf: PortfolioArrays,
 
     def memory(plan: BlockPlan) -> int:
         path_cells = math.prod(c for c, p in zip(plan.chunks, on_path) if p)
-        return block_bytes(pf.n_loans, len(pf.segments), path_cells, math.prod(plan.chunks),
-                           config.per_loan)
+        return block_bytes(
+            pf.n_loans, len(pf.segments), path_cells, math.prod(plan.chunks), config.per_loan
+        )
 
     def fits(plan: BlockPlan) -> bool:
         path_cells = math.prod(c for c, p in zip(plan.chunks, on_path) if p)
@@ -176,13 +190,17 @@ def default_plan(config: RunConfig, pf: PortfolioArrays,
     plan = largest_plan(config.shape, fits)
     if len(plan) > max_blocks:
         fewer = smallest_plan(config.shape, lambda p: len(p) <= max_blocks)
-        plan = fewer if memory(fewer) <= budget_bytes else largest_plan(
-            config.shape, lambda p: memory(p) <= budget_bytes)
+        plan = (
+            fewer
+            if memory(fewer) <= budget_bytes
+            else largest_plan(config.shape, lambda p: memory(p) <= budget_bytes)
+        )
     return plan
 
 
-def backend_attrs(used: set[tuple[str, ...]], before: dict[str, Any] | None = None
-                  ) -> dict[str, str]:
+def backend_attrs(
+    used: set[tuple[str, ...]], before: dict[str, Any] | None = None
+) -> dict[str, str]:
     """``backend``, ``device`` and ``engine`` attributes: every one that computed blocks.
 
     ``used`` holds (backend, device) or (backend, device, engine) tuples;
@@ -210,8 +228,7 @@ def describe_cells(config: RunConfig, slices: tuple[slice, ...]) -> str:
     return ", ".join(parts)
 
 
-def evaluate_checked(run: PreparedRun, block: Block, copy: bool = True
-                     ) -> dict[str, np.ndarray]:
+def evaluate_checked(run: PreparedRun, block: Block, copy: bool = True) -> dict[str, np.ndarray]:
     """``run.evaluate_block(block, copy)``, failing with the block, cell and loan named.
 
     Raises :class:`~gridstress.errors.ModelError` when the model raises, or
@@ -238,29 +255,37 @@ def evaluate_checked(run: PreparedRun, block: Block, copy: bool = True
         point = describe_cells(run.config, tuple(slice(i, i + 1) for i in cell))
         culprits = loans_at_fault(run.config, cell)
         if culprits:
-            blame = (f"loan_id={', '.join(culprits)} gives a non-finite result there on its "
-                     "own: check its inputs for magnitudes that overflow float64")
+            blame = (
+                f"loan_id={', '.join(culprits)} gives a non-finite result there on its "
+                "own: check its inputs for magnitudes that overflow float64"
+            )
         else:
             blame = "no loan does on its own: the sum over loans overflows float64"
         value = results[name][index]
         shown = value if np.ndim(value) == 0 else value[~np.isfinite(value)][0]
-        raise ModelError(f"{where}: {name}={shown} at cell {point} "
-                         f"(index {cell}) is not finite; {blame}")
+        raise ModelError(
+            f"{where}: {name}={shown} at cell {point} (index {cell}) is not finite; {blame}"
+        )
     return results
 
 
 def loans_at_fault(config: RunConfig, cell: tuple[int, ...]) -> list[str]:
     """Loan ids that, alone in the portfolio, give a non-finite result in ``cell``."""
-    point = {axis.name: axis.array[i:i + 1] for axis, i in zip(config.axes, cell)}
+    point = {axis.name: axis.array[i : i + 1] for axis, i in zip(config.axes, cell)}
     scenario = scenario_arrays(point, config.scenario, np)
     found = []
     with np.errstate(all="ignore"):
         for loan in config.loans:
             try:
-                alone = evaluate(portfolio_arrays([loan], config.periods_per_year), scenario,
-                                 (1,) * len(cell), np)
-                finite = all(np.isfinite(alone[name]).all() for name in FINITE_VARIABLES
-                             if name in alone)
+                alone = evaluate(
+                    portfolio_arrays([loan], config.periods_per_year),
+                    scenario,
+                    (1,) * len(cell),
+                    np,
+                )
+                finite = all(
+                    np.isfinite(alone[name]).all() for name in FINITE_VARIABLES if name in alone
+                )
             except Exception:
                 finite = False
             if not finite:

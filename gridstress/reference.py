@@ -92,8 +92,8 @@ class _Path:
         self.tau = np.zeros(cells, dtype=int)  # 0: no default
         self.trigger = np.full(cells, "", dtype=object)
         self.ead = np.zeros(cells)
-        self.fair_tau = np.zeros(cells)        # V*_tau
-        self.V_tau = np.zeros(cells)           # V*_tau p_tau, once the market step ran
+        self.fair_tau = np.zeros(cells)  # V*_tau
+        self.V_tau = np.zeros(cells)  # V*_tau p_tau, once the market step ran
         self.C_tau = np.zeros(cells)
         self.cash_tau = np.zeros(cells)
         self.dscr_low = np.full(cells, np.inf)
@@ -128,8 +128,10 @@ class _Path:
         y = self.p["discount_rate"]
         total = np.zeros(self.p["deflation"].shape[0])
         for j in range(k + 1, self.n_life + 1):
-            pi_j = H * ln.utilization * np.maximum(0, self.rent(j) - e) \
+            pi_j = (
+                H * ln.utilization * np.maximum(0, self.rent(j) - e)
                 - ln.fixed_opex_per_gpu_year * dt
+            )
             total += pi_j * (1 + y) ** (-(j - k) * dt)
         return np.maximum(0, total)
 
@@ -166,16 +168,25 @@ class _Path:
         pay_def = self.cash < 0
         self.run = np.where(breach, self.run + 1, 0)
         cov_def = (ln.min_dscr > 0) & (self.run >= ln.cure_periods)
-        fair = ln.pledged_share * ln.n_gpus * self.appraisal(k)   # V*_k
-        V = fair * price_before                                    # V_k = V*_k p_{k-1}
+        fair = ln.pledged_share * ln.n_gpus * self.appraisal(k)  # V*_k
+        V = fair * price_before  # V_k = V*_k p_{k-1}
         C = ln.crypto_collateral * self.X(k)
         BV = self.book_value(k)
         with np.errstate(divide="ignore"):
-            ltv_market = (np.zeros_like(V) if self.O[k] == 0
-                          else np.where(V + C == 0, np.inf, self.O[k] / (V + C)))
-            ltv_book = None if BV is None else (
-                np.zeros_like(V) if self.O[k] == 0
-                else np.where(BV + C == 0, np.inf, self.O[k] / (BV + C)))
+            ltv_market = (
+                np.zeros_like(V)
+                if self.O[k] == 0
+                else np.where(V + C == 0, np.inf, self.O[k] / (V + C))
+            )
+            ltv_book = (
+                None
+                if BV is None
+                else (
+                    np.zeros_like(V)
+                    if self.O[k] == 0
+                    else np.where(BV + C == 0, np.inf, self.O[k] / (BV + C))
+                )
+            )
         ltv = ltv_book if ln.ltv_basis == "book" else ltv_market
         ltv_def = np.zeros_like(open_) if ln.max_ltv is None else ltv > ln.max_ltv
         collateral_offer = cash_flow_offer = None
@@ -183,31 +194,47 @@ class _Path:
             collateral_offer = ln.refi_advance_rate * (V + C)
             cash_flow_offer = self.cash_flow_offer() + np.zeros_like(V)
             mat_def = self.balloon[k] > np.maximum(self.cash, 0) + np.maximum(
-                collateral_offer, cash_flow_offer)
+                collateral_offer, cash_flow_offer
+            )
         else:
             mat_def = np.zeros_like(open_)
         new = open_ & (pay_def | cov_def | ltv_def | mat_def)
         fired = [(name, hit) for name, hit in zip(TRIGGERS, (pay_def, cov_def, ltv_def, mat_def))]
         if trace is not None and open_[0]:
-            trace.append({
-                "loan_id": ln.loan_id, "k": k, "t_years": k * dt, "rent": float(m_k[0]),
-                "utilization": float(u_k[0]), "revenue": float(R[0]), "power": float(P[0]),
-                "fixed": F, "mining": float(M[0]), "cfads": float(cf[0]),
-                "debt_service": DS, "dscr": float(cf[0] / DS) if DS > 0 else None,
-                "cash": float(self.cash[0]), "owed": self.O[k],
-                "gpu_fair_value": float(fair[0]), "price_index": float(price_before[0]),
-                "gpu_collateral": float(V[0]), "crypto_collateral": float(C[0]),
-                "book_value": None if BV is None else float(BV),
-                "ltv_market": float(ltv_market[0]),
-                "ltv_book": None if ltv_book is None else float(ltv_book[0]),
-                "ltv_basis": ln.ltv_basis,
-                "refi_collateral_offer": (None if collateral_offer is None
-                                          else float(collateral_offer[0])),
-                "refi_cash_flow_offer": (None if cash_flow_offer is None
-                                         else float(cash_flow_offer[0])),
-                "balloon": self.balloon[k],
-                "default": "+".join(name for name, hit in fired if hit[0]),
-            })
+            trace.append(
+                {
+                    "loan_id": ln.loan_id,
+                    "k": k,
+                    "t_years": k * dt,
+                    "rent": float(m_k[0]),
+                    "utilization": float(u_k[0]),
+                    "revenue": float(R[0]),
+                    "power": float(P[0]),
+                    "fixed": F,
+                    "mining": float(M[0]),
+                    "cfads": float(cf[0]),
+                    "debt_service": DS,
+                    "dscr": float(cf[0] / DS) if DS > 0 else None,
+                    "cash": float(self.cash[0]),
+                    "owed": self.O[k],
+                    "gpu_fair_value": float(fair[0]),
+                    "price_index": float(price_before[0]),
+                    "gpu_collateral": float(V[0]),
+                    "crypto_collateral": float(C[0]),
+                    "book_value": None if BV is None else float(BV),
+                    "ltv_market": float(ltv_market[0]),
+                    "ltv_book": None if ltv_book is None else float(ltv_book[0]),
+                    "ltv_basis": ln.ltv_basis,
+                    "refi_collateral_offer": (
+                        None if collateral_offer is None else float(collateral_offer[0])
+                    ),
+                    "refi_cash_flow_offer": (
+                        None if cash_flow_offer is None else float(cash_flow_offer[0])
+                    ),
+                    "balloon": self.balloon[k],
+                    "default": "+".join(name for name, hit in fired if hit[0]),
+                }
+            )
         first = np.full(new.shape, "", dtype=object)
         for name, hit in reversed(fired):
             first = np.where(hit, name, first)
@@ -232,8 +259,9 @@ class Simulation:
     """Per traced loan, its periods in cell 0 up to default or maturity."""
 
 
-def simulate(loans, periods_per_year: int, p: dict[str, np.ndarray],
-             trace: tuple[str, ...] = ()) -> Simulation:
+def simulate(
+    loans, periods_per_year: int, p: dict[str, np.ndarray], trace: tuple[str, ...] = ()
+) -> Simulation:
     """Run model v2 on flat cells ``p`` (every scenario parameter, one entry a cell).
 
     Loans run in the canonical order (longest maturity first, then loan_id),
@@ -252,8 +280,11 @@ def simulate(loans, periods_per_year: int, p: dict[str, np.ndarray],
     market = []
     W, T, theta = p["market_depth_gpus"], p["market_half_life_years"], p["book_share"]
     for k in range(1, max(path.n for path in paths) + 1):
-        defaults = [(path, path.period(k, price, traces.get(path.loan.loan_id)))
-                    for path in paths if k <= path.n]
+        defaults = [
+            (path, path.period(k, price, traces.get(path.loan.loan_id)))
+            for path in paths
+            if k <= path.n
+        ]
         # Market step: the in-service pledged GPUs of this period's defaults are sold.
         S = np.zeros(cells)
         for path, new in defaults:
@@ -265,8 +296,15 @@ def simulate(loans, periods_per_year: int, p: dict[str, np.ndarray],
         price_min = np.minimum(price_min, price)
         for path, new in defaults:
             path.V_tau = np.where(new, path.fair_tau * price, path.V_tau)  # sold at p_k
-        market.append({"k": k, "t_years": k * dt, "sold_gpus": float(S[0]),
-                       "overhang_gpus": float(Q[0]), "price_index": float(price[0])})
+        market.append(
+            {
+                "k": k,
+                "t_years": k * dt,
+                "sold_gpus": float(S[0]),
+                "overhang_gpus": float(Q[0]),
+                "price_index": float(price[0]),
+            }
+        )
     return Simulation(paths, price_min, market, traces)
 
 
@@ -275,8 +313,8 @@ class LoanOutcome:
     """One loan's result in every cell."""
 
     loan_id: str
-    default_years: np.ndarray   # NaN: no default
-    trigger: np.ndarray         # "" for no default
+    default_years: np.ndarray  # NaN: no default
+    trigger: np.ndarray  # "" for no default
     ead: np.ndarray
     recovery: np.ndarray
     loss: np.ndarray
@@ -294,10 +332,17 @@ def outcomes(sim: Simulation, p: dict[str, np.ndarray]) -> list[LoanOutcome]:
         recovery = np.where(hit, np.minimum(path.ead, proceeds), 0.0)
         loss = np.where(hit, path.ead - recovery, 0.0)
         t_tau = path.tau / path.f
-        out.append(LoanOutcome(
-            path.loan.loan_id, np.where(hit, t_tau, np.nan), path.trigger,
-            np.where(hit, path.ead, 0.0), recovery, loss,
-            loss * (1 + p["discount_rate"]) ** (-t_tau)))
+        out.append(
+            LoanOutcome(
+                path.loan.loan_id,
+                np.where(hit, t_tau, np.nan),
+                path.trigger,
+                np.where(hit, path.ead, 0.0),
+                recovery,
+                loss,
+                loss * (1 + p["discount_rate"]) ** (-t_tau),
+            )
+        )
     return out
 
 
@@ -358,8 +403,9 @@ def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
     return out
 
 
-def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
-                  fixed: dict[str, float]):
+def evaluate_grid(
+    loans, periods_per_year: int, axes: dict[str, np.ndarray], fixed: dict[str, float]
+):
     """Reference results on a full grid: every cell of the product of ``axes``.
 
     Returns arrays shaped like the grid, with an extra last dim for
@@ -387,8 +433,9 @@ def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
     return out
 
 
-def trace_cell(loans, periods_per_year: int, point: dict[str, float],
-               loan_ids: tuple[str, ...] | None = None):
+def trace_cell(
+    loans, periods_per_year: int, point: dict[str, float], loan_ids: tuple[str, ...] | None = None
+):
     """The paths of loans in the cell ``point``, with the whole portfolio in the market.
 
     ``point`` gives scenario parameters (missing ones take their defaults);
@@ -400,19 +447,24 @@ def trace_cell(loans, periods_per_year: int, point: dict[str, float],
     price index after the period's sales; and per loan (canonical order) a
     dict of default time, trigger, EAD, recovery and loss (None when repaid).
     """
-    p = {name: np.array([float(point.get(name, param.default))])
-         for name, param in SCENARIO_PARAMS.items()}
+    p = {
+        name: np.array([float(point.get(name, param.default))])
+        for name, param in SCENARIO_PARAMS.items()
+    }
     ids = tuple(loan.loan_id for loan in loans) if loan_ids is None else tuple(loan_ids)
     sim = simulate(loans, periods_per_year, p, trace=ids)
     rows = []
     for r in outcomes(sim, p):
         repaid = bool(np.isnan(r.default_years[0]))
-        rows.append({
-            "loan_id": r.loan_id,
-            "default_years": None if repaid else float(r.default_years[0]),
-            "trigger": None if repaid else str(r.trigger[0]),
-            "ead": None if repaid else float(r.ead[0]),
-            "recovery": None if repaid else float(r.recovery[0]),
-            "loss": float(r.loss[0]), "loss_pv": float(r.loss_pv[0]),
-        })
+        rows.append(
+            {
+                "loan_id": r.loan_id,
+                "default_years": None if repaid else float(r.default_years[0]),
+                "trigger": None if repaid else str(r.trigger[0]),
+                "ead": None if repaid else float(r.ead[0]),
+                "recovery": None if repaid else float(r.recovery[0]),
+                "loss": float(r.loss[0]),
+                "loss_pv": float(r.loss_pv[0]),
+            }
+        )
     return sim.traces, sim.market, rows

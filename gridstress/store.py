@@ -43,8 +43,9 @@ def create_store(store: Path, run: PreparedRun, used: set[tuple[str, ...]]) -> N
     done_marks(store, len(run.plan))
 
 
-def store_block(store: Path, config: RunConfig, block: Block,
-                results: dict[str, np.ndarray]) -> None:
+def store_block(
+    store: Path, config: RunConfig, block: Block, results: dict[str, np.ndarray]
+) -> None:
     """Write a block into its region of the store, then set its done mark.
 
     The mark is set only once the data is on disk, so a block cut off while
@@ -61,8 +62,7 @@ def done_marks(store: Path, n_blocks: int | None = None):
     group = zarr.open_group(str(store), mode="r+")
     if n_blocks is None:
         return group[DONE]
-    return group.create_array(DONE, shape=(n_blocks,), chunks=(1,), dtype="uint8",
-                              fill_value=0)
+    return group.create_array(DONE, shape=(n_blocks,), chunks=(1,), dtype="uint8", fill_value=0)
 
 
 def stored_hashes(path: Path) -> tuple[str, str] | None:
@@ -87,13 +87,17 @@ def _differs(hashes: tuple[str, str], run: PreparedRun) -> str:
     """What differs between a stored run and ``run`` ('' when nothing does), e.g.
     ``portfolio changed (portfolio_sha256 3e2b2c36d617 there, 5f1a... now)``."""
     now = (run.config.config_sha256, run.config.portfolio_sha256)
-    changed = [(what, old, new) for what, old, new in zip(("config", "portfolio"), hashes, now)
-               if old != new]
+    changed = [
+        (what, old, new)
+        for what, old, new in zip(("config", "portfolio"), hashes, now)
+        if old != new
+    ]
     if not changed:
         return ""
     names = " and the ".join(what for what, _, _ in changed)
-    detail = "; ".join(f"{what}_sha256 {old[:12]} there, {new[:12]} now"
-                       for what, old, new in changed)
+    detail = "; ".join(
+        f"{what}_sha256 {old[:12]} there, {new[:12]} now" for what, old, new in changed
+    )
     return f"{names} changed ({detail})"
 
 
@@ -103,18 +107,20 @@ def check_resumable(store: Path, run: PreparedRun) -> BlockPlan:
 
     hashes = stored_hashes(store)
     if hashes is None:
-        raise InputError(f"{store}: cannot resume, the partial cube is unreadable; "
-                         "--overwrite starts again")
+        raise InputError(
+            f"{store}: cannot resume, the partial cube is unreadable; --overwrite starts again"
+        )
     changed = _differs(hashes, run)
     if changed:
-        raise InputError(f"{store}: cannot resume: the {changed} since the interrupted run; "
-                         "run without --resume and with --overwrite to start again")
+        raise InputError(
+            f"{store}: cannot resume: the {changed} since the interrupted run; "
+            "run without --resume and with --overwrite to start again"
+        )
     attrs = dict(zarr.open_group(str(store), mode="r").attrs)
     return BlockPlan(run.plan.shape, tuple(int(c) for c in attrs["block_chunks"]))
 
 
-def check_output_path(out: Path, run: PreparedRun | None = None,
-                      overwrite: bool = False) -> None:
+def check_output_path(out: Path, run: PreparedRun | None = None, overwrite: bool = False) -> None:
     """Refuse to replace anything at ``out`` but a cube of the same run.
 
     A cube of another config or portfolio is replaced only with
@@ -124,12 +130,15 @@ def check_output_path(out: Path, run: PreparedRun | None = None,
         return
     hashes = stored_hashes(out)
     if hashes is None:
-        raise InputError(f"--out {out}: exists and is not a gridstress cube; "
-                         "remove it or choose another path")
+        raise InputError(
+            f"--out {out}: exists and is not a gridstress cube; remove it or choose another path"
+        )
     changed = _differs(hashes, run) if run is not None else ""
     if changed and not overwrite:
-        raise InputError(f"--out {out}: holds a cube of another run (the {changed}); "
-                         "--overwrite replaces it, or choose another path")
+        raise InputError(
+            f"--out {out}: holds a cube of another run (the {changed}); "
+            "--overwrite replaces it, or choose another path"
+        )
 
 
 def check_partial(store: Path, run: PreparedRun, overwrite: bool) -> None:
@@ -140,10 +149,13 @@ def check_partial(store: Path, run: PreparedRun, overwrite: bool) -> None:
     hashes = stored_hashes(store)
     if hashes is not None and not _differs(hashes, run):
         kept = blocks_done(store.with_name(store.name.removesuffix(".partial")))
-        raise InputError(f"{store}: holds {kept or 0} finished block(s) of an interrupted run "
-                         "of this config: --resume finishes it, --overwrite starts again")
-    raise InputError(f"{store}: holds an unfinished run of another config or portfolio; "
-                     "--overwrite discards it")
+        raise InputError(
+            f"{store}: holds {kept or 0} finished block(s) of an interrupted run "
+            "of this config: --resume finishes it, --overwrite starts again"
+        )
+    raise InputError(
+        f"{store}: holds an unfinished run of another config or portfolio; --overwrite discards it"
+    )
 
 
 def finish_store(store: Path, out: Path, used: set[tuple[str, ...]]) -> Path:
@@ -188,8 +200,6 @@ def blocks_done(out: str | Path) -> int | None:
         return None
 
 
-
-
 def read_block(store: Path, block: Block, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The stored values of variables ``names`` (of the grid's dims only) in a block."""
     import zarr
@@ -219,8 +229,10 @@ class BlockWriter:
 
     def write(self, block: Block, results: dict[str, np.ndarray]) -> None:
         self.wait()
-        self._pending = (block, self._pool.submit(store_block, self.store, self.config,
-                                                  block, results))
+        self._pending = (
+            block,
+            self._pool.submit(store_block, self.store, self.config, block, results),
+        )
 
     def wait(self) -> None:
         """Wait for the write in flight (its error, if any, is raised here)."""
@@ -254,6 +266,18 @@ class BlockWriter:
             self._pool.shutdown(wait=True)
 
 
-__all__ = ["DONE", "BlockWriter", "blocks_done", "check_output_path", "check_partial",
-           "check_resumable", "create_store", "done_marks", "finish_store", "partial_path",
-           "read_block", "store_block", "stored_hashes"]
+__all__ = [
+    "DONE",
+    "BlockWriter",
+    "blocks_done",
+    "check_output_path",
+    "check_partial",
+    "check_resumable",
+    "create_store",
+    "done_marks",
+    "finish_store",
+    "partial_path",
+    "read_block",
+    "store_block",
+    "stored_hashes",
+]

@@ -20,8 +20,9 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
             "principal": float(rng.uniform(1e6, 5e8)),
             "rate": float(rng.choice([0.0, rng.uniform(0.0, 0.16)])),
             "spread": float(rng.uniform(0.0, 0.1)),
-            "term_years": float(rng.integers(1, 4 * periods_per_year + 1) / periods_per_year
-                                * rng.uniform(0.5, 2.0)),
+            "term_years": float(
+                rng.integers(1, 4 * periods_per_year + 1) / periods_per_year * rng.uniform(0.5, 2.0)
+            ),
             "amortization": str(amort),
             "n_gpus": float(rng.choice([0, rng.integers(100, 20000)])),
             "gpu_age_years": float(rng.uniform(0, 3)),
@@ -47,8 +48,9 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
         if amort != "bullet":
             loan["balloon"] = float(rng.choice([0.0, rng.uniform(0, 0.6)]))
         # Model v2: retained cash, refinancing on cash flow, book-value covenants.
-        loan["cash_cap"] = (None if rng.random() < 0.4
-                            else loan["cash_reserve"] + float(rng.uniform(0, 1e8)))
+        loan["cash_cap"] = (
+            None if rng.random() < 0.4 else loan["cash_reserve"] + float(rng.uniform(0, 1e8))
+        )
         loan["refi_term_years"] = float(rng.choice([0.0, rng.uniform(0.25, 6.0)]))
         loan["refi_min_dscr"] = float(rng.uniform(1.0, 1.8))
         loan["ltv_basis"] = str(rng.choice(["market", "book"]))
@@ -63,5 +65,6 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
 def v1_loans(loans):
     """The same loans with the v2 fields set as model v1 has them (model.md):
     no cash kept above the reserve, no cash-flow refinancing, LTV on market value."""
-    return [{**loan, "cash_cap": None, "refi_term_years": 0.0, "ltv_basis": "market"}
-            for loan in loans]
+    return [
+        {**loan, "cash_cap": None, "refi_term_years": 0.0, "ltv_basis": "market"} for loan in loans
+    ]

@@ -79,8 +79,14 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     terminal = bool(getattr(stream, "isatty", lambda: False)())
-    return Console(file=stream, highlight=False, soft_wrap=True, markup=False,
-                   width=None if terminal else WIDE, force_terminal=None)
+    return Console(
+        file=stream,
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+        width=None if terminal else WIDE,
+        force_terminal=None,
+    )
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1):
@@ -128,7 +134,7 @@ def write_xlsx(path: Path, sheets: dict[str, Sequence[dict[str, Any]]]) -> None:
     book = Workbook()
     book.remove(book.active)
     for title, rows in sheets.items():
-        sheet = book.create_sheet(title[:31])   # Excel's limit on sheet names
+        sheet = book.create_sheet(title[:31])  # Excel's limit on sheet names
         header = list(rows[0]) if rows else []
         sheet.append(header)
         for cell in sheet[1]:
@@ -143,5 +149,4 @@ def write_xlsx(path: Path, sheets: dict[str, Sequence[dict[str, Any]]]) -> None:
     tmp.replace(path)
 
 
-__all__ = ["PipeSafe", "check_output", "console", "guard_pipes", "table", "write_csv",
-           "write_xlsx"]
+__all__ = ["PipeSafe", "check_output", "console", "guard_pipes", "table", "write_csv", "write_xlsx"]

@@ -43,8 +43,11 @@ class Output:
 
     def dims(self, grid_dims: tuple[str, ...]) -> tuple[str, ...]:
         """The variable's dims in a cube whose scenario axes are ``grid_dims``."""
-        dims = grid_dims if self.liquidation_dims else tuple(
-            d for d in grid_dims if d not in LIQUIDATION_PARAMS)
+        dims = (
+            grid_dims
+            if self.liquidation_dims
+            else tuple(d for d in grid_dims if d not in LIQUIDATION_PARAMS)
+        )
         return dims + ((self.extra_dim,) if self.extra_dim else ())
 
 
@@ -52,31 +55,75 @@ OUTPUTS: dict[str, Output] = {
     o.name: o
     for o in (
         Output("loss", "USD", "credit loss summed over loans", "recovery"),
-        Output("loss_pv", "USD", "credit loss discounted to t = 0 at discount_rate",
-               "recovery"),
+        Output("loss_pv", "USD", "credit loss discounted to t = 0 at discount_rate", "recovery"),
         Output("loss_rate", "1", "loss over total principal", "recovery"),
         Output("defaults", "1", "number of loans that defaulted", "path"),
         Output("default_rate", "1", "defaulted principal over total principal", "path"),
-        Output("first_default_years", "year", "time of the earliest default", "path",
-               nan_when="no loan defaults"),
-        Output("min_dscr", "1", "lowest DSCR of any loan up to its default or maturity",
-               "path", nan_when="no period with debt service"),
-        Output("recovery_rate", "1", "recovery over exposure at default of defaulted loans",
-               "recovery", nan_when="no exposure at default"),
-        Output("breakeven_spread_bps", "bp", "annual spread that only just pays for loss_pv",
-               "recovery"),
-        Output("loss_by_segment", "USD", "credit loss by portfolio segment", "recovery",
-               extra_dim="segment"),
-        Output("default_rate_by_trigger", "1",
-               "defaulted principal over total principal, by the trigger that caused the "
-               "default", "path", extra_dim="trigger"),
-        Output("market_price_min", "1",
-               "lowest secondary-market GPU price index over the horizon", "path"),
-        Output("loan_default_years", "year", "time of each loan's default", "path",
-               nan_when="the loan does not default", extra_dim="loan", per_loan=True,
-               liquidation_dims=False),
-        Output("loan_loss", "USD", "credit loss of each loan", "recovery", extra_dim="loan",
-               per_loan=True),
+        Output(
+            "first_default_years",
+            "year",
+            "time of the earliest default",
+            "path",
+            nan_when="no loan defaults",
+        ),
+        Output(
+            "min_dscr",
+            "1",
+            "lowest DSCR of any loan up to its default or maturity",
+            "path",
+            nan_when="no period with debt service",
+        ),
+        Output(
+            "recovery_rate",
+            "1",
+            "recovery over exposure at default of defaulted loans",
+            "recovery",
+            nan_when="no exposure at default",
+        ),
+        Output(
+            "breakeven_spread_bps",
+            "bp",
+            "annual spread that only just pays for loss_pv",
+            "recovery",
+        ),
+        Output(
+            "loss_by_segment",
+            "USD",
+            "credit loss by portfolio segment",
+            "recovery",
+            extra_dim="segment",
+        ),
+        Output(
+            "default_rate_by_trigger",
+            "1",
+            "defaulted principal over total principal, by the trigger that caused the default",
+            "path",
+            extra_dim="trigger",
+        ),
+        Output(
+            "market_price_min",
+            "1",
+            "lowest secondary-market GPU price index over the horizon",
+            "path",
+        ),
+        Output(
+            "loan_default_years",
+            "year",
+            "time of each loan's default",
+            "path",
+            nan_when="the loan does not default",
+            extra_dim="loan",
+            per_loan=True,
+            liquidation_dims=False,
+        ),
+        Output(
+            "loan_loss",
+            "USD",
+            "credit loss of each loan",
+            "recovery",
+            extra_dim="loan",
+            per_loan=True,
+        ),
     )
 }
 

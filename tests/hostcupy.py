@@ -96,27 +96,38 @@ class HostCupy:
             return 0.25
 
         self.cuda = types.SimpleNamespace(
-            Stream=Stream, Event=Event, Device=Device, get_elapsed_time=elapsed_ms,
+            Stream=Stream,
+            Event=Event,
+            Device=Device,
+            get_elapsed_time=elapsed_ms,
             memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
-            runtime=types.SimpleNamespace(deviceSynchronize=lambda: None,
-                                          memcpyAsync=memcpy_async, memcpyDeviceToHost=2))
+            runtime=types.SimpleNamespace(
+                deviceSynchronize=lambda: None, memcpyAsync=memcpy_async, memcpyDeviceToHost=2
+            ),
+        )
         self._pool = Pool()
 
         class RawModule:
             def __init__(self, code: str, options: tuple[str, ...]):
                 assert code == K.kernel_source() and "--fmad=false" in options
                 d = dict(o[2:].split("=") for o in options if o.startswith("-D"))
-                self.variant = K.Variant(int(d["GS_QT"]), int(d["GS_NSEG_REG"]),
-                                         bool(int(d["GS_RECORDS"])))
-                self.lib = ctypes.CDLL(str(K.build_host_library(host.cxx, host.folder,
-                                                                self.variant)))
-                for name in ("gs_shared_bytes", "gs_recover_shared_bytes",
-                             "gs_recover_blocks_host"):
+                self.variant = K.Variant(
+                    int(d["GS_QT"]), int(d["GS_NSEG_REG"]), bool(int(d["GS_RECORDS"]))
+                )
+                self.lib = ctypes.CDLL(
+                    str(K.build_host_library(host.cxx, host.folder, self.variant))
+                )
+                for name in (
+                    "gs_shared_bytes",
+                    "gs_recover_shared_bytes",
+                    "gs_recover_blocks_host",
+                ):
                     getattr(self.lib, name).restype = ctypes.c_long
 
             def get_function(self, name: str):
                 return lambda grid, block, args, shared_mem=0: host._run(
-                    self, name, grid, block, args, shared_mem)
+                    self, name, grid, block, args, shared_mem
+                )
 
         self.RawModule = RawModule
 
@@ -152,18 +163,15 @@ class HostCupy:
             need = module.lib.gs_shared_bytes(ptr)
             assert shared_mem >= need, (shared_mem, need)
             assert shared_mem <= K.SHARED_BYTES
-            rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_long(grid[0]),
-                                            ctypes.c_int(block[0]))
+            rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         else:
             assert name == K.RECOVER_NAME
             assert grid[0] == module.lib.gs_recover_blocks_host(ptr)
             assert block[0] >= int(g["rb"]) * int(g["rq"]) and block[0] % 32 == 0
             need = module.lib.gs_recover_shared_bytes(ptr)
             assert need <= shared_mem <= K.SHARED_BYTES, (shared_mem, need)
-            assert int(g["rec_begin"]) <= int(g["a_begin"]) < int(g["a_end"]) <= int(
-                g["rec_end"])
-            rc = module.lib.gs_recover_v1_host(ptr, ctypes.c_long(grid[0]),
-                                               ctypes.c_int(block[0]))
+            assert int(g["rec_begin"]) <= int(g["a_begin"]) < int(g["a_end"]) <= int(g["rec_end"])
+            rc = module.lib.gs_recover_v1_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         assert rc == 0
         self.launches.append((name, int(g["a_begin"]), int(g["a_end"]), int(grid[0])))
 

@@ -19,8 +19,17 @@ from gridstress.params import SCENARIO_PARAMS
 from gridstress.reference import _round_half_up, _schedule  # the schedule did not change
 
 #: The cell variables of model v1.
-CELL_VARIABLES = ("loss", "loss_pv", "loss_rate", "defaults", "default_rate",
-                  "first_default_years", "min_dscr", "recovery_rate", "breakeven_spread_bps")
+CELL_VARIABLES = (
+    "loss",
+    "loss_pv",
+    "loss_rate",
+    "defaults",
+    "default_rate",
+    "first_default_years",
+    "min_dscr",
+    "recovery_rate",
+    "breakeven_spread_bps",
+)
 
 
 def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | None = None):
@@ -47,8 +56,10 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | N
     def appraisal(k):
         total = np.zeros(cells)
         for j in range(k + 1, n_L + 1):
-            pi_j = H * loan.utilization * np.maximum(0, rent(j) - e) \
+            pi_j = (
+                H * loan.utilization * np.maximum(0, rent(j) - e)
                 - loan.fixed_opex_per_gpu_year * dt
+            )
             total += pi_j * (1 + y) ** (-(j - k) * dt)
         return np.maximum(0, total)
 
@@ -92,25 +103,45 @@ def _loan_in_cells(loan: Loan, f: int, p: dict[str, np.ndarray], trace: list | N
                 ltv = np.where(V + C == 0, np.inf, O[k] / (V + C))
             ltv_def = ltv > loan.max_ltv
         if k == n:
-            mat_def = balloon[n] > np.maximum(cash, 0) \
-                + loan.refi_advance_rate * (V + C)
+            mat_def = balloon[n] > np.maximum(cash, 0) + loan.refi_advance_rate * (V + C)
         else:
             mat_def = np.zeros(cells, dtype=bool)
         new = open_ & (pay_def | cov_def | ltv_def | mat_def)
         if trace is not None and open_[0]:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ltv0 = 0.0 if O[k] == 0 else float(O[k] / (V[0] + C[0]))
-            fired = [name for name, hit in (("payment", pay_def), ("covenant", cov_def),
-                                            ("ltv", ltv_def), ("maturity", mat_def)) if hit[0]]
-            trace.append({
-                "loan_id": loan.loan_id, "k": k, "t_years": k * dt, "rent": float(m_k[0]),
-                "utilization": float(u_k[0]), "revenue": float(R[0]), "power": float(P[0]),
-                "fixed": F, "mining": float(M[0]), "cfads": float(cfads[0]),
-                "debt_service": DS[k], "dscr": float(cfads[0] / DS[k]) if DS[k] > 0 else None,
-                "cash": float(cash[0]), "owed": O[k], "gpu_collateral": float(V[0]),
-                "crypto_collateral": float(C[0]), "ltv": ltv0,
-                "default": "+".join(fired),
-            })
+            fired = [
+                name
+                for name, hit in (
+                    ("payment", pay_def),
+                    ("covenant", cov_def),
+                    ("ltv", ltv_def),
+                    ("maturity", mat_def),
+                )
+                if hit[0]
+            ]
+            trace.append(
+                {
+                    "loan_id": loan.loan_id,
+                    "k": k,
+                    "t_years": k * dt,
+                    "rent": float(m_k[0]),
+                    "utilization": float(u_k[0]),
+                    "revenue": float(R[0]),
+                    "power": float(P[0]),
+                    "fixed": F,
+                    "mining": float(M[0]),
+                    "cfads": float(cfads[0]),
+                    "debt_service": DS[k],
+                    "dscr": float(cfads[0] / DS[k]) if DS[k] > 0 else None,
+                    "cash": float(cash[0]),
+                    "owed": O[k],
+                    "gpu_collateral": float(V[0]),
+                    "crypto_collateral": float(C[0]),
+                    "ltv": ltv0,
+                    "default": "+".join(fired),
+                }
+            )
         tau = np.where(new, k, tau)
         ead = np.where(new, np.where(pay_def, B[k - 1], O[k]), ead)
         V_tau = np.where(new, V, V_tau)
@@ -177,8 +208,9 @@ def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
     return out
 
 
-def evaluate_grid(loans, periods_per_year: int, axes: dict[str, np.ndarray],
-                  fixed: dict[str, float]):
+def evaluate_grid(
+    loans, periods_per_year: int, axes: dict[str, np.ndarray], fixed: dict[str, float]
+):
     """Reference results on a full grid: every cell of the product of ``axes``.
 
     Returns arrays shaped like the grid; ``loss_by_segment`` has the
@@ -208,18 +240,34 @@ def trace_loan(loan: Loan, periods_per_year: int, point: dict[str, float]):
     and a dict with the default time, EAD, recovery and loss (None when the
     loan is repaid).
     """
-    p = {name: np.array([float(point.get(name, param.default))])
-         for name, param in SCENARIO_PARAMS.items()}
+    p = {
+        name: np.array([float(point.get(name, param.default))])
+        for name, param in SCENARIO_PARAMS.items()
+    }
     rows: list[dict] = []
     tau, ead, V, C, cash, _, _ = _loan_in_cells(loan, periods_per_year, p, trace=rows)
     if tau[0] == 0:
-        return rows, {"loan_id": loan.loan_id, "default_years": None, "trigger": None,
-                      "ead": None, "recovery": None, "loss": 0.0, "loss_pv": 0.0}
+        return rows, {
+            "loan_id": loan.loan_id,
+            "default_years": None,
+            "trigger": None,
+            "ead": None,
+            "recovery": None,
+            "loss": 0.0,
+            "loss_pv": 0.0,
+        }
     proceeds = (1 - p["liquidation_cost"][0]) * (
-        V[0] * (1 - p["haircut"][0]) + C[0] * (1 - p["crypto_haircut"][0])) + max(cash[0], 0.0)
+        V[0] * (1 - p["haircut"][0]) + C[0] * (1 - p["crypto_haircut"][0])
+    ) + max(cash[0], 0.0)
     recovery = min(ead[0], proceeds)
     loss = ead[0] - recovery
     t = tau[0] / periods_per_year
-    return rows, {"loan_id": loan.loan_id, "default_years": t, "trigger": rows[-1]["default"],
-                  "ead": float(ead[0]), "recovery": float(recovery), "loss": float(loss),
-                  "loss_pv": float(loss * (1 + p["discount_rate"][0]) ** (-t))}
+    return rows, {
+        "loan_id": loan.loan_id,
+        "default_years": t,
+        "trigger": rows[-1]["default"],
+        "ead": float(ead[0]),
+        "recovery": float(recovery),
+        "loss": float(loss),
+        "loss_pv": float(loss * (1 + p["discount_rate"][0]) ** (-t)),
+    }

@@ -26,15 +26,18 @@ from gridstress.cube import open_cube
 from gridstress.errors import InputError
 from gridstress.variables import OUTPUTS, TRIGGERS
 
-UNITS = {"deflation": ("1/year", "annual market GPU rent deflation"),
-         "crypto_drawdown": ("1", "crypto price peak-to-trough drawdown"),
-         "haircut": ("1", "GPU collateral liquidation haircut"),
-         "discount_rate": ("1/year", "annual discount rate"),
-         "market_depth_gpus": ("GPU", "GPUs whose sale halves the price")}
+UNITS = {
+    "deflation": ("1/year", "annual market GPU rent deflation"),
+    "crypto_drawdown": ("1", "crypto price peak-to-trough drawdown"),
+    "haircut": ("1", "GPU collateral liquidation haircut"),
+    "discount_rate": ("1/year", "annual discount rate"),
+    "market_depth_gpus": ("GPU", "GPUs whose sale halves the price"),
+}
 
 
-def synthetic_cube(axes: dict, loss_rate, default_rate=None, reference=None,
-                   principal=1e9, attrs=None) -> xr.Dataset:
+def synthetic_cube(
+    axes: dict, loss_rate, default_rate=None, reference=None, principal=1e9, attrs=None
+) -> xr.Dataset:
     """A cube with the variables of a gridstress cube, from formulas of the axis values.
 
     ``loss_rate`` and ``default_rate`` are functions of the broadcast axis
@@ -51,8 +54,11 @@ def synthetic_cube(axes: dict, loss_rate, default_rate=None, reference=None,
     named = dict(zip(axes, grid))
     rate = loss_rate(**named).transpose(*axes) * xr.ones_like(grid[0])
     dr = (default_rate(**named) if default_rate else (rate > 0) * 1.0) * xr.ones_like(grid[0])
-    split = xr.DataArray([0.25, 0.75], dims="segment",
-                         coords={"segment": np.array(["miner", "neocloud"], dtype=object)})
+    split = xr.DataArray(
+        [0.25, 0.75],
+        dims="segment",
+        coords={"segment": np.array(["miner", "neocloud"], dtype=object)},
+    )
     data = {
         "loss": rate * principal,
         "loss_pv": rate * principal * 0.9,
@@ -66,30 +72,45 @@ def synthetic_cube(axes: dict, loss_rate, default_rate=None, reference=None,
         "loss_by_segment": (rate * principal * split).transpose(*axes, "segment"),
     }
     # Every default by payment.
-    by_trigger = xr.DataArray([1.0, 0.0, 0.0, 0.0], dims="trigger",
-                              coords={"trigger": np.array(TRIGGERS, dtype=object)})
+    by_trigger = xr.DataArray(
+        [1.0, 0.0, 0.0, 0.0], dims="trigger", coords={"trigger": np.array(TRIGGERS, dtype=object)}
+    )
     data["default_rate_by_trigger"] = (dr * by_trigger).transpose(*axes, "trigger")
     data["market_price_min"] = 1.0 - 0.5 * rate.clip(0, 1)
-    ds = xr.Dataset({k: v.transpose(*axes, *[d for d in v.dims if d not in axes])
-                     .astype(float) for k, v in data.items()},
-                    coords={**coords, "segment": split["segment"],
-                            "trigger": by_trigger["trigger"]})
+    ds = xr.Dataset(
+        {
+            k: v.transpose(*axes, *[d for d in v.dims if d not in axes]).astype(float)
+            for k, v in data.items()
+        },
+        coords={**coords, "segment": split["segment"], "trigger": by_trigger["trigger"]},
+    )
     for name in ds.data_vars:
         ds[name].attrs = {"units": OUTPUTS[name].units, "long_name": OUTPUTS[name].long_name}
-    ds.attrs = {"model_version": "2", "name": "synthetic", "total_principal_usd": principal,
-                **(attrs or {})}
+    ds.attrs = {
+        "model_version": "2",
+        "name": "synthetic",
+        "total_principal_usd": principal,
+        **(attrs or {}),
+    }
     return ds
 
 
-LINEAR_AXES = {"deflation": np.linspace(0.0, 1.0, 11),
-               "crypto_drawdown": [0.0, 0.5, 1.0],
-               "haircut": [0.0, 0.5]}
+LINEAR_AXES = {
+    "deflation": np.linspace(0.0, 1.0, 11),
+    "crypto_drawdown": [0.0, 0.5, 1.0],
+    "haircut": [0.0, 0.5],
+}
 
 
 def linear_cube(**kw):
     # loss rate linear in deflation: 0.5 d + 0.1 c + 0.2 h
-    return synthetic_cube(LINEAR_AXES, lambda deflation, crypto_drawdown, haircut:
-                          0.5 * deflation + 0.1 * crypto_drawdown + 0.2 * haircut, **kw)
+    return synthetic_cube(
+        LINEAR_AXES,
+        lambda deflation, crypto_drawdown, haircut: (
+            0.5 * deflation + 0.1 * crypto_drawdown + 0.2 * haircut
+        ),
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -100,9 +121,9 @@ def test_first_crossing_hand_cases():
     along = np.array([0.0, 0.5, 1.0])
     # 0.1 at 0.5, 0.3 at 1.0: reaches 0.2 half way, at 0.75
     assert first_crossing(np.array([0.0, 0.1, 0.3]), along, 0.2) == pytest.approx(0.75)
-    assert first_crossing(np.array([0.5, 0.6, 0.7]), along, 0.2) == 0.0   # already at start
+    assert first_crossing(np.array([0.5, 0.6, 0.7]), along, 0.2) == 0.0  # already at start
     assert np.isnan(first_crossing(np.array([0.0, 0.1, 0.2]), along, 0.2))  # never exceeds
-    assert first_crossing(np.array([0.0, 0.0, 1.0]), along, 0.0) == 0.5   # last zero point
+    assert first_crossing(np.array([0.0, 0.0, 1.0]), along, 0.0) == 0.5  # last zero point
     assert first_crossing(np.array([np.nan, 0.1, 0.3]), along, 0.0) == 0.5  # NaN: not over
     rows = first_crossing(np.array([[0.0, 0.1, 0.3], [0.0, 0.0, 0.0]]), along, 0.2)
     np.testing.assert_allclose(rows, [0.75, np.nan])
@@ -119,13 +140,12 @@ def test_frontier_of_a_linear_surface_is_exact():
     rows = frontier_rows(line)
     assert list(rows[0]) == ["crypto_drawdown", "haircut", "deflation"]
     assert len(rows) == 6
-    assert rows[1] == {"crypto_drawdown": 0.0, "haircut": 0.5,
-                       "deflation": pytest.approx(0.26)}
+    assert rows[1] == {"crypto_drawdown": 0.0, "haircut": 0.5, "deflation": pytest.approx(0.26)}
 
 
 def test_frontier_never_and_from_the_start():
     ds = linear_cube()
-    assert np.isnan(frontier(ds, "loss_rate", 0.9).values).all()    # max is 0.5+0.1+0.1
+    assert np.isnan(frontier(ds, "loss_rate", 0.9).values).all()  # max is 0.5+0.1+0.1
     np.testing.assert_array_equal(frontier(ds, "loss_rate", -1).values, 0.0)
     # default_rate > 0 from the first cell where loss > 0: d = 0 at c = h = 0, else d[0]
     line = frontier(ds, "default_rate", 0.0)
@@ -140,14 +160,20 @@ def test_frontier_never_and_from_the_start():
 
 def test_frontier_with_an_extra_axis_and_on_disk(tmp_path):
     axes = {**LINEAR_AXES, "discount_rate": [0.06, 0.1]}
-    ds = synthetic_cube(axes, lambda deflation, crypto_drawdown, haircut, discount_rate:
-                        0.5 * deflation + discount_rate)
-    expected = 2 * (0.3 - np.array([0.06, 0.1]))      # 0.5 d + r = 0.3
+    ds = synthetic_cube(
+        axes,
+        lambda deflation, crypto_drawdown, haircut, discount_rate: 0.5 * deflation + discount_rate,
+    )
+    expected = 2 * (0.3 - np.array([0.06, 0.1]))  # 0.5 d + r = 0.3
     line = frontier(ds, "loss_rate", 0.3)
     assert line.dims == ("crypto_drawdown", "haircut", "discount_rate")
     np.testing.assert_allclose(line.values[0, 0], expected, rtol=1e-12)
-    assert list(frontier_rows(line)[0]) == ["crypto_drawdown", "haircut", "discount_rate",
-                                            "deflation"]
+    assert list(frontier_rows(line)[0]) == [
+        "crypto_drawdown",
+        "haircut",
+        "discount_rate",
+        "deflation",
+    ]
     ds.to_zarr(tmp_path / "c.zarr", consolidated=False)
     ds.to_netcdf(tmp_path / "c.nc", engine="h5netcdf")
     for path in (tmp_path / "c.zarr", tmp_path / "c.nc"):
@@ -179,8 +205,7 @@ def test_copula_mass_against_scipy_bivariate_normal(rho):
     x, y = np.array([-0.2, 0.1, 0.3, 0.6]), np.array([0.0, 0.4, 0.9])
     mx, sx, my, sy = 0.3, 0.15, 0.5, 0.3
     mass = copula_mass(x, y, stats.norm(mx, sx), stats.norm(my, sy), rho)
-    joint = stats.multivariate_normal([mx, my], [[sx**2, rho * sx * sy],
-                                                 [rho * sx * sy, sy**2]])
+    joint = stats.multivariate_normal([mx, my], [[sx**2, rho * sx * sy], [rho * sx * sy, sy**2]])
     ex, ey = cell_edges(x), cell_edges(y)
     for i in range(len(x)):
         for j in range(len(y)):
@@ -192,8 +217,9 @@ def test_rho_zero_is_the_product_of_the_marginals():
     x, y = np.linspace(-0.2, 0.6, 9), np.linspace(0.0, 0.9, 10)
     fx, fy = stats.norm(0.3, 0.15), stats.beta(2, 2)
     mass = copula_mass(x, y, fx, fy, 0.0)
-    np.testing.assert_allclose(mass, np.outer(marginal_mass(x, fx), marginal_mass(y, fy)),
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        mass, np.outer(marginal_mass(x, fx), marginal_mass(y, fy)), atol=1e-14
+    )
 
 
 def test_weights_sum_to_one_and_report_the_mass_outside():
@@ -205,10 +231,12 @@ def test_weights_sum_to_one_and_report_the_mass_outside():
     # mass inside before renormalising: copula box times the haircut marginal
     edges_d, edges_c = cell_edges(LINEAR_AXES["deflation"]), cell_edges([0.0, 0.5, 1.0])
     joint = stats.multivariate_normal([0, 0], [[1, 0.5], [0.5, 1]])
-    upper = stats.norm.ppf([stats.norm(0.3, 0.15).cdf(edges_d[-1]),
-                            stats.beta(2, 2).cdf(edges_c[-1])])
-    lower = stats.norm.ppf([stats.norm(0.3, 0.15).cdf(edges_d[0]),
-                            stats.beta(2, 2).cdf(edges_c[0])])
+    upper = stats.norm.ppf(
+        [stats.norm(0.3, 0.15).cdf(edges_d[-1]), stats.beta(2, 2).cdf(edges_c[-1])]
+    )
+    lower = stats.norm.ppf(
+        [stats.norm(0.3, 0.15).cdf(edges_d[0]), stats.beta(2, 2).cdf(edges_c[0])]
+    )
     inside_dc = joint.cdf(upper, lower_limit=lower)
     edges_h = cell_edges(np.array([0.0, 0.5]))
     inside_h = np.diff(stats.beta(3.5, 6.5).cdf(edges_h[[0, -1]]))[0]
@@ -228,8 +256,8 @@ def test_tail_measures_of_a_two_point_loss():
     # P(L = 0) = 0.97, P(L = 0.1) = 0.03
     tm = tail_measures(np.array([0.0, 0.1]), np.array([0.97, 0.03]))
     assert tm.expected_loss == pytest.approx(0.003)
-    assert tm.var[0.95] == 0.0                       # P(L <= 0) = 0.97 >= 0.95
-    assert tm.es[0.95] == pytest.approx(0.06)        # 0.03 * 0.1 / 0.05
+    assert tm.var[0.95] == 0.0  # P(L <= 0) = 0.97 >= 0.95
+    assert tm.es[0.95] == pytest.approx(0.06)  # 0.03 * 0.1 / 0.05
     assert tm.var[0.99] == 0.1
     assert tm.es[0.99] == pytest.approx(0.1)
 
@@ -245,25 +273,38 @@ def test_tail_measures_split_an_atom():
 def test_risk_on_a_cube_with_a_two_point_weighting():
     # Loss depends on the haircut only: 0 at h = 0, 0.1 at h = 1. A uniform haircut
     # marginal on [-0.47, 0.53] puts 0.97 on the cell [-0.5, 0.5] and 0.03 on [0.5, 1.5].
-    ds = synthetic_cube({"deflation": [0.0, 0.3], "crypto_drawdown": [0.0, 0.5],
-                         "haircut": [0.0, 1.0]}, lambda haircut, **_: 0.1 * haircut)
+    ds = synthetic_cube(
+        {"deflation": [0.0, 0.3], "crypto_drawdown": [0.0, 0.5], "haircut": [0.0, 1.0]},
+        lambda haircut, **_: 0.1 * haircut,
+    )
     overrides = {"haircut": {"dist": "uniform", "loc": -0.47, "scale": 1.0}}
     rows = risk(ds, [0.0, 0.8], overrides=overrides)
     for row in rows:
         assert row.expected_loss == pytest.approx(0.003)
         assert row.var95 == 0.0 and row.es95 == pytest.approx(0.06)
         assert row.var99 == 0.1 and row.es99 == pytest.approx(0.1)
-    assert rows[0].csv_row() == {"rho": 0.0, "expected_loss": rows[0].expected_loss,
-                                 "var95": 0.0, "es95": rows[0].es95, "var99": 0.1,
-                                 "es99": rows[0].es99}
+    assert rows[0].csv_row() == {
+        "rho": 0.0,
+        "expected_loss": rows[0].expected_loss,
+        "var95": 0.0,
+        "es95": rows[0].es95,
+        "var99": 0.1,
+        "es99": rows[0].es99,
+    }
 
 
 def test_tail_loss_grows_with_correlation():
     # Loss only where deflation and drawdown are both high: more likely as rho rises.
-    ds = synthetic_cube({"deflation": np.linspace(-0.2, 0.6, 17),
-                         "crypto_drawdown": np.linspace(0, 0.9, 10), "haircut": [0.35]},
-                        lambda deflation, crypto_drawdown, **_:
-                        0.3 * ((deflation > 0.45) & (crypto_drawdown > 0.7)))
+    ds = synthetic_cube(
+        {
+            "deflation": np.linspace(-0.2, 0.6, 17),
+            "crypto_drawdown": np.linspace(0, 0.9, 10),
+            "haircut": [0.35],
+        },
+        lambda deflation, crypto_drawdown, **_: (
+            0.3 * ((deflation > 0.45) & (crypto_drawdown > 0.7))
+        ),
+    )
     rows = risk(ds, [0.0, 0.5, 0.9])
     expected = [r.expected_loss for r in rows]
     assert expected[0] < expected[1] < expected[2]
@@ -286,14 +327,20 @@ def test_bad_marginals_are_refused():
 # ---------------------------------------------------------------------------
 # reverse stress
 
-REVERSE_AXES = {"deflation": np.linspace(0, 1, 11), "crypto_drawdown": np.linspace(0, 1, 11),
-                "haircut": [0.0, 0.5, 1.0]}
+REVERSE_AXES = {
+    "deflation": np.linspace(0, 1, 11),
+    "crypto_drawdown": np.linspace(0, 1, 11),
+    "haircut": [0.0, 0.5, 1.0],
+}
 REFERENCE = {"deflation": (0.2, 0.6), "crypto_drawdown": (0.2, 0.4), "haircut": (0.5, 1.0)}
 
 
 def reverse_cube():
-    return synthetic_cube(REVERSE_AXES, lambda deflation, crypto_drawdown, **_:
-                          deflation + crypto_drawdown, reference=REFERENCE)
+    return synthetic_cube(
+        REVERSE_AXES,
+        lambda deflation, crypto_drawdown, **_: deflation + crypto_drawdown,
+        reference=REFERENCE,
+    )
 
 
 def test_reverse_stress_nearest_cell(monkeypatch):
@@ -303,8 +350,7 @@ def test_reverse_stress_nearest_cell(monkeypatch):
     # (0.6, 0.2, 0.5) gives 1, (0.4, 0.4, 0.5) gives 1.25.
     rs = reverse_stress(ds, 0.75)
     first = rs.nearest[0]
-    assert first.point == pytest.approx({"deflation": 0.5, "crypto_drawdown": 0.3,
-                                         "haircut": 0.5})
+    assert first.point == pytest.approx({"deflation": 0.5, "crypto_drawdown": 0.3, "haircut": 0.5})
     assert first.distance == pytest.approx(np.sqrt(0.8125))
     assert first.loss_rate == pytest.approx(0.8)
     assert len(rs.nearest) == len(rs.probable) == 11
@@ -316,11 +362,11 @@ def test_reverse_stress_nearest_cell(monkeypatch):
     assert rs.n_breaking == int(breaks.sum())
     w = scenario_weights(ds, 0.5).weights.values
     assert rs.breaking_probability == pytest.approx(w[breaks].sum())
-    np.testing.assert_allclose([x.probability for x in rs.probable],
-                               np.sort(w[breaks])[::-1][:11])
+    np.testing.assert_allclose([x.probability for x in rs.probable], np.sort(w[breaks])[::-1][:11])
     # the same answer when the cube is read in blocks of 7 cells
-    monkeypatch.setattr(reverse_module, "leading_slices",
-                        lambda shape: leading_slices(shape, max_cells=7))
+    monkeypatch.setattr(
+        reverse_module, "leading_slices", lambda shape: leading_slices(shape, max_cells=7)
+    )
     assert reverse_stress(ds, 0.75) == rs
 
 
@@ -328,16 +374,17 @@ def test_reverse_stress_scales_without_central_and_severe():
     # no attrs: central = midpoint 0.5, severe = max 1, scale 0.5 on every axis
     ds = synthetic_cube(REVERSE_AXES, lambda deflation, **_: deflation)
     rs = reverse_stress(ds, 0.85, count=3)
-    assert rs.nearest[0].point == pytest.approx({"deflation": 0.9, "crypto_drawdown": 0.5,
-                                                 "haircut": 0.5})
+    assert rs.nearest[0].point == pytest.approx(
+        {"deflation": 0.9, "crypto_drawdown": 0.5, "haircut": 0.5}
+    )
     assert rs.nearest[0].distance == pytest.approx(0.8)
-    assert reverse_stress(ds, 1.0, count=3).n_breaking == 33   # d = 1: 11 x 3 cells
+    assert reverse_stress(ds, 1.0, count=3).n_breaking == 33  # d = 1: 11 x 3 cells
     with pytest.raises(InputError, match="--loss-rate 1.5: must be in"):
         reverse_stress(ds, 1.5)
 
 
 def test_reverse_stress_nothing_breaks():
-    rs = reverse_stress(linear_cube(), 0.9)       # the largest loss rate is 0.7
+    rs = reverse_stress(linear_cube(), 0.9)  # the largest loss rate is 0.7
     assert rs.n_breaking == 0 and rs.nearest == [] and rs.breaking_probability == 0.0
 
 
@@ -346,17 +393,24 @@ def test_reverse_stress_nothing_breaks():
 
 
 def test_summary_of_a_synthetic_cube():
-    config = yaml.safe_dump({"portfolio": [
-        {"loan_id": "A", "principal": 3e8, "spread": 0.02},
-        {"loan_id": "B", "principal": 1e8, "spread": 0.06},
-        {"loan_id": "C", "principal": 5e8, "spread": None}]})
+    config = yaml.safe_dump(
+        {
+            "portfolio": [
+                {"loan_id": "A", "principal": 3e8, "spread": 0.02},
+                {"loan_id": "B", "principal": 1e8, "spread": 0.06},
+                {"loan_id": "C", "principal": 5e8, "spread": None},
+            ]
+        }
+    )
     ds = reverse_cube()
     ds.attrs["config"] = config
     s = summary(ds)
-    assert s.points["base"] == pytest.approx({"deflation": 0.2, "crypto_drawdown": 0.2,
-                                              "haircut": 0.5})
-    assert s.points["severe"] == pytest.approx({"deflation": 0.6, "crypto_drawdown": 0.4,
-                                                "haircut": 1.0})
+    assert s.points["base"] == pytest.approx(
+        {"deflation": 0.2, "crypto_drawdown": 0.2, "haircut": 0.5}
+    )
+    assert s.points["severe"] == pytest.approx(
+        {"deflation": 0.6, "crypto_drawdown": 0.4, "haircut": 1.0}
+    )
     assert s.scenarios["base"]["loss_rate"] == pytest.approx(0.4)
     assert s.scenarios["severe"]["loss_rate"] == pytest.approx(1.0)
     assert s.loss_by_segment == pytest.approx({"miner": 0.1e9, "neocloud": 0.3e9})
@@ -374,13 +428,20 @@ def test_summary_of_a_synthetic_cube():
 
 def test_heatmap_labels_title_and_frontier(tmp_path):
     ds = linear_cube()
-    fig = heatmap(ds, "loss_rate", "deflation", "crypto_drawdown", {"haircut": 0.4},
-                  frontier_var="loss_rate", threshold=0.23)
+    fig = heatmap(
+        ds,
+        "loss_rate",
+        "deflation",
+        "crypto_drawdown",
+        {"haircut": 0.4},
+        frontier_var="loss_rate",
+        threshold=0.23,
+    )
     ax = fig.axes[0]
     assert ax.get_xlabel() == "annual market GPU rent deflation [1/year]"
     assert ax.get_ylabel() == "crypto price peak-to-trough drawdown [1]"
     assert "haircut=0.5 (grid point nearest 0.4)" in ax.get_title()
-    assert fig.axes[1].get_ylabel() == "loss over total principal [1]"         # the colour bar
+    assert fig.axes[1].get_ylabel() == "loss over total principal [1]"  # the colour bar
     line = ax.get_lines()[-1]
     # frontier at h = 0.5: d = 0.46 - 0.2 c - 0.2
     np.testing.assert_allclose(line.get_xdata(), 0.26 - 0.2 * np.array([0.0, 0.5, 1.0]))
@@ -391,11 +452,13 @@ def test_heatmap_labels_title_and_frontier(tmp_path):
     with pytest.raises(InputError, match="must end in .png, .svg or .pdf"):
         save(fig, tmp_path / "h.jpg")
     # swapped axes: the frontier is drawn the other way round
-    fig = heatmap(ds, "loss_rate", "crypto_drawdown", "deflation", frontier_var="loss_rate",
-                  threshold=0.23)
+    fig = heatmap(
+        ds, "loss_rate", "crypto_drawdown", "deflation", frontier_var="loss_rate", threshold=0.23
+    )
     assert "haircut=0 (central)" in fig.axes[0].get_title()
-    np.testing.assert_allclose(fig.axes[0].get_lines()[-1].get_ydata(),
-                               0.46 - 0.2 * np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_allclose(
+        fig.axes[0].get_lines()[-1].get_ydata(), 0.46 - 0.2 * np.array([0.0, 0.5, 1.0])
+    )
 
 
 def test_facets_one_panel_per_haircut():
@@ -403,23 +466,27 @@ def test_facets_one_panel_per_haircut():
     fig = facets(ds, "loss_rate", facet="haircut")
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["haircut=0", "haircut=0.5"]
-    many = synthetic_cube({**LINEAR_AXES, "haircut": np.linspace(0, 0.9, 25)},
-                          lambda deflation, **_: deflation)
+    many = synthetic_cube(
+        {**LINEAR_AXES, "haircut": np.linspace(0, 0.9, 25)}, lambda deflation, **_: deflation
+    )
     fig = facets(many, "loss_rate", facet="haircut", max_panels=10)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert len(titles) == 10 and titles[0] == "haircut=0" and titles[-1] == "haircut=0.9"
     assert "(10 of 25 values)" in fig._suptitle.get_text()
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda ds: heatmap(ds, "nope"), "--var nope: not a variable"),
-    (lambda ds: heatmap(ds, x="volatility"), "--x volatility: not an axis of the cube"),
-    (lambda ds: heatmap(ds, y="deflation"), "--x and --y are both deflation"),
-    (lambda ds: heatmap(ds, at={"haircut": 0.9}), r"--at haircut=0.9: outside .* \[0, 0.5\]"),
-    (lambda ds: heatmap(ds, at={"discount_rate": 0.1}), "--at discount_rate: not an axis"),
-    (lambda ds: heatmap(ds, at={"deflation": 0.1}), "--at deflation: is plotted"),
-    (lambda ds: facets(ds, facet="deflation"), "--facet deflation: is plotted"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda ds: heatmap(ds, "nope"), "--var nope: not a variable"),
+        (lambda ds: heatmap(ds, x="volatility"), "--x volatility: not an axis of the cube"),
+        (lambda ds: heatmap(ds, y="deflation"), "--x and --y are both deflation"),
+        (lambda ds: heatmap(ds, at={"haircut": 0.9}), r"--at haircut=0.9: outside .* \[0, 0.5\]"),
+        (lambda ds: heatmap(ds, at={"discount_rate": 0.1}), "--at discount_rate: not an axis"),
+        (lambda ds: heatmap(ds, at={"deflation": 0.1}), "--at deflation: is plotted"),
+        (lambda ds: facets(ds, facet="deflation"), "--facet deflation: is plotted"),
+    ],
+)
 def test_plot_bad_input(call, message):
     with pytest.raises(InputError, match=message):
         call(linear_cube())
@@ -429,8 +496,11 @@ def test_report_of_a_cube_with_an_extra_axis():
     from gridstress.analysis.report import render_report
 
     axes = {**LINEAR_AXES, "discount_rate": [0.06, 0.1]}
-    ds = synthetic_cube(axes, lambda deflation, discount_rate, **_: 0.5 * deflation
-                        + discount_rate, attrs={"config": "name: synthetic\n"})
+    ds = synthetic_cube(
+        axes,
+        lambda deflation, discount_rate, **_: 0.5 * deflation + discount_rate,
+        attrs={"config": "name: synthetic\n"},
+    )
     page = render_report(ds, frontier_var="loss_rate", threshold=0.3, loss_rates=[0.3])
     # loss surface, facets, triggers, market price, frontier
     assert page.count('src="data:image/png;base64,') == 5
@@ -451,9 +521,16 @@ def test_compare_two_cubes_on_the_same_grid():
 
     a = linear_cube()
     # B loses 0.1 more where deflation > 0.55, and 0.02 less at zero haircut
-    b = synthetic_cube(LINEAR_AXES, lambda deflation, crypto_drawdown, haircut:
-                       0.5 * deflation + 0.1 * crypto_drawdown + 0.2 * haircut
-                       + 0.1 * (deflation > 0.55) - 0.02 * (haircut == 0.0))
+    b = synthetic_cube(
+        LINEAR_AXES,
+        lambda deflation, crypto_drawdown, haircut: (
+            0.5 * deflation
+            + 0.1 * crypto_drawdown
+            + 0.2 * haircut
+            + 0.1 * (deflation > 0.55)
+            - 0.02 * (haircut == 0.0)
+        ),
+    )
     c = compare(a, b)
     d = c.difference
     assert d.dims == ("deflation", "crypto_drawdown", "haircut")
@@ -465,20 +542,25 @@ def test_compare_two_cubes_on_the_same_grid():
     value, point = largest_change(d, -1)
     assert value == pytest.approx(-0.02) and point["haircut"] == 0.0
     rows = {r["figure"]: r for r in c.rows()}
-    worst = rows["worst loss rate"]    # 0.5 + 0.1 + 0.1 = 0.7, then + 0.1
+    worst = rows["worst loss rate"]  # 0.5 + 0.1 + 0.1 = 0.7, then + 0.1
     assert worst["a"] == pytest.approx(0.7) and worst["b_minus_a"] == pytest.approx(0.1)
     # the base cell (midpoints d = 0.5, c = 0.5, h = 0.25 -> 0): 0.3 in A, 0.28 in B
     base = rows["loss_rate at base"]
     assert base["a"] == pytest.approx(0.3) and base["b_minus_a"] == pytest.approx(-0.02)
-    other = synthetic_cube({**LINEAR_AXES, "deflation": np.linspace(0, 1, 5)},
-                           lambda deflation, **_: deflation)
-    with pytest.raises(InputError, match="B: not on the grid of A: deflation has 5 values "
-                                         "from 0 to 1, against 11 from 0 to 1"):
+    other = synthetic_cube(
+        {**LINEAR_AXES, "deflation": np.linspace(0, 1, 5)}, lambda deflation, **_: deflation
+    )
+    with pytest.raises(
+        InputError,
+        match="B: not on the grid of A: deflation has 5 values from 0 to 1, against 11 from 0 to 1",
+    ):
         compare(a, other)
-    extra = synthetic_cube({**LINEAR_AXES, "discount_rate": [0.1]},
-                           lambda deflation, **_: deflation)
-    with pytest.raises(InputError, match="its axes are deflation, crypto_drawdown, haircut, "
-                                         "discount_rate"):
+    extra = synthetic_cube(
+        {**LINEAR_AXES, "discount_rate": [0.1]}, lambda deflation, **_: deflation
+    )
+    with pytest.raises(
+        InputError, match="its axes are deflation, crypto_drawdown, haircut, discount_rate"
+    ):
         compare(a, extra)
 
 
@@ -490,13 +572,14 @@ def test_frontier_of_one_loan():
         loan_frontier(ds, "X")
     # loan X defaults where d >= 0.3 + 0.4 c (at t = 2), loan Y never
     d, c = np.meshgrid(LINEAR_AXES["deflation"], LINEAR_AXES["crypto_drawdown"], indexing="ij")
-    years = np.stack([np.where(d >= 0.3 + 0.4 * c - 1e-9, 2.0, np.nan),
-                      np.full(d.shape, np.nan)], axis=-1)
+    years = np.stack(
+        [np.where(d >= 0.3 + 0.4 * c - 1e-9, 2.0, np.nan), np.full(d.shape, np.nan)], axis=-1
+    )
     ds = ds.assign_coords(loan=["X", "Y"])
     ds["loan_default_years"] = (("deflation", "crypto_drawdown", "loan"), years)
     line = loan_frontier(ds, "X")
     assert line.dims == ("crypto_drawdown",)
-    np.testing.assert_allclose(line.values, [0.3, 0.5, 0.7])   # first grid point, no interpolation
+    np.testing.assert_allclose(line.values, [0.3, 0.5, 0.7])  # first grid point, no interpolation
     assert line.attrs["long_name"] == "smallest deflation at which X defaults"
     assert np.isnan(loan_frontier(ds, "Y").values).all()
     assert frontier_table(line, ds).dims == ("crypto_drawdown",)
@@ -507,10 +590,10 @@ def test_frontier_of_one_loan():
 def test_reverse_stress_targets_lie_above_the_base_loss():
     from gridstress.analysis.reverse import targets_above
 
-    assert targets_above(0.2394, 0.4062) == [0.289, 0.339]   # base + 5 and + 10 points
-    assert targets_above(0.2394, 0.31) == [0.289]             # + 10 points is off the grid
+    assert targets_above(0.2394, 0.4062) == [0.289, 0.339]  # base + 5 and + 10 points
+    assert targets_above(0.2394, 0.31) == [0.289]  # + 10 points is off the grid
     assert targets_above(0.30, 0.32) == [pytest.approx(0.31)]  # half way to the worst cell
-    assert targets_above(0.30, 0.30) == []                    # no cell loses more
+    assert targets_above(0.30, 0.30) == []  # no cell loses more
 
 
 def test_trigger_and_difference_figures(tmp_path):
@@ -530,16 +613,23 @@ def test_trigger_and_difference_figures(tmp_path):
 def test_reverse_stress_measures_an_axis_with_inf_in_grid_steps():
     # market_depth_gpus 1e5 (severe), 4e5 (central), inf: positions 0, 1, 2, scale 1 step.
     # Loss = d, plus 0.2 in the shallowest market. Reference: d central 0.2, severe 0.6.
-    axes = {"deflation": np.linspace(0, 1, 11), "crypto_drawdown": [0.0], "haircut": [0.0],
-            "market_depth_gpus": [1e5, 4e5, np.inf]}
-    ds = synthetic_cube(axes, lambda deflation, market_depth_gpus, **_:
-                        deflation + 0.2 * (market_depth_gpus == 1e5),
-                        reference={"deflation": (0.2, 0.6), "market_depth_gpus": (4e5, 1e5)})
+    axes = {
+        "deflation": np.linspace(0, 1, 11),
+        "crypto_drawdown": [0.0],
+        "haircut": [0.0],
+        "market_depth_gpus": [1e5, 4e5, np.inf],
+    }
+    ds = synthetic_cube(
+        axes,
+        lambda deflation, market_depth_gpus, **_: deflation + 0.2 * (market_depth_gpus == 1e5),
+        reference={"deflation": (0.2, 0.6), "market_depth_gpus": (4e5, 1e5)},
+    )
     rs = reverse_stress(ds, 0.8)
     # (0.6, 1e5): ((0.6-0.2)/0.4)^2 + 1^2 = 2; (0.8, 4e5): 1.5^2 = 2.25;
     # (0.7, 1e5): 1.25^2 + 1 = 2.5625; (0.9, 4e5): 1.75^2 = 3.0625; then 1.5^2 + 1 = 3.25
     # at (0.8, 1e5) and (0.8, inf): a deep market is one step from the central one.
-    assert [c.distance ** 2 for c in rs.nearest[:6]] == pytest.approx(
-        [2.0, 2.25, 2.5625, 3.0625, 3.25, 3.25])
+    assert [c.distance**2 for c in rs.nearest[:6]] == pytest.approx(
+        [2.0, 2.25, 2.5625, 3.0625, 3.25, 3.25]
+    )
     assert {c.point["market_depth_gpus"] for c in rs.nearest[4:6]} == {1e5, np.inf}
     assert np.isfinite([c.distance for c in rs.nearest]).all()

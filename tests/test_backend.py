@@ -27,5 +27,3 @@ def test_auto_falls_back_to_numpy_with_a_reason():
     assert b.note and b.note.startswith("using NumPy on the CPU: ")
     with pytest.raises(BackendUnavailable, match="--backend cupy cannot run here"):
         resolve_backend("cupy")
-
-

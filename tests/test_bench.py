@@ -18,27 +18,50 @@ gridstress = cli_runner(ROOT)
 @pytest.mark.parametrize("crypto", [1e6, 0.0])
 def test_flop_count_of_one_plain_loan_by_hand(crypto):
     loan = random_loans(np.random.default_rng(0), 1)[0]
-    loan.update(term_years=2.0, gpu_age_years=0.0, economic_life_years=5.0,
-                mining_revenue=0.0, crypto_collateral=crypto, min_dscr=0.0, max_ltv=None)
-    cfg = make_config([loan], grid={"deflation": {"values": [0.3]},
-                                    "crypto_drawdown": {"values": [0.0, 0.5, 0.9]},
-                                    "haircut": {"values": [0.35]}})
+    loan.update(
+        term_years=2.0,
+        gpu_age_years=0.0,
+        economic_life_years=5.0,
+        mining_revenue=0.0,
+        crypto_collateral=crypto,
+        min_dscr=0.0,
+        max_ltv=None,
+    )
+    cfg = make_config(
+        [loan],
+        grid={
+            "deflation": {"values": [0.3]},
+            "crypto_drawdown": {"values": [0.0, 0.5, 0.9]},
+            "haircut": {"values": [0.35]},
+        },
+    )
     run = prepare(cfg, "numpy")
     # n = 8 periods, n_life = 20, K = 8, J = 20; a block holds the 3 crypto values.
     nb = 3
-    if crypto:   # price, cash, payment, DSCR test and division, in every cell
+    if crypto:  # price, cash, payment, DSCR test and division, in every cell
         per_period = 13 * 8
-    else:        # without mining or crypto: once per block, then 1 per cell
+    else:  # without mining or crypto: once per block, then 1 per cell
         per_period = 13 * 8 / nb + 1
     tables = (25 * 20 + 20 + 20 * (8 + 20)) / nb  # build, appraisal pow, shared pows
-    per_loan = 5 + 28 + 9                          # maturity, default set-up, one recovery
+    per_loan = 5 + 28 + 9  # maturity, default set-up, one recovery
     assert flops_per_loan_period(run) == pytest.approx((per_period + tables + per_loan) / 8)
 
 
 def test_bench_cli_times_the_numpy_engine(tmp_path):
     out = tmp_path / "bench.json"
-    res = gridstress("bench", "--cells", "400", "--loans", "5", "--haircuts", "2",
-                     "--engines", "numpy", "--out", str(out))
+    res = gridstress(
+        "bench",
+        "--cells",
+        "400",
+        "--loans",
+        "5",
+        "--haircuts",
+        "2",
+        "--engines",
+        "numpy",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     assert data["command"].startswith("gridstress bench")
@@ -62,7 +85,7 @@ def test_bench_configs_of_either_model():
 
     v1 = bench_config(20, cells=400, model="v1")
     v2 = bench_config(20, cells=400, model="v2")
-    assert fused_covers(v1) is None                  # the fused kernel's runs
+    assert fused_covers(v1) is None  # the fused kernel's runs
     assert "finite depth" in fused_covers(v2)
     assert v2.scenario["market_depth_gpus"] == 400_000
     assert [ln.principal for ln in v1.loans] == [ln.principal for ln in v2.loans]
@@ -70,8 +93,19 @@ def test_bench_configs_of_either_model():
 
 def test_bench_cli_times_model_v2_without_the_fused_kernel(tmp_path):
     out = tmp_path / "bench.json"
-    res = gridstress("bench", "--cells", "300", "--loans", "4", "--model", "v2",
-                     "--backend", "numpy", "--out", str(out))
+    res = gridstress(
+        "bench",
+        "--cells",
+        "300",
+        "--loans",
+        "4",
+        "--model",
+        "v2",
+        "--backend",
+        "numpy",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     assert data["model"] == "v2" and list(data["engines"]) == ["numpy"]

@@ -30,16 +30,20 @@ def write_case(tmp_path, rows=(GOOD_ROW,), header=HEADER, grid=GRID, extra=""):
 
 BAD_ROWS = [
     # (rows, the message expected on stderr)
-    (["IREN-1,1000000,0.1,3,0.8,100", "IREN-2,1000000,0.1,3,1.3,100"],
-     "book.csv row 2 (loan_id=IREN-2): utilization=1.3 must be in [0, 1]"),
+    (
+        ["IREN-1,1000000,0.1,3,0.8,100", "IREN-2,1000000,0.1,3,1.3,100"],
+        "book.csv row 2 (loan_id=IREN-2): utilization=1.3 must be in [0, 1]",
+    ),
     (["A,nan,0.1,3,0.8,100"], "book.csv row 1 (loan_id=A): principal=nan must be a finite number"),
     (["A,inf,0.1,3,0.8,100"], "book.csv row 1 (loan_id=A): principal=inf must be a finite number"),
     (["A,1000,0.1,-inf,0.8,100"], "term_years=-inf must be a finite number"),
     (["A,-5,0.1,3,0.8,100"], "book.csv row 1 (loan_id=A): principal=-5 must be > 0"),
     (["A,1000,abc,3,0.8,100"], "book.csv row 1 (loan_id=A): rate=abc must be a number"),
     (["A,1000,,3,0.8,100"], "book.csv row 1 (loan_id=A): rate=(empty) is required"),
-    (["A,1000,0.1,3,0.8,100", "A,2000,0.1,3,0.8,100"],
-     "book.csv row 2 (loan_id=A): loan_id=A must be unique (already used in row 1)"),
+    (
+        ["A,1000,0.1,3,0.8,100", "A,2000,0.1,3,0.8,100"],
+        "book.csv row 2 (loan_id=A): loan_id=A must be unique (already used in row 1)",
+    ),
     ([], "book.csv: the portfolio is empty"),
 ]
 
@@ -64,18 +68,25 @@ def test_unknown_column_is_named(cli, tmp_path):
 
 
 BAD_CONFIGS = [
-    (GRID.replace("deflation: {start: 0.0, stop: 0.5, num: 6}",
-                  "deflation: {start: 0.0, stop: 0.5, num: 0}"),
-     "run.yaml: grid.deflation.num=0 must be >= 1"),
+    (
+        GRID.replace(
+            "deflation: {start: 0.0, stop: 0.5, num: 6}",
+            "deflation: {start: 0.0, stop: 0.5, num: 0}",
+        ),
+        "run.yaml: grid.deflation.num=0 must be >= 1",
+    ),
     (GRID + "  volatility: {values: [0.1]}\n", "run.yaml: grid.volatility is not a known axis"),
     (GRID.replace("  haircut: {values: [0.0, 0.5]}\n", ""), "run.yaml: grid.haircut is required"),
-    (GRID.replace("[0.0, 0.5]}\n", "[0.0, 1.5]}\n"),
-     "run.yaml: grid.haircut value 1.5 must be in [0, 1]"),
-    (GRID.replace("{values: [0.0, 0.5]}", "{values: [0.5, 0.0]}"),
-     "must be strictly increasing"),
+    (
+        GRID.replace("[0.0, 0.5]}\n", "[0.0, 1.5]}\n"),
+        "run.yaml: grid.haircut value 1.5 must be in [0, 1]",
+    ),
+    (GRID.replace("{values: [0.0, 0.5]}", "{values: [0.5, 0.0]}"), "must be strictly increasing"),
     (GRID + "colour: red\n", "run.yaml: colour=red is not a known key"),
-    (GRID + "scenario: {discount_rate: .nan}\n",
-     "run.yaml: scenario.discount_rate=nan must be a finite number"),
+    (
+        GRID + "scenario: {discount_rate: .nan}\n",
+        "run.yaml: scenario.discount_rate=nan must be a finite number",
+    ),
     (GRID + "defaults: {utilization: 2}\n", "run.yaml: defaults.utilization=2 must be in [0, 1]"),
 ]
 
@@ -90,11 +101,14 @@ def test_bad_configs_are_refused(cli, tmp_path, grid, message):
     assert not list(tmp_path.glob("cube.zarr*"))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("- just\n- a list\n", "run.yaml: the config must be a YAML mapping, not list"),
-    ("", "run.yaml: the config must be a YAML mapping, not empty"),
-    ("name: [unclosed\n", "run.yaml: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- just\n- a list\n", "run.yaml: the config must be a YAML mapping, not list"),
+        ("", "run.yaml: the config must be a YAML mapping, not empty"),
+        ("name: [unclosed\n", "run.yaml: not valid YAML"),
+    ],
+)
 def test_config_that_is_not_a_mapping(cli, tmp_path, text, message):
     (tmp_path / "run.yaml").write_text(text)
     res = cli("run", tmp_path / "run.yaml")
@@ -125,18 +139,21 @@ def test_cupy_backend_without_gpu_exits_2(cli, tmp_path):
 
 
 def test_defaults_and_inline_portfolio(tmp_path):
-    (tmp_path / "run.yaml").write_text(GRID + textwrap.dedent("""\
+    (tmp_path / "run.yaml").write_text(
+        GRID
+        + textwrap.dedent("""\
         defaults: {utilization: 0.5, segment: hosting}
         portfolio:
           - {loan_id: A, principal: 1.0e6, rate: 0.1, term_years: 2}
           - {loan_id: B, principal: 2.0e6, rate: 0.1, term_years: 2, utilization: 0.9,
              max_ltv: null}
-        """))
+        """)
+    )
     cfg = load_config(tmp_path / "run.yaml")
     a, b = cfg.loans
-    assert a.utilization == 0.5 and b.utilization == 0.9       # row beats defaults:
-    assert a.segment == "hosting" and a.borrower == "A"        # defaults beat documented
-    assert a.rent == 2.40 and a.contract_rent == 2.40          # documented defaults
+    assert a.utilization == 0.5 and b.utilization == 0.9  # row beats defaults:
+    assert a.segment == "hosting" and a.borrower == "A"  # defaults beat documented
+    assert a.rent == 2.40 and a.contract_rent == 2.40  # documented defaults
     assert b.max_ltv is None
 
 
@@ -174,8 +191,16 @@ def test_run_writes_a_cube_that_open_cube_reads(cli, tmp_path):
             assert ds[name].attrs["units"] and ds[name].attrs["long_name"]
         for dim in ("deflation", "crypto_drawdown", "haircut"):
             assert ds[dim].attrs["units"] and ds[dim].attrs["long_name"]
-        for key in ("model_version", "gridstress_version", "config", "config_sha256",
-                    "portfolio_sha256", "backend", "device", "created"):
+        for key in (
+            "model_version",
+            "gridstress_version",
+            "config",
+            "config_sha256",
+            "portfolio_sha256",
+            "backend",
+            "device",
+            "created",
+        ):
             assert ds.attrs[key]
         assert ds.attrs["config_sha256"] == cfg.config_sha256
         assert ds.attrs["portfolio_sha256"] == cfg.portfolio_sha256
@@ -256,8 +281,10 @@ def test_run_refuses_to_replace_what_is_not_a_cube(cli, tmp_path):
     assert res.returncode == 0, res.stderr
 
 
-V2_HEADER = HEADER + ",cash_reserve,cash_cap,refi_term_years,refi_min_dscr,ltv_basis,gpu_cost," \
+V2_HEADER = (
+    HEADER + ",cash_reserve,cash_cap,refi_term_years,refi_min_dscr,ltv_basis,gpu_cost,"
     "book_life_years"
+)
 V2_ROW = GOOD_ROW + ",100,200,4,1.35,book,30000,5"
 
 
@@ -268,15 +295,20 @@ def _v2_row(**changes):
 
 
 BAD_V2_ROWS = [
-    (_v2_row(cash_cap=50), "book.csv row 1 (loan_id=OK-1): cash_cap=50.0 must be >= "
-     "cash_reserve (100.0)"),
-    (_v2_row(refi_term_years=-1), "book.csv row 1 (loan_id=OK-1): refi_term_years=-1 "
-     "must be >= 0"),
+    (
+        _v2_row(cash_cap=50),
+        "book.csv row 1 (loan_id=OK-1): cash_cap=50.0 must be >= cash_reserve (100.0)",
+    ),
+    (_v2_row(refi_term_years=-1), "book.csv row 1 (loan_id=OK-1): refi_term_years=-1 must be >= 0"),
     (_v2_row(refi_min_dscr=0), "book.csv row 1 (loan_id=OK-1): refi_min_dscr=0 must be > 0"),
-    (_v2_row(ltv_basis="cost"), "book.csv row 1 (loan_id=OK-1): ltv_basis=cost must be one "
-     "of market, book"),
-    (_v2_row(gpu_cost=""), "book.csv row 1 (loan_id=OK-1): gpu_cost=(empty) is required when "
-     "ltv_basis is book"),
+    (
+        _v2_row(ltv_basis="cost"),
+        "book.csv row 1 (loan_id=OK-1): ltv_basis=cost must be one of market, book",
+    ),
+    (
+        _v2_row(gpu_cost=""),
+        "book.csv row 1 (loan_id=OK-1): gpu_cost=(empty) is required when ltv_basis is book",
+    ),
     (_v2_row(book_life_years=0), "book.csv row 1 (loan_id=OK-1): book_life_years=0 must be > 0"),
 ]
 
@@ -292,21 +324,34 @@ def test_bad_v2_loan_fields_are_refused(cli, tmp_path, row, message):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("scenario: {market_depth_gpus: 0}\n",
-     "run.yaml: scenario.market_depth_gpus=0 must be > 0 (or .inf)"),
-    ("scenario: {market_depth_gpus: -5}\n",
-     "run.yaml: scenario.market_depth_gpus=-5 must be > 0 (or .inf)"),
-    ("scenario: {market_half_life_years: 0}\n",
-     "run.yaml: scenario.market_half_life_years=0 must be > 0 (or .inf)"),
-    ("scenario: {book_share: 0}\n", "run.yaml: scenario.book_share=0 must be in (0, 1]"),
-    ("scenario: {book_share: 1.5}\n", "run.yaml: scenario.book_share=1.5 must be in (0, 1]"),
-    ("scenario: {book_share: .inf}\n", "run.yaml: scenario.book_share=inf must be a finite "
-     "number"),
-    ("scenario: {market_depth_gpus: .nan}\n",
-     "run.yaml: scenario.market_depth_gpus=nan must be a number or .inf"),
-    ("outputs: {per_loan: maybe}\n", "run.yaml: outputs.per_loan=maybe"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            "scenario: {market_depth_gpus: 0}\n",
+            "run.yaml: scenario.market_depth_gpus=0 must be > 0 (or .inf)",
+        ),
+        (
+            "scenario: {market_depth_gpus: -5}\n",
+            "run.yaml: scenario.market_depth_gpus=-5 must be > 0 (or .inf)",
+        ),
+        (
+            "scenario: {market_half_life_years: 0}\n",
+            "run.yaml: scenario.market_half_life_years=0 must be > 0 (or .inf)",
+        ),
+        ("scenario: {book_share: 0}\n", "run.yaml: scenario.book_share=0 must be in (0, 1]"),
+        ("scenario: {book_share: 1.5}\n", "run.yaml: scenario.book_share=1.5 must be in (0, 1]"),
+        (
+            "scenario: {book_share: .inf}\n",
+            "run.yaml: scenario.book_share=inf must be a finite number",
+        ),
+        (
+            "scenario: {market_depth_gpus: .nan}\n",
+            "run.yaml: scenario.market_depth_gpus=nan must be a number or .inf",
+        ),
+        ("outputs: {per_loan: maybe}\n", "run.yaml: outputs.per_loan=maybe"),
+    ],
+)
 def test_bad_market_settings_are_refused(cli, tmp_path, extra, message):
     config = write_case(tmp_path, extra=extra)
     res = cli("run", config, "--out", tmp_path / "cube.zarr")
@@ -315,15 +360,24 @@ def test_bad_market_settings_are_refused(cli, tmp_path, extra, message):
     assert not list(tmp_path.glob("cube.zarr*"))
 
 
-@pytest.mark.parametrize("axis, message", [
-    ("market_depth_gpus: {values: [0, 1000]}",
-     "run.yaml: grid.market_depth_gpus value 0.0 must be > 0 (or .inf)"),
-    ("market_depth_gpus: {start: 1000, stop: .inf, num: 3}",
-     "run.yaml: grid.market_depth_gpus.start and stop must be finite numbers"),
-    ("book_share: {values: [0.5, 2]}", "run.yaml: grid.book_share value 2.0 must be in (0, 1]"),
-    ("market_half_life_years: {values: [-1, 1]}",
-     "run.yaml: grid.market_half_life_years value -1.0 must be > 0 (or .inf)"),
-])
+@pytest.mark.parametrize(
+    "axis, message",
+    [
+        (
+            "market_depth_gpus: {values: [0, 1000]}",
+            "run.yaml: grid.market_depth_gpus value 0.0 must be > 0 (or .inf)",
+        ),
+        (
+            "market_depth_gpus: {start: 1000, stop: .inf, num: 3}",
+            "run.yaml: grid.market_depth_gpus.start and stop must be finite numbers",
+        ),
+        ("book_share: {values: [0.5, 2]}", "run.yaml: grid.book_share value 2.0 must be in (0, 1]"),
+        (
+            "market_half_life_years: {values: [-1, 1]}",
+            "run.yaml: grid.market_half_life_years value -1.0 must be > 0 (or .inf)",
+        ),
+    ],
+)
 def test_bad_market_axes_are_refused(cli, tmp_path, axis, message):
     config = write_case(tmp_path, grid=GRID + f"  {axis}\n")
     res = cli("run", config, "--out", tmp_path / "cube.zarr")
@@ -334,19 +388,24 @@ def test_bad_market_axes_are_refused(cli, tmp_path, axis, message):
 
 def test_plausibility_warnings_are_shown_and_the_run_goes_on(cli, tmp_path):
     header = "loan_id,principal,rate,spread,term_years,max_ltv,n_gpus"
-    rows = ["PCT,1000000,12,0.05,3,0.8,100", "BPS,1000000,0.1,650,3,0.8,100",
-            "LTV,1000000,0.1,0.05,3,80,100", "MONTHS,1000000,0.1,0.05,60,0.8,100"]
+    rows = [
+        "PCT,1000000,12,0.05,3,0.8,100",
+        "BPS,1000000,0.1,650,3,0.8,100",
+        "LTV,1000000,0.1,0.05,3,80,100",
+        "MONTHS,1000000,0.1,0.05,60,0.8,100",
+    ]
     config = write_case(tmp_path, rows=rows, header=header)
     res = cli("run", config, "--out", "cube.zarr", "--scheduler", "synchronous")
     assert res.returncode == 0, res.stderr
     for line in (
-            "warning: book.csv row 1 (loan_id=PCT): rate=12.0 looks like a percentage: "
-            "rates are annual fractions (0.12 for 12%)",
-            "warning: book.csv row 2 (loan_id=BPS): spread=650.0 looks like a percentage or "
-            "basis points",
-            "warning: book.csv row 3 (loan_id=LTV): max_ltv=80.0 looks like a percentage: "
-            "max_ltv is a ratio (0.8 for 80%)",
-            "warning: book.csv row 4 (loan_id=MONTHS): term_years=60.0 looks like months"):
+        "warning: book.csv row 1 (loan_id=PCT): rate=12.0 looks like a percentage: "
+        "rates are annual fractions (0.12 for 12%)",
+        "warning: book.csv row 2 (loan_id=BPS): spread=650.0 looks like a percentage or "
+        "basis points",
+        "warning: book.csv row 3 (loan_id=LTV): max_ltv=80.0 looks like a percentage: "
+        "max_ltv is a ratio (0.8 for 80%)",
+        "warning: book.csv row 4 (loan_id=MONTHS): term_years=60.0 looks like months",
+    ):
         assert line in res.stderr
     assert len([ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]) == 4
     assert (tmp_path / "cube.zarr").is_dir()
@@ -359,8 +418,11 @@ def test_per_loan_outputs_from_the_flag_and_the_config(cli, tmp_path):
     assert cli("run", config, "--out", "plain.zarr").returncode == 0
     res = cli("run", config, "--out", "loans.zarr", "--per-loan", "--chunk-cells", "5")
     assert res.returncode == 0, res.stderr
-    config_too = write_case(tmp_path, rows=[GOOD_ROW, "OK-2,5000000,0.12,2,0.9,300"],
-                            extra="outputs: {per_loan: true}\n")
+    config_too = write_case(
+        tmp_path,
+        rows=[GOOD_ROW, "OK-2,5000000,0.12,2,0.9,300"],
+        extra="outputs: {per_loan: true}\n",
+    )
     assert cli("run", config_too, "--out", "config.zarr").returncode == 0
     with open_cube(tmp_path / "plain.zarr") as plain:
         assert "loan_loss" not in plain.data_vars and "loan" not in plain.dims

@@ -17,9 +17,16 @@ from gridstress.analysis.reverse import reverse_stress
 from gridstress.analysis.risk import risk
 from gridstress.analysis.summary import summary
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +38,23 @@ def seed(tmp_path_factory):
     shutil.copytree(ROOT / "configs", where / "configs")
     book = (where / "configs" / "portfolios" / "seed.csv").read_text().splitlines()
     (where / "configs" / "portfolios" / "without-h100.csv").write_text(
-        "\n".join(line for line in book if not line.startswith("NC-H100-2023")) + "\n")
+        "\n".join(line for line in book if not line.startswith("NC-H100-2023")) + "\n"
+    )
     (where / "configs" / "without-h100.yaml").write_text(
-        (where / "configs" / "seed.yaml").read_text()
-        .replace("portfolios/seed.csv", "portfolios/without-h100.csv"))
+        (where / "configs" / "seed.yaml")
+        .read_text()
+        .replace("portfolios/seed.csv", "portfolios/without-h100.csv")
+    )
     run = cli_runner(where)
-    for config, out, *extra in (("seed", "seed.zarr"), ("seed", "seed.nc"),
-                                ("seed", "loans.zarr", "--per-loan"),
-                                ("without-h100", "without-h100.zarr")):
-        res = run("run", f"configs/{config}.yaml", "--out", out, "--scheduler", "synchronous",
-                  *extra)
+    for config, out, *extra in (
+        ("seed", "seed.zarr"),
+        ("seed", "seed.nc"),
+        ("seed", "loans.zarr", "--per-loan"),
+        ("without-h100", "without-h100.zarr"),
+    ):
+        res = run(
+            "run", f"configs/{config}.yaml", "--out", out, "--scheduler", "synchronous", *extra
+        )
         assert res.returncode == 0, res.stderr
     return where, run
 
@@ -62,25 +76,33 @@ def test_summary(seed):
         assert "base scenario: deflation=0.3, crypto_drawdown=0.5, haircut=0.35" in res.stdout
         assert "severe scenario: deflation=0.6, crypto_drawdown=0.84, haircut=0.55" in res.stdout
         assert f"loss at base, miner: ${s.loss_by_segment['miner'] / 1e6:,.1f}M" in res.stdout
-        assert (f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
-                f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp") in res.stdout
-        for title in ("default rate by trigger", "what the thin resale market costs",
-                      "loans at the base scenario", "loans at the severe scenario"):
+        assert (
+            f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
+            f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp"
+        ) in res.stdout
+        for title in (
+            "default rate by trigger",
+            "what the thin resale market costs",
+            "loans at the base scenario",
+            "loans at the severe scenario",
+        ):
             assert title in res.stdout
     # the seed book's spreads weighted by principal (configs/portfolios/seed.csv)
     # over the loans that give one
     loans = [r for r in read_csv(ROOT / "configs" / "portfolios" / "seed.csv") if r["spread"]]
     assert 0 < len(loans) < 8
     weighted = sum(float(r["spread"]) * float(r["principal"]) for r in loans) / sum(
-        float(r["principal"]) for r in loans)
+        float(r["principal"]) for r in loans
+    )
     assert s.actual_spread_bps == pytest.approx(1e4 * weighted)
     assert sum(s.loss_by_segment.values()) == pytest.approx(s.scenarios["base"]["loss"])
     # The per-loan table, computed from the embedded config, adds up to the cube's cell,
     # and so does the default rate by trigger.
     base = s.loans["base"]
-    assert [r.loan_id for r in base] == list(read_csv(where / "configs" / "portfolios" /
-                                                      "seed.csv")[i]["loan_id"]
-                                             for i in (5, 0, 1, 2, 4, 7, 3, 6))
+    assert [r.loan_id for r in base] == list(
+        read_csv(where / "configs" / "portfolios" / "seed.csv")[i]["loan_id"]
+        for i in (5, 0, 1, 2, 4, 7, 3, 6)
+    )
     assert sum(r.loss for r in base) == pytest.approx(float(at_base["loss"]), rel=1e-9)
     defaulted = sum(r.principal for r in base if r.default_years is not None)
     assert defaulted / s.total_principal == pytest.approx(float(at_base["default_rate"]))
@@ -108,8 +130,18 @@ def test_frontier_csv_and_plot(seed):
     where, run = seed
     rows = {}
     for cube in ("seed.zarr", "seed.nc"):
-        res = run("frontier", cube, "--var", "loss_rate", "--threshold", "0.3",
-                  "--csv", f"{cube}.csv", "--plot", f"{cube}.png")
+        res = run(
+            "frontier",
+            cube,
+            "--var",
+            "loss_rate",
+            "--threshold",
+            "0.3",
+            "--csv",
+            f"{cube}.csv",
+            "--plot",
+            f"{cube}.png",
+        )
         assert res.returncode == 0, res.stderr
         assert "smallest deflation at which loss_rate > 0.3" in res.stdout
         rows[cube] = read_csv(where / f"{cube}.csv")
@@ -120,14 +152,17 @@ def test_frontier_csv_and_plot(seed):
     assert len(table) == 46 * 19
     with open_cube(where / "seed.zarr") as ds:
         line = frontier(ds, "loss_rate", 0.3)
-        assert 0 < int(line.isnull().sum()) < line.size   # crossed in some cells, not all
+        assert 0 < int(line.isnull().sum()) < line.size  # crossed in some cells, not all
         for row in table[::37]:
-            at = {"crypto_drawdown": float(row["crypto_drawdown"]),
-                  "haircut": float(row["haircut"])}
-            assert float(row["deflation"]) == pytest.approx(float(line.sel(at)), rel=1e-12,
-                                                            nan_ok=True)
+            at = {
+                "crypto_drawdown": float(row["crypto_drawdown"]),
+                "haircut": float(row["haircut"]),
+            }
+            assert float(row["deflation"]) == pytest.approx(
+                float(line.sel(at)), rel=1e-12, nan_ok=True
+            )
             d = float(row["deflation"])
-            if np.isnan(d):   # never on the grid
+            if np.isnan(d):  # never on the grid
                 assert (ds["loss_rate"].sel(at).values <= 0.3).all()
                 continue
             # the crossing lies between two grid points that straddle the threshold
@@ -152,16 +187,19 @@ def test_frontier_of_a_loan(seed):
         assert line.sel(deflation=slice(None, first - 1e-9)).isnull().all()
     res = run("frontier", "seed.zarr", "--loan", "NC-HY-H200")
     assert res.returncode == 2
-    assert "--loan NC-HY-H200: the cube has no per-loan outputs; run it again with " \
-           "--per-loan" in res.stderr
+    assert (
+        "--loan NC-HY-H200: the cube has no per-loan outputs; run it again with "
+        "--per-loan" in res.stderr
+    )
     res = run("frontier", "loans.zarr", "--loan", "NOPE")
     assert res.returncode == 2 and "--loan NOPE: not a loan of the cube; loans are:" in res.stderr
 
 
 def test_compare_the_book_with_and_without_a_loan(seed):
     where, run = seed
-    res = run("compare", "seed.zarr", "without-h100.zarr", "--csv", "delta.csv",
-              "--plot", "delta.png")
+    res = run(
+        "compare", "seed.zarr", "without-h100.zarr", "--csv", "delta.csv", "--plot", "delta.png"
+    )
     assert res.returncode == 0, res.stderr
     assert "headline figures" in res.stdout and "largest decrease of loss_rate" in res.stdout
     rows = {r["figure"]: r for r in read_csv(where / "delta.csv")}
@@ -171,7 +209,7 @@ def test_compare_the_book_with_and_without_a_loan(seed):
     row = rows["loss at base"]
     assert float(row["a"]) == pytest.approx(loss_a) and float(row["b"]) == pytest.approx(loss_b)
     assert float(row["b_minus_a"]) == pytest.approx(loss_b - loss_a)
-    assert loss_b < loss_a   # the H100 facility loses money at the base scenario
+    assert loss_b < loss_a  # the H100 facility loses money at the base scenario
     assert (where / "delta.png").read_bytes()[:4] == b"\x89PNG"
     res = run("compare", "seed.zarr", "configs")
     assert res.returncode == 2 and "not a gridstress cube" in res.stderr
@@ -179,18 +217,28 @@ def test_compare_the_book_with_and_without_a_loan(seed):
 
 def test_compare_refuses_cubes_on_different_grids(seed, tmp_path):
     where, run = seed
-    res = run("run", "configs/seed-contagion.yaml", "--out", "contagion.zarr",
-              "--scheduler", "synchronous")
+    res = run(
+        "run",
+        "configs/seed-contagion.yaml",
+        "--out",
+        "contagion.zarr",
+        "--scheduler",
+        "synchronous",
+    )
     assert res.returncode == 0, res.stderr
     res = run("compare", "seed.zarr", "contagion.zarr")
     assert res.returncode == 2
-    assert ("contagion.zarr: not on the grid of seed.zarr: its axes are deflation, "
-            "crypto_drawdown, haircut, market_depth_gpus") in res.stderr
+    assert (
+        "contagion.zarr: not on the grid of seed.zarr: its axes are deflation, "
+        "crypto_drawdown, haircut, market_depth_gpus"
+    ) in res.stderr
     # The contagion cube: the thinner the market, the earlier the book breaks.
     with open_cube(where / "contagion.zarr") as ds:
         line = frontier(ds).sel(crypto_drawdown=0.0, haircut=0.35)
-    shallow, deep = float(line.sel(market_depth_gpus=1e5)), float(
-        line.sel(market_depth_gpus=float("inf")))
+    shallow, deep = (
+        float(line.sel(market_depth_gpus=1e5)),
+        float(line.sel(market_depth_gpus=float("inf"))),
+    )
     assert shallow < deep
 
 
@@ -213,8 +261,9 @@ def test_reverse(seed):
 
 def test_risk(seed):
     where, run = seed
-    res = run("risk", "seed.zarr", "--rho", "0", "--rho", "0.5", "--rho", "0.9",
-              "--csv", "risk.csv")
+    res = run(
+        "risk", "seed.zarr", "--rho", "0", "--rho", "0.5", "--rho", "0.9", "--csv", "risk.csv"
+    )
     assert res.returncode == 0, res.stderr
     assert "deflation ~ norm(loc=0.3, scale=0.15)" in res.stdout
     rows = read_csv(where / "risk.csv")
@@ -231,8 +280,20 @@ def test_risk(seed):
 
 def test_plot_png_svg_and_facets(seed):
     where, run = seed
-    res = run("plot", "seed.zarr", "--var", "loss_rate", "--x", "deflation", "--y",
-              "crypto_drawdown", "--at", "haircut=0.4", "-o", "h.png")
+    res = run(
+        "plot",
+        "seed.zarr",
+        "--var",
+        "loss_rate",
+        "--x",
+        "deflation",
+        "--y",
+        "crypto_drawdown",
+        "--at",
+        "haircut=0.4",
+        "-o",
+        "h.png",
+    )
     assert res.returncode == 0, res.stderr
     assert (where / "h.png").read_bytes()[:4] == b"\x89PNG"
     res = run("plot", "seed.nc", "--facet", "haircut", "-o", "f.svg")
@@ -241,22 +302,32 @@ def test_plot_png_svg_and_facets(seed):
     assert "<svg" in svg[:1000] and "haircut=0.9" in svg
 
 
-@pytest.mark.parametrize("args, message", [
-    (("frontier", "seed.zarr", "--var", "nope"), "--var nope: not a variable of the cube"),
-    (("plot", "seed.zarr", "--x", "volatility", "-o", "x.png"), "--x volatility: not an axis"),
-    (("plot", "seed.zarr", "--at", "haircut=2", "-o", "x.png"),
-     "--at haircut=2: haircut=2 must be in [0, 1]"),
-    (("plot", "seed.zarr", "--at", "haircut", "-o", "x.png"), "--at haircut: must be NAME=VALUE"),
-    (("plot", "seed.zarr", "--at", "discount_rate=0.1", "-o", "x.png"),
-     "--at discount_rate: not an axis of the cube"),
-    (("plot", "seed.zarr", "-o", "x.jpg"), "--output x.jpg: must end in .png, .svg or .pdf"),
-    (("risk", "seed.zarr", "--rho", "1"), "--rho 1: must be in (-1, 1)"),
-    (("risk", "seed.zarr", "--rho", "-1.5"), "--rho -1.5: must be in (-1, 1)"),
-    (("reverse", "seed.zarr", "--loss-rate", "2"), "--loss-rate 2: must be in [0, 1]"),
-    (("risk", "seed.zarr", "--marginals", "none.yaml"), "none.yaml: marginals file not found"),
-    (("summary", "missing.zarr"), "missing.zarr: no such cube"),
-    (("report", "configs", "-o", "r.html"), "not a gridstress cube"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("frontier", "seed.zarr", "--var", "nope"), "--var nope: not a variable of the cube"),
+        (("plot", "seed.zarr", "--x", "volatility", "-o", "x.png"), "--x volatility: not an axis"),
+        (
+            ("plot", "seed.zarr", "--at", "haircut=2", "-o", "x.png"),
+            "--at haircut=2: haircut=2 must be in [0, 1]",
+        ),
+        (
+            ("plot", "seed.zarr", "--at", "haircut", "-o", "x.png"),
+            "--at haircut: must be NAME=VALUE",
+        ),
+        (
+            ("plot", "seed.zarr", "--at", "discount_rate=0.1", "-o", "x.png"),
+            "--at discount_rate: not an axis of the cube",
+        ),
+        (("plot", "seed.zarr", "-o", "x.jpg"), "--output x.jpg: must end in .png, .svg or .pdf"),
+        (("risk", "seed.zarr", "--rho", "1"), "--rho 1: must be in (-1, 1)"),
+        (("risk", "seed.zarr", "--rho", "-1.5"), "--rho -1.5: must be in (-1, 1)"),
+        (("reverse", "seed.zarr", "--loss-rate", "2"), "--loss-rate 2: must be in [0, 1]"),
+        (("risk", "seed.zarr", "--marginals", "none.yaml"), "none.yaml: marginals file not found"),
+        (("summary", "missing.zarr"), "missing.zarr: no such cube"),
+        (("report", "configs", "-o", "r.html"), "not a gridstress cube"),
+    ],
+)
 def test_bad_input_exits_2(seed, args, message):
     where, run = seed
     res = run(*args)
@@ -273,26 +344,31 @@ def test_marginals_file_changes_the_weights(seed):
     assert res.returncode == 0, res.stderr
     assert "haircut ~ uniform(loc=0, scale=0.9)" in res.stdout
     with open_cube(where / "seed.zarr") as ds:
-        want = risk(ds, [0.5], overrides={"haircut": {"dist": "uniform", "loc": 0.0,
-                                                      "scale": 0.9}})[0]
+        want = risk(
+            ds, [0.5], overrides={"haircut": {"dist": "uniform", "loc": 0.0, "scale": 0.9}}
+        )[0]
     assert float(read_csv(where / "m.csv")[0]["es99"]) == pytest.approx(want.es99)
 
 
 def chromium() -> str:
     """Path of Debian's chromium, installed with apt-get when missing and possible."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium"
-                                         if os.path.exists("/usr/bin/chromium") else None)
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+    )
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and cannot be installed here "
-                    "(apt-get install chromium needs root and apt-get)")
+        pytest.skip(
+            "chromium is not installed and cannot be installed here "
+            "(apt-get install chromium needs root and apt-get)"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
-            pytest.skip(f"chromium could not be installed ({' '.join(cmd)}: "
-                        f"{done.stderr.strip()[-300:]})")
+            pytest.skip(
+                f"chromium could not be installed ({' '.join(cmd)}: {done.stderr.strip()[-300:]})"
+            )
     return shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -301,13 +377,25 @@ def test_report_renders_offline_in_chromium(seed, tmp_path):
     res = run("report", "seed.zarr", "-o", "report.html")
     assert res.returncode == 0, res.stderr
     page = (where / "report.html").read_text()
-    for section in ("Summary", "Loss surface", "Default triggers", "Secondary market",
-                    "Deflation frontier", "Reverse stress", "Scenario weights",
-                    "Provenance", "Config"):
+    for section in (
+        "Summary",
+        "Loss surface",
+        "Default triggers",
+        "Secondary market",
+        "Deflation frontier",
+        "Reverse stress",
+        "Scenario weights",
+        "Provenance",
+        "Config",
+    ):
         assert f"<h2>{section}" in page
-    for part in ("Default rate by trigger", "What the thin resale market costs",
-                 "Loans at the base scenario", "Loans at the severe scenario",
-                 "Contour lines at loss rates of 1%, 5%, 10%, 20%, 30%, 40%, 50%"):
+    for part in (
+        "Default rate by trigger",
+        "What the thin resale market costs",
+        "Loans at the base scenario",
+        "Loans at the severe scenario",
+        "Contour lines at loss rates of 1%, 5%, 10%, 20%, 30%, 40%, 50%",
+    ):
         assert part in page
     # Reverse stress at 5 and 10 points above the base loss rate (23.94%), which
     # some but not all cells reach: neither "no cell" nor "every cell".
@@ -319,20 +407,29 @@ def test_report_renders_offline_in_chromium(seed, tmp_path):
             assert f"<h3>Loss rate of {target:.2%}</h3>" in page
     assert s.scenarios["base"]["loss_rate"] == pytest.approx(0.2394, abs=5e-5)
     assert page.count('src="data:image/png;base64,') == 5
-    assert "http://" not in page and "https://" not in page   # nothing fetched when opened
+    assert "http://" not in page and "https://" not in page  # nothing fetched when opened
     assert "seed-ai-infra-2025" in page and "config_sha256" in page
     browser = chromium()
     shot = tmp_path / "shot.png"
     done = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", "--window-size=1200,1600", (where / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (where / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), done.stderr[-2000:]
     from matplotlib.image import imread
 
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (1600, 1200)
     colours = np.unique(pixels.reshape(-1, 3), axis=0)
-    assert len(colours) > 50                                  # text, tables and a figure
+    assert len(colours) > 50  # text, tables and a figure
     not_white = (pixels < 0.95).any(axis=-1).mean()
     assert 0.05 < not_white < 0.95

@@ -48,10 +48,13 @@ SLOW_CHUNK = 4000
 
 
 def write_config(path: Path, grid: dict, n_loans: int, seed: int, name: str) -> Path:
-    loans = [{k: v.item() if isinstance(v, np.generic) else v for k, v in loan.items()}
-             for loan in random_loans(np.random.default_rng(seed), n_loans)]
-    path.write_text(yaml.safe_dump({"name": name, "grid": grid, "portfolio": loans},
-                                   sort_keys=False))
+    loans = [
+        {k: v.item() if isinstance(v, np.generic) else v for k, v in loan.items()}
+        for loan in random_loans(np.random.default_rng(seed), n_loans)
+    ]
+    path.write_text(
+        yaml.safe_dump({"name": name, "grid": grid, "portfolio": loans}, sort_keys=False)
+    )
     return path
 
 
@@ -63,9 +66,19 @@ class Cluster:
 
         self.tmp = tmp
         self.file = tmp / "scheduler.json"
-        self.scheduler = self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1",
-                                                   "--port", "0", "--no-dashboard",
-                                                   "--scheduler-file", str(self.file)])
+        self.scheduler = self._spawn(
+            "scheduler",
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(self.file),
+            ],
+        )
         deadline = time.monotonic() + 60
         while not self.file.exists():
             assert time.monotonic() < deadline, (tmp / "scheduler.log").read_text()
@@ -78,13 +91,31 @@ class Cluster:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.tmp / f"{name}.log").open("w")
         env = dict(os.environ, **{k: str(v) for k, v in WORKER_MALLOC_ENV.items()})
-        return subprocess.Popen([DASK, *args], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.tmp, env=env)
+        return subprocess.Popen(
+            [DASK, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.tmp,
+            env=env,
+        )
 
     def start_worker(self, i: int) -> subprocess.Popen:
-        return self._spawn(f"worker{i}", [
-            "worker", "--scheduler-file", str(self.file), "--nthreads", "1", "--nworkers",
-            "1", "--host", "127.0.0.1", "--no-dashboard"])
+        return self._spawn(
+            f"worker{i}",
+            [
+                "worker",
+                "--scheduler-file",
+                str(self.file),
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+            ],
+        )
 
     def kill_worker(self, i: int) -> None:
         """SIGKILL the worker's whole process group (its nanny and worker process)."""
@@ -115,16 +146,18 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """The small config and its synchronous cube."""
-    path = write_config(tmp_path_factory.mktemp("small") / "small.yaml", SMALL_GRID, 12,
-                        seed=11, name="small")
+    path = write_config(
+        tmp_path_factory.mktemp("small") / "small.yaml", SMALL_GRID, 12, seed=11, name="small"
+    )
     return path, run_grid(load_config(path), backend="numpy").load()
 
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
     """The slow config and its synchronous cube."""
-    path = write_config(tmp_path_factory.mktemp("slow") / "slow.yaml", SLOW_GRID, 100,
-                        seed=5, name="slow")
+    path = write_config(
+        tmp_path_factory.mktemp("slow") / "slow.yaml", SLOW_GRID, 100, seed=5, name="slow"
+    )
     return path, run_grid(load_config(path), backend="numpy", chunk_cells=SLOW_CHUNK).load()
 
 
@@ -138,16 +171,28 @@ def assert_same_cube(path: Path, reference) -> None:
 
 def gridstress(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-    return subprocess.run([GRIDSTRESS, *map(str, args)], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [GRIDSTRESS, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def start_gridstress(*args, cwd: Path) -> subprocess.Popen:
     """The CLI in a process group of its own, as a terminal starts a job."""
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
-    return subprocess.Popen([GRIDSTRESS, *map(str, args)], cwd=cwd, env=env, text=True,
-                            stdout=(cwd / "run.out").open("w"),
-                            stderr=(cwd / "run.err").open("w"), start_new_session=True)
+    return subprocess.Popen(
+        [GRIDSTRESS, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=(cwd / "run.out").open("w"),
+        stderr=(cwd / "run.err").open("w"),
+        start_new_session=True,
+    )
 
 
 def blocks_marked(store: Path) -> int:
@@ -164,8 +209,9 @@ def blocks_marked(store: Path) -> int:
 def wait_for_marks(store: Path, at_least: int, proc: subprocess.Popen, cwd: Path) -> int:
     deadline = time.monotonic() + 120
     while (n := blocks_marked(store)) < at_least:
-        assert proc.poll() is None, f"the run ended before {at_least} blocks were done:\n" \
-            + (cwd / "run.err").read_text()
+        assert proc.poll() is None, (
+            f"the run ended before {at_least} blocks were done:\n" + (cwd / "run.err").read_text()
+        )
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.02)
     return n
@@ -177,8 +223,9 @@ def wait_for_marks(store: Path, at_least: int, proc: subprocess.Popen, cwd: Path
 @pytest.mark.parametrize("how, chunk_cells", [("file", None), ("address", 4)])
 def test_cluster_cube_equals_synchronous(cluster, small, tmp_path, how, chunk_cells):
     config, reference = small
-    where = (["--scheduler-file", cluster.file] if how == "file"
-             else ["--scheduler", cluster.address])
+    where = (
+        ["--scheduler-file", cluster.file] if how == "file" else ["--scheduler", cluster.address]
+    )
     chunk = [] if chunk_cells is None else ["--chunk-cells", chunk_cells]
     res = gridstress("run", config, "--out", "cube.zarr", *where, *chunk, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -192,8 +239,17 @@ def test_each_worker_prepares_a_run_once(cluster, small, tmp_path):
 
     config, reference = small
     for chunk_cells in (3, 9):
-        res = gridstress("run", config, "--out", f"c{chunk_cells}.zarr", "--chunk-cells",
-                         chunk_cells, "--scheduler-file", cluster.file, cwd=tmp_path)
+        res = gridstress(
+            "run",
+            config,
+            "--out",
+            f"c{chunk_cells}.zarr",
+            "--chunk-cells",
+            chunk_cells,
+            "--scheduler-file",
+            cluster.file,
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
         assert_same_cube(tmp_path / f"c{chunk_cells}.zarr", reference)
     key = reference.attrs["config_sha256"][:12] + "/auto"
@@ -205,8 +261,17 @@ def test_each_worker_prepares_a_run_once(cluster, small, tmp_path):
 def test_local_cluster_cube_equals_synchronous(small, tmp_path):
     config, reference = small
     workers, chunk_cells = 1, 10
-    res = gridstress("run", config, "--out", "cube.nc", "--workers", workers,
-                     "--chunk-cells", chunk_cells, cwd=tmp_path)
+    res = gridstress(
+        "run",
+        config,
+        "--out",
+        "cube.nc",
+        "--workers",
+        workers,
+        "--chunk-cells",
+        chunk_cells,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert f"{workers} Dask worker(s), scheduler tcp://127.0.0.1:" in res.stderr
     assert_same_cube(tmp_path / "cube.nc", reference)
@@ -214,12 +279,10 @@ def test_local_cluster_cube_equals_synchronous(small, tmp_path):
 
 def test_python_api_on_a_cluster(cluster, small):
     config, reference = small
-    cube = run_grid(load_config(config), backend="numpy", chunk_cells=6,
-                    scheduler=cluster.address)
+    cube = run_grid(load_config(config), backend="numpy", chunk_cells=6, scheduler=cluster.address)
     for name in variables():
         assert cube[name].identical(reference[name]), name
-    cube = run_grid(load_config(config), backend="numpy", chunk_cells=6,
-                    scheduler=cluster.client)
+    cube = run_grid(load_config(config), backend="numpy", chunk_cells=6, scheduler=cluster.client)
     for name in variables():
         assert cube[name].identical(reference[name]), name
 
@@ -229,8 +292,17 @@ def test_worker_killed_mid_run(slow, tmp_path):
     n_blocks = len(prepare(config, "numpy", SLOW_CHUNK).plan)
     c = Cluster(tmp_path, n_workers=2)
     try:
-        proc = start_gridstress("run", config, "--out", "cube.zarr", "--chunk-cells",
-                                SLOW_CHUNK, "--scheduler-file", c.file, cwd=tmp_path)
+        proc = start_gridstress(
+            "run",
+            config,
+            "--out",
+            "cube.zarr",
+            "--chunk-cells",
+            SLOW_CHUNK,
+            "--scheduler-file",
+            c.file,
+            cwd=tmp_path,
+        )
         store = partial_path(tmp_path / "cube.zarr")
         done_at_kill = wait_for_marks(store, 3, proc, tmp_path)
         c.kill_worker(0)
@@ -248,8 +320,16 @@ def test_client_killed_then_resume(cluster, slow, tmp_path):
     config, reference = slow
     run = prepare(config, "numpy", SLOW_CHUNK)
     n_blocks = len(run.plan)
-    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK,
-            "--scheduler-file", cluster.file)
+    args = (
+        "run",
+        config,
+        "--out",
+        "cube.zarr",
+        "--chunk-cells",
+        SLOW_CHUNK,
+        "--scheduler-file",
+        cluster.file,
+    )
     proc = start_gridstress(*args, cwd=tmp_path)
     store = partial_path(tmp_path / "cube.zarr")
     wait_for_marks(store, 3, proc, tmp_path)
@@ -266,14 +346,14 @@ def test_client_killed_then_resume(cluster, slow, tmp_path):
     assert 3 <= done < n_blocks
     marks = np.asarray(__import__("zarr").open_group(str(store))["gridstress_progress"][:])
     kept = [i for i in range(n_blocks) if marks[i]]
-    chunk_files = [Path("loss", "c", *map(str, np.unravel_index(i, run.plan.counts)))
-                   for i in kept]
+    chunk_files = [Path("loss", "c", *map(str, np.unravel_index(i, run.plan.counts))) for i in kept]
     written = {f: (store / f).stat().st_mtime_ns for f in chunk_files}
 
     res = gridstress(*args, "--resume", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert (f"resuming: {done} of {n_blocks} blocks already done, "
-            f"computing {n_blocks - done}") in res.stderr
+    assert (
+        f"resuming: {done} of {n_blocks} blocks already done, computing {n_blocks - done}"
+    ) in res.stderr
     assert_same_cube(tmp_path / "cube.zarr", reference)
     # The kept blocks were not written again.
     out = tmp_path / "cube.zarr"
@@ -297,7 +377,8 @@ def test_ctrl_c_keeps_the_blocks_and_a_resume_ends_the_run(slow, tmp_path, sched
     err = (tmp_path / "run.err").read_text()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert [line for line in err.splitlines() if line.startswith("interrupted")] == [
-        line for line in err.splitlines()[-1:]]
+        line for line in err.splitlines()[-1:]
+    ]
     assert "blocks are saved; run the same command with --resume to finish" in err
     kept = blocks_marked(store)
     assert 3 <= kept < 16
@@ -310,42 +391,70 @@ def test_ctrl_c_keeps_the_blocks_and_a_resume_ends_the_run(slow, tmp_path, sched
 BAD_PORTFOLIO = [
     {"loan_id": "OK", "principal": 1.0e6, "rate": 0.1, "term_years": 2, "n_gpus": 100},
     # Valid inputs whose loss, times 1e4 bp, overflows float64 where the loan defaults.
-    {"loan_id": "BAD", "principal": 1.0e305, "rate": 0.1, "term_years": 3, "n_gpus": 1.0e4,
-     "rent": 1.0e298},
+    {
+        "loan_id": "BAD",
+        "principal": 1.0e305,
+        "rate": 0.1,
+        "term_years": 3,
+        "n_gpus": 1.0e4,
+        "rent": 1.0e298,
+    },
 ]
 
 
 @pytest.mark.parametrize("scheduler", ["synchronous", "cluster"])
 def test_bad_data_names_the_loan_and_cell(cluster, tmp_path, scheduler):
-    grid = {"deflation": {"values": [-0.5, 0.0, 0.3, 0.6, 0.9]},
-            "crypto_drawdown": {"values": [0.0, 0.5]}, "haircut": {"values": [0.0, 0.5]}}
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(
-        {"name": "bad", "grid": grid, "portfolio": BAD_PORTFOLIO}, sort_keys=False))
-    where = (["--scheduler", "synchronous"] if scheduler == "synchronous"
-             else ["--scheduler", cluster.address])
-    res = gridstress("run", "bad.yaml", "--out", "cube.zarr", "--chunk-cells", 4, *where,
-                     cwd=tmp_path)
+    grid = {
+        "deflation": {"values": [-0.5, 0.0, 0.3, 0.6, 0.9]},
+        "crypto_drawdown": {"values": [0.0, 0.5]},
+        "haircut": {"values": [0.0, 0.5]},
+    }
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump({"name": "bad", "grid": grid, "portfolio": BAD_PORTFOLIO}, sort_keys=False)
+    )
+    where = (
+        ["--scheduler", "synchronous"]
+        if scheduler == "synchronous"
+        else ["--scheduler", cluster.address]
+    )
+    res = gridstress(
+        "run", "bad.yaml", "--out", "cube.zarr", "--chunk-cells", 4, *where, cwd=tmp_path
+    )
     assert res.returncode == 1, res.stderr
-    assert ("error: block 4 (deflation=0.9, crypto_drawdown 0..0.5, haircut 0..0.5): "
-            "breakeven_spread_bps=inf at cell deflation=0.9, crypto_drawdown=0, haircut=0 "
-            "(index (4, 0, 0)) is not finite; loan_id=BAD gives a non-finite result there "
-            "on its own") in res.stderr
+    assert (
+        "error: block 4 (deflation=0.9, crypto_drawdown 0..0.5, haircut 0..0.5): "
+        "breakeven_spread_bps=inf at cell deflation=0.9, crypto_drawdown=0, haircut=0 "
+        "(index (4, 0, 0)) is not finite; loan_id=BAD gives a non-finite result there "
+        "on its own"
+    ) in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "cube.zarr").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--scheduler", "bogus"], "--scheduler bogus: must be one of auto, synchronous, "
-     "local, local-cuda or a scheduler address such as tcp://host:8786"),
-    (["--scheduler-file", "nope.json"], "--scheduler-file nope.json: no such file"),
-    (["--scheduler", "synchronous", "--scheduler-file", "f.json"],
-     "give one of them, not both"),
-    (["--workers", "0"], "--workers=0 must be >= 1"),
-    (["--scheduler", "tcp://127.0.0.1:9", "--workers", "2"],
-     "--workers=2: only for --scheduler local or local-cuda"),
-    (["--scheduler", "tcp://127.0.0.1:9", "--backend", "gpu"],
-     "--backend gpu: must be one of auto, numpy, cupy"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--scheduler", "bogus"],
+            "--scheduler bogus: must be one of auto, synchronous, "
+            "local, local-cuda or a scheduler address such as tcp://host:8786",
+        ),
+        (["--scheduler-file", "nope.json"], "--scheduler-file nope.json: no such file"),
+        (
+            ["--scheduler", "synchronous", "--scheduler-file", "f.json"],
+            "give one of them, not both",
+        ),
+        (["--workers", "0"], "--workers=0 must be >= 1"),
+        (
+            ["--scheduler", "tcp://127.0.0.1:9", "--workers", "2"],
+            "--workers=2: only for --scheduler local or local-cuda",
+        ),
+        (
+            ["--scheduler", "tcp://127.0.0.1:9", "--backend", "gpu"],
+            "--backend gpu: must be one of auto, numpy, cupy",
+        ),
+    ],
+)
 def test_bad_scheduler_options(small, tmp_path, args, message):
     config, _ = small
     res = gridstress("run", config, "--out", "cube.zarr", *args, cwd=tmp_path)
@@ -362,8 +471,19 @@ def test_local_cuda_without_dask_cuda(small, tmp_path):
     except ImportError:
         pass
     config, _ = small
-    res = gridstress("run", config, "--out", "cube.zarr", "--scheduler", "local-cuda",
-                     "--backend", "numpy", "--chunk-cells", 5, cwd=tmp_path)
+    res = gridstress(
+        "run",
+        config,
+        "--out",
+        "cube.zarr",
+        "--scheduler",
+        "local-cuda",
+        "--backend",
+        "numpy",
+        "--chunk-cells",
+        5,
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr
     assert "--scheduler local-cuda needs dask-cuda" in res.stderr
     assert "pip install 'gridstress[gpu]'" in res.stderr
@@ -389,8 +509,11 @@ def test_a_worker_that_cannot_see_the_store_says_so(small, tmp_path):
     config, _ = small
     run = prepare(config, "numpy", 10)
     missing = tmp_path / "elsewhere" / "cube.zarr.partial"
-    with pytest.raises(ClusterError, match="cannot see the store .*elsewhere/cube.zarr.partial"
-                       ": workers write their blocks into it"):
+    with pytest.raises(
+        ClusterError,
+        match="cannot see the store .*elsewhere/cube.zarr.partial"
+        ": workers write their blocks into it",
+    ):
         block_task(RunSpec(run.config, "numpy", str(missing)), run.plan.block(0))
 
 
@@ -399,17 +522,26 @@ def test_per_loan_outputs_with_the_market_step_on_a_cluster(cluster, small, tmp_
     path; one of them writes loan_default_years) and the synchronous run agree."""
     config, _ = small
     cfg = load_config(config)
-    assert cfg.scenario["market_depth_gpus"] < float("inf")   # the market step is active
+    assert cfg.scenario["market_depth_gpus"] < float("inf")  # the market step is active
     reference = run_grid(cfg, backend="numpy", per_loan=True)
     assert float(reference["market_price_min"].min()) < 1.0
-    for chunk in (2, 5):   # haircut has 3 values: blocks of 2 or 5 cells cut it
-        res = gridstress("run", config, "--out", f"loans{chunk}.zarr", "--per-loan",
-                         "--chunk-cells", chunk, "--scheduler", cluster.address, cwd=tmp_path)
+    for chunk in (2, 5):  # haircut has 3 values: blocks of 2 or 5 cells cut it
+        res = gridstress(
+            "run",
+            config,
+            "--out",
+            f"loans{chunk}.zarr",
+            "--per-loan",
+            "--chunk-cells",
+            chunk,
+            "--scheduler",
+            cluster.address,
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
         with open_cube(tmp_path / f"loans{chunk}.zarr") as ds:
             for name in variables(per_loan=True):
                 assert ds[name].load().identical(reference[name]), (chunk, name)
-    cube = run_grid(cfg, backend="numpy", chunk_cells=2, per_loan=True,
-                    scheduler=cluster.client)
+    cube = run_grid(cfg, backend="numpy", chunk_cells=2, per_loan=True, scheduler=cluster.client)
     for name in variables(per_loan=True):
         assert cube[name].identical(reference[name]), name

@@ -21,8 +21,10 @@ grid:
   crypto_drawdown: {values: [0.0, 0.5]}
   haircut: {values: [0.0, 0.5]}
 """
-BOOK = "loan_id,principal,rate,term_years,utilization,n_gpus\nA,1000000,0.1,3,0.8,100\n" \
-       "B,2000000,0.12,2,0.9,300\n"
+BOOK = (
+    "loan_id,principal,rate,term_years,utilization,n_gpus\nA,1000000,0.1,3,0.8,100\n"
+    "B,2000000,0.12,2,0.9,300\n"
+)
 
 
 @pytest.fixture
@@ -50,8 +52,11 @@ def cube(tmp_path_factory):
 
 MISTAKES = [
     # (arguments, a part of the one line on stderr)
-    (("summary", "run.yaml"), "run.yaml: not a gridstress cube (a cube is the .zarr directory "
-     "or .nc file that gridstress run writes); it looks like a run config"),
+    (
+        ("summary", "run.yaml"),
+        "run.yaml: not a gridstress cube (a cube is the .zarr directory "
+        "or .nc file that gridstress run writes); it looks like a run config",
+    ),
     (("summary", "book.csv"), "it looks like a portfolio"),
     (("summary", "configs"), "configs: not a gridstress cube"),
     (("summary", "nope.zarr"), "nope.zarr: no such cube"),
@@ -59,12 +64,13 @@ MISTAKES = [
     (("validate", "configs"), "configs: is a folder; a run config is a YAML file"),
     (("trace", "configs"), "configs: is a folder"),
     (("run", "nope.yaml"), "nope.yaml: config file not found"),
-    (("run", "run.yaml", "--out", "cube.csv"), "--out cube.csv: a cube is a Zarr directory "
-     "(.zarr, or no suffix) or a NetCDF file (.nc)"),
+    (
+        ("run", "run.yaml", "--out", "cube.csv"),
+        "--out cube.csv: a cube is a Zarr directory (.zarr, or no suffix) or a NetCDF file (.nc)",
+    ),
     (("run", "run.yaml", "--chunk-cells", "1.5"), "'1.5' is not a whole number"),
     (("run", "run.yaml", "--scheduelr", "local"), "No such option: --scheduelr"),
-    (("run", "run.yaml", "--backend", "tpu"), "--backend tpu: must be one of auto, numpy, "
-     "cupy"),
+    (("run", "run.yaml", "--backend", "tpu"), "--backend tpu: must be one of auto, numpy, cupy"),
     (("summry", "x"), "no such command 'summry'; did you mean summary?"),
     (("summary",), "Missing argument 'cube'"),
     (("bench", "--cells", "lots"), "'lots' is not a number"),
@@ -73,8 +79,10 @@ MISTAKES = [
     (("trace", "run.yaml", "--loan", "a"), "--loan a: not in the portfolio (did you mean A?)"),
 ]
 CUBE_MISTAKES = [
-    (("report", "CUBE", "-o", "nodir/r.html"), "--output nodir/r.html: the folder nodir does "
-     "not exist"),
+    (
+        ("report", "CUBE", "-o", "nodir/r.html"),
+        "--output nodir/r.html: the folder nodir does not exist",
+    ),
     (("report", "CUBE", "-o", "r.pdf"), "--output r.pdf: must end in .html or .htm"),
     (("plot", "CUBE", "-o", "nodir/x.png"), "the folder nodir does not exist"),
     (("plot", "CUBE", "-o", "x.jpg"), "--output x.jpg: must end in .png, .svg or .pdf"),
@@ -85,8 +93,11 @@ CUBE_MISTAKES = [
     (("frontier", "CUBE", "--max-columns", "0"), "--max-columns 0: must be >= 1"),
     (("summary", "CUBE", "--xlsx", "s.csv"), "--xlsx s.csv: must end in .xlsx"),
     (("reverse", "CUBE", "--loss-rate", "0.2", "--csv", "nodir/r.csv"), "the folder nodir"),
-    (("risk", "CUBE", "--marginals", "m.yaml"), "marginals.deflation: lco is not a parameter "
-     "of norm (did you mean loc?); its parameters are: loc, scale"),
+    (
+        ("risk", "CUBE", "--marginals", "m.yaml"),
+        "marginals.deflation: lco is not a parameter "
+        "of norm (did you mean loc?); its parameters are: loc, scale",
+    ),
     (("compare", "CUBE", "run.yaml"), "it looks like a run config"),
 ]
 
@@ -111,7 +122,8 @@ def test_an_internal_error_is_one_line_and_the_debug_switch_shows_it(case):
     assert res.returncode == 0, res.stderr
     shutil.rmtree(where / "c.zarr" / "trigger")
     (where / "c.zarr" / "zarr.json").write_text(
-        (where / "c.zarr" / "zarr.json").read_text().replace('"consolidated_metadata"', '"x"'))
+        (where / "c.zarr" / "zarr.json").read_text().replace('"consolidated_metadata"', '"x"')
+    )
     res = run("summary", "c.zarr")
     assert res.returncode in (1, 2) and "Traceback" not in res.stderr
     assert res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1
@@ -121,10 +133,19 @@ def test_an_internal_error_is_one_line_and_the_debug_switch_shows_it(case):
 def test_a_closed_pipe_never_stops_a_run(case, pipe):
     where, _ = case
     exe = shutil.which("gridstress", path=str(ROOT / ".venv" / "bin")) or str(
-        __import__("pathlib").Path(sys.executable).parent / "gridstress")
-    res = subprocess.run(["bash", "-c", f"{exe} run configs/seed.yaml --out s.zarr {pipe}; "
-                          "echo status=${PIPESTATUS[0]}"], cwd=where, capture_output=True,
-                         text=True, timeout=300)
+        __import__("pathlib").Path(sys.executable).parent / "gridstress"
+    )
+    res = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{exe} run configs/seed.yaml --out s.zarr {pipe}; echo status=${{PIPESTATUS[0]}}",
+        ],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "status=0" in res.stdout, res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
     with open_cube(where / "s.zarr") as ds:
@@ -134,14 +155,16 @@ def test_a_closed_pipe_never_stops_a_run(case, pipe):
 
 def test_a_cube_of_another_run_is_replaced_only_with_overwrite(case):
     where, run = case
-    assert run("run", "run.yaml").returncode == 0        # results/case.zarr
-    assert run("run", "run.yaml").returncode == 0        # the same run: replaced
+    assert run("run", "run.yaml").returncode == 0  # results/case.zarr
+    assert run("run", "run.yaml").returncode == 0  # the same run: replaced
     (where / "other.csv").write_text(BOOK.replace("1000000", "3000000"))
     (where / "other.yaml").write_text(f"name: case\n{GRID}portfolio: other.csv\n")
-    res = run("run", "other.yaml")                       # same name: the same default path
+    res = run("run", "other.yaml")  # same name: the same default path
     assert res.returncode == 2
-    assert ("--out results/case.zarr: holds a cube of another run (the portfolio changed "
-            "(portfolio_sha256") in res.stderr and "--overwrite replaces it" in res.stderr
+    assert (
+        "--out results/case.zarr: holds a cube of another run (the portfolio changed "
+        "(portfolio_sha256"
+    ) in res.stderr and "--overwrite replaces it" in res.stderr
     with open_cube(where / "results" / "case.zarr") as ds:
         assert ds.attrs["portfolio_sha256"] == load_config(where / "run.yaml").portfolio_sha256
     assert run("run", "other.yaml", "--overwrite").returncode == 0
@@ -170,14 +193,18 @@ def test_an_unfinished_run_is_discarded_only_with_overwrite(case):
     _interrupt(where / "run.yaml", where / "c.zarr")
     res = run("run", "run.yaml", "--out", "c.zarr")
     assert res.returncode == 2
-    assert "c.zarr.partial: holds 2 finished block(s) of an interrupted run of this config: " \
-           "--resume finishes it, --overwrite starts again" in res.stderr
+    assert (
+        "c.zarr.partial: holds 2 finished block(s) of an interrupted run of this config: "
+        "--resume finishes it, --overwrite starts again" in res.stderr
+    )
     (where / "other.csv").write_text(BOOK.replace("0.8", "0.7"))
     (where / "other.yaml").write_text(f"name: other\n{GRID}portfolio: other.csv\n")
     res = run("run", "other.yaml", "--out", "c.zarr")
     assert res.returncode == 2
-    assert "holds an unfinished run of another config or portfolio; --overwrite discards it" \
-           in res.stderr
+    assert (
+        "holds an unfinished run of another config or portfolio; --overwrite discards it"
+        in res.stderr
+    )
     assert (where / "c.zarr.partial").is_dir()
     res = run("run", "other.yaml", "--out", "c.zarr", "--overwrite")
     assert res.returncode == 0, res.stderr
@@ -204,7 +231,7 @@ def test_tables_keep_their_width_off_a_terminal(case, cube):
     for name in ("refi coll. $M", "refi CF $M", "LTV book", "default"):
         assert name in header
     rows = [line for line in res.stdout.splitlines() if line.startswith("│ ")]
-    assert len({len(line) for line in rows}) <= 3        # each table's rows one width
+    assert len({len(line) for line in rows}) <= 3  # each table's rows one width
     res = run("reverse", str(cube), "--loss-rate", "0.3")
     assert res.returncode == 0, res.stderr
     cells = [line for line in res.stdout.splitlines() if "deflation=" in line]
@@ -224,8 +251,13 @@ def test_summary_tables_as_csv_and_excel(case, cube):
     loans = [r for r in rows if r["table"] == "loans"]
     assert len(loans) == 16 and {r["scenario"] for r in loans} == {"base", "severe"}
     book = load_workbook(where / "s.xlsx", read_only=True)
-    assert book.sheetnames == ["scenarios", "default_rate_by_trigger", "segments", "market",
-                               "loans"]
+    assert book.sheetnames == [
+        "scenarios",
+        "default_rate_by_trigger",
+        "segments",
+        "market",
+        "loans",
+    ]
     sheet = list(book["loans"].iter_rows(values_only=True))
     assert sheet[0][:3] == ("scenario", "loan_id", "segment") and len(sheet) == 17
     base = [r for r in loans if r["scenario"] == "base"]
@@ -264,17 +296,20 @@ def test_an_excel_portfolio_reads_as_the_csv_does(case):
     _seed_workbook(where / "book.xlsx")
     _seed_workbook(where / "plain.xlsx", notes=False)
     seed = (ROOT / "configs" / "seed.yaml").read_text()
-    (where / "named.yaml").write_text(seed.replace("portfolio: portfolios/seed.csv",
-                                                   "portfolio: {path: book.xlsx, sheet: Loans}"))
-    (where / "first.yaml").write_text(seed.replace("portfolio: portfolios/seed.csv",
-                                                   "portfolio: plain.xlsx"))
+    (where / "named.yaml").write_text(
+        seed.replace("portfolio: portfolios/seed.csv", "portfolio: {path: book.xlsx, sheet: Loans}")
+    )
+    (where / "first.yaml").write_text(
+        seed.replace("portfolio: portfolios/seed.csv", "portfolio: plain.xlsx")
+    )
     csv_cfg = load_config(ROOT / "configs" / "seed.yaml")
     for name in ("named", "first"):
         cfg = load_config(where / f"{name}.yaml")
         assert cfg.loans == csv_cfg.loans
         assert cfg.portfolio_sha256 == csv_cfg.portfolio_sha256
-    (where / "wrong.yaml").write_text(seed.replace("portfolio: portfolios/seed.csv",
-                                                   "portfolio: {path: book.xlsx, sheet: Lns}"))
+    (where / "wrong.yaml").write_text(
+        seed.replace("portfolio: portfolios/seed.csv", "portfolio: {path: book.xlsx, sheet: Lns}")
+    )
     res = run("validate", "wrong.yaml")
     assert res.returncode == 2
     assert "book.xlsx: no sheet named 'Lns'; sheets are: Notes, Loans" in res.stderr
@@ -283,22 +318,33 @@ def test_an_excel_portfolio_reads_as_the_csv_does(case):
 
     book = load_workbook(where / "book.xlsx")
     ws = book["Loans"]
-    ws.cell(row=4, column=ws[1].index(next(c for c in ws[1] if c.value == "utilization")) + 1,
-            value=1.3)
+    ws.cell(
+        row=4, column=ws[1].index(next(c for c in ws[1] if c.value == "utilization")) + 1, value=1.3
+    )
     book.save(where / "book.xlsx")
     res = run("validate", "named.yaml")
     assert res.returncode == 2
-    assert "book.xlsx sheet Loans row 4 (loan_id=NC-H100-2023): utilization=1.3 must be in " \
-           "[0, 1]" in res.stderr
+    assert (
+        "book.xlsx sheet Loans row 4 (loan_id=NC-H100-2023): utilization=1.3 must be in "
+        "[0, 1]" in res.stderr
+    )
 
 
-@pytest.mark.parametrize("header, message", [
-    ("Loan_ID,principal,rate,term_years", "unknown column(s) Loan_ID (names are "
-     "case-sensitive: loan_id)"),
-    ("loan_id,principal,rate,term_yeras", "term_yeras (did you mean term_years?)"),
-    ("loan_id;principal;rate;term_years", "book.csv: the header 'loan_id;principal;rate;"
-     "term_years' holds semicolons: gridstress reads comma-separated CSV"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (
+            "Loan_ID,principal,rate,term_years",
+            "unknown column(s) Loan_ID (names are case-sensitive: loan_id)",
+        ),
+        ("loan_id,principal,rate,term_yeras", "term_yeras (did you mean term_years?)"),
+        (
+            "loan_id;principal;rate;term_years",
+            "book.csv: the header 'loan_id;principal;rate;"
+            "term_years' holds semicolons: gridstress reads comma-separated CSV",
+        ),
+    ],
+)
 def test_column_mistakes_get_a_hint(case, header, message):
     where, run = case
     sep = ";" if ";" in header else ","
@@ -309,16 +355,20 @@ def test_column_mistakes_get_a_hint(case, header, message):
 
 def test_a_missing_required_column_is_reported_once(case):
     where, run = case
-    (where / "book.csv").write_text("loan_id,principal,term_years\n"
-                                    + "".join(f"L{i},1000,3\n" for i in range(50)))
+    (where / "book.csv").write_text(
+        "loan_id,principal,term_years\n" + "".join(f"L{i},1000,3\n" for i in range(50))
+    )
     res = run("validate", "run.yaml")
     assert res.returncode == 2
     assert res.stderr.count("error:") == 1
-    assert "book.csv: column rate is missing; it is required (or a value under defaults:)" \
-           in res.stderr
-    (where / "run.yaml").write_text(f"name: case\n{GRID}defaults: {{rate: 0.1}}\n"
-                                    "portfolio: book.csv\n")
-    assert run("validate", "run.yaml").returncode == 0   # the default fills the column
+    assert (
+        "book.csv: column rate is missing; it is required (or a value under defaults:)"
+        in res.stderr
+    )
+    (where / "run.yaml").write_text(
+        f"name: case\n{GRID}defaults: {{rate: 0.1}}\nportfolio: book.csv\n"
+    )
+    assert run("validate", "run.yaml").returncode == 0  # the default fills the column
 
 
 def test_conventions_version_help_and_whole_numbers(case, cube):
@@ -366,27 +416,31 @@ def test_a_small_grid_runs_in_this_process_and_a_large_one_on_a_cluster(case, mo
     big = prepare(ROOT / "configs" / "seed-dense.yaml", "numpy")
     small = prepare(ROOT / "configs" / "seed.yaml", "numpy")
     assert auto_scheduler(small, len(small.plan)) == "synchronous"
-    assert auto_scheduler(big, 1) == "synchronous"                 # one block: nothing to share
+    assert auto_scheduler(big, 1) == "synchronous"  # one block: nothing to share
     from dataclasses import replace
 
     from gridstress.inputs import Axis
 
     cfg = big.config
     # 4001 x 181 path cells x 134 loan-periods: about 6 s on one core.
-    huge = prepare(replace(cfg, axes=(Axis("deflation", tuple(np.linspace(-0.2, 0.6, 4001))),
-                                      *cfg.axes[1:])), "numpy")
+    huge = prepare(
+        replace(cfg, axes=(Axis("deflation", tuple(np.linspace(-0.2, 0.6, 4001))), *cfg.axes[1:])),
+        "numpy",
+    )
     monkeypatch.setattr(distributed, "_cpu_count", lambda: AUTO_LOCAL_MIN_CORES)
     assert auto_scheduler(huge, len(huge.plan)) == "local"
-    assert auto_scheduler(big, len(big.plan)) == "synchronous"     # under a second of work
+    assert auto_scheduler(big, len(big.plan)) == "synchronous"  # under a second of work
     monkeypatch.setattr(distributed, "_cpu_count", lambda: AUTO_LOCAL_MIN_CORES - 1)
     assert auto_scheduler(huge, len(huge.plan)) == "synchronous"
 
 
 def test_import_and_help_load_no_array_library():
-    code = ("import sys, gridstress; from gridstress.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "heavy = [m for m in ('xarray', 'pandas', 'pyarrow', 'dask', 'zarr', 'scipy',"
-            " 'matplotlib') if m in sys.modules]\n"
-            "print('heavy:', heavy)\nsys.exit(1 if heavy else 0)")
+    code = (
+        "import sys, gridstress; from gridstress.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "heavy = [m for m in ('xarray', 'pandas', 'pyarrow', 'dask', 'zarr', 'scipy',"
+        " 'matplotlib') if m in sys.modules]\n"
+        "print('heavy:', heavy)\nsys.exit(1 if heavy else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-500:] + done.stderr

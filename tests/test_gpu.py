@@ -43,10 +43,14 @@ def _check_arrays(got: dict, ref, pf):
 
 def _random_config(seed: int, loans: int, n_deflation: int, n_crypto: int):
     rng = np.random.default_rng(seed)
-    return make_v1_config(random_loans(rng, loans), grid={
-        "deflation": {"start": -0.1, "stop": 0.7, "num": n_deflation},
-        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_crypto},
-        "haircut": {"values": [0.0, 0.4, 0.8]}})
+    return make_v1_config(
+        random_loans(rng, loans),
+        grid={
+            "deflation": {"start": -0.1, "stop": 0.7, "num": n_deflation},
+            "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_crypto},
+            "haircut": {"values": [0.0, 0.4, 0.8]},
+        },
+    )
 
 
 @pytest.mark.parametrize("grid", list(GRIDS_GPU))
@@ -94,10 +98,15 @@ def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads
     b_count = len(axes["crypto_drawdown"])
     q_count = len(axes["haircut"])
     # Records of 3 values of a per path launch; slabs of 2 values of a.
-    fused = FusedGrid(pf, cupy, stages="two", recover_q_per_thread=recover_q,
-                      recover_threads=threads,
-                      record_bytes=3 * 8 * RECORD_FIELDS * pf.n_loans * b_count,
-                      slab_cells=2 * b_count * q_count)
+    fused = FusedGrid(
+        pf,
+        cupy,
+        stages="two",
+        recover_q_per_thread=recover_q,
+        recover_threads=threads,
+        record_bytes=3 * 8 * RECORD_FIELDS * pf.n_loans * b_count,
+        slab_cells=2 * b_count * q_count,
+    )
     got = fused.evaluate(axes, cfg.scenario)
     _check_arrays(got, ref, pf)
     assert fused.stage_seconds["path"] > 0 and fused.stage_seconds["recover"] > 0
@@ -109,9 +118,11 @@ def test_model_v2_runs_on_the_xp_model_on_cupy_and_says_so():
     # covenants, with per-loan outputs: the fused kernel (model v1) does not
     # cover the run, so --backend cupy takes the xp model on CuPy.
     rng = np.random.default_rng(17)
-    cfg = make_config(random_loans(rng, 15), grid={
-        **GRIDS_GPU["three axes"], "market_depth_gpus": {"values": [2e3, 4e4, float("inf")]}},
-        scenario={"book_share": 0.3})
+    cfg = make_config(
+        random_loans(rng, 15),
+        grid={**GRIDS_GPU["three axes"], "market_depth_gpus": {"values": [2e3, 4e4, float("inf")]}},
+        scenario={"book_share": 0.3},
+    )
     run = prepare(replace(cfg, per_loan=True), "cupy")
     assert run.fused is None and "computes model v1 only" in run.note
     assert run.engine == "xp model (cupy)"
@@ -120,8 +131,9 @@ def test_model_v2_runs_on_the_xp_model_on_cupy_and_says_so():
         cube = run_grid(cfg, backend="cupy", chunk_cells=chunk, per_loan=True)
         assert cube.attrs["engine"] == "xp model (cupy)"
         _check(cube, ref, run.portfolio)
-    fused = run_grid(make_v1_config(random_loans(rng, 15), grid=GRIDS_GPU["three axes"]),
-                     backend="cupy")
+    fused = run_grid(
+        make_v1_config(random_loans(rng, 15), grid=GRIDS_GPU["three axes"]), backend="cupy"
+    )
     assert fused.attrs["engine"] == "fused CUDA kernel"
 
 
@@ -172,8 +184,7 @@ def test_grid_larger_than_one_block_streams_to_disk(tmp_path):
 
 
 def test_compiled_kernel_is_cached_on_disk(tmp_path):
-    code = ("import cupy; from gridstress.kernels import kernel_function; "
-            "kernel_function(cupy)")
+    code = "import cupy; from gridstress.kernels import kernel_function; kernel_function(cupy)"
     env = dict(os.environ, CUPY_CACHE_DIR=str(tmp_path))
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     first = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
@@ -202,10 +213,26 @@ def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler, model):
         config.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     def run(backend: str, sched: str, out: str):
-        res = subprocess.run([sys.executable, "-m", "gridstress", "run", str(config),
-                              "--backend", backend, "--scheduler", sched,
-                              "--chunk-cells", "20000", "--out", str(tmp_path / out)],
-                             capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gridstress",
+                "run",
+                str(config),
+                "--backend",
+                backend,
+                "--scheduler",
+                sched,
+                "--chunk-cells",
+                "20000",
+                "--out",
+                str(tmp_path / out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr
         return open_cube(tmp_path / out)
 

@@ -15,8 +15,9 @@ PROBE = "from gridstress.heap import keep_freed_memory as k; print(k(), k())"
 
 def probe(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    return subprocess.run([sys.executable, "-c", PROBE], env=clean | env, check=True,
-                          capture_output=True, text=True).stdout.split()
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], env=clean | env, check=True, capture_output=True, text=True
+    ).stdout.split()
 
 
 @pytest.mark.skipif(not GLIBC, reason="the settings apply to glibc only")

@@ -75,28 +75,41 @@ def test_kernel_sources_are_found_and_inlined():
 
 def test_argument_block_layout_matches_the_compiler(host_library):
     assert K.args_layout_on_host(host_library) == (
-        K.ARGS_DTYPE.itemsize, K.ARGS_DTYPE.fields["dt"][1])
+        K.ARGS_DTYPE.itemsize,
+        K.ARGS_DTYPE.fields["dt"][1],
+    )
 
 
 GRIDS = {
-    "three axes": {"deflation": {"start": -0.2, "stop": 0.8, "num": 9},
-                   "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 7},
-                   "haircut": {"values": [0.0, 0.3, 0.55, 0.9]}},
+    "three axes": {
+        "deflation": {"start": -0.2, "stop": 0.8, "num": 9},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 7},
+        "haircut": {"values": [0.0, 0.3, 0.55, 0.9]},
+    },
     "discount and cost axes": {
         "deflation": {"start": -0.2, "stop": 0.8, "num": 5},
         "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 3},
-        "haircut": {"values": [0.0, 0.9]}, "discount_rate": {"values": [0.02, 0.12]},
-        "liquidation_cost": {"values": [0.0, 0.3]}},
+        "haircut": {"values": [0.0, 0.9]},
+        "discount_rate": {"values": [0.02, 0.12]},
+        "liquidation_cost": {"values": [0.0, 0.3]},
+    },
     "drawdown periods axis": {
         "deflation": {"start": -0.2, "stop": 0.8, "num": 4},
         "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
-        "drawdown_periods": {"values": [1.0, 2.5, 8.0]}, "haircut": {"values": [0.2]},
-        "crypto_haircut": {"values": [0.0, 0.5]}},
-    "one deflation": {"deflation": {"values": [0.3]},
-                      "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 40},
-                      "haircut": {"values": [0.1, 0.5]}},
-    "one crypto": {"deflation": {"start": -0.5, "stop": 0.9, "num": 50},
-                   "crypto_drawdown": {"values": [0.5]}, "haircut": {"values": [0.1, 0.5]}},
+        "drawdown_periods": {"values": [1.0, 2.5, 8.0]},
+        "haircut": {"values": [0.2]},
+        "crypto_haircut": {"values": [0.0, 0.5]},
+    },
+    "one deflation": {
+        "deflation": {"values": [0.3]},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 40},
+        "haircut": {"values": [0.1, 0.5]},
+    },
+    "one crypto": {
+        "deflation": {"start": -0.5, "stop": 0.9, "num": 50},
+        "crypto_drawdown": {"values": [0.5]},
+        "haircut": {"values": [0.1, 0.5]},
+    },
 }
 
 
@@ -104,8 +117,7 @@ def launches(pf) -> list[tuple[int, int]]:
     """(threads per block, shared bytes): the default, two a values per block
     with tiles of two loans, and one a value with one loan per tile."""
     K_, J, P = pf.horizon, K.rent_periods(pf), K.PATH_FIELDS
-    return [(128, 48 * 1024), (32, 2 * 8 * (2 * (2 * K_ + P) + K_ + J)),
-            (64, 8 * (3 * K_ + J + P))]
+    return [(128, 48 * 1024), (32, 2 * 8 * (2 * (2 * K_ + P) + K_ + J)), (64, 8 * (3 * K_ + J + P))]
 
 
 @needs_cxx
@@ -122,16 +134,17 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
     # cell, and one pass with one recovery cell per thread.
     for max_q in (K.MAX_Q_PER_THREAD, 1, 3):
         for threads, shared in launches(pf):
-            got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, threads, shared,
-                                     max_q_per_thread=max_q)
+            got = K.evaluate_on_host(
+                host_build, pf, axes, cfg.scenario, threads, shared, max_q_per_thread=max_q
+            )
             if threads == 64:  # one a value and one loan per tile
-                shape = K.launch_shape(1, 1, pf.n_loans, pf.horizon, threads, shared,
-                                       rent_periods=K.rent_periods(pf))
+                shape = K.launch_shape(
+                    1, 1, pf.n_loans, pf.horizon, threads, shared, rent_periods=K.rent_periods(pf)
+                )
                 assert (shape.na_block, shape.loan_tile) == (1, 1)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     # Launched in slabs of a, as the GPU backend copies results.
-    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, max_q_per_thread=1,
-                             slab_a=2)
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, max_q_per_thread=1, slab_a=2)
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
@@ -141,11 +154,15 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     loans = random_loans(rng, 17)
     for i, loan in enumerate(loans):  # more segments than registers hold
         loan["segment"] = f"s{i % 11}"
-    cfg = make_v1_config(loans, grid={
-        "deflation": {"start": -0.2, "stop": 0.8, "num": 6},
-        "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
-        "haircut": {"start": 0.0, "stop": 1.0, "num": 13},
-        "crypto_haircut": {"values": [0.0, 0.5]}})
+    cfg = make_v1_config(
+        loans,
+        grid={
+            "deflation": {"start": -0.2, "stop": 0.8, "num": 6},
+            "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
+            "haircut": {"start": 0.0, "stop": 1.0, "num": 13},
+            "crypto_haircut": {"values": [0.0, 0.5]},
+        },
+    )
     pf = prepare(cfg, "numpy").portfolio
     axes = {a.name: a.array for a in cfg.axes}
     ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape)
@@ -157,17 +174,28 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     # runs with).
     least = 8 * (3 * pf.horizon + K.rent_periods(pf) + K.PATH_FIELDS)
     for max_q, recover_q, threads, shared in (
-            (K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD, K.RECOVER_THREADS, K.SHARED_BYTES),
-            (5, 5, 64, least), (8, 1, 32, K.SHARED_BYTES)):
+        (K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD, K.RECOVER_THREADS, K.SHARED_BYTES),
+        (5, 5, 64, least),
+        (8, 1, 32, K.SHARED_BYTES),
+    ):
         q_tiles = math.ceil(26 / recover_q)
         rshape = K.recover_shape(5, q_tiles, pf.n_loans, threads, shared)
         assert rshape.rb == 5 and rshape.rq == min(q_tiles, threads // 5)
-        assert rshape.rec_tile == (pf.n_loans if shared == K.SHARED_BYTES
-                                   else least // (8 * K.RECORD_FIELDS * 5))
-        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, shared_bytes=shared,
-                                 max_q_per_thread=max_q, slab_a=4,
-                                 recover_q_per_thread=recover_q, recover_threads=threads,
-                                 recover_shared_bytes=shared)
+        assert rshape.rec_tile == (
+            pf.n_loans if shared == K.SHARED_BYTES else least // (8 * K.RECORD_FIELDS * 5)
+        )
+        got = K.evaluate_on_host(
+            host_build,
+            pf,
+            axes,
+            cfg.scenario,
+            shared_bytes=shared,
+            max_q_per_thread=max_q,
+            slab_a=4,
+            recover_q_per_thread=recover_q,
+            recover_threads=threads,
+            recover_shared_bytes=shared,
+        )
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     assert 1 < least // (8 * K.RECORD_FIELDS * 5) < pf.n_loans
     # Path launches of 5 and 1 values of a (as when the records fill their
@@ -176,9 +204,18 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
-@pytest.mark.parametrize("a_count,per_a,records_a,slab_cells", [
-    (401, 5611, 1483, 2**21), (401, 5611, 100, 2**21), (1000, 1000, None, 2**21),
-    (7, 10, 3, 20), (1, 1, None, 1), (1, 1, 1, 1), (50, 3, 7, 4)])
+@pytest.mark.parametrize(
+    "a_count,per_a,records_a,slab_cells",
+    [
+        (401, 5611, 1483, 2**21),
+        (401, 5611, 100, 2**21),
+        (1000, 1000, None, 2**21),
+        (7, 10, 3, 20),
+        (1, 1, None, 1),
+        (1, 1, 1, 1),
+        (50, 3, 7, 4),
+    ],
+)
 @pytest.mark.parametrize("slab_copies", [True, False])
 def test_launch_plan_covers_each_a_once(a_count, per_a, records_a, slab_cells, slab_copies):
     plan = K.launch_plan(a_count, per_a, records_a, slab_cells, slab_copies)
@@ -234,10 +271,17 @@ def _fused_case(grid: str, seed: int, loans: int = 13):
 FUSED_SETTINGS = {
     "defaults": lambda pf, b, q: {},
     "two stages in launches of 3 a": lambda pf, b, q: {
-        "stages": "two", "recover_q_per_thread": 5, "recover_threads": 64,
-        "record_bytes": 3 * 8 * K.RECORD_FIELDS * pf.n_loans * b, "slab_cells": 2 * b * q},
+        "stages": "two",
+        "recover_q_per_thread": 5,
+        "recover_threads": 64,
+        "record_bytes": 3 * 8 * K.RECORD_FIELDS * pf.n_loans * b,
+        "slab_cells": 2 * b * q,
+    },
     "one pass in slabs of 2 a": lambda pf, b, q: {
-        "stages": "one", "max_q_per_thread": 3, "slab_cells": 2 * b * q},
+        "stages": "one",
+        "max_q_per_thread": 3,
+        "slab_cells": 2 * b * q,
+    },
 }
 
 
@@ -307,8 +351,10 @@ def _ratio_tests(host_library):
     for name in ("gs_ratio_below_host", "gs_ratio_above_host"):
         getattr(lib, name).argtypes = [ctypes.c_double] * 3
         getattr(lib, name).restype = ctypes.c_int
-    return (lambda x, y, lim: bool(lib.gs_ratio_below_host(x, y, lim)),
-            lambda x, y, lim: bool(lib.gs_ratio_above_host(x, y, lim)))
+    return (
+        lambda x, y, lim: bool(lib.gs_ratio_below_host(x, y, lim)),
+        lambda x, y, lim: bool(lib.gs_ratio_above_host(x, y, lim)),
+    )
 
 
 def _near(x: float, steps: int) -> float:
@@ -337,14 +383,23 @@ def test_ratio_tests_decide_as_the_division_does(host_library, y, limit):
                 assert above(x, 0.0, limit)  # nothing to secure it: an infinite LTV
 
 
-@pytest.mark.parametrize("q,seg,cap,expect", [
-    (1, 3, 8, K.Variant(1, 3)), (31, 3, 8, K.Variant(8, 3)), (9, 3, 8, K.Variant(5, 3)),
-    (31, 8, 8, K.Variant(4, 8)), (5, 40, 8, K.Variant(5, 0)), (31, 3, 1, K.Variant(1, 3))])
+@pytest.mark.parametrize(
+    "q,seg,cap,expect",
+    [
+        (1, 3, 8, K.Variant(1, 3)),
+        (31, 3, 8, K.Variant(8, 3)),
+        (9, 3, 8, K.Variant(5, 3)),
+        (31, 8, 8, K.Variant(4, 8)),
+        (5, 40, 8, K.Variant(5, 0)),
+        (31, 3, 1, K.Variant(1, 3)),
+    ],
+)
 def test_variant_spreads_recovery_cells_evenly_within_registers(q, seg, cap, expect):
     v = K.choose_variant(q, seg, cap)
     assert v == expect
     assert v.q_per_thread * (3 + v.segments_in_registers) <= max(
-        K.MAX_SUM_REGISTERS, 3 + v.segments_in_registers)
+        K.MAX_SUM_REGISTERS, 3 + v.segments_in_registers
+    )
 
 
 @needs_cxx
@@ -358,10 +413,12 @@ def test_kernel_arithmetic_on_the_seed_portfolio(host_build):
     # With v1's settings every seed cell has a default: the unsecured convertible
     # bullet keeps no cash and cannot refinance on cash flow (docs/model.md).
     assert np.all(got["defaults"] >= 1)
-    np.testing.assert_allclose(got["default_rate_by_trigger"].sum(axis=-1), got["default_rate"],
-                               rtol=1e-12)
-    assert set(np.flatnonzero(got["default_rate_by_trigger"].reshape(-1, len(TRIGGERS))
-                              .any(axis=0))) == {0, 1, 2, 3}   # every trigger fires somewhere
+    np.testing.assert_allclose(
+        got["default_rate_by_trigger"].sum(axis=-1), got["default_rate"], rtol=1e-12
+    )
+    assert set(
+        np.flatnonzero(got["default_rate_by_trigger"].reshape(-1, len(TRIGGERS)).any(axis=0))
+    ) == {0, 1, 2, 3}  # every trigger fires somewhere
 
 
 def test_fused_kernel_covers_exactly_the_runs_model_v1_computes():
@@ -371,18 +428,28 @@ def test_fused_kernel_covers_exactly_the_runs_model_v1_computes():
     assert K.fused_covers(v1) is None
     assert K.fused_covers(replace(v1, per_loan=True)) == "per-loan outputs"
     first = v1.loans[0]
-    for change, text in (({"cash_cap": first.cash_reserve + 1}, "a cash cap above the reserve"),
-                         ({"refi_term_years": 4.0}, "a cash-flow refinancing offer"),
-                         ({"ltv_basis": "book", "gpu_cost": 3e4}, "an LTV covenant on book")):
+    for change, text in (
+        ({"cash_cap": first.cash_reserve + 1}, "a cash cap above the reserve"),
+        ({"refi_term_years": 4.0}, "a cash-flow refinancing offer"),
+        ({"ltv_basis": "book", "gpu_cost": 3e4}, "an LTV covenant on book"),
+    ):
         loans = (replace(first, **change),) + v1.loans[1:]
         assert K.fused_covers(replace(v1, loans=loans)).startswith(text)
     market_axis = replace(v1, axes=v1.axes + (Axis("book_share", (0.2, 1.0)),))
     assert K.fused_covers(market_axis) == "a market axis (book_share)"
 
 
-@pytest.mark.parametrize("a,b,loans,horizon", [
-    (1, 1, 1, 1), (401, 181, 100, 40), (1000, 1000, 100, 40), (50, 1, 8, 40),
-    (3, 7, 500, 120), (1, 300, 2, 400)])
+@pytest.mark.parametrize(
+    "a,b,loans,horizon",
+    [
+        (1, 1, 1, 1),
+        (401, 181, 100, 40),
+        (1000, 1000, 100, 40),
+        (50, 1, 8, 40),
+        (3, 7, 500, 120),
+        (1, 300, 2, 400),
+    ],
+)
 def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon):
     s = K.launch_shape(a, b, loans, horizon)
     assert s.threads % 32 == 0 and s.threads <= K.THREADS_PER_BLOCK
@@ -401,12 +468,18 @@ def test_launch_shape_covers_the_cells_within_shared_memory(a, b, loans, horizon
     assert long.loan_tile <= s.loan_tile and long.na_block <= s.na_block
 
 
-@pytest.mark.parametrize("b,q_tiles,loans,threads,shared", [
-    (181, 16, 100, 256, K.SHARED_BYTES), (1000, 1, 100, 256, K.SHARED_BYTES),
-    (5, 51, 17, 256, K.SHARED_BYTES), (1, 3, 1, 32, 40), (40, 9, 300, 512, 2000),
-    (7, 2, 5, 128, 100)])
-def test_recover_shape_covers_the_cells_within_shared_memory(b, q_tiles, loans, threads,
-                                                             shared):
+@pytest.mark.parametrize(
+    "b,q_tiles,loans,threads,shared",
+    [
+        (181, 16, 100, 256, K.SHARED_BYTES),
+        (1000, 1, 100, 256, K.SHARED_BYTES),
+        (5, 51, 17, 256, K.SHARED_BYTES),
+        (1, 3, 1, 32, 40),
+        (40, 9, 300, 512, 2000),
+        (7, 2, 5, 128, 100),
+    ],
+)
+def test_recover_shape_covers_the_cells_within_shared_memory(b, q_tiles, loans, threads, shared):
     r = K.recover_shape(b, q_tiles, loans, threads, shared)
     assert 1 <= r.rb <= min(b, 32) and 1 <= r.rq <= q_tiles
     assert r.rb * r.rq <= max(threads, r.rb) and r.threads % 32 == 0
@@ -422,32 +495,54 @@ def test_launch_shape_refuses_a_horizon_beyond_shared_memory():
 
 
 def test_block_layout_groups_axes_and_forms_recovery_factors():
-    axes = {"deflation": np.array([0.1, 0.2]), "crypto_drawdown": np.array([0.0, 0.5, 0.9]),
-            "haircut": np.array([0.25]), "liquidation_cost": np.array([0.0, 0.5])}
-    fixed = {"drawdown_periods": 4.0, "crypto_haircut": 0.1, "discount_rate": 0.08,
-             "liquidation_cost": 0.05}
+    axes = {
+        "deflation": np.array([0.1, 0.2]),
+        "crypto_drawdown": np.array([0.0, 0.5, 0.9]),
+        "haircut": np.array([0.25]),
+        "liquidation_cost": np.array([0.0, 0.5]),
+    }
+    fixed = {
+        "drawdown_periods": 4.0,
+        "crypto_haircut": 0.1,
+        "discount_rate": 0.08,
+        "liquidation_cost": 0.05,
+    }
     lay = K.block_layout(axes, fixed)
     assert (lay.a_dims, lay.b_dims, lay.q_dims) == (
-        ("deflation",), ("crypto_drawdown",), ("haircut", "liquidation_cost"))
+        ("deflation",),
+        ("crypto_drawdown",),
+        ("haircut", "liquidation_cost"),
+    )
     assert (lay.size("a"), lay.size("b"), lay.size("q")) == (2, 3, 2)
     np.testing.assert_array_equal(lay.a_params["discount_rate"], [0.08, 0.08])
     np.testing.assert_array_equal(lay.b_params["drawdown_periods"], [4.0] * 3)
     np.testing.assert_allclose(lay.q_params["keep"], [0.75, 0.375])
     np.testing.assert_allclose(lay.q_params["keep_crypto"], [0.9, 0.45])
     assert lay.a_leads
-    assert not K.block_layout({"crypto_drawdown": axes["crypto_drawdown"],
-                               "deflation": axes["deflation"],
-                               "haircut": axes["haircut"]}, fixed).a_leads
+    assert not K.block_layout(
+        {
+            "crypto_drawdown": axes["crypto_drawdown"],
+            "deflation": axes["deflation"],
+            "haircut": axes["haircut"],
+        },
+        fixed,
+    ).a_leads
 
 
 def test_loan_matrices_carry_the_flags_and_covenants():
     loans = [
-        {"loan_id": "A", "principal": 1e6, "rate": 0.1, "term_years": 2, "min_dscr": 1.2,
-         "max_ltv": 0.8, "mining_revenue": 5e5, "segment": "miner"},
-        {"loan_id": "B", "principal": 2e6, "rate": 0.1, "term_years": 3,
-         "amortization": "bullet"},
-        {"loan_id": "C", "principal": 1e6, "rate": 0.1, "term_years": 1,
-         "crypto_collateral": 5e5},
+        {
+            "loan_id": "A",
+            "principal": 1e6,
+            "rate": 0.1,
+            "term_years": 2,
+            "min_dscr": 1.2,
+            "max_ltv": 0.8,
+            "mining_revenue": 5e5,
+            "segment": "miner",
+        },
+        {"loan_id": "B", "principal": 2e6, "rate": 0.1, "term_years": 3, "amortization": "bullet"},
+        {"loan_id": "C", "principal": 1e6, "rate": 0.1, "term_years": 1, "crypto_collateral": 5e5},
     ]
     pf = prepare(make_config(loans), "numpy").portfolio
     loan_f, loan_i = K.loan_matrices(pf)
@@ -467,10 +562,14 @@ def test_loan_matrices_carry_the_flags_and_covenants():
 
 
 def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
-    cfg = make_v1_config(random_loans(np.random.default_rng(0), 5), grid={
-        "deflation": {"start": 0.0, "stop": 0.6, "num": 300},
-        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 200},
-        "haircut": {"start": 0.0, "stop": 0.9, "num": 10}})
+    cfg = make_v1_config(
+        random_loans(np.random.default_rng(0), 5),
+        grid={
+            "deflation": {"start": 0.0, "stop": 0.6, "num": 300},
+            "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 200},
+            "haircut": {"start": 0.0, "stop": 0.9, "num": 10},
+        },
+    )
     pf = prepare(cfg, "numpy").portfolio
     per_cell = K.bytes_per_cell(len(pf.segments))
     roomy = gpu_plan(cfg, pf, free_bytes=2**40)
@@ -482,17 +581,37 @@ def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
-@pytest.mark.parametrize("variant", [K.Variant(1, 0), K.choose_variant(31, 3),
-                                     K.choose_variant(31, 8), K.Variant(1, 3, True),
-                                     K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        K.Variant(1, 0),
+        K.choose_variant(31, 3),
+        K.choose_variant(31, 8),
+        K.Variant(1, 3, True),
+        K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD),
+    ],
+    ids=repr,
+)
 def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     # The single compilation unit NVRTC gets, compiled by nvcc for sm_90.
     src = tmp_path / "gs.cu"
     src.write_text(K.kernel_source(), encoding="utf-8")
-    res = subprocess.run([NVCC, "-arch=sm_90", *K.NVRTC_OPTIONS, *variant.defines(),
-                          "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "gs.cubin"), str(src)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            NVCC,
+            "-arch=sm_90",
+            *K.NVRTC_OPTIONS,
+            *variant.defines(),
+            "-cubin",
+            "-Xptxas",
+            "-v",
+            "-o",
+            str(tmp_path / "gs.cubin"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     report = res.stderr
     assert "gs_grid_v1" in report and "gs_recover_v1" in report
@@ -508,25 +627,53 @@ def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
 def test_the_wheel_ships_the_kernel_sources(tmp_path):
     """Build the wheel, install it into a fresh venv and find the sources there."""
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = wheels.glob("gridstress-*.whl")
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                                "['purelib'])"], check=True, capture_output=True,
-                               text=True).stdout.strip())
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--target", str(site), str(wheel)], check=True, capture_output=True)
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     # The fresh venv takes gridstress from the wheel and its dependencies from
     # this environment (a plain path entry: the editable install is not seen).
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    code = ("import gridstress, gridstress.kernels as k; print(gridstress.__file__); "
-            "print(k.kernel_dir()); print(len(k.kernel_source()))")
-    res = subprocess.run([str(py), "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, env={k: v for k, v in os.environ.items()
-                                            if k not in ("PYTHONPATH",)})
+    code = (
+        "import gridstress, gridstress.kernels as k; print(gridstress.__file__); "
+        "print(k.kernel_dir()); print(len(k.kernel_source()))"
+    )
+    res = subprocess.run(
+        [str(py), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)},
+    )
     assert res.returncode == 0, res.stderr
     module, folder, size = res.stdout.split()
     assert Path(module).is_relative_to(site)

@@ -19,34 +19,59 @@ from conftest import make_config
 from gridstress import reference, run_grid
 
 BASE = {
-    "loan_id": "A", "utilization": 1.0, "power_kw_per_gpu": 0.0, "fixed_opex_per_gpu_year": 0.0,
-    "economic_life_years": 3, "refi_advance_rate": 0.0, "refi_term_years": 0,
+    "loan_id": "A",
+    "utilization": 1.0,
+    "power_kw_per_gpu": 0.0,
+    "fixed_opex_per_gpu_year": 0.0,
+    "economic_life_years": 3,
+    "refi_advance_rate": 0.0,
+    "refi_term_years": 0,
 }
 
 
 def cell(loan, d=0.0, c=0.0, h=0.0, **scenario):
     """Scalars of one cell from the engine, after checking the reference agrees."""
-    scenario = {"liquidation_cost": 0.05, "discount_rate": 0.10, "crypto_haircut": 0.10,
-                "drawdown_periods": 1, "market_depth_gpus": float("inf"), **scenario}
-    cfg = make_config([{**BASE, **loan}], periods_per_year=1, scenario=scenario, grid={
-        "deflation": {"values": [d]}, "crypto_drawdown": {"values": [c]},
-        "haircut": {"values": [h]},
-    })
+    scenario = {
+        "liquidation_cost": 0.05,
+        "discount_rate": 0.10,
+        "crypto_haircut": 0.10,
+        "drawdown_periods": 1,
+        "market_depth_gpus": float("inf"),
+        **scenario,
+    }
+    cfg = make_config(
+        [{**BASE, **loan}],
+        periods_per_year=1,
+        scenario=scenario,
+        grid={
+            "deflation": {"values": [d]},
+            "crypto_drawdown": {"values": [c]},
+            "haircut": {"values": [h]},
+        },
+    )
     ds = run_grid(cfg, backend="numpy")
     got = {k: float(ds[k].values.ravel()[0]) for k in ds.data_vars if ds[k].ndim == 3}
-    ref = reference.evaluate_grid(cfg.loans, 1, {"deflation": [d], "crypto_drawdown": [c],
-                                                 "haircut": [h]}, cfg.scenario)
+    ref = reference.evaluate_grid(
+        cfg.loans, 1, {"deflation": [d], "crypto_drawdown": [c], "haircut": [h]}, cfg.scenario
+    )
     for k, v in got.items():
         np.testing.assert_allclose(v, ref[k].ravel()[0], rtol=1e-12, err_msg=k)
-    got["by_trigger"] = dict(zip(ds["trigger"].values,
-                                 ds["default_rate_by_trigger"].values.ravel().tolist()))
+    got["by_trigger"] = dict(
+        zip(ds["trigger"].values, ds["default_rate_by_trigger"].values.ravel().tolist())
+    )
     assert got["market_price_min"] == 1.0  # a deep market: no sale moves the price
     return got
 
 
 P = 100 * 1.21 / 0.21  # annuity payment on 1000 at 10%, 2 years: 576.190476...
-ANNUITY = {"principal": 1000, "rate": 0.10, "term_years": 2, "amortization": "annuity",
-           "n_gpus": 1, "rent": 0.1}
+ANNUITY = {
+    "principal": 1000,
+    "rate": 0.10,
+    "term_years": 2,
+    "amortization": "annuity",
+    "n_gpus": 1,
+    "rent": 0.1,
+}
 
 
 def test_annuity_repaid_without_stress():
@@ -86,9 +111,17 @@ def test_pledged_share_scales_collateral():
     assert r["loss"] == pytest.approx(1000 - 0.95 * 0.8 * 0.5 * G1, rel=1e-12)
 
 
-LINEAR = {"principal": 1200, "rate": 0.0, "term_years": 3, "amortization": "linear",
-          "n_gpus": 1, "rent": 0.05, "economic_life_years": 2, "cash_reserve": 100,
-          "min_dscr": 1.0}
+LINEAR = {
+    "principal": 1200,
+    "rate": 0.0,
+    "term_years": 3,
+    "amortization": "linear",
+    "n_gpus": 1,
+    "rent": 0.05,
+    "economic_life_years": 2,
+    "cash_reserve": 100,
+    "min_dscr": 1.0,
+}
 
 
 def test_linear_covenant_default():
@@ -116,9 +149,17 @@ def test_linear_payment_default_when_cure_is_longer():
     assert r["min_dscr"] == 0.0  # DSCR_3 = 0 / 400
 
 
-BULLET = {"principal": 1000, "rate": 0.05, "term_years": 2, "amortization": "bullet",
-          "n_gpus": 0, "mining_revenue": 100, "crypto_collateral": 1000, "cash_reserve": 100,
-          "refi_advance_rate": 0.5}
+BULLET = {
+    "principal": 1000,
+    "rate": 0.05,
+    "term_years": 2,
+    "amortization": "bullet",
+    "n_gpus": 0,
+    "mining_revenue": 100,
+    "crypto_collateral": 1000,
+    "cash_reserve": 100,
+    "refi_advance_rate": 0.5,
+}
 
 
 def test_bullet_maturity_default_on_crypto():
@@ -151,10 +192,22 @@ def test_ltv_default():
     assert cell({**BULLET, "max_ltv": 1.5}, c=0.2)["first_default_years"] == 2.0
 
 
-CONTRACT = {"principal": 10000, "rate": 0.01, "term_years": 2, "amortization": "bullet",
-            "n_gpus": 10, "rent": 0.2, "utilization": 0.8, "power_kw_per_gpu": 1.0,
-            "power_price": 0.15, "fixed_opex_per_gpu_year": 100, "contracted_share": 0.5,
-            "contract_years": 1, "contract_rent": 0.3, "refi_advance_rate": 0.7}
+CONTRACT = {
+    "principal": 10000,
+    "rate": 0.01,
+    "term_years": 2,
+    "amortization": "bullet",
+    "n_gpus": 10,
+    "rent": 0.2,
+    "utilization": 0.8,
+    "power_kw_per_gpu": 1.0,
+    "power_price": 0.15,
+    "fixed_opex_per_gpu_year": 100,
+    "contracted_share": 0.5,
+    "contract_years": 1,
+    "contract_rent": 0.3,
+    "refi_advance_rate": 0.7,
+}
 
 
 def test_contract_expiry_and_idle_gpus():

@@ -41,8 +41,9 @@ def test_v1_golden_cubes_are_reproduced_bit_for_bit(name):
         np.testing.assert_array_equal(cube[var].values, golden[var].values, err_msg=var)
     # What v2 adds is consistent with it: nothing sold, and the triggers add up.
     assert (cube["market_price_min"] == 1.0).all()
-    np.testing.assert_allclose(cube["default_rate_by_trigger"].sum("trigger"),
-                               cube["default_rate"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        cube["default_rate_by_trigger"].sum("trigger"), cube["default_rate"], rtol=1e-12, atol=1e-15
+    )
     assert float(golden["default_rate"].min()) < float(golden["default_rate"].max())
 
 
@@ -50,20 +51,28 @@ def test_v1_golden_cubes_are_reproduced_bit_for_bit(name):
 @given(seed=st.integers(0, 2**32 - 1), f=st.sampled_from([1, 4, 12]))
 def test_v1_settings_equal_the_v1_reference(seed, f):
     rng = np.random.default_rng(seed)
-    grid = {"deflation": {"values": sorted(rng.choice(np.linspace(-0.3, 0.9, 61), 4,
-                                                      replace=False).tolist())},
-            "crypto_drawdown": {"values": [0.0, float(rng.uniform(0.2, 1.0))]},
-            "haircut": {"values": [0.0, float(rng.uniform(0.2, 1.0))]},
-            "discount_rate": {"values": [0.0, float(rng.uniform(0.02, 0.2))]}}
-    cfg = make_config(v1_loans(random_loans(rng, int(rng.integers(1, 7)), f)), grid=grid,
-                      periods_per_year=f,
-                      scenario={**V1_SCENARIO, "drawdown_periods": int(rng.integers(1, 9))})
+    grid = {
+        "deflation": {
+            "values": sorted(rng.choice(np.linspace(-0.3, 0.9, 61), 4, replace=False).tolist())
+        },
+        "crypto_drawdown": {"values": [0.0, float(rng.uniform(0.2, 1.0))]},
+        "haircut": {"values": [0.0, float(rng.uniform(0.2, 1.0))]},
+        "discount_rate": {"values": [0.0, float(rng.uniform(0.02, 0.2))]},
+    }
+    cfg = make_config(
+        v1_loans(random_loans(rng, int(rng.integers(1, 7)), f)),
+        grid=grid,
+        periods_per_year=f,
+        scenario={**V1_SCENARIO, "drawdown_periods": int(rng.integers(1, 9))},
+    )
     cube = run_grid(cfg, backend="numpy")
-    ref = reference_v1.evaluate_grid(cfg.loans, f, {a.name: a.array for a in cfg.axes},
-                                     cfg.scenario)
+    ref = reference_v1.evaluate_grid(
+        cfg.loans, f, {a.name: a.array for a in cfg.axes}, cfg.scenario
+    )
     for name, expected in ref.items():
         got = cube[name].values
         scale = 1e-9 * max(1.0, np.nanmax(np.abs(expected), initial=0.0))
-        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=scale, equal_nan=True,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            got, expected, rtol=1e-9, atol=scale, equal_nan=True, err_msg=name
+        )
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=name)

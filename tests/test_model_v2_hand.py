@@ -17,32 +17,50 @@ from conftest import make_config
 from gridstress import reference, run_grid
 
 INF = float("inf")
-SCENARIO = {"liquidation_cost": 0.05, "discount_rate": 0.10, "crypto_haircut": 0.10,
-            "drawdown_periods": 1, "market_depth_gpus": INF, "market_half_life_years": INF,
-            "book_share": 1.0}
-PLAIN = {"utilization": 1.0, "power_kw_per_gpu": 0.0, "fixed_opex_per_gpu_year": 0.0,
-         "refi_advance_rate": 0.0, "refi_term_years": 0}
+SCENARIO = {
+    "liquidation_cost": 0.05,
+    "discount_rate": 0.10,
+    "crypto_haircut": 0.10,
+    "drawdown_periods": 1,
+    "market_depth_gpus": INF,
+    "market_half_life_years": INF,
+    "book_share": 1.0,
+}
+PLAIN = {
+    "utilization": 1.0,
+    "power_kw_per_gpu": 0.0,
+    "fixed_opex_per_gpu_year": 0.0,
+    "refi_advance_rate": 0.0,
+    "refi_term_years": 0,
+}
 
 
 def cell(loans, d=0.0, h=0.0, **scenario):
     """One cell of the engine as a dict (per-loan values by loan id), after
     checking the reference agrees on every variable."""
-    cfg = make_config([{**PLAIN, **loan} for loan in loans], periods_per_year=1,
-                      scenario={**SCENARIO, **scenario},
-                      grid={"deflation": {"values": [d]}, "crypto_drawdown": {"values": [0.0]},
-                            "haircut": {"values": [h]}})
+    cfg = make_config(
+        [{**PLAIN, **loan} for loan in loans],
+        periods_per_year=1,
+        scenario={**SCENARIO, **scenario},
+        grid={
+            "deflation": {"values": [d]},
+            "crypto_drawdown": {"values": [0.0]},
+            "haircut": {"values": [h]},
+        },
+    )
     ds = run_grid(cfg, backend="numpy", per_loan=True)
-    ref = reference.evaluate_grid(cfg.loans, 1, {a.name: a.array for a in cfg.axes},
-                                  cfg.scenario)
+    ref = reference.evaluate_grid(cfg.loans, 1, {a.name: a.array for a in cfg.axes}, cfg.scenario)
     for name, expected in ref.items():
         got = ds[name].values
-        if name == "loan_default_years":   # the cube leaves out the haircut axis
+        if name == "loan_default_years":  # the cube leaves out the haircut axis
             expected = expected[:, :, 0]
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9, equal_nan=True,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            got, expected, rtol=1e-12, atol=1e-9, equal_nan=True, err_msg=name
+        )
     out = {k: float(ds[k].values.ravel()[0]) for k in ds.data_vars if ds[k].ndim == 3}
-    out["by_trigger"] = dict(zip(ds["trigger"].values,
-                                 ds["default_rate_by_trigger"].values.ravel().tolist()))
+    out["by_trigger"] = dict(
+        zip(ds["trigger"].values, ds["default_rate_by_trigger"].values.ravel().tolist())
+    )
     loans_ = [str(x) for x in ds["loan"].values]
     out["years"] = dict(zip(loans_, ds["loan_default_years"].values.reshape(-1).tolist()))
     out["loan_loss"] = dict(zip(loans_, ds["loan_loss"].values.reshape(-1).tolist()))
@@ -51,13 +69,30 @@ def cell(loans, d=0.0, h=0.0, **scenario):
 
 # A defaults in period 1 and its 1,000 GPUs are sold; B, whose LTV covenant
 # holds at the full price, breaches it at the marked-down price one period later.
-A = {"loan_id": "A", "principal": 1000, "rate": 0.10, "term_years": 2, "n_gpus": 1000,
-     "rent": 0.1, "utilization": 0.0, "economic_life_years": 3}
-B = {"loan_id": "B", "principal": 1500, "rate": 0.0, "term_years": 3, "amortization": "linear",
-     "n_gpus": 1, "rent": 0.2, "economic_life_years": 4, "max_ltv": 0.3}
+A = {
+    "loan_id": "A",
+    "principal": 1000,
+    "rate": 0.10,
+    "term_years": 2,
+    "n_gpus": 1000,
+    "rent": 0.1,
+    "utilization": 0.0,
+    "economic_life_years": 3,
+}
+B = {
+    "loan_id": "B",
+    "principal": 1500,
+    "rate": 0.0,
+    "term_years": 3,
+    "amortization": "linear",
+    "n_gpus": 1,
+    "rent": 0.2,
+    "economic_life_years": 4,
+    "max_ltv": 0.3,
+}
 # Appraisal of B's GPU (d = 0): pi_j = 8760 * 0.2 = 1752 for j <= 4.
-G1_B = 1752 / 1.1 + 1752 / 1.21 + 1752 / 1.331     # 4356.96
-G2_B = 1752 / 1.1 + 1752 / 1.21                    # 3040.66
+G1_B = 1752 / 1.1 + 1752 / 1.21 + 1752 / 1.331  # 4356.96
+G2_B = 1752 / 1.1 + 1752 / 1.21  # 3040.66
 
 
 def test_default_chain_through_the_resale_market():
@@ -102,8 +137,7 @@ def test_price_impact_fades_with_the_half_life():
     r = cell([A, B], h=0.8, market_depth_gpus=1000, market_half_life_years=1.0)
     assert r["years"]["B"] == 2.0
     assert r["market_price_min"] == pytest.approx(0.5, rel=1e-12)
-    assert r["loan_loss"]["B"] == pytest.approx(500 - 0.95 * 0.2 * G2_B * 2 ** -0.501,
-                                                rel=1e-12)
+    assert r["loan_loss"]["B"] == pytest.approx(500 - 0.95 * 0.2 * G2_B * 2**-0.501, rel=1e-12)
     assert r["loan_loss"]["B"] == pytest.approx(91.77, abs=0.01)
     lasting = cell([A, B], h=0.8, market_depth_gpus=1000)
     assert lasting["loan_loss"]["B"] == pytest.approx(211.34, abs=0.01)
@@ -118,9 +152,18 @@ def test_out_of_service_gpus_are_not_sold():
 # An unsecured 2-year bullet at 5%: one GPU renting at 0.1 earns R = 876 a year,
 # DS = 50 of interest, cash swept (cap = reserve = 0); the balloon of 1000 due
 # at k = 2 can be refinanced only on cash flow.
-BULLET = {"loan_id": "BUL", "principal": 1000, "rate": 0.05, "term_years": 2,
-          "amortization": "bullet", "n_gpus": 1, "rent": 0.1, "economic_life_years": 5,
-          "pledged_share": 0.0, "refi_min_dscr": 1.25}
+BULLET = {
+    "loan_id": "BUL",
+    "principal": 1000,
+    "rate": 0.05,
+    "term_years": 2,
+    "amortization": "bullet",
+    "n_gpus": 1,
+    "rent": 0.1,
+    "economic_life_years": 5,
+    "pledged_share": 0.0,
+    "refi_min_dscr": 1.25,
+}
 
 
 def test_bullet_refinanced_on_cash_flow():
@@ -141,9 +184,17 @@ def test_bullet_refinanced_on_cash_flow():
 
 # A 1% convertible bullet, unsecured, 3 years: one GPU at rent 0.05 earns
 # R = 438 a year against DS = 10 of interest.
-CONVERTIBLE = {"loan_id": "CONV", "principal": 1000, "rate": 0.01, "term_years": 3,
-               "amortization": "bullet", "n_gpus": 1, "rent": 0.05,
-               "economic_life_years": 5, "pledged_share": 0.0}
+CONVERTIBLE = {
+    "loan_id": "CONV",
+    "principal": 1000,
+    "rate": 0.01,
+    "term_years": 3,
+    "amortization": "bullet",
+    "n_gpus": 1,
+    "rent": 0.05,
+    "economic_life_years": 5,
+    "pledged_share": 0.0,
+}
 
 
 def test_convertible_pays_from_retained_cash():
@@ -165,10 +216,22 @@ def test_convertible_pays_from_retained_cash():
 # contract (R = 8760 * 0.1 = 876 a year whatever the market); LTV covenant 1.0.
 # The GPU's merchant appraisal at d = 0.5 (market rent 0.05 * 0.5^j, life 3):
 # pi_2 = 438 / 4 = 109.5, pi_3 = 54.75, G_1 = 109.5 / 1.1 + 54.75 / 1.21 = 144.79.
-BOOK = {"loan_id": "BOOK", "principal": 1000, "rate": 0.0, "term_years": 2,
-        "amortization": "linear", "n_gpus": 1, "rent": 0.05, "contracted_share": 1.0,
-        "contract_years": 2, "contract_rent": 0.1, "economic_life_years": 3, "max_ltv": 1.0,
-        "gpu_cost": 2000, "book_life_years": 4}
+BOOK = {
+    "loan_id": "BOOK",
+    "principal": 1000,
+    "rate": 0.0,
+    "term_years": 2,
+    "amortization": "linear",
+    "n_gpus": 1,
+    "rent": 0.05,
+    "contracted_share": 1.0,
+    "contract_years": 2,
+    "contract_rent": 0.1,
+    "economic_life_years": 3,
+    "max_ltv": 1.0,
+    "gpu_cost": 2000,
+    "book_life_years": 4,
+}
 
 
 def test_book_value_covenant_does_not_fire_while_the_market_one_does():

@@ -11,8 +11,19 @@ from hypothesis import strategies as st
 from gridstress.schedule import contractual_schedule, periods, round_half_up
 
 
-@pytest.mark.parametrize("x, expected", [(2.5, 3), (2.4999, 2), (0.5, 1), (1.5, 2), (0.0, 0),
-                                         (0.3 * 4, 1), (4.5 * 4, 18), (0.125 * 4, 1)])
+@pytest.mark.parametrize(
+    "x, expected",
+    [
+        (2.5, 3),
+        (2.4999, 2),
+        (0.5, 1),
+        (1.5, 2),
+        (0.0, 0),
+        (0.3 * 4, 1),
+        (4.5 * 4, 18),
+        (0.125 * 4, 1),
+    ],
+)
 def test_round_half_up(x, expected):
     assert round_half_up(x) == expected
 
@@ -23,8 +34,9 @@ def test_periods_uses_half_up():
     assert periods(0.625, 4) == 3
 
 
-@pytest.mark.parametrize("rate, n, balloon", [(0.10, 8, 0.0), (0.0625, 24, 0.0),
-                                              (0.12, 16, 0.3), (0.15, 18, 0.5)])
+@pytest.mark.parametrize(
+    "rate, n, balloon", [(0.10, 8, 0.0), (0.0625, 24, 0.0), (0.12, 16, 0.3), (0.15, 18, 0.5)]
+)
 def test_annuity_matches_numpy_financial(rate, n, balloon):
     f, B0 = 4, 2.5e8
     s = contractual_schedule(B0, rate, n, "annuity", balloon, f)
@@ -33,10 +45,8 @@ def test_annuity_matches_numpy_financial(rate, n, balloon):
     payment = -npf.pmt(r, n, B0, -balloon * B0)
     k = np.arange(1, n + 1)
     np.testing.assert_allclose(s.debt_service[1:], payment, rtol=1e-12)
-    np.testing.assert_allclose(s.principal[1:], -npf.ppmt(r, k, n, B0, -balloon * B0),
-                               rtol=1e-10)
-    np.testing.assert_allclose(s.interest[1:], -npf.ipmt(r, k, n, B0, -balloon * B0),
-                               rtol=1e-10)
+    np.testing.assert_allclose(s.principal[1:], -npf.ppmt(r, k, n, B0, -balloon * B0), rtol=1e-10)
+    np.testing.assert_allclose(s.interest[1:], -npf.ipmt(r, k, n, B0, -balloon * B0), rtol=1e-10)
     assert s.balloon[n] == pytest.approx(balloon * B0)
     assert s.owed[n] == pytest.approx(balloon * B0)
     assert s.balance[n] == 0.0
@@ -48,9 +58,9 @@ def test_annuity_hand_worked():
     P = 100 * 1.21 / 0.21
     assert s.debt_service[1] == pytest.approx(P, rel=1e-14)
     assert s.interest[1] == pytest.approx(100.0)
-    assert s.principal[1] == pytest.approx(P - 100)            # 476.19
-    assert s.balance[1] == pytest.approx(1000 - (P - 100))      # 523.81
-    assert s.interest[2] == pytest.approx(0.1 * (1100 - P))     # 52.381
+    assert s.principal[1] == pytest.approx(P - 100)  # 476.19
+    assert s.balance[1] == pytest.approx(1000 - (P - 100))  # 523.81
+    assert s.interest[2] == pytest.approx(0.1 * (1100 - P))  # 52.381
     # WAL = (1 * 476.19 + 2 * 523.81) / 1000
     assert s.wal_years == pytest.approx((1 * (P - 100) + 2 * (1100 - P)) / 1000)
 
@@ -102,6 +112,7 @@ def test_schedule_repays_principal(principal, rate, n, amortization, balloon):
     # regular principal plus balloon repays B0; balances never go negative
     assert s.principal.sum() + s.balloon.sum() == pytest.approx(principal, rel=1e-9)
     assert np.all(s.balance[:-1] >= -1e-6 * principal)
-    np.testing.assert_allclose(s.interest[1:], s.balance[:-1] * rate / 4, rtol=1e-9,
-                               atol=1e-9 * principal)
+    np.testing.assert_allclose(
+        s.interest[1:], s.balance[:-1] * rate / 4, rtol=1e-9, atol=1e-9 * principal
+    )
     assert 0 < s.wal_years <= n / 4 + 1e-12

@@ -59,9 +59,10 @@ def test_modules_import_each_other_without_a_cycle():
 
 
 def test_the_model_path_does_not_import_the_config_reader():
-    code = ("import sys; import gridstress.engine, gridstress.model, gridstress.reference; "
-            "bad = [m for m in ('pydantic', 'yaml', 'gridstress.config') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT)
+    code = (
+        "import sys; import gridstress.engine, gridstress.model, gridstress.reference; "
+        "bad = [m for m in ('pydantic', 'yaml', 'gridstress.config') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -21,15 +21,18 @@ def check_same_grid(a: xr.Dataset, b: xr.Dataset, names: tuple[str, str] = ("A",
     """Refuse two cubes whose scenario axes or axis values differ, naming the first difference."""
     dims_a, dims_b = grid_dims(a), grid_dims(b)
     if dims_a != dims_b:
-        raise InputError(f"{names[1]}: not on the grid of {names[0]}: its axes are "
-                         f"{', '.join(dims_b)}, against {', '.join(dims_a)}")
+        raise InputError(
+            f"{names[1]}: not on the grid of {names[0]}: its axes are "
+            f"{', '.join(dims_b)}, against {', '.join(dims_a)}"
+        )
     for dim in dims_a:
         va, vb = np.asarray(a[dim].values), np.asarray(b[dim].values)
         if va.shape != vb.shape or not np.array_equal(va, vb):
             raise InputError(
                 f"{names[1]}: not on the grid of {names[0]}: {dim} has {vb.size} values "
                 f"from {vb.min():g} to {vb.max():g}, against {va.size} from {va.min():g} "
-                f"to {va.max():g}")
+                f"to {va.max():g}"
+            )
 
 
 #: Figures compared at the base and severe scenarios.
@@ -50,9 +53,14 @@ class Comparison:
     def rows(self) -> list[dict[str, object]]:
         """The headline deltas as table rows: figure, A, B, B - A."""
         ha, hb = self.headlines
-        out = [{"figure": "worst loss rate", "a": ha.worst_loss_rate, "b": hb.worst_loss_rate},
-               {"figure": "share of cells with a default", "a": ha.default_share,
-                "b": hb.default_share}]
+        out = [
+            {"figure": "worst loss rate", "a": ha.worst_loss_rate, "b": hb.worst_loss_rate},
+            {
+                "figure": "share of cells with a default",
+                "a": ha.default_share,
+                "b": hb.default_share,
+            },
+        ]
         for label, figures in self.scenarios.items():
             for name, (x, y) in figures.items():
                 out.append({"figure": f"{name} at {label}", "a": x, "b": y})
@@ -61,8 +69,9 @@ class Comparison:
         return out
 
 
-def compare(a: xr.Dataset, b: xr.Dataset, var: str = "loss_rate",
-            names: tuple[str, str] = ("A", "B")) -> Comparison:
+def compare(
+    a: xr.Dataset, b: xr.Dataset, var: str = "loss_rate", names: tuple[str, str] = ("A", "B")
+) -> Comparison:
     """Headline figures of two cubes on the same grid, and ``B - A`` of ``var``."""
     check_same_grid(a, b, names)
     da, db = require_var(a, var), require_var(b, var)
@@ -74,8 +83,10 @@ def compare(a: xr.Dataset, b: xr.Dataset, var: str = "loss_rate",
         scenarios[label] = {n: (float(at_a[n]), float(at_b[n])) for n in SCENARIO_FIGURES}
     difference = (db.transpose(*grid_dims(a)) - da.transpose(*grid_dims(a))).load()
     difference.name = f"{var}_difference"
-    difference.attrs = {"units": da.attrs.get("units", ""),
-                        "long_name": f"{da.attrs.get('long_name', var)}: B - A"}
+    difference.attrs = {
+        "units": da.attrs.get("units", ""),
+        "long_name": f"{da.attrs.get('long_name', var)}: B - A",
+    }
     return Comparison(var, (headline(a), headline(b)), points, scenarios, difference)
 
 

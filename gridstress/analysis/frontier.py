@@ -68,8 +68,12 @@ def first_true(flags: np.ndarray, along: np.ndarray) -> np.ndarray:
     return np.where(flags.any(axis=-1), np.asarray(along, dtype=np.float64)[j], np.nan)
 
 
-def frontier(ds: xr.Dataset, var: str = DEFAULT_VAR, threshold: float = DEFAULT_THRESHOLD,
-             axis: str = "deflation") -> xr.DataArray:
+def frontier(
+    ds: xr.Dataset,
+    var: str = DEFAULT_VAR,
+    threshold: float = DEFAULT_THRESHOLD,
+    axis: str = "deflation",
+) -> xr.DataArray:
     """The frontier of a cube over every other scenario axis.
 
     Parameters
@@ -97,8 +101,12 @@ def frontier(ds: xr.Dataset, var: str = DEFAULT_VAR, threshold: float = DEFAULT_
         da = da.chunk({axis: -1})
     along = np.asarray(ds[axis].values, dtype=np.float64)
     result = xr.apply_ufunc(
-        first_crossing, da, kwargs={"along": along, "threshold": float(threshold)},
-        input_core_dims=[[axis]], dask="parallelized", output_dtypes=[np.float64],
+        first_crossing,
+        da,
+        kwargs={"along": along, "threshold": float(threshold)},
+        input_core_dims=[[axis]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
     )
     result = result.compute()
     result.name = axis
@@ -120,19 +128,26 @@ def loan_frontier(ds: xr.Dataset, loan_id: str, axis: str = "deflation") -> xr.D
     interpolation: between two grid points the loan either defaults or not.
     """
     if "loan_default_years" not in ds.data_vars:
-        raise InputError(f"--loan {loan_id}: the cube has no per-loan outputs; run it again "
-                         "with --per-loan (or outputs: {per_loan: true} in the config)")
+        raise InputError(
+            f"--loan {loan_id}: the cube has no per-loan outputs; run it again "
+            "with --per-loan (or outputs: {per_loan: true} in the config)"
+        )
     loans = [str(x) for x in ds["loan"].values]
     if loan_id not in loans:
-        raise InputError(f"--loan {loan_id}: not a loan of the cube; loans are: "
-                         + ", ".join(loans))
+        raise InputError(
+            f"--loan {loan_id}: not a loan of the cube; loans are: " + ", ".join(loans)
+        )
     require_axis(ds, axis, "--axis")
     years = ds["loan_default_years"].sel(loan=loan_id, drop=True)
     if years.chunks is not None:
         years = years.chunk({axis: -1})
     result = xr.apply_ufunc(
-        first_true, years.notnull(), kwargs={"along": np.asarray(ds[axis].values)},
-        input_core_dims=[[axis]], dask="parallelized", output_dtypes=[np.float64],
+        first_true,
+        years.notnull(),
+        kwargs={"along": np.asarray(ds[axis].values)},
+        input_core_dims=[[axis]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
     ).compute()
     result.name = axis
     result.attrs = {
@@ -154,8 +169,9 @@ def frontier_rows(result: xr.DataArray) -> list[dict[str, float]]:
     return frame.to_dict(orient="records")
 
 
-def frontier_table(line: xr.DataArray, ds: xr.Dataset, rows: str = "crypto_drawdown",
-                   columns: str = "haircut") -> xr.DataArray:
+def frontier_table(
+    line: xr.DataArray, ds: xr.Dataset, rows: str = "crypto_drawdown", columns: str = "haircut"
+) -> xr.DataArray:
     """The frontier as a ``rows`` x ``columns`` table, any other axis at its central value.
 
     A frontier without a ``columns`` dim (a loan's, which has no haircut)

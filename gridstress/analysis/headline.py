@@ -51,8 +51,12 @@ def reference_index(values, given: float | None, which: str = "central") -> int:
 def axis_point(coords, which: str = "central") -> dict[str, float]:
     """Grid point of the ``central`` (or ``severe``) scenario of some axes
     (xarray coordinates: ``name``, ``values``, ``attrs``), by :func:`reference_index`."""
-    return {coord.name: float(np.asarray(coord.values)[
-        reference_index(coord.values, coord.attrs.get(which), which)]) for coord in coords}
+    return {
+        coord.name: float(
+            np.asarray(coord.values)[reference_index(coord.values, coord.attrs.get(which), which)]
+        )
+        for coord in coords
+    }
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,11 @@ def headline(ds: xr.Dataset) -> Headline:
                 local = np.unravel_index(flat, part.shape)
                 worst_index = (local[0] + rows.start,) + tuple(local[1:])
         with_default += int((ds["defaults"].isel({dims[0]: rows}).values > 0).sum())
-    worst_cell = ({d: float(ds[d].values[i]) for d, i in zip(dims, worst_index)}
-                  if worst_index is not None else {})
+    worst_cell = (
+        {d: float(ds[d].values[i]) for d, i in zip(dims, worst_index)}
+        if worst_index is not None
+        else {}
+    )
     central = scenario_point(ds, "central")
     at = ds[["loss", "loss_rate"]].sel(central).load()
     return Headline(
@@ -138,8 +145,7 @@ def central_index(config: RunConfig) -> tuple[int, ...]:
     return tuple(reference_index(a.array, a.central) for a in config.axes)
 
 
-def block_headline(config: RunConfig, block: Block,
-                   results: dict[str, Any]) -> BlockHeadline:
+def block_headline(config: RunConfig, block: Block, results: dict[str, Any]) -> BlockHeadline:
     """A block's worst loss rate, its cells with a default and the central cell.
 
     Of tied worst cells the first in C order counts, as in :func:`headline`.
@@ -150,8 +156,9 @@ def block_headline(config: RunConfig, block: Block,
     if np.isfinite(loss_rate).any():
         local = np.unravel_index(int(np.nanargmax(loss_rate)), loss_rate.shape)
         worst = float(loss_rate[local])
-        worst_flat = int(np.ravel_multi_index(tuple(i + s for i, s in zip(local, starts)),
-                                              config.shape))
+        worst_flat = int(
+            np.ravel_multi_index(tuple(i + s for i, s in zip(local, starts)), config.shape)
+        )
     central = None
     at = central_index(config)
     if all(s.start <= i < s.stop for s, i in zip(block.slices, at)):
@@ -165,15 +172,22 @@ def combine(config: RunConfig, parts: Iterable[BlockHeadline]) -> Headline:
     """The headline of a grid from the headlines of its blocks."""
     worst, worst_flat, with_default, central = -np.inf, -1, 0, (np.nan, np.nan)
     for part in parts:
-        if part.worst_flat >= 0 and (part.worst_loss_rate > worst or (
-                part.worst_loss_rate == worst and part.worst_flat < worst_flat)):
+        if part.worst_flat >= 0 and (
+            part.worst_loss_rate > worst
+            or (part.worst_loss_rate == worst and part.worst_flat < worst_flat)
+        ):
             worst, worst_flat = part.worst_loss_rate, part.worst_flat
         with_default += part.with_default
         if part.central is not None:
             central = part.central
-    cell = ({a.name: float(a.values[i]) for a, i in
-             zip(config.axes, np.unravel_index(worst_flat, config.shape))}
-            if worst_flat >= 0 else {})
+    cell = (
+        {
+            a.name: float(a.values[i])
+            for a, i in zip(config.axes, np.unravel_index(worst_flat, config.shape))
+        }
+        if worst_flat >= 0
+        else {}
+    )
     at = central_index(config)
     return Headline(
         worst_loss_rate=worst if worst_flat >= 0 else float("nan"),

@@ -25,8 +25,12 @@ from .select import nearest_point, require_axis, require_var
 
 FORMATS = (".png", ".svg", ".pdf")
 FRONTIER_AXIS = "deflation"
-TRIGGER_COLOURS = {"payment": "#b3202a", "covenant": "#e08214", "ltv": "#5e3c99",
-                   "maturity": "#2c7fb8"}
+TRIGGER_COLOURS = {
+    "payment": "#b3202a",
+    "covenant": "#e08214",
+    "ltv": "#5e3c99",
+    "maturity": "#2c7fb8",
+}
 
 
 def label(coord: xr.DataArray) -> str:
@@ -36,8 +40,9 @@ def label(coord: xr.DataArray) -> str:
     return f"{name} [{units}]" if units else str(name)
 
 
-def fixed_point(ds: xr.Dataset, free: list[str], at: Mapping[str, float] | None = None
-                ) -> tuple[dict[str, float], dict[str, float]]:
+def fixed_point(
+    ds: xr.Dataset, free: list[str], at: Mapping[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
     """Grid values of the axes not in ``free``: nearest to ``at``, else central.
 
     Returns ``(point, asked)``: the grid point and the values asked for in
@@ -74,8 +79,9 @@ def _check_xy(ds: xr.Dataset, var: str, x: str, y: str) -> xr.DataArray:
     return da
 
 
-def _draw_frontier(ax, ds: xr.Dataset, point: Mapping[str, float], x: str, y: str,
-                   var: str, threshold: float) -> bool:
+def _draw_frontier(
+    ax, ds: xr.Dataset, point: Mapping[str, float], x: str, y: str, var: str, threshold: float
+) -> bool:
     """Draw the deflation frontier on a heatmap whose x or y is deflation."""
     if FRONTIER_AXIS not in (x, y):
         return False
@@ -84,8 +90,7 @@ def _draw_frontier(ax, ds: xr.Dataset, point: Mapping[str, float], x: str, y: st
     along, edge = line[other].values, line.values
     xs, ys = (edge, along) if x == FRONTIER_AXIS else (along, edge)
     ax.plot(xs, ys, color="white", lw=2.5, solid_capstyle="round")
-    ax.plot(xs, ys, color="black", lw=1.2, ls="--",
-            label=f"frontier: {var} > {threshold:g}")
+    ax.plot(xs, ys, color="black", lw=1.2, ls="--", label=f"frontier: {var} > {threshold:g}")
     ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
     return True
 
@@ -93,16 +98,24 @@ def _draw_frontier(ax, ds: xr.Dataset, point: Mapping[str, float], x: str, y: st
 def _finite_axis(ds: xr.Dataset, name: str, option: str) -> np.ndarray:
     values = np.asarray(ds[name].values, dtype=np.float64)
     if not np.isfinite(values).all():
-        raise InputError(f"{option} {name}: the axis holds non-finite values "
-                         f"({', '.join(f'{v:g}' for v in values)}) and cannot be drawn as "
-                         "a coordinate; fix it with --at or draw it with --facet")
+        raise InputError(
+            f"{option} {name}: the axis holds non-finite values "
+            f"({', '.join(f'{v:g}' for v in values)}) and cannot be drawn as "
+            "a coordinate; fix it with --at or draw it with --facet"
+        )
     return values
 
 
-def heatmap(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
-            y: str = "crypto_drawdown", at: Mapping[str, float] | None = None,
-            frontier_var: str = DEFAULT_VAR, threshold: float = DEFAULT_THRESHOLD,
-            contours: Sequence[float] = ()) -> Figure:
+def heatmap(
+    ds: xr.Dataset,
+    var: str = "loss_rate",
+    x: str = "deflation",
+    y: str = "crypto_drawdown",
+    at: Mapping[str, float] | None = None,
+    frontier_var: str = DEFAULT_VAR,
+    threshold: float = DEFAULT_THRESHOLD,
+    contours: Sequence[float] = (),
+) -> Figure:
     """Heatmap of ``var`` over axes ``x`` and ``y`` at fixed values of the others.
 
     Axes not given in ``at`` take their central value; values given are
@@ -120,12 +133,18 @@ def heatmap(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
     surface = da.sel(point).load().transpose(y, x).values
     mesh = ax.pcolormesh(xs, ys, surface, shading="nearest", cmap="magma_r")
     fig.colorbar(mesh, ax=ax, label=label(da))
-    levels = [v for v in sorted(contours)
-              if np.nanmin(surface) < v < np.nanmax(surface)] if surface.size else []
+    levels = (
+        [v for v in sorted(contours) if np.nanmin(surface) < v < np.nanmax(surface)]
+        if surface.size
+        else []
+    )
     if levels and min(surface.shape) > 1:
         lines = ax.contour(xs, ys, surface, levels=levels, colors="white", linewidths=1.0)
-        ax.clabel(lines, fmt=lambda v: f"{v:.0%}" if da.attrs.get("units") == "1" else f"{v:g}",
-                  fontsize="small")
+        ax.clabel(
+            lines,
+            fmt=lambda v: f"{v:.0%}" if da.attrs.get("units") == "1" else f"{v:g}",
+            fontsize="small",
+        )
     _draw_frontier(ax, ds, point, x, y, frontier_var, threshold)
     ax.set_xlabel(label(ds[x]))
     ax.set_ylabel(label(ds[y]))
@@ -134,10 +153,17 @@ def heatmap(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
     return fig
 
 
-def facets(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
-           y: str = "crypto_drawdown", facet: str = "haircut",
-           at: Mapping[str, float] | None = None, frontier_var: str = DEFAULT_VAR,
-           threshold: float = DEFAULT_THRESHOLD, max_panels: int = 20) -> Figure:
+def facets(
+    ds: xr.Dataset,
+    var: str = "loss_rate",
+    x: str = "deflation",
+    y: str = "crypto_drawdown",
+    facet: str = "haircut",
+    at: Mapping[str, float] | None = None,
+    frontier_var: str = DEFAULT_VAR,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_panels: int = 20,
+) -> Figure:
     """Small multiples: one heatmap of ``var`` per value of ``facet``, one colour scale.
 
     With more than ``max_panels`` values, evenly spaced ones are shown
@@ -162,13 +188,14 @@ def facets(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
     for ax, i in zip(axes.flat, index):
         value = float(ds[facet].values[i])
         panel = cube.sel({facet: value}).transpose(y, x)
-        ax.pcolormesh(ds[x].values, ds[y].values, panel.values, shading="nearest",
-                      cmap="magma_r", norm=norm)
+        ax.pcolormesh(
+            ds[x].values, ds[y].values, panel.values, shading="nearest", cmap="magma_r", norm=norm
+        )
         line_at = {**point, facet: value}
         if _draw_frontier(ax, ds, line_at, x, y, frontier_var, threshold):
             ax.get_legend().remove()
         ax.set_title(f"{facet}={value:g}", fontsize="small")
-    for ax in axes.flat[len(index):]:
+    for ax in axes.flat[len(index) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel(label(ds[x]), fontsize="small")
@@ -185,16 +212,18 @@ def facets(ds: xr.Dataset, var: str = "loss_rate", x: str = "deflation",
     return fig
 
 
-def frontier_figure(line: xr.DataArray, ds: xr.Dataset, x: str = "crypto_drawdown",
-                    hue: str = "haircut") -> Figure:
+def frontier_figure(
+    line: xr.DataArray, ds: xr.Dataset, x: str = "crypto_drawdown", hue: str = "haircut"
+) -> Figure:
     """The frontier over ``x``, one line per value of ``hue`` (other axes central)."""
     others = [d for d in line.dims if d not in (x, hue)]
     central = scenario_point(ds, "central")
     line = line.sel({d: central[d] for d in others})
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.subplots()
-    colours = ScalarMappable(norm=Normalize(float(line[hue].min()), float(line[hue].max())),
-                             cmap="viridis")
+    colours = ScalarMappable(
+        norm=Normalize(float(line[hue].min()), float(line[hue].max())), cmap="viridis"
+    )
     for value in line[hue].values:
         series = line.sel({hue: value})
         ax.plot(series[x].values, series.values, color=colours.to_rgba(value), lw=1.5)
@@ -203,15 +232,21 @@ def frontier_figure(line: xr.DataArray, ds: xr.Dataset, x: str = "crypto_drawdow
     ax.set_ylabel(f"frontier {label(ds[FRONTIER_AXIS])}")
     lo, hi = float(ds[FRONTIER_AXIS].min()), float(ds[FRONTIER_AXIS].max())
     ax.set_ylim(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo))
-    ax.set_title(f"smallest {FRONTIER_AXIS} at which {line.attrs.get('var')} > "
-                 f"{line.attrs.get('threshold', 0):g} (gaps: never on the grid)",
-                 fontsize="medium")
+    ax.set_title(
+        f"smallest {FRONTIER_AXIS} at which {line.attrs.get('var')} > "
+        f"{line.attrs.get('threshold', 0):g} (gaps: never on the grid)",
+        fontsize="medium",
+    )
     return fig
 
 
-def difference_figure(diff: xr.DataArray, ds: xr.Dataset, x: str = "deflation",
-                      y: str = "crypto_drawdown", names: tuple[str, str] = ("A", "B")
-                      ) -> Figure:
+def difference_figure(
+    diff: xr.DataArray,
+    ds: xr.Dataset,
+    x: str = "deflation",
+    y: str = "crypto_drawdown",
+    names: tuple[str, str] = ("A", "B"),
+) -> Figure:
     """Heatmap of a difference of two cubes (B - A) over ``x`` and ``y``, the other
     axes at their central values, on a colour scale centred on zero."""
     point = {d: v for d, v in scenario_point(ds, "central").items() if d not in (x, y)}
@@ -222,18 +257,22 @@ def difference_figure(diff: xr.DataArray, ds: xr.Dataset, x: str = "deflation",
     span = float(np.nanmax(np.abs(surface))) if np.isfinite(surface).any() else 0.0
     norm = TwoSlopeNorm(0.0, -span, span) if span > 0 else Normalize(-1e-12, 1e-12)
     mesh = ax.pcolormesh(xs, ys, surface, shading="nearest", cmap="RdBu_r", norm=norm)
-    fig.colorbar(mesh, ax=ax, label=f"{diff.attrs.get('long_name', diff.name)}"
-                 + (f" [{diff.attrs['units']}]" if diff.attrs.get("units") else ""))
+    fig.colorbar(
+        mesh,
+        ax=ax,
+        label=f"{diff.attrs.get('long_name', diff.name)}"
+        + (f" [{diff.attrs['units']}]" if diff.attrs.get("units") else ""),
+    )
     ax.set_xlabel(label(ds[x]))
     ax.set_ylabel(label(ds[y]))
     where = _describe(point, {})
-    ax.set_title(f"{names[1]} - {names[0]}" + (f" at {where}" if where else ""),
-                 fontsize="medium")
+    ax.set_title(f"{names[1]} - {names[0]}" + (f" at {where}" if where else ""), fontsize="medium")
     return fig
 
 
-def trigger_figure(ds: xr.Dataset, along: str = "deflation",
-                   at: Mapping[str, float] | None = None) -> Figure:
+def trigger_figure(
+    ds: xr.Dataset, along: str = "deflation", at: Mapping[str, float] | None = None
+) -> Figure:
     """The default rate by trigger along ``along`` (stacked), the other axes at ``at``
     or their central values: which trigger breaks the book as stress rises."""
     if "default_rate_by_trigger" not in ds.data_vars:
@@ -243,16 +282,20 @@ def trigger_figure(ds: xr.Dataset, along: str = "deflation",
     xs = _finite_axis(ds, along, "--x")
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
-    ax.stackplot(xs, *[rates.sel(trigger=t).values for t in TRIGGERS], labels=TRIGGERS,
-                 colors=[TRIGGER_COLOURS[t] for t in TRIGGERS], alpha=0.85)
+    ax.stackplot(
+        xs,
+        *[rates.sel(trigger=t).values for t in TRIGGERS],
+        labels=TRIGGERS,
+        colors=[TRIGGER_COLOURS[t] for t in TRIGGERS],
+        alpha=0.85,
+    )
     ax.set_xlabel(label(ds[along]))
     ax.set_ylabel("defaulted principal over total principal [1]")
     ax.set_xlim(xs.min(), xs.max())
     ax.set_ylim(0, max(0.05, float(rates.sum("trigger").max()) * 1.1))
     ax.legend(loc="upper left", fontsize="small", title="trigger")
     where = _describe(point, asked)
-    ax.set_title("default rate by trigger" + (f" at {where}" if where else ""),
-                 fontsize="medium")
+    ax.set_title("default rate by trigger" + (f" at {where}" if where else ""), fontsize="medium")
     return fig
 
 
@@ -260,7 +303,8 @@ def save(fig: Figure, path: str | Path) -> Path:
     """Write a figure as PNG, SVG or PDF, chosen by the suffix of ``path``."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise InputError(f"{path}: the file name must end in " + ", ".join(FORMATS[:-1])
-                         + f" or {FORMATS[-1]}")
+        raise InputError(
+            f"{path}: the file name must end in " + ", ".join(FORMATS[:-1]) + f" or {FORMATS[-1]}"
+        )
     fig.savefig(path, dpi=120)
     return path

@@ -32,9 +32,19 @@ from .reverse import ReverseStress, reverse_stress, targets_above
 from .risk import RiskRow, describe_marginal, marginals, risk
 from .summary import LoanResult, Summary, summary
 
-PROVENANCE = ("name", "model_version", "gridstress_version", "backend", "device", "engine",
-              "created", "config_sha256", "portfolio_sha256", "n_loans",
-              "total_principal_usd")
+PROVENANCE = (
+    "name",
+    "model_version",
+    "gridstress_version",
+    "backend",
+    "device",
+    "engine",
+    "created",
+    "config_sha256",
+    "portfolio_sha256",
+    "n_loans",
+    "total_principal_usd",
+)
 #: Loss rates at which the loss surface carries contour lines.
 CONTOURS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -78,8 +88,9 @@ def _num(value: Any, kind: str = "g") -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0) -> str:
     def cells(tag, values):
-        return "".join(f'<{tag}{" class=l" if i < left else ""}>{v}</{tag}>'
-                       for i, v in enumerate(values))
+        return "".join(
+            f"<{tag}{' class=l' if i < left else ''}>{v}</{tag}>" for i, v in enumerate(values)
+        )
 
     body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
     return f"<table><tr>{cells('th', [html.escape(h) for h in header])}</tr>{body}</table>"
@@ -94,19 +105,44 @@ def _summary_html(s: Summary) -> str:
     rows = []
     for label in ("base", "severe"):
         v = s.scenarios[label]
-        rows.append([label, _point(s.points[label]), _num(v["loss"], "usd"),
-                     _num(v["loss_rate"], "pct"), _num(v["default_rate"], "pct"),
-                     _num(v["recovery_rate"], "pct"), _num(v["breakeven_spread_bps"], "bp"),
-                     _num(v.get("market_price_min"), "ratio")])
-    segments = [[html.escape(k), _num(v, "usd"),
-                 _num(v / s.total_principal if s.total_principal else math.nan, "pct")]
-                for k, v in s.loss_by_segment.items()]
+        rows.append(
+            [
+                label,
+                _point(s.points[label]),
+                _num(v["loss"], "usd"),
+                _num(v["loss_rate"], "pct"),
+                _num(v["default_rate"], "pct"),
+                _num(v["recovery_rate"], "pct"),
+                _num(v["breakeven_spread_bps"], "bp"),
+                _num(v.get("market_price_min"), "ratio"),
+            ]
+        )
+    segments = [
+        [
+            html.escape(k),
+            _num(v, "usd"),
+            _num(v / s.total_principal if s.total_principal else math.nan, "pct"),
+        ]
+        for k, v in s.loss_by_segment.items()
+    ]
     parts = [
         "<h2>Summary</h2>",
         f"<p>Worst cell: loss rate {_num(h.worst_loss_rate, 'pct')} at {_point(h.worst_cell)}."
         f" Cells with any default: {h.default_share:.1%} of {h.n_cells:,}.</p>",
-        _table(["scenario", "cell", "loss", "loss rate", "default rate", "recovery rate",
-                "breakeven spread", "lowest market price"], rows, left=2),
+        _table(
+            [
+                "scenario",
+                "cell",
+                "loss",
+                "loss rate",
+                "default rate",
+                "recovery rate",
+                "breakeven spread",
+                "lowest market price",
+            ],
+            rows,
+            left=2,
+        ),
         "<p>Loss by segment at the base scenario:</p>",
         _table(["segment", "loss", "share of total principal"], segments, left=1),
         f"<p>Breakeven spread at the base scenario {_num(s.breakeven_spread_bps, 'bp')} "
@@ -114,40 +150,78 @@ def _summary_html(s: Summary) -> str:
         f"{_num(s.actual_spread_bps, 'bp')}: cushion {_num(s.spread_cushion_bps, 'bp')}.</p>",
     ]
     if s.by_trigger:
-        parts += ["<h3>Default rate by trigger</h3>",
-                  '<p class="note">Defaulted principal over total principal, by the trigger '
-                  "that caused each default (the first of payment, covenant, ltv, maturity "
-                  "when several fire in the same period).</p>",
-                  _table(["scenario", *TRIGGERS, "all"],
-                         [[label, *(_num(r[t], "pct") for t in TRIGGERS),
-                           _num(sum(r.values()), "pct")] for label, r in s.by_trigger.items()],
-                         left=1)]
+        parts += [
+            "<h3>Default rate by trigger</h3>",
+            '<p class="note">Defaulted principal over total principal, by the trigger '
+            "that caused each default (the first of payment, covenant, ltv, maturity "
+            "when several fire in the same period).</p>",
+            _table(
+                ["scenario", *TRIGGERS, "all"],
+                [
+                    [label, *(_num(r[t], "pct") for t in TRIGGERS), _num(sum(r.values()), "pct")]
+                    for label, r in s.by_trigger.items()
+                ],
+                left=1,
+            ),
+        ]
     if s.market:
-        parts += ["<h3>What the thin resale market costs</h3>",
-                  '<p class="note">The loss of each scenario cell, with defaulted borrowers\' '
-                  "GPUs sold into the secondary market as configured, against the same cell "
-                  "with a deep market (market_depth_gpus: .inf) where fire sales move no "
-                  "price.</p>",
-                  _table(["scenario", "loss", "loss in a deep market", "extra loss",
-                          "default rate", "default rate in a deep market"],
-                         [[label, _num(m.loss, "usd"), _num(m.loss_deep, "usd"),
-                           _num(m.extra_loss, "usd"), _num(m.default_rate, "pct"),
-                           _num(m.default_rate_deep, "pct")] for label, m in s.market.items()],
-                         left=1)]
+        parts += [
+            "<h3>What the thin resale market costs</h3>",
+            '<p class="note">The loss of each scenario cell, with defaulted borrowers\' '
+            "GPUs sold into the secondary market as configured, against the same cell "
+            "with a deep market (market_depth_gpus: .inf) where fire sales move no "
+            "price.</p>",
+            _table(
+                [
+                    "scenario",
+                    "loss",
+                    "loss in a deep market",
+                    "extra loss",
+                    "default rate",
+                    "default rate in a deep market",
+                ],
+                [
+                    [
+                        label,
+                        _num(m.loss, "usd"),
+                        _num(m.loss_deep, "usd"),
+                        _num(m.extra_loss, "usd"),
+                        _num(m.default_rate, "pct"),
+                        _num(m.default_rate_deep, "pct"),
+                    ]
+                    for label, m in s.market.items()
+                ],
+                left=1,
+            ),
+        ]
     if s.loans:
         for label, results in s.loans.items():
-            parts += [f"<h3>Loans at the {label} scenario ({_point(s.points[label])})</h3>",
-                      _loans_table(results)]
+            parts += [
+                f"<h3>Loans at the {label} scenario ({_point(s.points[label])})</h3>",
+                _loans_table(results),
+            ]
     return "\n".join(parts)
 
 
 def _loans_table(results: Sequence[LoanResult]) -> str:
-    rows = [[html.escape(r.loan_id), html.escape(r.segment), _num(r.principal, "usd"),
-             "repaid" if r.default_years is None else f"{r.default_years:g} y",
-             html.escape(r.trigger or ""), _num(r.ead, "usd"), _num(r.recovery, "usd"),
-             _num(r.loss, "usd")] for r in results]
-    return _table(["loan", "segment", "principal", "default", "trigger", "EAD", "recovery",
-                   "loss"], rows, left=2)
+    rows = [
+        [
+            html.escape(r.loan_id),
+            html.escape(r.segment),
+            _num(r.principal, "usd"),
+            "repaid" if r.default_years is None else f"{r.default_years:g} y",
+            html.escape(r.trigger or ""),
+            _num(r.ead, "usd"),
+            _num(r.recovery, "usd"),
+            _num(r.loss, "usd"),
+        ]
+        for r in results
+    ]
+    return _table(
+        ["loan", "segment", "principal", "default", "trigger", "EAD", "recovery", "loss"],
+        rows,
+        left=2,
+    )
 
 
 def _frontier_html(ds: xr.Dataset, line: xr.DataArray, max_columns: int = 10) -> str:
@@ -158,10 +232,14 @@ def _frontier_html(ds: xr.Dataset, line: xr.DataArray, max_columns: int = 10) ->
     keep = np.unique(np.linspace(0, n - 1, min(n, max_columns)).round().astype(int))
     table = table.isel(haircut=keep)
     header = ["crypto_drawdown \\ haircut", *[f"{h:g}" for h in table["haircut"].values]]
-    rows = [[f"{c:g}", *[_num(float(v)) if np.isfinite(v) else "never" for v in row]]
-            for c, row in zip(table["crypto_drawdown"].values, table.values)]
-    note = (f"Smallest deflation at which {line.attrs['var']} > {line.attrs['threshold']:g}, "
-            "interpolated between grid points; \"never\": not on the grid.")
+    rows = [
+        [f"{c:g}", *[_num(float(v)) if np.isfinite(v) else "never" for v in row]]
+        for c, row in zip(table["crypto_drawdown"].values, table.values)
+    ]
+    note = (
+        f"Smallest deflation at which {line.attrs['var']} > {line.attrs['threshold']:g}, "
+        'interpolated between grid points; "never": not on the grid.'
+    )
     if others:
         note += f" Other axes at their central values ({_point({d: central[d] for d in others})})."
     if len(keep) < n:
@@ -171,43 +249,74 @@ def _frontier_html(ds: xr.Dataset, line: xr.DataArray, max_columns: int = 10) ->
 
 def _reverse_html(rs: ReverseStress) -> str:
     def rows(cells):
-        return [[str(i + 1), _point(c.point), _num(c.loss_rate, "pct"), f"{c.distance:.3f}",
-                 _num(c.probability, "prob")] for i, c in enumerate(cells)]
+        return [
+            [
+                str(i + 1),
+                _point(c.point),
+                _num(c.loss_rate, "pct"),
+                f"{c.distance:.3f}",
+                _num(c.probability, "prob"),
+            ]
+            for i, c in enumerate(cells)
+        ]
 
     header = ["#", "cell", "loss rate", "distance", "probability"]
     if not rs.nearest:
         return f"<p>No cell reaches a loss rate of {rs.target:.2%}.</p>"
-    return "\n".join([
-        f"<p>{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
-        f"{rs.target:.2%}; their total probability (rho = {rs.rho:g}) is "
-        f"{rs.breaking_probability:.3g}.</p>",
-        "<h4>Least severe breaking cells (nearest to the central scenario)</h4>",
-        _table(header, rows(rs.nearest), left=2),
-        "<h4>Most probable breaking cells</h4>",
-        _table(header, rows(rs.probable), left=2),
-    ])
+    return "\n".join(
+        [
+            f"<p>{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
+            f"{rs.target:.2%}; their total probability (rho = {rs.rho:g}) is "
+            f"{rs.breaking_probability:.3g}.</p>",
+            "<h4>Least severe breaking cells (nearest to the central scenario)</h4>",
+            _table(header, rows(rs.nearest), left=2),
+            "<h4>Most probable breaking cells</h4>",
+            _table(header, rows(rs.probable), left=2),
+        ]
+    )
 
 
 def _risk_html(rows: Sequence[RiskRow], dists: Mapping[str, Any]) -> str:
-    body = [[f"{r.rho:g}", *(_num(v, "pct") for v in
-                             (r.expected_loss, r.var95, r.es95, r.var99, r.es99)),
-             f"{r.outside:.3%}"] for r in rows]
+    body = [
+        [
+            f"{r.rho:g}",
+            *(_num(v, "pct") for v in (r.expected_loss, r.var95, r.es95, r.var99, r.es99)),
+            f"{r.outside:.3%}",
+        ]
+        for r in rows
+    ]
     described = "; ".join(f"{axis} {describe_marginal(d)}" for axis, d in dists.items())
-    return "\n".join([
-        f'<p class="note">Loss as a share of total principal (loss_rate). Marginals: '
-        f"{html.escape(described)}; Gaussian copula between deflation and crypto_drawdown "
-        "with correlation rho; other axes independent. Weights renormalised on the grid; "
-        "the last column is the mass that fell outside it.</p>",
-        _table(["rho", "expected loss", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%",
-                "mass outside grid"], body),
-    ])
+    return "\n".join(
+        [
+            f'<p class="note">Loss as a share of total principal (loss_rate). Marginals: '
+            f"{html.escape(described)}; Gaussian copula between deflation and crypto_drawdown "
+            "with correlation rho; other axes independent. Weights renormalised on the grid; "
+            "the last column is the mass that fell outside it.</p>",
+            _table(
+                [
+                    "rho",
+                    "expected loss",
+                    "VaR 95%",
+                    "ES 95%",
+                    "VaR 99%",
+                    "ES 99%",
+                    "mass outside grid",
+                ],
+                body,
+            ),
+        ]
+    )
 
 
-def render_report(ds: xr.Dataset, frontier_var: str = DEFAULT_VAR,
-                  threshold: float = DEFAULT_THRESHOLD,
-                  loss_rates: Sequence[float] = (), rhos: Sequence[float] = (0.0, 0.5, 0.9),
-                  reverse_rho: float = 0.5,
-                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+def render_report(
+    ds: xr.Dataset,
+    frontier_var: str = DEFAULT_VAR,
+    threshold: float = DEFAULT_THRESHOLD,
+    loss_rates: Sequence[float] = (),
+    rhos: Sequence[float] = (0.0, 0.5, 0.9),
+    reverse_rho: float = 0.5,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
     """The report of a cube as one HTML document (a string).
 
     ``loss_rates`` are the reverse-stress targets; by default those of
@@ -215,62 +324,100 @@ def render_report(ds: xr.Dataset, frontier_var: str = DEFAULT_VAR,
     """
     s = summary(ds)
     line = frontier(ds, frontier_var, threshold)
-    targets = list(loss_rates) or targets_above(s.scenarios["base"]["loss_rate"],
-                                                s.headline.worst_loss_rate)
+    targets = list(loss_rates) or targets_above(
+        s.scenarios["base"]["loss_rate"], s.headline.worst_loss_rate
+    )
     stresses = [reverse_stress(ds, t, rho=reverse_rho, overrides=overrides) for t in targets]
     risk_rows = risk(ds, rhos, overrides=overrides)
     figures = [
-        heatmap(ds, "loss_rate", "deflation", "crypto_drawdown",
-                frontier_var=frontier_var, threshold=threshold, contours=CONTOURS),
-        facets(ds, "loss_rate", "deflation", "crypto_drawdown", "haircut",
-               frontier_var=frontier_var, threshold=threshold),
+        heatmap(
+            ds,
+            "loss_rate",
+            "deflation",
+            "crypto_drawdown",
+            frontier_var=frontier_var,
+            threshold=threshold,
+            contours=CONTOURS,
+        ),
+        facets(
+            ds,
+            "loss_rate",
+            "deflation",
+            "crypto_drawdown",
+            "haircut",
+            frontier_var=frontier_var,
+            threshold=threshold,
+        ),
         frontier_figure(line, ds),
     ]
     market_html = ""
     if "market_price_min" in ds.data_vars:
         lowest = float(ds["market_price_min"].min())
         if lowest < 1.0:
-            market_html = "\n".join([
-                "<h2>Secondary market</h2>",
-                f'<p class="note">Lowest secondary-market price index of each cell over the '
-                f"horizon (1: no fire sale moved the price); its lowest on the grid is "
-                f"{lowest:.3f}. Defaulted borrowers' GPUs are sold into one market, so each "
-                "default marks down every other fleet's collateral.</p>",
-                _png(heatmap(ds, "market_price_min", "deflation", "crypto_drawdown",
-                             frontier_var=frontier_var, threshold=threshold))])
+            market_html = "\n".join(
+                [
+                    "<h2>Secondary market</h2>",
+                    f'<p class="note">Lowest secondary-market price index of each cell over the '
+                    f"horizon (1: no fire sale moved the price); its lowest on the grid is "
+                    f"{lowest:.3f}. Defaulted borrowers' GPUs are sold into one market, so each "
+                    "default marks down every other fleet's collateral.</p>",
+                    _png(
+                        heatmap(
+                            ds,
+                            "market_price_min",
+                            "deflation",
+                            "crypto_drawdown",
+                            frontier_var=frontier_var,
+                            threshold=threshold,
+                        )
+                    ),
+                ]
+            )
         else:
-            market_html = ("<h2>Secondary market</h2><p>No fire sale moved the resale price "
-                           "in any cell (a deep market: market_depth_gpus .inf).</p>")
+            market_html = (
+                "<h2>Secondary market</h2><p>No fire sale moved the resale price "
+                "in any cell (a deep market: market_depth_gpus .inf).</p>"
+            )
     trigger_html = ""
     if "default_rate_by_trigger" in ds.data_vars:
         trigger_html = "<h2>Default triggers</h2>" + _png(trigger_figure(ds))
     if targets:
         reverse_html = "\n".join(
-            f"<h3>Loss rate of {rs.target:.2%}</h3>" + _reverse_html(rs) for rs in stresses)
+            f"<h3>Loss rate of {rs.target:.2%}</h3>" + _reverse_html(rs) for rs in stresses
+        )
     else:
         reverse_html = "<p>No cell loses more than the base scenario.</p>"
     provenance = [[html.escape(k), _num(ds.attrs.get(k, "n/a"))] for k in PROVENANCE]
     title = html.escape(f"gridstress report: {ds.attrs.get('name', 'cube')}")
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{title}</title><style>{STYLE}</style></head><body>",
         f"<h1>{title}</h1>",
         _summary_html(s),
         "<h2>Loss surface</h2>",
         '<p class="note">Contour lines at loss rates of '
-        + ", ".join(f"{c:.0%}" for c in CONTOURS) + "; dashed: the deflation frontier.</p>",
-        _png(figures[0]), _png(figures[1]),
+        + ", ".join(f"{c:.0%}" for c in CONTOURS)
+        + "; dashed: the deflation frontier.</p>",
+        _png(figures[0]),
+        _png(figures[1]),
         trigger_html,
         market_html,
-        "<h2>Deflation frontier</h2>", _png(figures[2]), _frontier_html(ds, line),
+        "<h2>Deflation frontier</h2>",
+        _png(figures[2]),
+        _frontier_html(ds, line),
         "<h2>Reverse stress</h2>",
         f'<p class="note">Targets above the base scenario\'s loss rate of '
-        f"{s.scenarios['base']['loss_rate']:.2%}.</p>" if not loss_rates else "",
+        f"{s.scenarios['base']['loss_rate']:.2%}.</p>"
+        if not loss_rates
+        else "",
         reverse_html,
         "<h2>Scenario weights: expected loss and tail risk</h2>",
         _risk_html(risk_rows, marginals(ds, overrides)),
-        "<h2>Provenance</h2>", _table(["attribute", "value"], provenance, left=2),
-        "<h2>Config</h2>", f"<pre>{html.escape(ds.attrs.get('config', ''))}</pre>",
+        "<h2>Provenance</h2>",
+        _table(["attribute", "value"], provenance, left=2),
+        "<h2>Config</h2>",
+        f"<pre>{html.escape(ds.attrs.get('config', ''))}</pre>",
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -44,8 +44,11 @@ def _position(ds: xr.Dataset, axis: str, value: Any) -> Any:
         gap = np.abs(values.reshape((-1,) + (1,) * x.ndim) - x)
     gap = np.where(values.reshape((-1,) + (1,) * x.ndim) == x, 0.0, gap)  # inf == inf
     index = np.nanargmin(gap, axis=0).astype(np.float64)
-    return xr.DataArray(index, dims=value.dims, coords=value.coords) \
-        if isinstance(value, xr.DataArray) else float(index)
+    return (
+        xr.DataArray(index, dims=value.dims, coords=value.coords)
+        if isinstance(value, xr.DataArray)
+        else float(index)
+    )
 
 
 def axis_scales(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
@@ -78,8 +81,7 @@ def distance(ds: xr.Dataset, point: Mapping[str, Any]) -> Any:
     return np.sqrt(sum(terms, start=0.0))
 
 
-def normalised_distance(ds: xr.Dataset, block: Mapping[str, slice] | None = None
-                        ) -> xr.DataArray:
+def normalised_distance(ds: xr.Dataset, block: Mapping[str, slice] | None = None) -> xr.DataArray:
     """Distance of every cell (of ``block``, default all) from the central scenario."""
     dims = grid_dims(ds)
     block = block or {}
@@ -97,8 +99,12 @@ class Cell:
     probability: float
 
     def row(self) -> dict[str, float]:
-        return {**self.point, "loss_rate": self.loss_rate, "distance": self.distance,
-                "probability": self.probability}
+        return {
+            **self.point,
+            "loss_rate": self.loss_rate,
+            "distance": self.distance,
+            "probability": self.probability,
+        }
 
 
 @dataclass(frozen=True)
@@ -120,16 +126,20 @@ class ReverseStress:
 TARGET_STEPS = (0.05, 0.10)
 
 
-def targets_above(base_loss_rate: float, worst_loss_rate: float,
-                  steps: tuple[float, ...] = TARGET_STEPS) -> list[float]:
+def targets_above(
+    base_loss_rate: float, worst_loss_rate: float, steps: tuple[float, ...] = TARGET_STEPS
+) -> list[float]:
     """Reverse-stress targets above the base scenario's loss that some cell reaches.
 
     The base loss rate plus each of ``steps``, rounded to 0.1%, where the
     worst cell reaches it; else, when the worst cell is above the base, the
     loss rate half way between them; else none (no cell loses more).
     """
-    out = [round(base_loss_rate + step, 3) for step in steps
-           if round(base_loss_rate + step, 3) <= worst_loss_rate]
+    out = [
+        round(base_loss_rate + step, 3)
+        for step in steps
+        if round(base_loss_rate + step, 3) <= worst_loss_rate
+    ]
     if not out and worst_loss_rate > base_loss_rate:
         out = [(base_loss_rate + worst_loss_rate) / 2]
     return out
@@ -145,8 +155,13 @@ def _best(score: np.ndarray, offset: int, count: int) -> list[tuple[float, int]]
     return [(float(flat[i]), int(i) + offset) for i in finite]
 
 
-def reverse_stress(ds: xr.Dataset, target: float, count: int = 11, rho: float = 0.5,
-                   overrides: Mapping[str, Mapping[str, Any]] | None = None) -> ReverseStress:
+def reverse_stress(
+    ds: xr.Dataset,
+    target: float,
+    count: int = 11,
+    rho: float = 0.5,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ReverseStress:
     """Breaking cells (``loss_rate >= target``) nearest to the central scenario and most probable.
 
     Parameters
@@ -186,11 +201,19 @@ def reverse_stress(ds: xr.Dataset, target: float, count: int = 11, rho: float = 
     def cell(flat: int) -> Cell:
         index = dict(zip(loss_rate.dims, np.unravel_index(flat, loss_rate.shape)))
         point = {d: float(ds[d].values[i]) for d, i in index.items()}
-        return Cell(point, float(loss_rate.isel(index)), float(distance(ds, point)),
-                    float(weights.isel(index)))
+        return Cell(
+            point,
+            float(loss_rate.isel(index)),
+            float(distance(ds, point)),
+            float(weights.isel(index)),
+        )
 
-    return ReverseStress(target=float(target), rho=float(rho), n_breaking=n_breaking,
-                         n_cells=int(loss_rate.size), breaking_probability=p_breaking,
-                         nearest=[cell(i) for _, i in nearest],
-                         probable=[cell(i) for _, i in probable])
-
+    return ReverseStress(
+        target=float(target),
+        rho=float(rho),
+        n_breaking=n_breaking,
+        n_cells=int(loss_rate.size),
+        breaking_probability=p_breaking,
+        nearest=[cell(i) for _, i in nearest],
+        probable=[cell(i) for _, i in probable],
+    )

@@ -47,21 +47,28 @@ def marginal(spec: Mapping[str, Any], where: str = "marginal"):
     parameters (``loc``, ``scale`` and shape parameters by name).
     """
     if not isinstance(spec, Mapping) or "dist" not in spec:
-        raise InputError(f"{where}: must be a mapping with a 'dist' key, e.g. "
-                         "{dist: norm, loc: 0.3, scale: 0.15}")
+        raise InputError(
+            f"{where}: must be a mapping with a 'dist' key, e.g. "
+            "{dist: norm, loc: 0.3, scale: 0.15}"
+        )
     params = {k: v for k, v in spec.items() if k != "dist"}
     family = getattr(stats, str(spec["dist"]), None)
     if not isinstance(family, stats.rv_continuous):
         names = [n for n in dir(stats) if isinstance(getattr(stats, n), stats.rv_continuous)]
-        raise InputError(f"{where}: dist={spec['dist']} is not a continuous distribution "
-                         "of scipy.stats" + did_you_mean(str(spec["dist"]), names))
+        raise InputError(
+            f"{where}: dist={spec['dist']} is not a continuous distribution "
+            "of scipy.stats" + did_you_mean(str(spec["dist"]), names)
+        )
     allowed = [s.strip() for s in (family.shapes or "").split(",") if s.strip()]
     allowed += ["loc", "scale"]
     for name in params:
         if name not in allowed:
-            raise InputError(f"{where}: {name} is not a parameter of {spec['dist']}"
-                             + did_you_mean(name, allowed) + "; its parameters are: "
-                             + ", ".join(allowed))
+            raise InputError(
+                f"{where}: {name} is not a parameter of {spec['dist']}"
+                + did_you_mean(name, allowed)
+                + "; its parameters are: "
+                + ", ".join(allowed)
+            )
     try:
         frozen = family(**params)
         ok = np.isfinite(frozen.mean()) or np.isfinite(frozen.median())
@@ -78,8 +85,9 @@ def describe_marginal(dist) -> str:
     return f"{dist.dist.name}({', '.join(params)})"
 
 
-def marginals(ds: xr.Dataset, overrides: Mapping[str, Mapping[str, Any]] | None = None
-              ) -> dict[str, Any]:
+def marginals(
+    ds: xr.Dataset, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """Marginal distribution of each axis of the cube that has one.
 
     The defaults (``DEFAULT_MARGINALS``) cover the three required axes;
@@ -90,11 +98,13 @@ def marginals(ds: xr.Dataset, overrides: Mapping[str, Mapping[str, Any]] | None 
     specs = dict(DEFAULT_MARGINALS)
     for name, spec in (overrides or {}).items():
         if name not in axes:
-            raise InputError(f"marginals: {name} is not an axis of the cube; axes are: "
-                             + ", ".join(axes))
+            raise InputError(
+                f"marginals: {name} is not an axis of the cube; axes are: " + ", ".join(axes)
+            )
         specs[name] = spec
-    return {name: marginal(spec, f"marginals.{name}") for name, spec in specs.items()
-            if name in axes}
+    return {
+        name: marginal(spec, f"marginals.{name}") for name, spec in specs.items() if name in axes
+    }
 
 
 def cell_edges(values: np.ndarray) -> np.ndarray:
@@ -107,8 +117,9 @@ def cell_edges(values: np.ndarray) -> np.ndarray:
     if values.size == 1:
         return np.array([-np.inf, np.inf])
     mid = (values[1:] + values[:-1]) / 2
-    return np.concatenate([[values[0] - (mid[0] - values[0])], mid,
-                           [values[-1] + (values[-1] - mid[-1])]])
+    return np.concatenate(
+        [[values[0] - (mid[0] - values[0])], mid, [values[-1] + (values[-1] - mid[-1])]]
+    )
 
 
 def marginal_mass(values: np.ndarray, dist) -> np.ndarray:
@@ -116,8 +127,9 @@ def marginal_mass(values: np.ndarray, dist) -> np.ndarray:
     return np.diff(dist.cdf(cell_edges(values)))
 
 
-def copula_mass(x_values: np.ndarray, y_values: np.ndarray, x_dist, y_dist,
-                rho: float) -> np.ndarray:
+def copula_mass(
+    x_values: np.ndarray, y_values: np.ndarray, x_dist, y_dist, rho: float
+) -> np.ndarray:
     """Probability of each (x, y) cell under a Gaussian copula (not renormalised).
 
     With ``F`` the marginal CDFs and ``Φ2`` the standard bivariate normal
@@ -145,8 +157,9 @@ class Weights:
     rho: float
 
 
-def scenario_weights(ds: xr.Dataset, rho: float,
-                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Weights:
+def scenario_weights(
+    ds: xr.Dataset, rho: float, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> Weights:
     """Weights of every cell of the cube (see the module docstring)."""
     dists = marginals(ds, overrides)
     factors, inside = [], 1.0
@@ -180,8 +193,9 @@ class TailMeasures:
     es: dict[float, float]
 
 
-def tail_measures(loss: np.ndarray, weights: np.ndarray,
-                  levels: Sequence[float] = LEVELS) -> TailMeasures:
+def tail_measures(
+    loss: np.ndarray, weights: np.ndarray, levels: Sequence[float] = LEVELS
+) -> TailMeasures:
     """Expected loss, value at risk and expected shortfall of a weighted loss.
 
     ``VaR_a`` is the smallest loss ``l`` with ``P(L <= l) >= a``
@@ -195,10 +209,11 @@ def tail_measures(loss: np.ndarray, weights: np.ndarray,
     if np.isnan(loss).any():
         raise InputError("the loss has NaN cells (an unfinished cube?)")
     weights = weights / weights.sum()
-    var = {a: float(np.quantile(loss, a, weights=weights, method="inverted_cdf"))
-           for a in levels}
-    es = {a: var[a] + float(np.sum(weights * np.maximum(loss - var[a], 0.0))) / (1 - a)
-          for a in levels}
+    var = {a: float(np.quantile(loss, a, weights=weights, method="inverted_cdf")) for a in levels}
+    es = {
+        a: var[a] + float(np.sum(weights * np.maximum(loss - var[a], 0.0))) / (1 - a)
+        for a in levels
+    }
     return TailMeasures(float(np.sum(weights * loss)), var, es)
 
 
@@ -213,12 +228,17 @@ class RiskRow:
     outside: float
 
     def csv_row(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in
-                ("rho", "expected_loss", "var95", "es95", "var99", "es99")}
+        return {
+            k: getattr(self, k) for k in ("rho", "expected_loss", "var95", "es95", "var99", "es99")
+        }
 
 
-def risk(ds: xr.Dataset, rhos: Sequence[float], var: str = "loss_rate",
-         overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[RiskRow]:
+def risk(
+    ds: xr.Dataset,
+    rhos: Sequence[float],
+    var: str = "loss_rate",
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[RiskRow]:
     """Expected loss, VaR and ES at 95% and 99% of ``var`` for each ``rho``.
 
     ``var`` defaults to ``loss_rate``, so the figures are shares of total
@@ -232,6 +252,15 @@ def risk(ds: xr.Dataset, rhos: Sequence[float], var: str = "loss_rate",
     for rho in rhos:
         w = scenario_weights(ds, rho, overrides)
         tm = tail_measures(loss, w.weights.values)
-        rows.append(RiskRow(float(rho), tm.expected_loss, tm.var[0.95], tm.es[0.95],
-                            tm.var[0.99], tm.es[0.99], w.outside))
+        rows.append(
+            RiskRow(
+                float(rho),
+                tm.expected_loss,
+                tm.var[0.95],
+                tm.es[0.95],
+                tm.var[0.99],
+                tm.es[0.99],
+                w.outside,
+            )
+        )
     return rows

@@ -19,13 +19,17 @@ from .headline import grid_dims
 def require_var(ds: xr.Dataset, var: str, option: str = "--var") -> xr.DataArray:
     """The data variable ``var`` of the cube, over the scenario axes only."""
     if var not in ds.data_vars:
-        raise InputError(f"{option} {var}: not a variable of the cube"
-                         f"{did_you_mean(var, ds.data_vars)}; variables are: "
-                         + ", ".join(map(str, ds.data_vars)))
+        raise InputError(
+            f"{option} {var}: not a variable of the cube"
+            f"{did_you_mean(var, ds.data_vars)}; variables are: "
+            + ", ".join(map(str, ds.data_vars))
+        )
     extra = [d for d in ds[var].dims if d not in grid_dims(ds)]
     if extra:
-        raise InputError(f"{option} {var}: has a {extra[0]} dim; choose a variable with one "
-                         "value per cell (e.g. loss)")
+        raise InputError(
+            f"{option} {var}: has a {extra[0]} dim; choose a variable with one "
+            "value per cell (e.g. loss)"
+        )
     return ds[var]
 
 
@@ -33,8 +37,10 @@ def require_axis(ds: xr.Dataset, axis: str, option: str) -> str:
     """``axis`` if it is a scenario axis of the cube."""
     axes = grid_dims(ds)
     if axis not in axes:
-        raise InputError(f"{option} {axis}: not an axis of the cube{did_you_mean(axis, axes)}; "
-                         "axes are: " + ", ".join(axes))
+        raise InputError(
+            f"{option} {axis}: not an axis of the cube{did_you_mean(axis, axes)}; "
+            "axes are: " + ", ".join(axes)
+        )
     return axis
 
 
@@ -50,8 +56,9 @@ def nearest_point(ds: xr.Dataset, at: Mapping[str, float]) -> dict[str, float]:
         values = np.asarray(ds[name].values)
         lo, hi = float(values.min()), float(values.max())
         if not lo <= value <= hi:
-            raise InputError(f"--at {name}={value:g}: outside the cube's {name} axis "
-                             f"[{lo:g}, {hi:g}]")
+            raise InputError(
+                f"--at {name}={value:g}: outside the cube's {name} axis [{lo:g}, {hi:g}]"
+            )
         point[name] = float(values[int(np.argmin(np.abs(values - value)))])
     return point
 
@@ -71,4 +78,3 @@ def reference_values(ds: xr.Dataset, axis: str) -> tuple[float, float]:
     if severe is None:
         severe = values.max()
     return float(central), float(severe)
-

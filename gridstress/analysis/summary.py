@@ -21,8 +21,15 @@ from ..model import MODEL_VERSION
 from ..variables import TRIGGERS
 from .headline import Headline, headline, scenario_point
 
-SCENARIO_VARS = ("loss", "loss_rate", "default_rate", "defaults", "recovery_rate",
-                 "breakeven_spread_bps", "market_price_min")
+SCENARIO_VARS = (
+    "loss",
+    "loss_rate",
+    "default_rate",
+    "defaults",
+    "recovery_rate",
+    "breakeven_spread_bps",
+    "market_price_min",
+)
 
 
 def weighted_spread_bps(ds: xr.Dataset) -> float:
@@ -70,10 +77,16 @@ class LoanResult:
     loss: float
 
     def row(self) -> dict[str, object]:
-        return {"loan_id": self.loan_id, "segment": self.segment,
-                "principal": self.principal, "default_years": self.default_years,
-                "trigger": self.trigger, "ead": self.ead, "recovery": self.recovery,
-                "loss": self.loss}
+        return {
+            "loan_id": self.loan_id,
+            "segment": self.segment,
+            "principal": self.principal,
+            "default_years": self.default_years,
+            "trigger": self.trigger,
+            "ead": self.ead,
+            "recovery": self.recovery,
+            "loss": self.loss,
+        }
 
 
 def loan_results(config: RunConfig, point: dict[str, float]) -> list[LoanResult]:
@@ -82,11 +95,22 @@ def loan_results(config: RunConfig, point: dict[str, float]) -> list[LoanResult]
     from ..reference import trace_cell
 
     loans = {ln.loan_id: ln for ln in config.loans}
-    _, _, rows = trace_cell(config.loans, config.periods_per_year,
-                            {**config.scenario, **point}, loan_ids=())
-    return [LoanResult(r["loan_id"], loans[r["loan_id"]].segment,
-                       loans[r["loan_id"]].principal, r["default_years"], r["trigger"],
-                       r["ead"], r["recovery"], r["loss"]) for r in rows]
+    _, _, rows = trace_cell(
+        config.loans, config.periods_per_year, {**config.scenario, **point}, loan_ids=()
+    )
+    return [
+        LoanResult(
+            r["loan_id"],
+            loans[r["loan_id"]].segment,
+            loans[r["loan_id"]].principal,
+            r["default_years"],
+            r["trigger"],
+            r["ead"],
+            r["recovery"],
+            r["loss"],
+        )
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -104,8 +128,9 @@ class MarketCost:
         return self.loss - self.loss_deep
 
 
-def market_cost(config: RunConfig, point: dict[str, float],
-                results: list[LoanResult] | None = None) -> MarketCost:
+def market_cost(
+    config: RunConfig, point: dict[str, float], results: list[LoanResult] | None = None
+) -> MarketCost:
     """The loss of the cell ``point`` against the same cell with ``market_depth_gpus: .inf``.
 
     ``results`` are the cell's :func:`loan_results`, when already computed.
@@ -113,12 +138,13 @@ def market_cost(config: RunConfig, point: dict[str, float],
     total = sum(ln.principal for ln in config.loans)
 
     def figures(rows: list[LoanResult]) -> tuple[float, float]:
-        return (sum(r.loss for r in rows),
-                sum(r.principal for r in rows if r.default_years is not None) / total)
+        return (
+            sum(r.loss for r in rows),
+            sum(r.principal for r in rows if r.default_years is not None) / total,
+        )
 
     loss, rate = figures(results or loan_results(config, point))
-    loss_deep, rate_deep = figures(loan_results(config, {**point,
-                                                         "market_depth_gpus": math.inf}))
+    loss_deep, rate_deep = figures(loan_results(config, {**point, "market_depth_gpus": math.inf}))
     return MarketCost(loss, loss_deep, rate, rate_deep)
 
 
@@ -172,8 +198,9 @@ def summary(ds: xr.Dataset) -> Summary:
     loans = market = None
     if config is not None:
         loans = {label: loan_results(config, point) for label, point in points.items()}
-        market = {label: market_cost(config, point, loans[label])
-                  for label, point in points.items()}
+        market = {
+            label: market_cost(config, point, loans[label]) for label, point in points.items()
+        }
     return Summary(
         headline=headline(ds),
         scenarios=scenarios,
