@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/seed.yaml
 
-.PHONY: run test lint install install-test bench bench-gpu clean
+.PHONY: run test lint tutorial install install-test bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: install-test
 bench-gpu: install-test
 	$(BIN)/python -m pip install --quiet -e ".[gpu]"
 	PATH="$(abspath $(BIN)):$$PATH" bash benchmarks/device_check.sh
+
+tutorial: install-test  # execute docs/tutorial.ipynb in place (tests check its outputs)
+	$(BIN)/python tests/test_tutorial.py
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache .hypothesis build *.egg-info
