@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer._click import Context as ClickContext  # typer's own copy of click
 from typer._click import exceptions as usage  # typer's own copy of click's exceptions
 from typer.core import TyperGroup
 
@@ -36,7 +37,7 @@ DEBUG_ENV = "GRIDSTRESS_DEBUG"
 class _Commands(TyperGroup):
     """The command group, suggesting the nearest command for a misspelt one."""
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]):
+    def resolve_command(self, ctx: ClickContext, args: list[str]):
         name = args[0] if args else ""
         if args and name not in self.commands and not name.startswith("-"):
             hint = did_you_mean(name, self.commands).replace(" (", "; ").rstrip(")")

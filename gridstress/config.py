@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 from pydantic.functional_validators import AfterValidator
+from pydantic_core import ErrorDetails
 
 from .errors import InputError, did_you_mean
 from .inputs import Axis, Loan, RunConfig
@@ -73,6 +74,9 @@ def _choice_validator(choices: tuple[str, ...]):
     return check
 
 
+_LOAN_ROW_FIELDS: dict[str, Any] = {name: (_annotation(f), None) for name, f in LOAN_FIELDS.items()}
+"""The fields of ``_LoanRow``: (annotation, default) by name."""
+
 _LoanRow = create_model(
     "LoanRow",
     __config__=ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True),
@@ -84,7 +88,7 @@ _LoanRow = create_model(
             if f.kind == "choice"
         },
     },
-    **{name: (_annotation(f), None) for name, f in LOAN_FIELDS.items()},
+    **_LOAN_ROW_FIELDS,
 )
 
 
@@ -98,7 +102,7 @@ _PYDANTIC_RULES = {
 }
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     if err["type"] == "value_error":
         return str(err["ctx"]["error"])
     return _PYDANTIC_RULES.get(err["type"], err["msg"])
@@ -127,7 +131,7 @@ def _validate_fields(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[st
 
 def _resolve_loan(values: dict[str, Any], defaults: dict[str, Any]) -> tuple[Loan | None, list]:
     """Apply config defaults then documented defaults, and the cross-field rules."""
-    merged = {}
+    merged: dict[str, Any] = {}
     for name, field in LOAN_FIELDS.items():
         value = values.get(name)
         if value is None:
@@ -201,7 +205,7 @@ def _read_csv(path: Path) -> Table:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = []
+        rows: list[dict[str, Any]] = []
         for raw in reader:
             if None in raw:  # more cells than header columns
                 raise InputError(
@@ -415,7 +419,7 @@ def _config_problems(exc: ValidationError, raw: dict, where: str) -> list[str]:
     out = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        value = raw
+        value: Any = raw
         for part in err["loc"]:
             value = value.get(part) if isinstance(value, dict) else None
         rule = _describe(err)
@@ -443,7 +447,7 @@ def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None
         values = list(spec.values)
         if not values:
             return None, [f"{where}: {key}.values=[] must hold at least one value"]
-    elif all(v is not None for v in linspace):
+    elif spec.start is not None and spec.stop is not None and spec.num is not None:
         if not (math.isfinite(spec.start) and math.isfinite(spec.stop)):
             return None, [
                 f"{where}: {key}.start and stop must be finite numbers "

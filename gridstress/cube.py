@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .inputs import RunConfig
 from .model import MODEL_VERSION
 from .params import LIQUIDATION_PARAMS, SCENARIO_PARAMS
 from .variables import OUTPUTS, TRIGGERS, variables
+
+if TYPE_CHECKING:
+    from zarr.types import AnyAsyncArray
 
 
 def _version() -> str:
@@ -196,8 +199,8 @@ def empty_zarr(
         )
         array[:] = values.astype(str) if text else values
     for name in variables(config.per_loan):
-        meta = OUTPUTS[name]
-        keep = [d in meta.dims(dims) for d in dims]
+        output = OUTPUTS[name]
+        keep = [d in output.dims(dims) for d in dims]
         shape = tuple(n for n, k in zip(plan.shape, keep) if k)
         chunks = tuple(c for c, k in zip(plan.chunks, keep) if k)
         extra = extra_size(name, segments, loan_ids)
@@ -209,8 +212,8 @@ def empty_zarr(
             chunks=chunks,
             dtype=np.float64,
             fill_value=np.nan,
-            dimension_names=list(meta.dims(dims)),
-            attributes={"units": meta.units, "long_name": meta.long_name},
+            dimension_names=list(output.dims(dims)),
+            attributes={"units": output.units, "long_name": output.long_name},
             compressors=codec,
         )
 
@@ -247,7 +250,8 @@ def write_block(
         async def write_one(name: str) -> None:
             region = block_region(name, config, block)
             if region is not None:
-                array = await group.getitem(name)
+                # a variable of the cube: an array, never a group
+                array = cast("AnyAsyncArray", await group.getitem(name))
                 await array.setitem(region, results[name])
 
         await asyncio.gather(*(write_one(name) for name in variables(config.per_loan)))

@@ -46,7 +46,7 @@ from .analysis.headline import block_headline
 from .backend import BACKENDS, resolve_backend
 from .errors import BackendUnavailable, ClusterError, InputError
 from .grid import Block
-from .heap import keep_freed_memory
+from .heap import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from .inputs import RunConfig
 from .params import SCENARIO_PARAMS
 from .prepared import describe_cells, evaluate_checked, prepare
@@ -75,11 +75,15 @@ WORKER_WAIT_S = 120.0
 CONNECT_TIMEOUT_S = 20.0
 #: Prepared runs a worker keeps (one per config, portfolio and backend).
 _CACHED_RUNS = 4
-#: glibc malloc settings for the worker processes of a local cluster.  Dask
-#: sets ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap
-#: threshold at 128 kB, so each of the model's temporary arrays would be a
-#: fresh mmap and a block would take 2-3 times as long as in this process.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 2**25, "MALLOC_TRIM_THRESHOLD_": 2**30}
+#: glibc malloc settings for the worker processes of a local cluster (those
+#: of gridstress.heap, as environment variables).  Dask sets
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at
+#: 128 kB, so each of the model's temporary arrays would be a fresh mmap and a
+#: block would take 2-3 times as long as in this process.
+WORKER_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD_BYTES,
+    "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD_BYTES,
+}
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,6 @@ def worker_run(spec: RunSpec):
     with _runs_lock:
         run = _runs.get(spec.key)
         if run is None:
-            keep_freed_memory()
             run = prepare(spec.config, spec.backend)
             while len(_runs) >= _CACHED_RUNS:
                 _runs.pop(next(iter(_runs)))
@@ -161,6 +164,7 @@ def block_task(spec: RunSpec, block: Block) -> BlockDone:
         )
     run = worker_run(spec)
     started = time.perf_counter()
+    results: dict[str, np.ndarray] | None  # None once written into the store
     results = evaluate_checked(run, block)
     computed = time.perf_counter()
     part = block_headline(spec.config, block, results)

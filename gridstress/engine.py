@@ -116,7 +116,7 @@ def run_grid(
     blocks = list(run.plan)
     if scheduler == "auto" and scheduler_file is None:
         scheduler = auto_scheduler(run, len(blocks))
-    used = {(run.backend.name, run.backend.device, run.engine)}
+    used: set[tuple[str, ...]] = {(run.backend.name, run.backend.device, run.engine)}
     with connect(scheduler, scheduler_file, workers, n_blocks=len(blocks)) as client:
         if client is None:
             for block in blocks:

@@ -2,16 +2,19 @@
 
 A NumPy block evaluation allocates and frees thousands of temporaries of a
 few megabytes each.  glibc serves allocations that large with ``mmap`` and
-gives them back on ``free``, so every temporary costs fresh page faults
-(``benchmarks/results/startup-after.json``: a third of a seed-dense run was
-kernel time).  :func:`keep_freed_memory` raises glibc's mmap and trim
-thresholds so that freed temporaries stay in the heap and are reused; the
-process's resident memory then stays near its peak until it exits.
+gives them back on ``free``, so every temporary costs fresh page faults (a
+third of the CPU time of a seed-dense run went to the kernel).
+:func:`keep_freed_memory` raises glibc's mmap and trim thresholds so that
+freed temporaries stay in the heap and are reused; the process's resident
+memory then stays near its peak until it exits.
 
-The CLI and the Dask workers call it (processes gridstress owns); a library
-user's process is left as it is unless it calls it too.  Where the C library
-is not glibc, or ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are
-set in the environment (the user's own choice), nothing changes.
+The CLI calls it (a process gridstress owns); a library user's process is
+left as it is unless it calls it too.  The workers of a local Dask cluster
+get the same thresholds as environment variables
+(``gridstress.distributed.WORKER_MALLOC_ENV``); docs/cluster.md gives them
+for the workers of a batch job.  Where the C library is not glibc, or
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set in the
+environment (the user's own choice, or Dask's), nothing changes.
 """
 
 from __future__ import annotations

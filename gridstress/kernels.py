@@ -758,7 +758,7 @@ class FusedGrid:
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
-        pointers["records"] = records.data.ptr if kp.staged else 0
+        pointers["records"] = records.data.ptr if records is not None else 0
         launches = kp.launches(pf, layout, pointers)
         with self.compute:  # every launch's argument block, in one upload
             arg_bytes = cp.asarray(_bytes(np.stack([launch.args for launch in launches])))
@@ -899,6 +899,7 @@ class KernelPlan:
             )
             if self.staged:
                 rs = self.rshape
+                assert rs is not None  # kernel_plan sets rshape whenever staged
                 out.extend(
                     Launch(
                         RECOVER_NAME,

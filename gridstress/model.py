@@ -235,13 +235,13 @@ def evaluate(
     # crypto axes) per period, to the last one a cash-flow offer projects.
     last = K + int(pf.n_refi.max(initial=0))
     everyone = slice(None)
-    fleet = [None] + [
+    fleet: list[Any] = [None] + [
         fleet_cash_flow(ln, everyone, j, d, dt, hours, xp) for j in range(1, last + 1)
     ]
     # X_j, hence M_j, stays the same once the fall is complete (j >= D): those
     # periods share one array.
     settled = math.ceil(float(D.max()) if hasattr(D, "max") else D)
-    mining = [None]
+    mining: list[Any] = [None]
     for j in range(1, last + 1):
         mining.append(mining[-1] if j > settled else mining_margin(ln, everyone, j, c, D, dt, xp))
     path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -272,7 +273,7 @@ def simulate(
     dt = 1 / f
     paths = [_Path(loan, f, p) for loan in loans]
     paths.sort(key=lambda path: (-path.n, path.loan.loan_id))
-    traces = {loan_id: [] for loan_id in trace}
+    traces: dict[str, list[dict]] = {loan_id: [] for loan_id in trace}
     cells = p["deflation"].shape[0]
     Q = np.zeros(cells)
     price = np.ones(cells)  # p_0
@@ -447,8 +448,9 @@ def trace_cell(
     price index after the period's sales; and per loan (canonical order) a
     dict of default time, trigger, EAD, recovery and loss (None when repaid).
     """
+    # Only grid axes lack a default, and ``point`` gives them (else float(None) raises).
     p = {
-        name: np.array([float(point.get(name, param.default))])
+        name: np.array([float(cast(float, point.get(name, param.default)))])
         for name, param in SCENARIO_PARAMS.items()
     }
     ids = tuple(loan.loan_id for loan in loans) if loan_ids is None else tuple(loan_ids)

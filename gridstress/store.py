@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -19,6 +20,11 @@ from .errors import InputError
 from .grid import Block, BlockPlan
 from .inputs import RunConfig
 from .prepared import PreparedRun, backend_attrs
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from zarr.types import AnyArray
 
 #: The store's array of done marks, one per block.
 DONE = "gridstress_progress"
@@ -117,7 +123,9 @@ def check_resumable(store: Path, run: PreparedRun) -> BlockPlan:
             "run without --resume and with --overwrite to start again"
         )
     attrs = dict(zarr.open_group(str(store), mode="r").attrs)
-    return BlockPlan(run.plan.shape, tuple(int(c) for c in attrs["block_chunks"]))
+    # written by create_store as a list of ints
+    chunks = cast("list[int]", attrs["block_chunks"])
+    return BlockPlan(run.plan.shape, tuple(int(c) for c in chunks))
 
 
 def check_output_path(out: Path, run: PreparedRun | None = None, overwrite: bool = False) -> None:
@@ -205,7 +213,8 @@ def read_block(store: Path, block: Block, names: tuple[str, ...]) -> dict[str, n
     import zarr
 
     group = zarr.open_group(str(store), mode="r")
-    return {name: np.asarray(group[name][block.slices]) for name in names}
+    # variables of the cube: arrays, never groups
+    return {name: np.asarray(cast("AnyArray", group[name])[block.slices]) for name in names}
 
 
 class BlockWriter:
@@ -225,7 +234,7 @@ class BlockWriter:
 
         self.store, self.config, self.written = store, config, written
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridstress-writer")
-        self._pending = None
+        self._pending: tuple[Block, Future[None]] | None = None
 
     def write(self, block: Block, results: dict[str, np.ndarray]) -> None:
         self.wait()

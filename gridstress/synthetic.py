@@ -24,7 +24,7 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
                 rng.integers(1, 4 * periods_per_year + 1) / periods_per_year * rng.uniform(0.5, 2.0)
             ),
             "amortization": str(amort),
-            "n_gpus": float(rng.choice([0, rng.integers(100, 20000)])),
+            "n_gpus": float(rng.choice([0, int(rng.integers(100, 20000))])),
             "gpu_age_years": float(rng.uniform(0, 3)),
             "economic_life_years": float(rng.uniform(2, 7)),
             "pledged_share": float(rng.choice([0.0, 1.0, rng.uniform(0, 1)])),

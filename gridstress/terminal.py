@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def write_xlsx(path: Path, sheets: dict[str, Sequence[dict[str, Any]]]) -> None:
+def write_xlsx(path: Path, sheets: Mapping[str, Sequence[dict[str, Any]]]) -> None:
     """One worksheet per table (rows as dicts), header in bold, written atomically."""
     from openpyxl import Workbook
     from openpyxl.styles import Font

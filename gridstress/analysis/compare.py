@@ -8,6 +8,7 @@ values; the difference is ``B - A`` cell by cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -50,10 +51,10 @@ class Comparison:
     difference: xr.DataArray
     """``B - A`` of ``var`` in every cell."""
 
-    def rows(self) -> list[dict[str, object]]:
+    def rows(self) -> list[dict[str, Any]]:
         """The headline deltas as table rows: figure, A, B, B - A."""
         ha, hb = self.headlines
-        out = [
+        out: list[dict[str, Any]] = [
             {"figure": "worst loss rate", "a": ha.worst_loss_rate, "b": hb.worst_loss_rate},
             {
                 "figure": "share of cells with a default",
@@ -96,5 +97,5 @@ def largest_change(diff: xr.DataArray, sign: int) -> tuple[float, dict[str, floa
     if not np.isfinite(values).any() or np.nanmax(values) <= 0:
         return None
     index = np.unravel_index(int(np.nanargmax(values)), values.shape)
-    point = {d: float(diff[d].values[i]) for d, i in zip(diff.dims, index)}
+    point = {str(d): float(diff[d].values[i]) for d, i in zip(diff.dims, index)}
     return float(diff.values[index]), point

@@ -178,6 +178,6 @@ def frontier_table(
     comes back as one column: dims ``(rows,)``.
     """
     central = scenario_point(ds, "central")
-    others = {d: central[d] for d in line.dims if d not in (rows, columns)}
+    others = {d: central[d] for d in map(str, line.dims) if d not in (rows, columns)}
     table = line.sel(others)
     return table.transpose(rows, *([columns] if columns in table.dims else []))

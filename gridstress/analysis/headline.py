@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def grid_dims(ds: xr.Dataset) -> list[str]:
     """The scenario axes of a cube (every dim but ``segment``)."""
-    return [d for d in ds["loss"].dims if d != "segment"]
+    return [str(d) for d in ds["loss"].dims if d != "segment"]
 
 
 def scenario_point(ds: xr.Dataset, which: str = "central") -> dict[str, float]:
@@ -107,7 +107,7 @@ def headline(ds: xr.Dataset) -> Headline:
                 worst_index = (local[0] + rows.start,) + tuple(local[1:])
         with_default += int((ds["defaults"].isel({dims[0]: rows}).values > 0).sum())
     worst_cell = (
-        {d: float(ds[d].values[i]) for d, i in zip(dims, worst_index)}
+        {str(d): float(ds[d].values[i]) for d, i in zip(dims, worst_index)}
         if worst_index is not None
         else {}
     )

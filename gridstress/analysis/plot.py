@@ -216,7 +216,7 @@ def frontier_figure(
     line: xr.DataArray, ds: xr.Dataset, x: str = "crypto_drawdown", hue: str = "haircut"
 ) -> Figure:
     """The frontier over ``x``, one line per value of ``hue`` (other axes central)."""
-    others = [d for d in line.dims if d not in (x, hue)]
+    others = [str(d) for d in line.dims if d not in (x, hue)]
     central = scenario_point(ds, "central")
     line = line.sel({d: central[d] for d in others})
     fig = Figure(figsize=(8, 5.5), layout="constrained")

@@ -226,7 +226,7 @@ def _loans_table(results: Sequence[LoanResult]) -> str:
 
 def _frontier_html(ds: xr.Dataset, line: xr.DataArray, max_columns: int = 10) -> str:
     central = scenario_point(ds, "central")
-    others = [d for d in line.dims if d not in ("crypto_drawdown", "haircut")]
+    others = [str(d) for d in line.dims if d not in ("crypto_drawdown", "haircut")]
     table = frontier_table(line, ds)
     n = table.sizes["haircut"]
     keep = np.unique(np.linspace(0, n - 1, min(n, max_columns)).round().astype(int))

@@ -184,7 +184,7 @@ def reverse_stress(
     nearest, probable, n_breaking, p_breaking = [], [], 0, 0.0
     per_row = int(np.prod(loss_rate.shape[1:]))
     for rows in leading_slices(loss_rate.shape):
-        block = {loss_rate.dims[0]: rows}
+        block = {str(loss_rate.dims[0]): rows}
         part = loss_rate.isel(block).values
         breaks = part >= target
         w = weights.isel(block).values
@@ -200,7 +200,7 @@ def reverse_stress(
 
     def cell(flat: int) -> Cell:
         index = dict(zip(loss_rate.dims, np.unravel_index(flat, loss_rate.shape)))
-        point = {d: float(ds[d].values[i]) for d, i in index.items()}
+        point = {str(d): float(ds[d].values[i]) for d, i in index.items()}
         return Cell(
             point,
             float(loss_rate.isel(index)),

@@ -95,7 +95,7 @@ def marginals(
     marginal weights its grid values equally.
     """
     axes = grid_dims(ds)
-    specs = dict(DEFAULT_MARGINALS)
+    specs: dict[str, Mapping[str, Any]] = dict(DEFAULT_MARGINALS)
     for name, spec in (overrides or {}).items():
         if name not in axes:
             raise InputError(
