@@ -7,13 +7,7 @@ reader, array library or cluster client it does not need.
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("gridstress")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
 
 #: Where each name of the public API lives.
 _API = {
@@ -27,7 +21,20 @@ _API = {
 __all__ = ["InputError", "__version__", "load_config", "open_cube", "run_grid", "write_cube"]
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata is read on first use)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gridstress")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()["__version__"] = value = _version()
+        return value
     if name in _API:
         return getattr(import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module 'gridstress' has no attribute {name!r}")
