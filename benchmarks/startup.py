@@ -14,7 +14,8 @@ alternation, so that both see the same machine:
 - for this tree, the split of the same work done step by step in this
   process, under the heap settings the CLI uses (gridstress/heap.py):
   ``imports`` (a fresh ``python -c`` that imports what ``run`` imports),
-  ``model`` (every block evaluated, nothing stored), ``writes`` (the partial
+  ``model`` (every block evaluated, nothing stored: the median of
+  ``MODEL_PASSES`` passes), ``writes`` (the partial
   store created, every block written into it and the store finished) and
   ``headline`` (the figures ``run`` prints, from the blocks' results).
   ``end_to_end_over_model`` is the CLI's wall over this model time.
@@ -46,10 +47,39 @@ from _common import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What ``gridstress run`` imports before it computes.
+#: Passes over the blocks whose median is the model time.
+MODEL_PASSES = 5
+#: Runs of each end-to-end command, in alternation; the median is quoted.
+E2E_REPEATS = 5
 RUN_IMPORTS = (
     "import gridstress.cli, gridstress.config, gridstress.engine, gridstress.cube, "
     "gridstress.analysis.headline"
 )
+
+
+#: Where the commands run: not a source tree, which ``python -m`` would put
+#: first on sys.path.
+NEUTRAL = Path(tempfile.gettempdir())
+
+
+def source_of(tree: Path) -> Path:
+    """The gridstress package that ``cli(tree, ...)`` runs (checked to be ``tree``'s)."""
+    found = subprocess.run(
+        [
+            "env",
+            f"PYTHONPATH={tree}",
+            sys.executable,
+            "-c",
+            "import gridstress; print(gridstress.__file__)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=NEUTRAL,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"{tree}: python -m gridstress runs {found} instead")
+    return Path(found)
 
 
 def cli(tree: Path, *args: str) -> list[str]:
@@ -93,7 +123,9 @@ def walls(
             if out is not None and out[key].exists():
                 shutil.rmtree(out[key])
             t0 = time.perf_counter()
-            subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=NEUTRAL
+            )
             times[key].append(time.perf_counter() - t0)
     return {key: round(median(values), 3) for key, values in times.items()}
 
@@ -120,20 +152,25 @@ def split(config: Path, folder: Path) -> dict:
     keep_freed_memory()
     imports = walls({"imports": [sys.executable, "-c", RUN_IMPORTS]}, 5)["imports"]
     run = prepare(load_config(config), "numpy")
+    passes = []
+    for _ in range(MODEL_PASSES):
+        t0 = time.perf_counter()
+        for block in run.plan:
+            evaluate_checked(run, block, copy=False)
+        passes.append(time.perf_counter() - t0)
+    model = median(passes)
     store = partial_path(folder / "split.zarr")
-    model = writes = figures = 0.0
+    writes = figures = 0.0
     t0 = time.perf_counter()
     create_store(store, run, {(run.backend.name, run.backend.device, run.engine)})
     writes += time.perf_counter() - t0
     parts = []
     for block in run.plan:
-        t0 = time.perf_counter()
         results = evaluate_checked(run, block, copy=False)
         t1 = time.perf_counter()
         parts.append(block_headline(run.config, block, results))
         t2 = time.perf_counter()
         store_block(store, run.config, block, results)
-        model += t1 - t0
         figures += t2 - t1
         writes += time.perf_counter() - t2
     t0 = time.perf_counter()
@@ -154,6 +191,9 @@ def split(config: Path, folder: Path) -> dict:
 
 
 def measure(trees: dict[str, Path], folder: Path) -> dict:
+    for tree in trees.values():
+        source_of(tree)
+
     def each(*args: str) -> dict[str, list[str]]:
         return {label: cli(tree, *args) for label, tree in trees.items()}
 
@@ -202,7 +242,7 @@ def measure(trees: dict[str, Path], folder: Path) -> dict:
                 )
                 for label, tree in trees.items()
             },
-            3,
+            E2E_REPEATS,
             outs,
         )
         for label in trees:
