@@ -12,8 +12,10 @@ typer and rich is imported until a command needs it, so ``gridstress
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,21 @@ class _Commands(TyperGroup):
                 ctx,
             )
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: ClickContext):
+        # Typer turns a KeyboardInterrupt into a silent exit status; main says it.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(_interrupt_status(exc)) from None
+
+
+class Interrupted(Exception):
+    """A command stopped by Ctrl-C or SIGTERM, with the exit status to report."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
 
 
 app = typer.Typer(
@@ -202,14 +219,15 @@ def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blo
     )
     task = progress.add_task(label, total=total_cells, blocks=0)
     started = last = time.monotonic()
-    done = kept = blocks = 0
+    done = blocks = 0
+    kept: Counter[str] = Counter()
 
     def advance(block, skipped: bool = False) -> None:
-        nonlocal last, done, kept, blocks, started
+        nonlocal last, done, blocks, started
         done += block.size
         blocks += 1
         if skipped:
-            kept += block.size
+            kept["cells"] += block.size
             started = time.monotonic()
             progress.reset(task, total=total_cells, completed=done, blocks=blocks)
             return
@@ -217,14 +235,14 @@ def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blo
         now = time.monotonic()
         if not err.is_terminal and now - last >= log_every_s and done < total_cells:
             last = now
-            rate = (done - kept) / (now - started)
+            rate = (done - kept["cells"]) / (now - started)
             err.print(
                 f"{label}: {done:,} of {total_cells:,} cells ({done / total_cells:.0%}), "
                 f"{blocks} of {total_blocks} blocks, {rate:,.0f} cells/s, "
                 f"about {(total_cells - done) / rate:.0f} s left"
             )
 
-    return progress, advance
+    return progress, advance, kept
 
 
 # -- Commands --------------------------------------------------------------
@@ -324,15 +342,15 @@ def run(
         if chosen
         else f"the cluster's workers (--backend {backend})"
     )
-    err.print(
-        f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "
-        f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {on}, "
-        f"{len(run_.plan)} block(s)"
-    )
-    progress, advance = _progress(cfg.n_cells, "evaluating", total_blocks=len(run_.plan))
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    started = time.perf_counter()
     try:
+        err.print(
+            f"{cfg.name}: {len(cfg.loans)} loans x {cfg.n_cells:,} cells "
+            f"({' x '.join(f'{a.name} {len(a)}' for a in cfg.axes)}) on {on}, "
+            f"{len(run_.plan)} block(s)"
+        )
+        progress, advance, kept = _progress(cfg.n_cells, "evaluating", total_blocks=len(run_.plan))
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        started = time.perf_counter()
         with progress:
             written = write_cube_and_headline(
                 cfg,
@@ -347,18 +365,29 @@ def run(
                 log=err.print,
                 overwrite=overwrite,
             )
-    except KeyboardInterrupt:
-        done = blocks_done(target)
-        err.print(
-            f"interrupted: {done or 0} of {len(run_.plan)} blocks are saved; run the "
-            "same command with --resume to finish"
-        )
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        _say_interrupted(f"interrupted: {_saved(blocks_done(target) or 0, len(run_.plan))}")
+        raise typer.Exit(_interrupt_status(exc)) from None
     seconds = time.perf_counter() - started
     out.print(f"cube: {written.path}")
-    out.print(f"{cfg.n_cells:,} cells in {seconds:.2f} s")
+    computed = cfg.n_cells - kept["cells"]
+    out.print(
+        f"{computed:,} cells in {seconds:.2f} s"
+        + (f" ({kept['cells']:,} more kept from the interrupted run)" if kept["cells"] else "")
+    )
     for line in written.headline.lines():
         out.print(line)
+
+
+def _saved(done: int, total: int) -> str:
+    """What an interrupted run leaves, and how to go on."""
+    if done == 0:
+        return f"no block of {total} was finished; nothing is saved"
+    if done == total:
+        return (
+            f"all {total} blocks are saved; run the same command with --resume to finish the cube"
+        )
+    return f"{done} of {total} blocks are saved; run the same command with --resume to finish"
 
 
 @app.command()
@@ -1105,9 +1134,31 @@ def _fail(lines: list[str], status: int) -> int:
     return status
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's cancel or time limit), handled as a Ctrl-C is."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _say_interrupted(line: str) -> None:
+    """The one line of an interrupted command, written past the console, whose
+    buffer a Ctrl-C in the middle of a print can leave holding its output."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _interrupt_status(exc: BaseException) -> int:
+    """128 plus the number of the signal that stopped the run, as shells report it."""
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every error becomes a line on stderr and an exit status."""
     guard_pipes()
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     keep_freed_memory()
     global out, err
     out, err = console(), console(stderr=True)
@@ -1116,6 +1167,9 @@ def main(argv: list[str] | None = None) -> None:
         status = status if isinstance(status, int) else 0
     except typer.Exit as exc:
         status = exc.exit_code
+    except Interrupted as exc:
+        _say_interrupted("interrupted")
+        status = exc.status
     except usage.NoArgsIsHelpError as exc:
         out.print(exc.ctx.get_help() if exc.ctx is not None else "")
         status = 2
@@ -1132,9 +1186,9 @@ def main(argv: list[str] | None = None) -> None:
         status = _fail(exc.problems, 2)
     except (ModelError, ClusterError) as exc:
         status = _fail([str(exc)], 1)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        status = 130
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        _say_interrupted("interrupted")
+        status = _interrupt_status(exc)
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         status = _fail([f"{where}{exc.strerror or exc}"], 2)

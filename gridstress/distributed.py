@@ -29,8 +29,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -321,8 +323,10 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
         n = workers or _cpu_count()
         if n_blocks:
             n = min(n, n_blocks)
-        with dask.config.set(malloc), _workers_ignore_interrupts():
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **quiet)
+        with dask.config.set(malloc):
+            starting = _start_with_interrupts_deferred(
+                lambda: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **quiet)
+            )
     else:
         try:
             from dask_cuda import LocalCUDACluster
@@ -332,24 +336,73 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
                 "install the gpu extra, pip install 'gridstress[gpu]'"
             ) from None
         extra = {"n_workers": workers} if workers else {}
-        with dask.config.set(malloc), _workers_ignore_interrupts():
-            cluster = LocalCUDACluster(**quiet, **extra)
-    with cluster:
+        with dask.config.set(malloc):
+            starting = _start_with_interrupts_deferred(lambda: LocalCUDACluster(**quiet, **extra))
+    with starting as cluster:
         yield cluster
 
 
-@contextmanager
-def _workers_ignore_interrupts():
-    """Start worker processes with SIGINT ignored (they inherit it): a Ctrl-C on the
-    terminal, sent to the whole process group, then stops this process, which
-    closes the cluster, instead of printing each worker's traceback."""
+def _start_with_interrupts_deferred(start: Any) -> Any:
+    """Start a local cluster whose worker processes ignore SIGINT from birth, and
+    return a context manager that closes it.
+
+    A Ctrl-C on a terminal goes to the whole process group. The workers are
+    spawned through a shell that ignores SIGINT before it runs Python (an
+    ignored signal stays ignored through exec), so only this process reacts to
+    a Ctrl-C, closing the cluster, instead of each worker printing a traceback.
+    A Ctrl-C pressed while the workers start is held by a handler that records
+    it and raised once the cluster is up, inside the ``with`` that closes it.
+    """
+    import multiprocessing.spawn
+
+    launcher = _sigint_ignoring_python()
+    multiprocessing.spawn.set_executable(str(launcher))
+    held: list[int] = []
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        yield
+        previous = (
+            signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+            if main
+            else None
+        )
+        try:
+            cluster = start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+    except BaseException:
+        _restore_python(launcher)
+        raise
+    return _closing_after_held_interrupt(cluster, held, launcher)
+
+
+def _sigint_ignoring_python() -> Path:
+    """A launcher for this Python that starts it with SIGINT ignored."""
+    import shlex
+    import tempfile
+
+    launcher = Path(tempfile.mkdtemp(prefix="gridstress-")) / "python"
+    launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    launcher.chmod(0o700)
+    return launcher
+
+
+def _restore_python(launcher: Path) -> None:
+    import multiprocessing.spawn
+
+    multiprocessing.spawn.set_executable(sys.executable)
+    shutil.rmtree(launcher.parent, ignore_errors=True)
+
+
+@contextmanager
+def _closing_after_held_interrupt(cluster: Any, held: list[int], launcher: Path):
+    try:
+        with cluster:
+            if held:
+                raise KeyboardInterrupt
+            yield cluster
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        _restore_python(launcher)
 
 
 def _worker_backend(name: str) -> tuple[str, str]:

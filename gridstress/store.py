@@ -151,12 +151,15 @@ def check_output_path(out: Path, run: PreparedRun | None = None, overwrite: bool
 
 def check_partial(store: Path, run: PreparedRun, overwrite: bool) -> None:
     """Refuse to discard the finished blocks of an unfinished run at ``store``
-    (a new run without ``--resume``) unless ``overwrite``."""
+    (a new run without ``--resume``) unless ``overwrite``; one of the same run
+    that finished no block holds nothing to lose and is started again."""
     if overwrite or not store.exists():
         return
     hashes = stored_hashes(store)
     if hashes is not None and not _differs(hashes, run):
         kept = blocks_done(store.with_name(store.name.removesuffix(".partial")))
+        if not kept:
+            return
         raise InputError(
             f"{store}: holds {kept or 0} finished block(s) of an interrupted run "
             "of this config: --resume finishes it, --overwrite starts again"

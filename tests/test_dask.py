@@ -388,6 +388,63 @@ def test_ctrl_c_keeps_the_blocks_and_a_resume_ends_the_run(slow, tmp_path, sched
     assert_same_cube(tmp_path / "cube.zarr", reference)
 
 
+def test_ctrl_c_while_the_workers_start_is_held_until_the_cluster_is_up(slow, tmp_path):
+    """A Ctrl-C pressed while the local cluster starts (its workers not yet
+    running) is not lost: the run stops with 130, one line, no worker's
+    traceback, nothing saved; a new run of the same command then starts
+    afresh without --resume or --overwrite."""
+    config, reference = slow
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    proc = start_gridstress(*args, "--workers", "2", cwd=tmp_path)
+    log = tmp_path / "run.err"
+    deadline = time.monotonic() + 60
+    while "block(s)" not in log.read_text():  # the plan is out; the cluster starts next
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    pressed = time.monotonic()
+    assert proc.wait(timeout=60) == 130, log.read_text()
+    assert time.monotonic() - pressed < 2.0
+    err = log.read_text()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "Dask worker(s)" not in err  # it stopped before the first block
+    assert err.splitlines()[-1] == "interrupted: no block of 16 was finished; nothing is saved"
+    res = gridstress(*args, "--scheduler", "synchronous", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_a_resume_counts_only_new_cells(slow, tmp_path):
+    """SIGTERM (a batch scheduler's cancel, sent to this process only) keeps the
+    finished blocks and exits 143 with one line; the resume reports the cells it
+    computed and those it kept apart."""
+    config, reference = slow
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    proc = start_gridstress(*args, "--scheduler", "synchronous", cwd=tmp_path)
+    store = partial_path(tmp_path / "cube.zarr")
+    wait_for_marks(store, 3, proc, tmp_path)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 143
+    err = (tmp_path / "run.err").read_text()
+    assert "Traceback" not in err, err
+    kept = blocks_marked(store)
+    assert err.splitlines()[-1] == (
+        f"interrupted: {kept} of 16 blocks are saved; run the same command with --resume "
+        "to finish"
+    )
+    marks = np.asarray(__import__("zarr").open_group(str(store))["gridstress_progress"][:])
+    plan = prepare(config, "numpy", chunk_cells=SLOW_CHUNK).plan
+    kept_cells = sum(block.size for block in plan if marks[block.index])
+    res = gridstress(*args, "--scheduler", "synchronous", "--resume", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    # 16 x 2000 x 2 = 64,000 cells, of which the kept blocks' were not computed again
+    assert res.stdout.splitlines()[1].startswith(f"{64_000 - kept_cells:,} cells in ")
+    assert res.stdout.splitlines()[1].endswith(
+        f" s ({kept_cells:,} more kept from the interrupted run)"
+    )
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+
+
 BAD_PORTFOLIO = [
     {"loan_id": "OK", "principal": 1.0e6, "rate": 0.1, "term_years": 2, "n_gpus": 100},
     # Valid inputs whose loss, times 1e4 bp, overflows float64 where the loan defaults.
