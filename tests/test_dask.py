@@ -429,8 +429,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_a_resume_counts_only_new_cells(s
     assert "Traceback" not in err, err
     kept = blocks_marked(store)
     assert err.splitlines()[-1] == (
-        f"interrupted: {kept} of 16 blocks are saved; run the same command with --resume "
-        "to finish"
+        f"interrupted: {kept} of 16 blocks are saved; run the same command with --resume to finish"
     )
     marks = np.asarray(__import__("zarr").open_group(str(store))["gridstress_progress"][:])
     plan = prepare(config, "numpy", chunk_cells=SLOW_CHUNK).plan
