@@ -10,8 +10,9 @@ by raising :class:`gridstress.errors.InputError`.  Values that pass the
 rules but look like a percentage, basis points or months (``rate=12``) are
 kept, with one line each in ``RunConfig.warnings``.
 
-Rows of a CSV or Parquet file are counted from 1, the header not included;
-rows of an Excel sheet are numbered as Excel shows them (the header is row 1).
+Rows of a CSV file or an Excel sheet are numbered as a spreadsheet shows
+them (the header is row 1, the first loan row 2); rows of a Parquet file,
+which has no header row, are counted from 1.
 """
 
 from __future__ import annotations
@@ -206,15 +207,17 @@ def _read_csv(path: Path) -> Table:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         rows: list[dict[str, Any]] = []
+        labels: list[str] = []
         for raw in reader:
+            # The file's line, as an editor or a spreadsheet numbers it (the header is 1).
+            label = f"row {reader.line_num}"
             if None in raw:  # more cells than header columns
-                raise InputError(
-                    f"{path.name} row {len(rows) + 1}: has more cells than the header has columns"
-                )
+                raise InputError(f"{path.name} {label}: has more cells than the header has columns")
             if not any((v or "").strip() for v in raw.values()):
                 continue  # a blank line is not a loan
             rows.append({k.strip(): v for k, v in raw.items()})
-    return columns, rows, [f"row {i}" for i in range(1, len(rows) + 1)]
+            labels.append(label)
+    return columns, rows, labels
 
 
 def _read_parquet(path: Path) -> Table:

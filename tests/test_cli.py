@@ -32,17 +32,17 @@ BAD_ROWS = [
     # (rows, the message expected on stderr)
     (
         ["IREN-1,1000000,0.1,3,0.8,100", "IREN-2,1000000,0.1,3,1.3,100"],
-        "book.csv row 2 (loan_id=IREN-2): utilization=1.3 must be in [0, 1]",
+        "book.csv row 3 (loan_id=IREN-2): utilization=1.3 must be in [0, 1]",
     ),
-    (["A,nan,0.1,3,0.8,100"], "book.csv row 1 (loan_id=A): principal=nan must be a finite number"),
-    (["A,inf,0.1,3,0.8,100"], "book.csv row 1 (loan_id=A): principal=inf must be a finite number"),
+    (["A,nan,0.1,3,0.8,100"], "book.csv row 2 (loan_id=A): principal=nan must be a finite number"),
+    (["A,inf,0.1,3,0.8,100"], "book.csv row 2 (loan_id=A): principal=inf must be a finite number"),
     (["A,1000,0.1,-inf,0.8,100"], "term_years=-inf must be a finite number"),
-    (["A,-5,0.1,3,0.8,100"], "book.csv row 1 (loan_id=A): principal=-5 must be > 0"),
-    (["A,1000,abc,3,0.8,100"], "book.csv row 1 (loan_id=A): rate=abc must be a number"),
-    (["A,1000,,3,0.8,100"], "book.csv row 1 (loan_id=A): rate=(empty) is required"),
+    (["A,-5,0.1,3,0.8,100"], "book.csv row 2 (loan_id=A): principal=-5 must be > 0"),
+    (["A,1000,abc,3,0.8,100"], "book.csv row 2 (loan_id=A): rate=abc must be a number"),
+    (["A,1000,,3,0.8,100"], "book.csv row 2 (loan_id=A): rate=(empty) is required"),
     (
         ["A,1000,0.1,3,0.8,100", "A,2000,0.1,3,0.8,100"],
-        "book.csv row 2 (loan_id=A): loan_id=A must be unique (already used in row 1)",
+        "book.csv row 3 (loan_id=A): loan_id=A must be unique (already used in row 2)",
     ),
     ([], "book.csv: the portfolio is empty"),
 ]
@@ -297,19 +297,19 @@ def _v2_row(**changes):
 BAD_V2_ROWS = [
     (
         _v2_row(cash_cap=50),
-        "book.csv row 1 (loan_id=OK-1): cash_cap=50.0 must be >= cash_reserve (100.0)",
+        "book.csv row 2 (loan_id=OK-1): cash_cap=50.0 must be >= cash_reserve (100.0)",
     ),
-    (_v2_row(refi_term_years=-1), "book.csv row 1 (loan_id=OK-1): refi_term_years=-1 must be >= 0"),
-    (_v2_row(refi_min_dscr=0), "book.csv row 1 (loan_id=OK-1): refi_min_dscr=0 must be > 0"),
+    (_v2_row(refi_term_years=-1), "book.csv row 2 (loan_id=OK-1): refi_term_years=-1 must be >= 0"),
+    (_v2_row(refi_min_dscr=0), "book.csv row 2 (loan_id=OK-1): refi_min_dscr=0 must be > 0"),
     (
         _v2_row(ltv_basis="cost"),
-        "book.csv row 1 (loan_id=OK-1): ltv_basis=cost must be one of market, book",
+        "book.csv row 2 (loan_id=OK-1): ltv_basis=cost must be one of market, book",
     ),
     (
         _v2_row(gpu_cost=""),
-        "book.csv row 1 (loan_id=OK-1): gpu_cost=(empty) is required when ltv_basis is book",
+        "book.csv row 2 (loan_id=OK-1): gpu_cost=(empty) is required when ltv_basis is book",
     ),
-    (_v2_row(book_life_years=0), "book.csv row 1 (loan_id=OK-1): book_life_years=0 must be > 0"),
+    (_v2_row(book_life_years=0), "book.csv row 2 (loan_id=OK-1): book_life_years=0 must be > 0"),
 ]
 
 
@@ -398,13 +398,13 @@ def test_plausibility_warnings_are_shown_and_the_run_goes_on(cli, tmp_path):
     res = cli("run", config, "--out", "cube.zarr", "--scheduler", "synchronous")
     assert res.returncode == 0, res.stderr
     for line in (
-        "warning: book.csv row 1 (loan_id=PCT): rate=12.0 looks like a percentage: "
+        "warning: book.csv row 2 (loan_id=PCT): rate=12.0 looks like a percentage: "
         "rates are annual fractions (0.12 for 12%)",
-        "warning: book.csv row 2 (loan_id=BPS): spread=650.0 looks like a percentage or "
+        "warning: book.csv row 3 (loan_id=BPS): spread=650.0 looks like a percentage or "
         "basis points",
-        "warning: book.csv row 3 (loan_id=LTV): max_ltv=80.0 looks like a percentage: "
+        "warning: book.csv row 4 (loan_id=LTV): max_ltv=80.0 looks like a percentage: "
         "max_ltv is a ratio (0.8 for 80%)",
-        "warning: book.csv row 4 (loan_id=MONTHS): term_years=60.0 looks like months",
+        "warning: book.csv row 5 (loan_id=MONTHS): term_years=60.0 looks like months",
     ):
         assert line in res.stderr
     assert len([ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]) == 4
