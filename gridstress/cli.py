@@ -72,6 +72,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     cls=_Commands,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -123,7 +124,9 @@ MARGINALS_OPTION = typer.Option(
     help="YAML file mapping axes to scipy.stats distributions, e.g. "
     "'deflation: {dist: norm, loc: 0.3, scale: 0.15}' (default: docs/analysis.md).",
 )
-CUBE_ARGUMENT = typer.Argument(..., help="Cube written by gridstress run (.zarr or .nc).")
+CUBE_ARGUMENT = typer.Argument(
+    ..., metavar="CUBE", help="Cube written by gridstress run (.zarr or .nc)."
+)
 
 
 def _warn(cfg) -> None:
@@ -250,7 +253,7 @@ def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blo
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="YAML run config."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML run config."),
     out_path: Path | None = typer.Option(
         None,
         "--out",
@@ -309,7 +312,13 @@ def run(
     from .distributed import check_scheduler, is_remote
     from .engine import write_cube_and_headline
     from .prepared import prepare
-    from .store import blocks_done, check_resumable, partial_path
+    from .store import (
+        blocks_done,
+        check_output_path,
+        check_partial,
+        check_resumable,
+        partial_path,
+    )
 
     where = (
         scheduler
@@ -331,12 +340,16 @@ def run(
         cfg = replace(cfg, per_loan=True)
     _warn(cfg)
     run_ = prepare(cfg, chosen or "numpy", chunk_cells)
+    target = out_path or Path("results") / f"{cfg.name}.zarr"
+    # A refused output is the only line: checked before anything else is said.
+    check_output_path(target, run_, overwrite)
+    if resume and partial_path(target).exists():
+        run_.plan = check_resumable(partial_path(target), run_)  # its blocks, not new ones
+    else:
+        check_partial(partial_path(target), run_, overwrite)
     for note in (chosen.note if chosen is not None else None, run_.note):
         if note:
             err.print(note)
-    target = out_path or Path("results") / f"{cfg.name}.zarr"
-    if resume and partial_path(target).exists():
-        run_.plan = check_resumable(partial_path(target), run_)  # its blocks, not new ones
     on = (
         f"{chosen.name} ({chosen.device})"
         if chosen
@@ -391,7 +404,7 @@ def _saved(done: int, total: int) -> str:
 
 
 @app.command()
-def validate(config: Path = typer.Argument(..., help="YAML run config.")) -> None:
+def validate(config: Path = typer.Argument(..., metavar="CONFIG", help="YAML run config.")) -> None:
     """Check a config and its portfolio without computing anything."""
     from .prepared import prepare
 
@@ -660,9 +673,11 @@ def frontier(
 
 @app.command()
 def compare(
-    cube_a: Path = typer.Argument(..., help="Cube A (e.g. the book as it is)."),
+    cube_a: Path = typer.Argument(..., metavar="CUBE_A", help="Cube A (e.g. the book as it is)."),
     cube_b: Path = typer.Argument(
-        ..., help="Cube B on the same grid (e.g. the book without a loan, or another calibration)."
+        ...,
+        metavar="CUBE_B",
+        help="Cube B on the same grid (e.g. the book without a loan, or another calibration).",
     ),
     var: str = typer.Option("loss_rate", help="Variable whose difference B - A is mapped."),
     csv_path: Path | None = csv_option("the headline deltas"),
@@ -920,7 +935,7 @@ def _parse_point(items: list[str]) -> dict[str, float]:
 @app.command()
 def trace(
     config: Path = typer.Argument(
-        ..., help="YAML run config, or a cube (its embedded config is traced)."
+        ..., metavar="CONFIG", help="YAML run config, or a cube (its embedded config is traced)."
     ),
     at: list[str] = typer.Option(
         [],

@@ -586,8 +586,27 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         loans=loans,
         source=where,
         per_loan=spec.outputs.per_loan,
-        warnings=tuple(warnings),
+        warnings=tuple(_off_grid(axes, where) + warnings),
     )
+
+
+def _off_grid(axes: list[Axis], where: str) -> list[str]:
+    """A warning for each central or severe value given between grid values:
+    the summaries report the nearest grid value in its place."""
+    from .analysis.headline import reference_index
+
+    lines = []
+    for axis in axes:
+        for which in ("central", "severe"):
+            given = getattr(axis, which)
+            if given is None or given in axis.values:
+                continue
+            nearest = axis.values[reference_index(axis.values, given, which)]
+            lines.append(
+                f"{where}: grid.{axis.name}.{which}={_show(given)} is not a grid value; "
+                f"the nearest, {_show(nearest)}, stands for it"
+            )
+    return lines
 
 
 def load_config(path: str | Path) -> RunConfig:

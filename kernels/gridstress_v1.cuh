@@ -69,68 +69,9 @@ static inline double gs_opaque(double x) { return x; }
 #define GS_NAN (std::numeric_limits<double>::quiet_NaN())
 #endif
 
-// Columns of the per-loan float64 matrix (gridstress/kernels.py fills it).
-#define GS_PRINCIPAL 0
-#define GS_NGPUS 1
-#define GS_RENT 2
-#define GS_UTIL 3
-#define GS_CONTRACTED 4
-#define GS_CONTRACT_RENT 5
-#define GS_POWER_COST 6      // power_kw_per_gpu * power_price [USD/GPU-hour]
-#define GS_OPEX 7            // fixed_opex_per_gpu_year / f [USD/GPU/period]
-#define GS_MINING_REVENUE 8
-#define GS_MINING_COST 9
-#define GS_CRYPTO 10
-#define GS_PLEDGED_GPUS 11   // pledged_share * n_gpus
-#define GS_CASH0 12
-#define GS_DSCR_FLOOR 13     // min_dscr, or -inf without a covenant
-#define GS_MAX_LTV 14        // +inf without an LTV covenant
-#define GS_REFI 15
-#define GS_BALLOON 16        // balloon due at maturity [USD]
-#define GS_CURE 17
-#define GS_NF 18
-
-// Columns of the per-loan int32 matrix.
-#define GS_N 0               // periods to maturity
-#define GS_NLIFE 1           // periods in service
-#define GS_NCONTRACT 2       // periods under contract
-#define GS_SEGMENT 3
-#define GS_FLAGS 4
-#define GS_NI 5
-
-#define GS_HAS_COVENANT 1
-#define GS_HAS_LTV 2
-#define GS_HAS_MINING 4
-// No mining and no crypto collateral: the loan's path does not depend on the
-// mining axes (crypto drawdown, drawdown periods), so it is computed once per
-// appraisal value and thread block (phase 1) and shared by the block's b.
-#define GS_B_FREE 8
-
-// Per-cell output variables that depend on the recovery cell q, stored
-// [var][a][q][b].  Segment losses follow as vars GS_QV_SEG + s.
-#define GS_QV_LOSS 0
-#define GS_QV_LOSS_PV 1
-#define GS_QV_LOSS_RATE 2
-#define GS_QV_RECOVERY_RATE 3
-#define GS_QV_BREAKEVEN 4
-#define GS_QV_SEG 5
-
-// Default triggers, in the order that names a default when several fire in
-// the same period (gridstress/variables.py, TRIGGERS).
-#define GS_TRIGGER_PAYMENT 0
-#define GS_TRIGGER_COVENANT 1
-#define GS_TRIGGER_LTV 2
-#define GS_TRIGGER_MATURITY 3
-#define GS_NTRIGGER 4
-
-// Per-path-cell output variables, stored [var][a][b].
-#define GS_PV_DEFAULTS 0
-#define GS_PV_DEFAULT_RATE 1
-#define GS_PV_FIRST_DEFAULT 2
-#define GS_PV_MIN_DSCR 3
-#define GS_PV_EAD_SUM 4      // sum of EAD over defaulted loans (recovery rate)
-#define GS_PV_TRIGGER 5      // default rate by trigger: rows GS_PV_TRIGGER + trigger
-#define GS_NPV (GS_PV_TRIGGER + GS_NTRIGGER)
+// Loan matrix columns, flags, output rows and the argument block's field
+// list: generated from the tables of gridstress/kernels.py (kernel_defines).
+#include "gs_tables.h"
 
 // Default records of the two-stage mode, stored [field][loan][path cell of
 // rec_begin <= a < rec_end]; an EAD of 0 marks a loan without default
@@ -167,6 +108,7 @@ struct GsArgs {
     int rb, rq, rec_tile;        // recovery kernel: b lanes and q tiles per block, loans per copy
     double dt, hours, total_principal, principal_wal;
 };
+GS_CHECK_ARGS_LAYOUT  // every offset as gridstress/kernels.py packs it
 
 // A thread block's share of the grid: na_block x nb_block path cells and the
 // recovery cells q0 .. q0 + GS_QT - 1.
@@ -618,7 +560,7 @@ GS_FN void gs_write_recovery_cells(const GsArgs& g, int q0, int a, int b, double
         g.out_q[gs_q_index(g, GS_QV_LOSS_RATE, a, q, b)] = cell.loss[i] / g.total_principal;
         g.out_q[gs_q_index(g, GS_QV_RECOVERY_RATE, a, q, b)] =
             ead_sum > 0.0 ? cell.recovered[i] / ead_sum : GS_NAN;
-        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN, a, q, b)] =
+        g.out_q[gs_q_index(g, GS_QV_BREAKEVEN_SPREAD_BPS, a, q, b)] =
             1e4 * cell.loss_pv[i] / g.principal_wal;
 #if GS_NSEG_REG > 0
         GS_UNROLL
@@ -635,7 +577,7 @@ GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCe
         g.out_p[gs_p_index(g, GS_PV_DEFAULTS, a, b)] = cell.defaults;
         g.out_p[gs_p_index(g, GS_PV_DEFAULT_RATE, a, b)] =
             cell.defaulted_principal / g.total_principal;
-        g.out_p[gs_p_index(g, GS_PV_FIRST_DEFAULT, a, b)] =
+        g.out_p[gs_p_index(g, GS_PV_FIRST_DEFAULT_YEARS, a, b)] =
             cell.first_default == GS_INF ? GS_NAN : cell.first_default;
         g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
             cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;

@@ -14,7 +14,14 @@
 
 // The argument block's layout, checked against the one the Python side packs.
 extern "C" long gs_args_size() { return (long)sizeof(GsArgs); }
-extern "C" long gs_args_offset_dt() { return (long)offsetof(GsArgs, dt); }
+// Each field's offset, in ARGS_DTYPE's order (GS_ARGS_FIELDS); returns the count.
+extern "C" int gs_args_offsets(long* out) {
+    int i = 0;
+#define GS_OFFSET(field) out[i++] = (long)offsetof(GsArgs, field);
+    GS_ARGS_FIELDS(GS_OFFSET)
+#undef GS_OFFSET
+    return i;
+}
 // The ratio tests of the period loop, for the tests to check against "/".
 extern "C" int gs_ratio_below_host(double x, double y, double limit) {
     return gs_ratio_below(x, y, limit);

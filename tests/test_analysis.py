@@ -633,3 +633,28 @@ def test_reverse_stress_measures_an_axis_with_inf_in_grid_steps():
     )
     assert {c.point["market_depth_gpus"] for c in rs.nearest[4:6]} == {1e5, np.inf}
     assert np.isfinite([c.distance for c in rs.nearest]).all()
+
+
+def test_the_headline_of_the_blocks_is_the_headline_of_the_cube_ties_included(tmp_path):
+    """The seed's worst loss rate is flat along the haircut at its worst corner
+    (the collateral is worth nothing there, whatever the haircut): 19 cells tie.
+    Computed from blocks of 1,000 cells as a run finishes them, the headline names the first
+    of them in C order and counts all 19, as the headline read from the cube does."""
+    from gridstress.analysis.headline import headline
+    from gridstress.config import load_config
+    from gridstress.engine import write_cube_and_headline
+
+    cfg = load_config("configs/seed.yaml")
+    written = write_cube_and_headline(
+        cfg, tmp_path / "c.zarr", chunk_cells=1000, scheduler="synchronous"
+    )
+    with open_cube(written.path) as ds:
+        read = headline(ds)
+        rate = ds["loss_rate"].values
+    assert written.headline == read
+    assert read.worst_cells == int((rate == rate.max()).sum()) == 19
+    assert read.worst_cell == {"deflation": 0.6, "crypto_drawdown": 0.9, "haircut": 0.0}
+    assert read.lines()[0] == (
+        "worst loss rate: 40.62% at deflation=0.6, crypto_drawdown=0.9, haircut=0 "
+        "(the first of 19 cells at this rate)"
+    )

@@ -413,6 +413,31 @@ def test_plausibility_warnings_are_shown_and_the_run_goes_on(cli, tmp_path):
     assert res.returncode == 0 and res.stderr.count("warning:") == 4
 
 
+def test_a_reference_point_between_grid_values_is_named_with_its_stand_in(cli, tmp_path):
+    """central 0.35 on haircuts 0, 0.3, 0.6: 0.3 is nearer (0.05 against 0.25);
+    severe 0.5 is nearer 0.6 (0.1 against 0.2). A blank
+    line in the portfolio still counts as a row of the file."""
+    grid = (
+        "grid:\n  deflation: {values: [0.0, 0.2]}\n  crypto_drawdown: {values: [0.0]}\n"
+        "  haircut: {values: [0.0, 0.3, 0.6], central: 0.35, severe: 0.5}\n"
+    )
+    config = write_case(tmp_path, rows=["", "A,1000000,12,3,0.8,100"], grid=grid)
+    res = cli("validate", config)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "warning: run.yaml: grid.haircut.central=0.35 is not a grid value; the nearest, 0.3, "
+        "stands for it",
+        "warning: run.yaml: grid.haircut.severe=0.5 is not a grid value; the nearest, 0.6, "
+        "stands for it",
+        "warning: book.csv row 3 (loan_id=A): rate=12.0 looks like a percentage: rates are "
+        "annual fractions (0.12 for 12%)",
+    ]
+    res = cli("run", config, "--out", "c.zarr", "--scheduler", "synchronous")
+    assert res.returncode == 0, res.stderr
+    # deflation: no central given, the midpoint 0.1 ties between 0 and 0.2: the lower
+    assert "central scenario (deflation=0, crypto_drawdown=0, haircut=0.3)" in res.stdout
+
+
 def test_per_loan_outputs_from_the_flag_and_the_config(cli, tmp_path):
     config = write_case(tmp_path, rows=[GOOD_ROW, "OK-2,5000000,0.12,2,0.9,300"])
     assert cli("run", config, "--out", "plain.zarr").returncode == 0

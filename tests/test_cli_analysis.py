@@ -74,7 +74,7 @@ def test_summary(seed):
         assert res.returncode == 0, res.stderr
         assert "worst loss rate: 40.62% at deflation=0.6, crypto_drawdown=0.9" in res.stdout
         assert "base scenario: deflation=0.3, crypto_drawdown=0.5, haircut=0.35" in res.stdout
-        assert "severe scenario: deflation=0.6, crypto_drawdown=0.84, haircut=0.55" in res.stdout
+        assert "severe scenario: deflation=0.6, crypto_drawdown=0.85, haircut=0.55" in res.stdout
         assert f"loss at base, miner: ${s.loss_by_segment['miner'] / 1e6:,.1f}M" in res.stdout
         assert (
             f"breakeven spread at base: {s.breakeven_spread_bps:,.0f} bp; portfolio "
@@ -149,7 +149,7 @@ def test_frontier_csv_and_plot(seed):
     assert rows["seed.zarr"] == rows["seed.nc"]
     table = rows["seed.zarr"]
     assert list(table[0]) == ["crypto_drawdown", "haircut", "deflation"]
-    assert len(table) == 46 * 19
+    assert len(table) == 37 * 19
     with open_cube(where / "seed.zarr") as ds:
         line = frontier(ds, "loss_rate", 0.3)
         assert 0 < int(line.isnull().sum()) < line.size  # crossed in some cells, not all
@@ -177,7 +177,7 @@ def test_frontier_of_a_loan(seed):
     assert res.returncode == 0, res.stderr
     assert "smallest deflation at which NC-HY-H200 defaults" in res.stdout
     rows = read_csv(where / "hy.csv")
-    assert list(rows[0]) == ["crypto_drawdown", "deflation"] and len(rows) == 46
+    assert list(rows[0]) == ["crypto_drawdown", "deflation"] and len(rows) == 37
     with open_cube(where / "loans.zarr") as ds:
         years = ds["loan_default_years"].sel(loan="NC-HY-H200").load()
     for row in rows[::9]:
@@ -256,7 +256,7 @@ def test_reverse(seed):
     first = rs.nearest[0]
     assert float(rows[0]["deflation"]) == first.point["deflation"]
     assert float(rows[11]["probability"]) == pytest.approx(rs.probable[0].probability)
-    assert f"{rs.n_breaking:,} of 70,794 cells reach a loss rate of 35.00%" in res.stdout
+    assert f"{rs.n_breaking:,} of 56,943 cells reach a loss rate of 35.00%" in res.stdout
 
 
 def test_risk(seed):

@@ -72,7 +72,7 @@ MISTAKES = [
     (("run", "run.yaml", "--scheduelr", "local"), "No such option: --scheduelr"),
     (("run", "run.yaml", "--backend", "tpu"), "--backend tpu: must be one of auto, numpy, cupy"),
     (("summry", "x"), "no such command 'summry'; did you mean summary?"),
-    (("summary",), "Missing argument 'cube'"),
+    (("summary",), "Missing argument 'CUBE'"),
     (("bench", "--cells", "lots"), "'lots' is not a number"),
     (("bench", "--model", "v3"), "--model v3: must be one of v1, v2"),
     (("trace", "run.yaml", "--at", "deflaton=0.1"), "(did you mean deflation?)"),

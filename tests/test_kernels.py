@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,10 +75,67 @@ def test_kernel_sources_are_found_and_inlined():
 
 
 def test_argument_block_layout_matches_the_compiler(host_library):
-    assert K.args_layout_on_host(host_library) == (
-        K.ARGS_DTYPE.itemsize,
-        K.ARGS_DTYPE.fields["dt"][1],
-    )
+    """Every field of struct GsArgs where the C++ compiler puts it, as packed."""
+    size, offsets = K.args_layout_on_host(host_library)
+    assert size == K.ARGS_DTYPE.itemsize
+    assert offsets == K.ARGS_OFFSETS
+    assert offsets == {name: K.ARGS_DTYPE.fields[name][1] for name in K.ARGS_FIELDS}
+    assert len(offsets) == 35  # 14 pointers, 17 int32, 4 float64
+
+
+def test_a_field_packed_elsewhere_than_the_compiler_puts_it_stops_the_build(tmp_path, monkeypatch):
+    """The layout is also checked at every compile (static_assert in the
+    generated header): an offset off by 8 bytes fails the host build."""
+    wrong = dict(K.ARGS_OFFSETS, dt=K.ARGS_OFFSETS["dt"] + 8)
+    monkeypatch.setattr(K, "ARGS_OFFSETS", wrong)
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        K.build_host_library(CXX, tmp_path)
+    assert "GsArgs.dt offset" in failed.value.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA compiler)")
+def test_the_kernel_source_compiles_for_the_gpu_with_its_layout_checks(tmp_path):
+    """nvcc compiles the source NVRTC gets (generated defines and layout checks
+    included) for an H100/H200, without a GPU."""
+    source = tmp_path / "gs.cu"
+    source.write_text(K.kernel_source(), encoding="utf-8")
+    for variant in (K.Variant(), K.Variant(q_per_thread=4, records=True)):
+        res = subprocess.run(
+            [
+                "nvcc",
+                "-arch=sm_90",
+                *K.NVRTC_OPTIONS,
+                *variant.defines(),
+                "-ptx",
+                "-o",
+                str(tmp_path / "gs.ptx"),
+                str(source),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 0, res.stderr
+        assert ".entry gs_grid_v1" in (tmp_path / "gs.ptx").read_text()
+
+
+def test_the_kernel_defines_come_from_the_python_tables_only():
+    """The column, flag and output-index defines are generated, and no kernel
+    source defines one of them by hand; the generated values are the tables'."""
+    generated = re.findall(r"^#define (GS_\w+)", K.kernel_defines(), flags=re.MULTILINE)
+    # guard, 18 + 1 float columns, 5 + 1 int columns, 4 flags, 5 + 1 recovery-cell
+    # rows, 4 + 1 triggers, 4 + 3 path-cell rows, the field list and its layout check
+    assert len(generated) == len(set(generated)) == 1 + 19 + 6 + 4 + 6 + 5 + 7 + 2
+    for source in K.kernel_dir().iterdir():
+        if source.suffix in (".cuh", ".cu", ".cpp", ".h"):
+            by_hand = set(re.findall(r"^\s*#define (GS_\w+)", source.read_text(), re.MULTILINE))
+            assert not by_hand & set(generated), source.name
+    src = K.kernel_source()
+    assert src.count("#define GS_NF 18") == 1 and "#define GS_NPV 9" in src
+    values = dict(re.findall(r"^#define (GS_\w+) (\d+)", K.kernel_defines(), re.MULTILINE))
+    assert [int(values[name]) for _, name, _ in K.LOAN_F_COLUMNS] == list(range(len(K.LOAN_F)))
+    assert int(values["GS_PV_TRIGGER"]) == K.TRIGGER_ROW
+    assert int(values["GS_QV_SEG"]) == len(K.Q_VARIABLES)
+    assert int(values["GS_B_FREE"]) == K.B_FREE
 
 
 GRIDS = {

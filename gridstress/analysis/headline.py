@@ -68,13 +68,20 @@ class Headline:
     central_loss: float
     central_loss_rate: float
     n_cells: int
+    worst_cells: int = 1
+    """Cells whose loss rate equals the worst; ``worst_cell`` is the first in C order."""
 
     def lines(self) -> list[str]:
         def where(point):
             return ", ".join(f"{k}={v:.4g}" for k, v in point.items())
 
+        tied = (
+            f" (the first of {self.worst_cells:,} cells at this rate)"
+            if self.worst_cells > 1
+            else ""
+        )
         return [
-            f"worst loss rate: {self.worst_loss_rate:.2%} at {where(self.worst_cell)}",
+            f"worst loss rate: {self.worst_loss_rate:.2%} at {where(self.worst_cell)}{tied}",
             f"cells with any default: {self.default_share:.1%} of {self.n_cells:,}",
             f"central scenario ({where(self.central)}): loss "
             f"${self.central_loss / 1e6:,.1f}M ({self.central_loss_rate:.2%} of principal)",
@@ -96,15 +103,16 @@ def headline(ds: xr.Dataset) -> Headline:
     """
     loss_rate = ds["loss_rate"]
     dims = loss_rate.dims
-    worst, worst_index, with_default = -np.inf, None, 0
+    worst, worst_index, with_default, ties = -np.inf, None, 0, 0
     for rows in leading_slices(loss_rate.shape):
         part = loss_rate.isel({dims[0]: rows}).values
         if np.isfinite(part).any():
             flat = int(np.nanargmax(part))
             if part.flat[flat] > worst:
-                worst = float(part.flat[flat])
+                worst, ties = float(part.flat[flat]), 0
                 local = np.unravel_index(flat, part.shape)
                 worst_index = (local[0] + rows.start,) + tuple(local[1:])
+            ties += int((part == worst).sum())
         with_default += int((ds["defaults"].isel({dims[0]: rows}).values > 0).sum())
     worst_cell = (
         {str(d): float(ds[d].values[i]) for d, i in zip(dims, worst_index)}
@@ -121,6 +129,7 @@ def headline(ds: xr.Dataset) -> Headline:
         central_loss=float(at["loss"]),
         central_loss_rate=float(at["loss_rate"]),
         n_cells=int(loss_rate.size),
+        worst_cells=max(ties, 1),
     )
 
 
@@ -135,6 +144,8 @@ class BlockHeadline:
     worst_loss_rate: float
     worst_flat: int
     """Flat (C order) grid index of the worst cell; -1 when no cell is finite."""
+    worst_cells: int
+    """Cells of the block at its worst loss rate."""
     with_default: int
     central: tuple[float, float] | None
     """(loss, loss_rate) of the central cell when the block holds it."""
@@ -152,10 +163,11 @@ def block_headline(config: RunConfig, block: Block, results: dict[str, Any]) -> 
     """
     loss_rate = np.asarray(results["loss_rate"])
     starts = [s.start for s in block.slices]
-    worst, worst_flat = -np.inf, -1
+    worst, worst_flat, ties = -np.inf, -1, 0
     if np.isfinite(loss_rate).any():
         local = np.unravel_index(int(np.nanargmax(loss_rate)), loss_rate.shape)
         worst = float(loss_rate[local])
+        ties = int((loss_rate == worst).sum())
         worst_flat = int(
             np.ravel_multi_index(tuple(i + s for i, s in zip(local, starts)), config.shape)
         )
@@ -165,18 +177,20 @@ def block_headline(config: RunConfig, block: Block, results: dict[str, Any]) -> 
         local = tuple(i - s for i, s in zip(at, starts))
         central = (float(np.asarray(results["loss"])[local]), float(loss_rate[local]))
     with_default = int((np.asarray(results["defaults"]) > 0).sum())
-    return BlockHeadline(worst, worst_flat, with_default, central)
+    return BlockHeadline(worst, worst_flat, ties, with_default, central)
 
 
 def combine(config: RunConfig, parts: Iterable[BlockHeadline]) -> Headline:
     """The headline of a grid from the headlines of its blocks."""
     worst, worst_flat, with_default, central = -np.inf, -1, 0, (np.nan, np.nan)
+    ties = 0
     for part in parts:
-        if part.worst_flat >= 0 and (
-            part.worst_loss_rate > worst
-            or (part.worst_loss_rate == worst and part.worst_flat < worst_flat)
-        ):
-            worst, worst_flat = part.worst_loss_rate, part.worst_flat
+        if part.worst_flat < 0:
+            pass
+        elif part.worst_loss_rate > worst:
+            worst, worst_flat, ties = part.worst_loss_rate, part.worst_flat, part.worst_cells
+        elif part.worst_loss_rate == worst:
+            worst_flat, ties = min(worst_flat, part.worst_flat), ties + part.worst_cells
         with_default += part.with_default
         if part.central is not None:
             central = part.central
@@ -197,4 +211,5 @@ def combine(config: RunConfig, parts: Iterable[BlockHeadline]) -> Headline:
         central_loss=central[0],
         central_loss_rate=central[1],
         n_cells=config.n_cells,
+        worst_cells=max(ties, 1),
     )
