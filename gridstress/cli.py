@@ -425,6 +425,8 @@ def validate(config: Path = typer.Argument(..., metavar="CONFIG", help="YAML run
 def _marginals(path: Path | None) -> dict | None:
     from .config import load_marginals
 
+    if path is not None and not path.exists():
+        raise InputError(f"--marginals {path}: file not found")
     return load_marginals(path) if path is not None else None
 
 
@@ -1112,8 +1114,13 @@ def bench(
             f"--model {model}: the fused kernel computes model v1 only; bench it "
             "with --model v1, or choose --engines numpy,cupy-xp"
         )
-    if min(cells, loans, haircuts) < 1:
-        raise InputError("--cells, --loans and --haircuts must be >= 1")
+    small = [
+        f"--{name} {value}"
+        for name, value in (("cells", cells), ("loans", loans), ("haircuts", haircuts))
+        if value < 1
+    ]
+    if small:
+        raise InputError([f"{option}: must be >= 1" for option in small])
     resolved = resolve_backend(wanted)
     if chosen is None:
         chosen = (

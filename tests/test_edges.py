@@ -91,6 +91,7 @@ CUBE_MISTAKES = [
     (("frontier", "CUBE", "--csv", "f.txt"), "--csv f.txt: must end in .csv"),
     (("frontier", "CUBE", "--var", "loss_rat"), "(did you mean loss_rate?)"),
     (("frontier", "CUBE", "--max-columns", "0"), "--max-columns 0: must be >= 1"),
+    (("bench", "--loans", "0"), "--loans 0: must be >= 1"),
     (("summary", "CUBE", "--xlsx", "s.csv"), "--xlsx s.csv: must end in .xlsx"),
     (("reverse", "CUBE", "--loss-rate", "0.2", "--csv", "nodir/r.csv"), "the folder nodir"),
     (
