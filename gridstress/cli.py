@@ -426,7 +426,7 @@ def _marginals(path: Path | None) -> dict | None:
     from .config import load_marginals
 
     if path is not None and not path.exists():
-        raise InputError(f"--marginals {path}: file not found")
+        raise InputError(f"--marginals {path}: no such file")
     return load_marginals(path) if path is not None else None
 
 

@@ -323,7 +323,7 @@ def test_plot_png_svg_and_facets(seed):
         (("risk", "seed.zarr", "--rho", "1"), "--rho 1: must be in (-1, 1)"),
         (("risk", "seed.zarr", "--rho", "-1.5"), "--rho -1.5: must be in (-1, 1)"),
         (("reverse", "seed.zarr", "--loss-rate", "2"), "--loss-rate 2: must be in [0, 1]"),
-        (("risk", "seed.zarr", "--marginals", "none.yaml"), "--marginals none.yaml: file not found"),
+        (("risk", "seed.zarr", "--marginals", "none.yaml"), "--marginals none.yaml: no such file"),
         (("summary", "missing.zarr"), "missing.zarr: no such cube"),
         (("report", "configs", "-o", "r.html"), "not a gridstress cube"),
     ],
