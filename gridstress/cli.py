@@ -622,7 +622,7 @@ def frontier(
     import numpy as np
 
     from .analysis.frontier import frontier as find_frontier
-    from .analysis.frontier import frontier_rows, frontier_table, loan_frontier
+    from .analysis.frontier import frontier_rows, frontier_table, grid_floor, loan_frontier
 
     check_output(csv_path, (".csv",), "--csv")
     check_output(plot_path, FIGURE_SUFFIXES, "--plot")
@@ -635,14 +635,18 @@ def frontier(
             from .analysis.plot import frontier_figure, save
 
             save(frontier_figure(line, ds), plot_path)
+        lowest = grid_floor(ds, line)
     what = f"{var} > {threshold:g}" if loan is None else f"{loan} defaults"
+    floor = f"'<=': already at {lowest:g}, the grid's lowest {line.name}"
 
     def shown(v: float) -> str:
-        return "-" if math.isnan(v) else f"{v:.3f}"
+        if math.isnan(v):
+            return "-"
+        return f"<={v:.3f}" if v == lowest else f"{v:.3f}"
 
     if "haircut" not in grid.dims:  # a loan's frontier: no haircut changes a default
         _show(
-            f"smallest deflation at which {what} (rows: crypto_drawdown; '-': never)",
+            f"smallest deflation at which {what} (rows: crypto_drawdown; '-': never; {floor})",
             ["crypto_drawdown", "deflation"],
             [[f"{c:g}", shown(v)] for c, v in zip(grid["crypto_drawdown"].values, grid.values)],
         )
@@ -659,7 +663,7 @@ def frontier(
         )
         _show(
             f"smallest deflation at which {what} (rows: crypto_drawdown, columns: haircut; "
-            f"'-': never{kept})",
+            f"'-': never; {floor}{kept})",
             ["c \\ h", *(f"{h:g}" for h in grid["haircut"].values)],
             [
                 [f"{c:g}", *(shown(v) for v in row)]

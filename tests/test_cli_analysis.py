@@ -171,6 +171,24 @@ def test_frontier_csv_and_plot(seed):
             assert (below <= 0.3).all() and above[0] > 0.3
 
 
+def test_a_frontier_at_the_grid_floor_is_shown_as_a_bound(seed):
+    """Where the loss rate passes 1% already at the lowest deflation on the grid
+    (rents rising 20% a year), the frontier lies at or below it: '<=-0.200'.
+    Seed, crypto drawdown 0.4, haircut 0.9 is such a cell (the frontier is
+    first_crossing's along[0] there)."""
+    where, run = seed
+    res = run("frontier", "seed.zarr")
+    assert res.returncode == 0, res.stderr
+    assert "'<=': already at -0.2, the grid's lowest deflation" in res.stdout.splitlines()[0]
+    row = next(ln for ln in res.stdout.splitlines() if ln.startswith("│   0.4 │"))
+    assert row.split("│")[-2].strip() == "<=-0.200"
+    with open_cube(where / "seed.zarr") as ds:
+        assert float(ds["loss_rate"].sel(deflation=-0.2, crypto_drawdown=0.4, haircut=0.9)) > 0.01
+    assert run("report", "seed.zarr", "-o", "floor.html").returncode == 0
+    page = (where / "floor.html").read_text()
+    assert "<td>&le; -0.2</td>" in page and "already at the grid&#x27;s lowest deflation" in page
+
+
 def test_frontier_of_a_loan(seed):
     where, run = seed
     res = run("frontier", "loans.zarr", "--loan", "NC-HY-H200", "--csv", "hy.csv")

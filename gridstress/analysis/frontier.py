@@ -158,6 +158,13 @@ def loan_frontier(ds: xr.Dataset, loan_id: str, axis: str = "deflation") -> xr.D
     return result
 
 
+def grid_floor(ds: xr.Dataset, line: xr.DataArray) -> float:
+    """The searched axis's lowest grid value. A frontier equal to it is a bound,
+    not a crossing: the variable already exceeds the threshold there
+    (:func:`first_crossing`'s ``along[0]``), so the frontier lies at or below it."""
+    return float(ds[str(line.name)].values[0])
+
+
 def frontier_rows(result: xr.DataArray) -> list[dict[str, float]]:
     """One row per cell of the frontier: its coordinates, then the frontier value.
 

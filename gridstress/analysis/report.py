@@ -25,7 +25,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..variables import TRIGGERS
-from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier, frontier_table
+from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier, frontier_table, grid_floor
 from .headline import scenario_point
 from .plot import facets, frontier_figure, heatmap, trigger_figure
 from .reverse import ReverseStress, reverse_stress, targets_above
@@ -232,13 +232,21 @@ def _frontier_html(ds: xr.Dataset, line: xr.DataArray, max_columns: int = 10) ->
     keep = np.unique(np.linspace(0, n - 1, min(n, max_columns)).round().astype(int))
     table = table.isel(haircut=keep)
     header = ["crypto_drawdown \\ haircut", *[f"{h:g}" for h in table["haircut"].values]]
+    floor = grid_floor(ds, line)
+
+    def shown(v: float) -> str:
+        if not np.isfinite(v):
+            return "never"
+        return f"&le; {_num(v)}" if v == floor else _num(v)
+
     rows = [
-        [f"{c:g}", *[_num(float(v)) if np.isfinite(v) else "never" for v in row]]
+        [f"{c:g}", *[shown(float(v)) for v in row]]
         for c, row in zip(table["crypto_drawdown"].values, table.values)
     ]
     note = (
         f"Smallest deflation at which {line.attrs['var']} > {line.attrs['threshold']:g}, "
-        'interpolated between grid points; "never": not on the grid.'
+        'interpolated between grid points; "never": not on the grid; '
+        f'"\u2264 {floor:g}": already at the grid\'s lowest deflation.'
     )
     if others:
         note += f" Other axes at their central values ({_point({d: central[d] for d in others})})."
