@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +222,7 @@ def _progress(total_cells: int, label: str, log_every_s: float = 10.0, total_blo
     task = progress.add_task(label, total=total_cells, blocks=0)
     started = last = time.monotonic()
     done = blocks = 0
-    kept: Counter[str] = Counter()
+    kept = {"cells": 0}  # cells of blocks kept from an interrupted run
 
     def advance(block, skipped: bool = False) -> None:
         nonlocal last, done, blocks, started

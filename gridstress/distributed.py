@@ -323,10 +323,9 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
         n = workers or _cpu_count()
         if n_blocks:
             n = min(n, n_blocks)
-        with dask.config.set(malloc):
-            starting = _start_with_interrupts_deferred(
-                lambda: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **quiet)
-            )
+
+        def start() -> Any:
+            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **quiet)
     else:
         try:
             from dask_cuda import LocalCUDACluster
@@ -336,15 +335,18 @@ def _local_cluster(kind: str, workers: int | None, n_blocks: int | None):
                 "install the gpu extra, pip install 'gridstress[gpu]'"
             ) from None
         extra = {"n_workers": workers} if workers else {}
-        with dask.config.set(malloc):
-            starting = _start_with_interrupts_deferred(lambda: LocalCUDACluster(**quiet, **extra))
-    with starting as cluster:
+
+        def start() -> Any:
+            return LocalCUDACluster(**quiet, **extra)
+
+    with dask.config.set(malloc), _deaf_to_ctrl_c(start) as cluster:
         yield cluster
 
 
-def _start_with_interrupts_deferred(start: Any) -> Any:
-    """Start a local cluster whose worker processes ignore SIGINT from birth, and
-    return a context manager that closes it.
+@contextmanager
+def _deaf_to_ctrl_c(start: Callable[[], Any]):
+    """A local cluster, from ``start()``, whose worker processes ignore SIGINT
+    from birth; closed on leaving.
 
     A Ctrl-C on a terminal goes to the whole process group. The workers are
     spawned through a shell that ignores SIGINT before it runs Python (an
@@ -354,55 +356,30 @@ def _start_with_interrupts_deferred(start: Any) -> Any:
     it and raised once the cluster is up, inside the ``with`` that closes it.
     """
     import multiprocessing.spawn
+    import shlex
+    import tempfile
 
-    launcher = _sigint_ignoring_python()
+    folder = Path(tempfile.mkdtemp(prefix="gridstress-"))
+    launcher = folder / "python"
+    launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    launcher.chmod(0o700)
     multiprocessing.spawn.set_executable(str(launcher))
     held: list[int] = []
     main = threading.current_thread() is threading.main_thread()
     try:
-        previous = (
-            signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-            if main
-            else None
-        )
+        previous = signal.signal(signal.SIGINT, lambda *_: held.append(1)) if main else None
         try:
             cluster = start()
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
-    except BaseException:
-        _restore_python(launcher)
-        raise
-    return _closing_after_held_interrupt(cluster, held, launcher)
-
-
-def _sigint_ignoring_python() -> Path:
-    """A launcher for this Python that starts it with SIGINT ignored."""
-    import shlex
-    import tempfile
-
-    launcher = Path(tempfile.mkdtemp(prefix="gridstress-")) / "python"
-    launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
-    launcher.chmod(0o700)
-    return launcher
-
-
-def _restore_python(launcher: Path) -> None:
-    import multiprocessing.spawn
-
-    multiprocessing.spawn.set_executable(sys.executable)
-    shutil.rmtree(launcher.parent, ignore_errors=True)
-
-
-@contextmanager
-def _closing_after_held_interrupt(cluster: Any, held: list[int], launcher: Path):
-    try:
         with cluster:
             if held:
                 raise KeyboardInterrupt
             yield cluster
     finally:
-        _restore_python(launcher)
+        multiprocessing.spawn.set_executable(sys.executable)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _worker_backend(name: str) -> tuple[str, str]:
