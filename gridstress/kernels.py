@@ -56,7 +56,6 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import RunConfig
 from .params import MARKET_PARAMS
 from .portfolio import PortfolioArrays
 from .variables import OUTPUTS, TRIGGERS
@@ -67,11 +66,15 @@ KERNEL = "grid_v1.cu"
 HOST = "host_v1.cpp"
 KERNEL_NAME = "gs_grid_v1"
 RECOVER_NAME = "gs_recover_v1"
+#: The market step's kernels (period-outer): the loans' tables, then the paths.
+TABLES_NAME = "gs_tables_v2"
+MARKET_NAME = "gs_market_v2"
 #: NVRTC options: float64 operation by operation, as the NumPy backend.
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 
 APPRAISAL_AXES = ("deflation", "discount_rate")
-MINING_AXES = ("crypto_drawdown", "drawdown_periods")
+#: The ``b`` group: the mining axes and the market's (which change no table).
+MINING_AXES = ("crypto_drawdown", "drawdown_periods") + MARKET_PARAMS
 RECOVERY_AXES = ("haircut", "crypto_haircut", "liquidation_cost")
 
 #: Columns of the per-loan float64 matrix: (field, kernel define, note). The
@@ -90,9 +93,11 @@ LOAN_F_COLUMNS = (
     ("crypto_collateral", "GS_CRYPTO", ""),
     ("pledged_gpus", "GS_PLEDGED_GPUS", "pledged_share * n_gpus"),
     ("cash_reserve", "GS_CASH0", ""),
+    ("cash_cap", "GS_CASH_CAP", "most cash kept [USD]"),
     ("dscr_floor", "GS_DSCR_FLOOR", "min_dscr, or -inf without a covenant"),
     ("max_ltv", "GS_MAX_LTV", "+inf without an LTV covenant"),
     ("refi_advance_rate", "GS_REFI", ""),
+    ("refi_min_dscr", "GS_REFI_MIN_DSCR", ""),
     ("balloon", "GS_BALLOON", "balloon due at maturity [USD]"),
     ("cure_periods", "GS_CURE", ""),
 )
@@ -101,12 +106,13 @@ LOAN_I_COLUMNS = (
     ("n", "GS_N", "periods to maturity"),
     ("n_life", "GS_NLIFE", "periods in service"),
     ("n_contract", "GS_NCONTRACT", "periods under contract"),
+    ("n_refi", "GS_NREFI", "periods a cash-flow refinancing offer projects"),
     ("segment", "GS_SEGMENT", ""),
     ("flags", "GS_FLAGS", "the LOAN_FLAGS below"),
 )
 LOAN_F = tuple(column for column, _, _ in LOAN_F_COLUMNS)
 LOAN_I = tuple(column for column, _, _ in LOAN_I_COLUMNS)
-HAS_COVENANT, HAS_LTV, HAS_MINING, B_FREE = 1, 2, 4, 8
+HAS_COVENANT, HAS_LTV, HAS_MINING, B_FREE, BOOK_BASIS = 1, 2, 4, 8, 16
 #: Bits of a loan's flags column: (value, kernel define, note).
 LOAN_FLAGS = (
     (HAS_COVENANT, "GS_HAS_COVENANT", ""),
@@ -117,12 +123,10 @@ LOAN_FLAGS = (
         "GS_B_FREE",
         "no mining, no crypto collateral: one path for all mining values",
     ),
+    (BOOK_BASIS, "GS_BOOK_BASIS", "LTV covenant on book value"),
 )
 #: Doubles of a b-free loan's path in shared memory (GS_NPATH).
 PATH_FIELDS = 5
-#: Cube variables the kernel does not compute, with their value in every run
-#: it covers (no market step: the price index never leaves 1).
-HOST_CONSTANTS = {"market_price_min": 1.0}
 #: Output variables of the kernel, in the cube's table order, which is the
 #: kernel's (the GS_QV_* and GS_PV_* defines): per recovery cell, then per
 #: path cell.
@@ -130,9 +134,7 @@ Q_VARIABLES = tuple(
     name for name, o in OUTPUTS.items() if o.level == "recovery" and o.extra_dim is None
 )
 P_VARIABLES = tuple(
-    name
-    for name, o in OUTPUTS.items()
-    if o.level == "path" and o.extra_dim is None and name not in HOST_CONSTANTS
+    name for name, o in OUTPUTS.items() if o.level == "path" and o.extra_dim is None
 )
 #: Rows of the kernel's per-path-cell output: P_VARIABLES, the EAD sum, and
 #: the default rate by trigger (rows TRIGGER_ROW + trigger).
@@ -141,6 +143,9 @@ P_ROWS = TRIGGER_ROW + len(TRIGGERS)
 #: Doubles of one default record (two-stage mode): EAD, GPU and crypto
 #: collateral, cash left, discount factor.
 RECORD_FIELDS = 5
+#: Doubles per loan and path cell of the market kernel: the record, then the
+#: default period, trigger and covenant breaches (GS_NSTATE).
+STATE_FIELDS = 8
 #: Device memory for the default records of one slab [bytes].
 RECORD_BYTES = 2**30
 
@@ -154,15 +159,22 @@ ARGS_DTYPE = np.dtype(
             "debt_service",
             "owed",
             "balance",
+            "book_value",
             "a_deflation",
             "a_discount",
             "b_crypto",
             "b_periods",
+            "b_depth",
+            "b_half_life",
+            "b_book_share",
             "q_keep",
             "q_keep_crypto",
             "out_q",
             "out_p",
             "records",
+            "tables",
+            "out_loan_loss",
+            "out_loan_years",
         )
     ]
     + [
@@ -174,6 +186,7 @@ ARGS_DTYPE = np.dtype(
             "B",
             "Q",
             "n_segments",
+            "KR",
             "J",
             "a_begin",
             "a_end",
@@ -195,6 +208,10 @@ ARGS_FIELDS: tuple[str, ...] = tuple(ARGS_DTYPE.names or ())
 ARGS_OFFSETS: dict[str, int] = {name: ARGS_DTYPE.fields[name][1] for name in ARGS_FIELDS}  # type: ignore[index]
 
 THREADS_PER_BLOCK = 128
+#: Threads per block of the market step's kernels: the tables kernel (over
+#: loans, one block per value of a) and the market kernel (one per path cell).
+TABLES_THREADS = 128
+MARKET_THREADS = 128
 #: The header the kernel sources include for the defines of :func:`kernel_defines`.
 TABLES_HEADER = "gs_tables.h"
 
@@ -265,28 +282,21 @@ PATH_SHARED_BYTES = 24 * 1024
 SLAB_CELLS = 2**21
 
 
-def fused_covers(config: RunConfig) -> str | None:
-    """None when the fused kernel computes ``config`` exactly, else what it lacks.
+def fused_covers(pf: PortfolioArrays) -> str | None:
+    """None when the fused kernels run this portfolio, else why not.
 
-    The kernel computes model v1, which model v2 reproduces with
-    ``market_depth_gpus`` infinite, ``cash_cap`` = ``cash_reserve``,
-    ``refi_term_years`` 0 and ``ltv_basis: market``; it writes no per-loan
-    outputs and takes none of the market parameters as an axis.
+    The kernels compute every input of model v2; what bounds them is shared
+    memory: a thread block of the loan-outer path kernel holds one loan's
+    tables and its value's factors, one of the market step's tables kernel
+    the rent index.
     """
-    axes = [a.name for a in config.axes if a.name in MARKET_PARAMS]
-    if axes:
-        return f"a market axis ({', '.join(axes)})"
-    if not math.isinf(config.scenario["market_depth_gpus"]):
-        return "a secondary market of finite depth (market_depth_gpus)"
-    for loan in config.loans:
-        if loan.cash_cap != loan.cash_reserve:
-            return f"a cash cap above the reserve (loan_id={loan.loan_id})"
-        if loan.refi_term_years > 0:
-            return f"a cash-flow refinancing offer (loan_id={loan.loan_id}, refi_term_years)"
-        if loan.ltv_basis != "market":
-            return f"an LTV covenant on book value (loan_id={loan.loan_id})"
-    if config.per_loan:
-        return "per-loan outputs"
+    periods, rent = table_periods(pf), rent_periods(pf)
+    need = 8 * (2 * periods + PATH_FIELDS + periods + rent)
+    if need > PATH_SHARED_BYTES or 8 * rent > SHARED_BYTES:
+        return (
+            f"loan tables of {periods} periods, rent index of {rent}: more than a "
+            f"thread block's shared memory holds"
+        )
     return None
 
 
@@ -400,10 +410,16 @@ def kernel_function(cupy, variant: Variant = Variant(), name: str = KERNEL_NAME)
     return _MODULES[key].get_function(name)
 
 
+def table_periods(pf: PortfolioArrays) -> int:
+    """Periods of a loan's tables in the kernel (``KR``): the horizon, or the
+    longest maturity plus cash-flow refinancing projection if that is longer."""
+    return int(max(pf.horizon, int(np.max(pf.n + pf.n_refi, initial=0))))
+
+
 def rent_periods(pf: PortfolioArrays) -> int:
-    """Periods of the rent index the kernel tabulates: the longest of any loan's
-    term and service life (its appraisal runs to the end of service)."""
-    return int(max(pf.horizon, int(np.max(pf.n_life, initial=0))))
+    """Periods of the rent index the kernel tabulates (``J``): the loans' tables,
+    or the longest service life if longer (the appraisal runs to the end of service)."""
+    return int(max(table_periods(pf), int(np.max(pf.n_life, initial=0))))
 
 
 @dataclass(frozen=True)
@@ -418,8 +434,9 @@ class LaunchShape:
 
     def shared_bytes(self, horizon: int, rent_periods: int | None = None) -> int:
         """Two tables per (a, loan, period) and a b-free loan's path per (a,
-        loan), and per a value the discount factors (``horizon`` periods) and
-        the rent index (``rent_periods``, default ``horizon``)."""
+        loan), and per a value the discount factors (``horizon`` periods: the
+        tables' :func:`table_periods`) and the rent index (``rent_periods``,
+        default ``horizon``)."""
         factors = horizon + (horizon if rent_periods is None else rent_periods)
         per_loan = 2 * horizon + PATH_FIELDS
         return (self.loan_tile * per_loan + factors) * self.na_block * 8
@@ -532,9 +549,11 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
         "crypto_collateral": v["crypto_collateral"],
         "pledged_gpus": v["pledged_share"] * v["n_gpus"],
         "cash_reserve": v["cash_reserve"],
+        "cash_cap": v["cash_cap"],
         "dscr_floor": np.where(v["min_dscr"] > 0, v["min_dscr"], -np.inf),
         "max_ltv": pf.max_ltv,
         "refi_advance_rate": v["refi_advance_rate"],
+        "refi_min_dscr": v["refi_min_dscr"],
         "balloon": pf.balloon[last, pf.n],
         "cure_periods": v["cure_periods"],
     }
@@ -546,11 +565,13 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
         + HAS_MINING * mining
         # No mining and no crypto collateral: a path independent of b.
         + B_FREE * (~mining & (v["crypto_collateral"] == 0))
+        + BOOK_BASIS * np.asarray(pf.book_basis)
     )
     ints = {
         "n": pf.n,
         "n_life": pf.n_life,
         "n_contract": pf.n_contract,
+        "n_refi": pf.n_refi,
         "segment": pf.segment_index,
         "flags": flags,
     }
@@ -568,11 +589,16 @@ class BlockLayout:
     b_dims: tuple[str, ...]
     q_dims: tuple[str, ...]
     a_params: dict[str, np.ndarray]  # deflation, discount_rate over a
-    b_params: dict[str, np.ndarray]  # crypto_drawdown, drawdown_periods over b
+    b_params: dict[str, np.ndarray]  # the MINING_AXES parameters over b
     q_params: dict[str, np.ndarray]  # keep, keep_crypto over q
 
     def size(self, group: str) -> int:
         return math.prod(self.shape[self.dims.index(d)] for d in getattr(self, group + "_dims"))
+
+    @property
+    def market(self) -> bool:
+        """True when some cell has a secondary market of finite depth: the market step runs."""
+        return not bool(np.all(np.isinf(self.b_params["market_depth_gpus"])))
 
     @property
     def a_leads(self) -> bool:
@@ -622,8 +648,9 @@ def q_to_block(layout: BlockLayout, a_count: int) -> tuple[tuple[int, ...], tupl
     return shape, tuple(order.index(d) for d in target)
 
 
-def p_to_block(layout: BlockLayout, array: np.ndarray) -> np.ndarray:
-    """A path result ``[a][b]`` as a read-only view of the block's shape."""
+def p_to_block(layout: BlockLayout, array: np.ndarray, broadcast: bool = True) -> np.ndarray:
+    """A path result ``[a][b]`` as a read-only view of the block's shape (with
+    size 1 on the recovery axes unless ``broadcast``)."""
     order = layout.a_dims + layout.b_dims
     shaped = array.reshape(_sizes(layout, layout.a_dims) + _sizes(layout, layout.b_dims))
     target = tuple(d for d in layout.dims if d not in layout.q_dims)
@@ -631,7 +658,7 @@ def p_to_block(layout: BlockLayout, array: np.ndarray) -> np.ndarray:
     for i, d in enumerate(layout.dims):
         if d in layout.q_dims:
             shaped = np.expand_dims(shaped, i)
-    return np.broadcast_to(shaped, layout.shape)
+    return np.broadcast_to(shaped, layout.shape) if broadcast else shaped
 
 
 def pack_args(
@@ -640,13 +667,14 @@ def pack_args(
     pointers: dict[str, int],
     a_begin: int,
     a_end: int,
-    shape: LaunchShape,
+    shape: LaunchShape | None,
     records: tuple[int, int] | None = None,
     recover: RecoverShape | None = None,
 ) -> np.ndarray:
     """The kernel's argument block for one launch of ``a_begin <= a < a_end``;
     ``records`` is the range of ``a`` the default records cover (default: the
-    launch's), ``recover`` the shape of a recovery launch."""
+    launch's), ``shape`` the path kernel's (None for the market step's),
+    ``recover`` the shape of a recovery launch."""
     args = np.zeros((), dtype=ARGS_DTYPE)
     for name, ptr in pointers.items():
         args[name] = ptr
@@ -656,11 +684,13 @@ def pack_args(
     args["B"] = layout.size("b")
     args["Q"] = layout.size("q")
     args["n_segments"] = len(pf.segments)
+    args["KR"] = table_periods(pf)
     args["J"] = rent_periods(pf)
     args["a_begin"], args["a_end"] = a_begin, a_end
     args["rec_begin"], args["rec_end"] = records or (a_begin, a_end)
-    args["na_block"], args["nb_block"] = shape.na_block, shape.nb_block
-    args["loan_tile"] = shape.loan_tile
+    if shape is not None:
+        args["na_block"], args["nb_block"] = shape.na_block, shape.nb_block
+        args["loan_tile"] = shape.loan_tile
     if recover is not None:
         args["rb"], args["rq"], args["rec_tile"] = recover.rb, recover.rq, recover.rec_tile
     args["dt"] = 1.0 / pf.periods_per_year
@@ -670,25 +700,40 @@ def pack_args(
     return args
 
 
+def param_arrays(layout: BlockLayout) -> dict[str, np.ndarray]:
+    """The scenario parameters of a block per group, by their argument-block names."""
+    a, b, q = layout.a_params, layout.b_params, layout.q_params
+    return {
+        "a_deflation": a["deflation"],
+        "a_discount": a["discount_rate"],
+        "b_crypto": b["crypto_drawdown"],
+        "b_periods": b["drawdown_periods"],
+        "b_depth": b["market_depth_gpus"],
+        "b_half_life": b["market_half_life_years"],
+        "b_book_share": b["book_share"],
+        "q_keep": q["keep"],
+        "q_keep_crypto": q["keep_crypto"],
+    }
+
+
 def _bytes(args: np.ndarray) -> np.ndarray:
     return np.frombuffer(args.tobytes(), dtype=np.uint8)
 
 
-def bytes_per_cell(n_segments: int) -> int:
-    """Device memory of one cell in a block: the kernel's results and their reordered copy
-    (the default records of the two-stage mode are bounded by :data:`RECORD_BYTES`)."""
-    return 8 * (2 * (len(Q_VARIABLES) + n_segments) + P_ROWS)
+def bytes_per_cell(n_segments: int, per_loan_loans: int = 0) -> int:
+    """Device memory of one cell in a block: the kernel's results and their
+    reordered copy, with the per-loan results of ``per_loan_loans`` loans (the
+    default records and the market step's tables are bounded by
+    :data:`RECORD_BYTES`)."""
+    return 8 * (2 * (len(Q_VARIABLES) + n_segments) + P_ROWS + 3 * per_loan_loans)
 
 
 def _path_results(layout: BlockLayout, p_host: np.ndarray, take) -> dict[str, np.ndarray]:
-    """The per-path-cell rows ``[row][a * b]`` as the block's variables, and the
-    variables the kernel leaves to the host."""
+    """The per-path-cell rows ``[row][a * b]`` as the block's variables."""
     out = {name: p_to_block(layout, take(p_host[i])) for i, name in enumerate(P_VARIABLES)}
     out["default_rate_by_trigger"] = np.stack(
         [p_to_block(layout, p_host[TRIGGER_ROW + t]) for t in range(len(TRIGGERS))], axis=-1
     )
-    for name, value in HOST_CONSTANTS.items():
-        out[name] = np.broadcast_to(value, layout.shape)
     return out
 
 
@@ -719,6 +764,7 @@ class FusedGrid:
         record_bytes: int = RECORD_BYTES,
         slab_cells: int = SLAB_CELLS,
         path_shared_bytes: int = PATH_SHARED_BYTES,
+        per_loan: bool = False,
     ):
         """``max_q_per_thread`` recovery cells per thread in one pass (beyond
         it, two stages); ``recover_q_per_thread`` and ``recover_threads`` (per
@@ -726,7 +772,8 @@ class FusedGrid:
         forces one or two;
         ``record_bytes`` bounds the default records of one path launch,
         ``slab_cells`` the slabs copied to the host and ``path_shared_bytes``
-        the shared memory of a path-kernel block."""
+        the shared memory of a path-kernel block; ``per_loan`` adds the
+        per-loan results (``loan_default_years``, ``loan_loss``)."""
         if stages not in ("auto", "one", "two"):
             raise ValueError(f"stages must be 'auto', 'one' or 'two', not {stages!r}")
         self.pf = pf
@@ -739,6 +786,7 @@ class FusedGrid:
         self.path_shared_bytes = path_shared_bytes
         self.threads = threads
         self.stages = stages
+        self.per_loan = per_loan
         # One block at a time: the streams and transfer buffers are shared
         # (a Dask worker may run several tasks in threads).
         self._lock = threading.RLock()
@@ -749,6 +797,7 @@ class FusedGrid:
             "debt_service": cupy.asarray(np.ascontiguousarray(pf.debt_service)),
             "owed": cupy.asarray(np.ascontiguousarray(pf.owed)),
             "balance": cupy.asarray(np.ascontiguousarray(pf.balance)),
+            "book_value": cupy.asarray(np.ascontiguousarray(pf.book_value)),
         }
         cupy.cuda.runtime.deviceSynchronize()  # the portfolio is on the device
         self.compute = cupy.cuda.Stream(non_blocking=True)
@@ -794,7 +843,13 @@ class FusedGrid:
             sub = dict(axes_values)
             sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
             parts.append(self._evaluate_or_split(sub, fixed, copy=True))
-        return {name: np.concatenate([p[name] for p in parts], axis=axis) for name in parts[0]}
+        return {
+            # Default times have size 1 on the recovery axes: either half has them all.
+            name: parts[0][name]
+            if name == "loan_default_years" and dims[axis] in RECOVERY_AXES
+            else np.concatenate([p[name] for p in parts], axis=axis)
+            for name in parts[0]
+        }
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A pinned host array of ``shape`` from the current set, grown as needed."""
@@ -821,35 +876,45 @@ class FusedGrid:
             path_shared_bytes=self.path_shared_bytes,
             recover_q_per_thread=self.recover_q_per_thread,
             recover_threads=self.recover_threads,
-            records_a=record_a(pf.n_loans, B, self.record_bytes),
+            record_bytes=self.record_bytes,
             slab_cells=self.slab_cells,
         )
         with self.compute:
             params = {
-                "a_deflation": cp.asarray(layout.a_params["deflation"]),
-                "a_discount": cp.asarray(layout.a_params["discount_rate"]),
-                "b_crypto": cp.asarray(layout.b_params["crypto_drawdown"]),
-                "b_periods": cp.asarray(layout.b_params["drawdown_periods"]),
-                "q_keep": cp.asarray(layout.q_params["keep"]),
-                "q_keep_crypto": cp.asarray(layout.q_params["keep_crypto"]),
+                name: cp.asarray(np.ascontiguousarray(value))
+                for name, value in param_arrays(layout).items()
             }
             out_q = cp.empty((n_q, A, Q, B))
             out_p = cp.empty((P_ROWS, A, B))
-            records = cp.empty(kp.record_doubles()) if kp.staged else None
+            scratch = {
+                "records": cp.empty(kp.record_doubles()) if kp.staged else None,
+                "tables": cp.empty(kp.table_doubles()) if kp.market else None,
+                "out_loan_loss": cp.zeros((pf.n_loans, A, Q, B)) if self.per_loan else None,
+                "out_loan_years": cp.full((pf.n_loans, A, B), np.nan) if self.per_loan else None,
+            }
         pointers = {k: v.data.ptr for k, v in (self.device | params).items()}
         pointers["out_q"] = out_q.data.ptr
         pointers["out_p"] = out_p.data.ptr
-        pointers["records"] = records.data.ptr if records is not None else 0
+        pointers |= {k: 0 if v is None else v.data.ptr for k, v in scratch.items()}
         launches = kp.launches(pf, layout, pointers)
         with self.compute:  # every launch's argument block, in one upload
             arg_bytes = cp.asarray(_bytes(np.stack([launch.args for launch in launches])))
         size = ARGS_DTYPE.itemsize
         events: list[tuple[str, Any, Any]] = []
-        if not layout.a_leads:
+        if not layout.a_leads or self.per_loan:
+            # Copied whole at the end: the per-loan results are reordered with the rest.
             for n, launch in enumerate(launches):
                 self._launch(launch, arg_bytes[n * size : (n + 1) * size], events)
             with self.compute:
-                out = _kernel_to_block(layout, out_q, out_p, cp, cp.asnumpy)
+                out = _kernel_to_block(
+                    layout,
+                    out_q,
+                    out_p,
+                    cp,
+                    cp.asnumpy,
+                    scratch["out_loan_loss"],
+                    scratch["out_loan_years"],
+                )
             self.compute.synchronize()
             self._add_kernel_time(events)
             return out
@@ -904,7 +969,7 @@ class FusedGrid:
                 (launch.blocks,), (launch.threads,), (args,), shared_mem=launch.shared_bytes
             )
             stop.record()
-        events.append(("path" if launch.kernel == KERNEL_NAME else "recover", start, stop))
+        events.append(("recover" if launch.kernel == RECOVER_NAME else "path", start, stop))
 
     def reset_timers(self) -> None:
         self.kernel_seconds = 0.0
@@ -937,47 +1002,86 @@ class Launch:
 class KernelPlan:
     """How the kernels evaluate one block: stages, builds, shapes and the launch
     plan, the same on the GPU (:class:`FusedGrid`) and in the host build
-    (:func:`evaluate_on_host`)."""
+    (:func:`evaluate_on_host`).  With the market step (``market``) each path
+    launch is the tables kernel and the market kernel, always in two stages."""
 
     staged: bool
     variant: Variant  # the one-pass build, or in two stages the recovery build
-    shape: LaunchShape  # the path kernel's
+    shape: LaunchShape | None  # the path kernel's (None with the market step)
     rshape: RecoverShape | None
     plan: list[PathLaunch]
-    horizon: int
+    horizon: int  # periods of the loans' tables (table_periods)
     rent_periods: int
     n_loans: int
     b_count: int
     q_count: int
+    market: bool = False
 
     def record_doubles(self) -> int:
-        """Doubles of the default records of the widest path launch."""
+        """Doubles of the default records (the market kernel's loan states) of
+        the widest path launch."""
         widest = max(p.path[1] - p.path[0] for p in self.plan)
-        return RECORD_FIELDS * self.n_loans * widest * self.b_count
+        fields = STATE_FIELDS if self.market else RECORD_FIELDS
+        return fields * self.n_loans * widest * self.b_count
+
+    def table_doubles(self) -> int:
+        """Doubles of the market step's tables for the widest path launch (0 without it)."""
+        if not self.market:
+            return 0
+        widest = max(p.path[1] - p.path[0] for p in self.plan)
+        return widest * (2 * self.n_loans * self.horizon + self.horizon)
 
     def launches(
         self, pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int]
     ) -> list[Launch]:
-        """The launches in the order they run: each path launch, then in two
+        """The launches in the order they run: each path launch (with the
+        market step, the tables kernel and the market kernel), then in two
         stages the recovery of each of its slabs."""
         B, Q = self.b_count, self.q_count
         q_tiles = math.ceil(Q / self.variant.q_per_thread)
-        shared = self.shape.shared_bytes(self.horizon, self.rent_periods)
         out = []
         for p in self.plan:
             a0, a1 = p.path
-            out.append(
-                Launch(
-                    KERNEL_NAME,
-                    self.shape.variant,
-                    p.path,
-                    self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q),
-                    self.shape.threads,
-                    shared,
-                    pack_args(pf, layout, pointers, a0, a1, self.shape),
-                    None if self.staged else p.path,
+            if self.market:
+                args = pack_args(pf, layout, pointers, a0, a1, None)
+                out.append(
+                    Launch(
+                        TABLES_NAME,
+                        self.variant,
+                        p.path,
+                        a1 - a0,
+                        TABLES_THREADS,
+                        8 * self.rent_periods,
+                        args,
+                        None,
+                    )
                 )
-            )
+                out.append(
+                    Launch(
+                        MARKET_NAME,
+                        self.variant,
+                        p.path,
+                        math.ceil((a1 - a0) * B / MARKET_THREADS),
+                        MARKET_THREADS,
+                        0,
+                        args,
+                        None,
+                    )
+                )
+            else:
+                assert self.shape is not None  # kernel_plan sets it without the market step
+                out.append(
+                    Launch(
+                        KERNEL_NAME,
+                        self.shape.variant,
+                        p.path,
+                        self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q),
+                        self.shape.threads,
+                        self.shape.shared_bytes(self.horizon, self.rent_periods),
+                        pack_args(pf, layout, pointers, a0, a1, self.shape),
+                        None if self.staged else p.path,
+                    )
+                )
             if self.staged:
                 rs = self.rshape
                 assert rs is not None  # kernel_plan sets rshape whenever staged
@@ -1012,12 +1116,16 @@ def kernel_plan(
     recover_shared_bytes: int = SHARED_BYTES,
     records_a: int | None = None,
     slab_cells: int = SLAB_CELLS,
+    record_bytes: int = RECORD_BYTES,
 ) -> KernelPlan:
     """The kernel plan of a block (``stages`` "auto" chooses by :func:`two_stage`;
-    ``records_a`` defaults to :func:`record_a`)."""
+    the market step always runs in two stages).  ``records_a`` caps the
+    values of ``a`` of one path launch, which :func:`record_a` otherwise
+    fits in ``record_bytes``."""
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
-    staged = two_stage(Q, max_q_per_thread) if stages == "auto" else stages == "two"
+    market = layout.market
+    staged = market or (two_stage(Q, max_q_per_thread) if stages == "auto" else stages == "two")
     variant = (
         choose_variant(Q, S, recover_q_per_thread)
         if staged
@@ -1034,31 +1142,55 @@ def kernel_plan(
         if staged
         else None
     )
-    shape = launch_shape(
-        A,
-        B,
-        pf.n_loans,
-        pf.horizon,
-        threads,
-        path_shared_bytes,
-        variant.path_stage() if staged else variant,
-        rent_periods=rent_periods(pf),
+    periods = table_periods(pf)
+    shape = (
+        None
+        if market
+        else launch_shape(
+            A,
+            B,
+            pf.n_loans,
+            periods,
+            threads,
+            path_shared_bytes,
+            variant.path_stage() if staged else variant,
+            rent_periods=rent_periods(pf),
+        )
     )
+    if staged and records_a is None:
+        records_a = record_a(pf.n_loans, B, record_bytes, periods if market else None)
     plan = launch_plan(
-        A,
-        B * Q,
-        (records_a or record_a(pf.n_loans, B)) if staged else None,
-        slab_cells,
-        slab_copies=layout.a_leads,
+        A, B * Q, records_a if staged else None, slab_cells, slab_copies=layout.a_leads
     )
     return KernelPlan(
-        staged, variant, shape, rshape, plan, pf.horizon, rent_periods(pf), pf.n_loans, B, Q
+        staged,
+        variant,
+        shape,
+        rshape,
+        plan,
+        periods,
+        rent_periods(pf),
+        pf.n_loans,
+        B,
+        Q,
+        market,
     )
 
 
-def record_a(n_loans: int, b_count: int, record_bytes: int = RECORD_BYTES) -> int:
-    """Values of ``a`` whose default records (two-stage mode) fit ``record_bytes``."""
-    return max(1, record_bytes // (8 * RECORD_FIELDS * n_loans * b_count))
+def record_a(
+    n_loans: int,
+    b_count: int,
+    record_bytes: int = RECORD_BYTES,
+    market_periods: int | None = None,
+) -> int:
+    """Values of ``a`` whose default records (two-stage mode) fit ``record_bytes``;
+    with the market step (``market_periods``, the tables' periods), the loans'
+    states and tables."""
+    if market_periods is None:
+        per_a = 8 * RECORD_FIELDS * n_loans * b_count
+    else:
+        per_a = 8 * (STATE_FIELDS * n_loans * b_count + (2 * n_loans + 1) * market_periods)
+    return max(1, record_bytes // per_a)
 
 
 @dataclass(frozen=True)
@@ -1144,9 +1276,14 @@ def _copy_async(cp, host: np.ndarray, device, stream) -> None:
     )
 
 
-def _kernel_to_block(layout: BlockLayout, out_q, out_p, xp, to_host) -> dict[str, np.ndarray]:
+def _kernel_to_block(
+    layout: BlockLayout, out_q, out_p, xp, to_host, loan_loss=None, loan_years=None
+) -> dict[str, np.ndarray]:
     """Block-ordered host results from the kernel's ``[var][a][q][b]`` arrays, for
-    any dim order (reordered on ``xp``'s device, then ``to_host``)."""
+    any dim order (reordered on ``xp``'s device, then ``to_host``), with the
+    per-loan ``[loan][a][q][b]`` losses and ``[loan][a][b]`` default times
+    where given (the times with size 1 on the recovery axes, as the NumPy
+    backend returns them)."""
     order = layout.a_dims + layout.q_dims + layout.b_dims
     shape = (
         _sizes(layout, layout.a_dims)
@@ -1161,6 +1298,13 @@ def _kernel_to_block(layout: BlockLayout, out_q, out_p, xp, to_host) -> dict[str
     seg = out_q[n:].reshape((-1,) + shape).transpose((0,) + tuple(1 + p for p in perm))
     out["loss_by_segment"] = to_host(xp.ascontiguousarray(xp.moveaxis(seg, 0, -1)))
     out.update(_path_results(layout, to_host(out_p).reshape(P_ROWS, -1), np.asarray))
+    if loan_loss is not None:
+        loans = loan_loss.reshape((-1,) + shape).transpose((0,) + tuple(1 + p for p in perm))
+        out["loan_loss"] = to_host(xp.ascontiguousarray(xp.moveaxis(loans, 0, -1)))
+        years = to_host(loan_years).reshape(loan_years.shape[0], -1)
+        out["loan_default_years"] = np.stack(
+            [p_to_block(layout, row, broadcast=False) for row in years], axis=-1
+        )
     return out
 
 
@@ -1215,6 +1359,7 @@ def evaluate_on_host(
     recover_q_per_thread: int = RECOVER_Q_PER_THREAD,
     recover_threads: int = RECOVER_THREADS,
     recover_shared_bytes: int = SHARED_BYTES,
+    per_loan: bool = False,
 ) -> dict[str, np.ndarray]:
     """One block through the kernel code built for the CPU: the GPU backend's
     variants, stages, layout and launch plan, one thread after another.
@@ -1225,7 +1370,8 @@ def evaluate_on_host(
     block in one slab); ``records_a`` caps the values of ``a`` one path
     launch records in two stages (default: as on the GPU, :func:`record_a`);
     ``shared_bytes`` and ``recover_shared_bytes`` are the shared-memory
-    budgets of the path and recovery kernels' blocks.
+    budgets of the path and recovery kernels' blocks; ``per_loan`` adds the
+    per-loan results.
     """
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
@@ -1249,22 +1395,26 @@ def evaluate_on_host(
         "debt_service": np.ascontiguousarray(pf.debt_service),
         "owed": np.ascontiguousarray(pf.owed),
         "balance": np.ascontiguousarray(pf.balance),
-        "a_deflation": layout.a_params["deflation"],
-        "a_discount": layout.a_params["discount_rate"],
-        "b_crypto": layout.b_params["crypto_drawdown"],
-        "b_periods": layout.b_params["drawdown_periods"],
-        "q_keep": np.ascontiguousarray(layout.q_params["keep"]),
-        "q_keep_crypto": np.ascontiguousarray(layout.q_params["keep_crypto"]),
+        "book_value": np.ascontiguousarray(pf.book_value),
+        **{k: np.ascontiguousarray(v) for k, v in param_arrays(layout).items()},
         # Poisoned: every output the kernels should write is checked to be written.
         "out_q": np.full((len(Q_VARIABLES) + S, A, Q, B), np.nan),
         "out_p": np.full((P_ROWS, A, B), np.nan),
         "records": np.full(kp.record_doubles() if kp.staged else 0, np.nan),
+        "tables": np.full(kp.table_doubles(), np.nan),
     }
+    if per_loan:
+        keep["out_loan_loss"] = np.zeros((pf.n_loans, A, Q, B))
+        keep["out_loan_years"] = np.full((pf.n_loans, A, B), np.nan)
     pointers = {k: v.ctypes.data for k, v in keep.items()}
-    host = {KERNEL_NAME: "gs_grid_v1_host", RECOVER_NAME: "gs_recover_v1_host"}
+    pointers.setdefault("out_loan_loss", 0)
+    pointers.setdefault("out_loan_years", 0)
+    host = {name: f"{name}_host" for name in (KERNEL_NAME, RECOVER_NAME, TABLES_NAME, MARKET_NAME)}
     for launch in kp.launches(pf, layout, pointers):
-        if launch.kernel == KERNEL_NAME:
-            keep["records"][:] = np.nan  # records left by another launch would show
+        if launch.kernel in (KERNEL_NAME, TABLES_NAME):
+            # Records and tables left by another launch would show.
+            keep["records"][:] = np.nan
+            keep["tables"][:] = np.nan
         rc = getattr(ctypes.CDLL(str(build(launch.variant))), host[launch.kernel])(
             ctypes.c_void_p(launch.args.ctypes.data),
             ctypes.c_long(launch.blocks),
@@ -1272,7 +1422,15 @@ def evaluate_on_host(
         )
         if rc != 0:
             raise RuntimeError(f"the host build of {launch.kernel} returned {rc}")
-    return _kernel_to_block(layout, keep["out_q"], keep["out_p"], np, np.asarray)
+    return _kernel_to_block(
+        layout,
+        keep["out_q"],
+        keep["out_p"],
+        np,
+        np.asarray,
+        keep.get("out_loan_loss"),
+        keep.get("out_loan_years"),
+    )
 
 
 def args_layout_on_host(library: Path) -> tuple[int, dict[str, int]]:

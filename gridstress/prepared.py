@@ -77,19 +77,21 @@ class PreparedRun:
         """
         axes_values = {a.name: a.array[s] for a, s in zip(self.config.axes, block.slices)}
         if self.fused is not None:
-            return self.fused.evaluate(axes_values, self.config.scenario, copy)
-        xp = self.backend.xp
-        scenario = scenario_arrays(axes_values, self.config.scenario, xp)
-        out = evaluate(
-            self.device_portfolio, scenario, block.shape, xp, per_loan=self.config.per_loan
-        )
+            out = self.fused.evaluate(axes_values, self.config.scenario, copy)
+        else:
+            xp = self.backend.xp
+            scenario = scenario_arrays(axes_values, self.config.scenario, xp)
+            out = evaluate(
+                self.device_portfolio, scenario, block.shape, xp, per_loan=self.config.per_loan
+            )
+            out = {name: self.backend.to_host(value) for name, value in out.items()}
         if "loan_default_years" in out:
             # Size 1 on the liquidation axes: a default time does not depend on them.
             keep = tuple(
                 0 if a.name in LIQUIDATION_PARAMS else slice(None) for a in self.config.axes
             )
             out["loan_default_years"] = out["loan_default_years"][keep]
-        return {name: self.backend.to_host(value) for name, value in out.items()}
+        return out
 
     def attrs(self) -> dict[str, Any]:
         from .cube import provenance
@@ -109,7 +111,8 @@ def prepare(
 
     On a CuPy backend ``kernel="fused"`` (the default) evaluates blocks with
     the fused CUDA kernel where it covers the run
-    (:func:`gridstress.kernels.fused_covers`) and with the xp model on CuPy
+    (:func:`gridstress.kernels.fused_covers`: every model v2 input whose
+    loan tables fit the kernel's shared memory) and with the xp model on CuPy
     otherwise, saying so in ``note``; ``kernel="xp"`` always runs the xp
     model (the baseline of ``gridstress bench``).
     """
@@ -131,13 +134,13 @@ def prepare(
     if backend.name == "cupy" and kernel == "fused":
         from .kernels import FusedGrid, fused_covers
 
-        uncovered = fused_covers(config)
+        uncovered = fused_covers(pf)
         if uncovered is None:
-            fused = FusedGrid(pf, backend.xp)
+            fused = FusedGrid(pf, backend.xp, per_loan=config.per_loan)
         else:
             note = (
-                f"the fused CUDA kernel computes model v1 only and this run has "
-                f"{uncovered}: running the xp model (model v{MODEL_VERSION}) on CuPy"
+                f"the fused CUDA kernel cannot run this portfolio ({uncovered}): "
+                f"running the xp model (model v{MODEL_VERSION}) on CuPy"
             )
     if chunk_cells is not None:
         plan = plan_blocks(config.shape, chunk_cells)
@@ -158,7 +161,8 @@ def gpu_plan(
     of the GPU's free memory (the kernel needs a few float64 per cell)."""
     from .kernels import bytes_per_cell
 
-    fit = int(0.5 * free_bytes) // bytes_per_cell(len(pf.segments))
+    per_loan = pf.n_loans if config.per_loan else 0
+    fit = int(0.5 * free_bytes) // bytes_per_cell(len(pf.segments), per_loan)
     return plan_blocks(config.shape, max(1, min(max_cells, fit)))
 
 

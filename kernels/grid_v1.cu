@@ -58,3 +58,26 @@ extern "C" __global__ void gs_recover_v1(const GsArgs* __restrict__ args) {
     }
     if (mine) gs_recover_finish(g, r, t, cell);
 }
+
+// The market step (period-outer), first kernel: the d-only tables of every
+// loan for a = a_begin + blockIdx.x, in global memory; the block's rent index
+// (1 - d)^(t_j) in shared memory (dynamic: J doubles).
+extern "C" __global__ void gs_tables_v2(const GsArgs* __restrict__ args) {
+    extern __shared__ double rent[];
+    const GsArgs& g = *args;
+    for (int r = threadIdx.x; r < g.KR + g.J; r += blockDim.x)
+        gs_market_factor(g, blockIdx.x, r, rent);
+    __syncthreads();
+    for (int l = threadIdx.x; l < g.n_loans; l += blockDim.x)
+        gs_market_loan_tables(g, blockIdx.x, l, rent);
+}
+
+// The market step, second kernel: one thread per path cell a_begin <= a < a_end,
+// 0 <= b < B, every loan stepped period by period with the cell's secondary
+// market; leaves the default records that gs_recover_v1 sums.
+extern "C" __global__ void gs_market_v2(const GsArgs* __restrict__ args) {
+    const GsArgs& g = *args;
+    int a, b;
+    if (gs_market_cell(g, (long)blockIdx.x * blockDim.x + threadIdx.x, a, b))
+        gs_market_path(g, a, b);
+}

@@ -82,6 +82,13 @@ static inline double gs_opaque(double x) { return x; }
 #define GS_REC_CASH 3
 #define GS_REC_DISCOUNT 4
 #define GS_NREC 5
+// The market kernel keeps each loan's state in the same rows, after the
+// record: its default period (0 while it runs), trigger, breach count; the
+// cash row holds the running cash account until the default.
+#define GS_REC_TAU 5
+#define GS_REC_TRIGGER 6
+#define GS_REC_BREACHES 7
+#define GS_NSTATE 8
 
 // Everything one launch needs, passed by value.
 struct GsArgs {
@@ -90,17 +97,26 @@ struct GsArgs {
     const double* debt_service;  // [L][K+1]
     const double* owed;          // [L][K+1]
     const double* balance;       // [L][K+1]
+    const double* book_value;    // [L][K+1] BV_k of the pledged fleet
     const double* a_deflation;   // [A]
     const double* a_discount;    // [A]
     const double* b_crypto;      // [B]
     const double* b_periods;     // [B]
+    const double* b_depth;       // [B] market_depth_gpus W
+    const double* b_half_life;   // [B] market_half_life_years T
+    const double* b_book_share;  // [B] book_share theta
     const double* q_keep;        // [Q] (1 - liquidation_cost) * (1 - haircut)
     const double* q_keep_crypto; // [Q] (1 - liquidation_cost) * (1 - crypto_haircut)
     double* out_q;               // [GS_QV_SEG + S][A][Q][B]
     double* out_p;               // [GS_NPV][A][B]
-    double* records;             // [GS_NREC][L][(rec_end - rec_begin) * B] (two-stage mode)
+    double* records;             // [GS_NREC or GS_NSTATE][L][(rec_end - rec_begin) * B]
+    double* tables;              // market kernel: [rec_end - rec_begin][L][2][KR], then
+                                 // [rec_end - rec_begin][KR] discount factors
+    double* out_loan_loss;       // [L][A][Q][B] per-loan losses, or null
+    double* out_loan_years;      // [L][A][B] per-loan default times, or null
     int n_loans, K1, A, B, Q, n_segments;
-    int J;                       // periods of the rent index: max over loans of max(n, n_life)
+    int KR;                      // periods of a loan's tables: max over loans of n + n_refi, >= K
+    int J;                       // periods of the rent index: max(KR, max over loans of n_life)
     int a_begin, a_end;          // the a values this launch covers
     int rec_begin, rec_end;      // the a values the default records cover
     int na_block, nb_block;      // a and b values per thread block
@@ -154,25 +170,26 @@ GS_FN long gs_rec_index(const GsArgs& g, int field, int l, int a, int b) {
 }
 
 // Shared-memory tables of one tile: net cash flow of the fleet and G_k per
-// (a value of the block, loan of the tile, period k = 1..K), index k - 1.
+// (a value of the block, loan of the tile, period k = 1..KR), index k - 1
+// (the net cash flow runs past maturity for the cash-flow refinancing offer).
 GS_FN long gs_table_index(const GsArgs& g, int ia, int lt, int k) {
-    return ((long)ia * g.loan_tile + lt) * (g.K1 - 1) + (k - 1);
+    return ((long)ia * g.loan_tile + lt) * g.KR + (k - 1);
 }
 
 GS_FN long gs_table_size(const GsArgs& g) {
-    return (long)g.na_block * g.loan_tile * (g.K1 - 1);
+    return (long)g.na_block * g.loan_tile * g.KR;
 }
 
 // After the two tables: the discount factor (1 + y)^(-t_k) per (a value of the
-// block, period k = 1..K), shared by all loans.
+// block, period k = 1..KR), shared by all loans.
 GS_FN long gs_discount_index(const GsArgs& g, int ia, int k) {
-    return 2 * gs_table_size(g) + (long)ia * (g.K1 - 1) + (k - 1);
+    return 2 * gs_table_size(g) + (long)ia * g.KR + (k - 1);
 }
 
 // After the discount factors: the rent index (1 - d)^(t_j) per (a value of the
 // block, period j = 1..J), shared by all loans (m_j = r0 times it).
 GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1) + (long)ia * g.J + (j - 1);
+    return 2 * gs_table_size(g) + (long)g.na_block * g.KR + (long)ia * g.J + (j - 1);
 }
 
 // After the rent index: the path of each b-free loan of the tile per a value
@@ -180,52 +197,58 @@ GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
 // DSCR, trigger), built in phase 1.
 #define GS_NPATH 5
 GS_FN long gs_path_index(const GsArgs& g, int ia, int lt) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J)
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.KR + g.J)
            + ((long)ia * g.loan_tile + lt) * GS_NPATH;
 }
 
 // Doubles of shared memory a thread block uses.
 GS_FN long gs_shared_doubles(const GsArgs& g) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.K1 - 1 + g.J)
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.KR + g.J)
            + (long)g.na_block * g.loan_tile * GS_NPATH;
 }
 
-// Phase 0 work items of a thread block: na_block x (K + J).
+// Phase 0 work items of a thread block: na_block x (KR + J).
 GS_FN int gs_factor_items(const GsArgs& g) {
-    return g.na_block * (g.K1 - 1 + g.J);
+    return g.na_block * (g.KR + g.J);
+}
+
+// Work item r < KR + J of value a: the discount factor of period r + 1, or
+// the rent index of period r - KR + 1, stored at discount[k - 1] and rent[j - 1].
+GS_FN void gs_factor(const GsArgs& g, int a, int r, double* discount, double* rent) {
+    if (r < g.KR) {
+        const int k = r + 1;
+        discount[k - 1] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
+    } else {
+        const int j = r - g.KR + 1;
+        rent[j - 1] = pow(1.0 - g.a_deflation[a], (double)j * g.dt);
+    }
 }
 
 // Phase 0 work item u: one (a value, period) discount factor or rent index.
 GS_FN void gs_build_factors(const GsArgs& g, GsBlock blk, int u, double* table) {
-    const int K = g.K1 - 1;
-    const int per_a = K + g.J;
+    const int per_a = g.KR + g.J;
     const int ia = u / per_a, r = u % per_a;
     const int a = blk.a0 + ia;
     if (ia >= g.na_block || a >= g.a_end) return;
-    if (r < K) {
-        const int k = r + 1;
-        table[gs_discount_index(g, ia, k)] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
-    } else {
-        const int j = r - K + 1;
-        table[gs_rent_index(g, ia, j)] = pow(1.0 - g.a_deflation[a], (double)j * g.dt);
-    }
+    gs_factor(g, a, r, table + gs_discount_index(g, ia, 1), table + gs_rent_index(g, ia, 1));
 }
 
 // Phase 1: the d-only tables of loan l for discount rate y and the rent index
-// rent_index[j - 1] = (1 - d)^(t_j), j = 1..max(n, n_life).
-// net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) for k = 1..n and the
-// appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
+// rent_index[j - 1] = (1 - d)^(t_j), j = 1..J.
+// net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) for k = 1..n + n_refi
+// and the appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
 GS_FN void gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index, double y,
                                 double* net, double* gval) {
     const double* lf = g.loan_f + (long)l * GS_NF;
     const int* li = g.loan_i + (long)l * GS_NI;
     const int n = li[GS_N], n_life = li[GS_NLIFE], n_contract = li[GS_NCONTRACT];
+    const int n_cash = n + li[GS_NREFI];  // periods of net cash flow
     const double rent0 = lf[GS_RENT], util = lf[GS_UTIL], e = lf[GS_POWER_COST];
     const double opex = lf[GS_OPEX], n_gpus = lf[GS_NGPUS];
     const double contracted = lf[GS_CONTRACTED], contract_rent = lf[GS_CONTRACT_RENT];
     const double w = pow(1.0 + y, -g.dt);
     for (int k = 1; k <= n; ++k) gval[k - 1] = 0.0;
-    const int last = n > n_life ? n : n_life;
+    const int last = n_cash > n_life ? n_cash : n_life;
     double s = 0.0;
     for (int j = last; j >= 1; --j) {
         const double rent_j = rent0 * rent_index[j - 1];
@@ -234,7 +257,7 @@ GS_FN void gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index
             s = w * (income + s);
         }
         if (j - 1 >= 1 && j - 1 <= n) gval[j - 2] = fmax(0.0, s);
-        if (j <= n) {
+        if (j <= n_cash) {
             const bool in_service = j <= n_life;
             const double util_k = rent_j > e ? util : 0.0;
             const double share = j <= n_contract ? contracted : 0.0;
@@ -277,12 +300,13 @@ GS_FN bool gs_ratio_above(double x, double y, double limit) {
 
 // One loan's fields that the period loop reads.
 struct GsLoan {
-    int n;
-    bool covenant, ltv_covenant, mining;
-    double cash0, balloon, mining_revenue, mining_cost, crypto0, pledged;
-    double floor_dscr, max_ltv, refi, cure;
+    int n, n_life, n_refi;
+    bool covenant, ltv_covenant, mining, book_basis;
+    double cash0, cash_cap, balloon, mining_revenue, mining_cost, crypto0, pledged;
+    double floor_dscr, max_ltv, refi, refi_min_dscr, cure;
     const double* ds_row;     // DS_k, k = 0..K
     const double* owed_row;   // O_k, k = 0..K
+    const double* book_row;   // BV_k, k = 0..K
 };
 
 GS_FN GsLoan gs_load_loan(const GsArgs& g, int l) {
@@ -291,10 +315,14 @@ GS_FN GsLoan gs_load_loan(const GsArgs& g, int l) {
     const int flags = GS_LDG(li + GS_FLAGS);
     GsLoan ln;
     ln.n = GS_LDG(li + GS_N);
+    ln.n_life = GS_LDG(li + GS_NLIFE);
+    ln.n_refi = GS_LDG(li + GS_NREFI);
     ln.covenant = flags & GS_HAS_COVENANT;
     ln.ltv_covenant = flags & GS_HAS_LTV;
     ln.mining = flags & GS_HAS_MINING;
+    ln.book_basis = flags & GS_BOOK_BASIS;
     ln.cash0 = GS_LDG(lf + GS_CASH0);
+    ln.cash_cap = GS_LDG(lf + GS_CASH_CAP);
     ln.balloon = GS_LDG(lf + GS_BALLOON);
     ln.mining_revenue = GS_LDG(lf + GS_MINING_REVENUE);
     ln.mining_cost = GS_LDG(lf + GS_MINING_COST);
@@ -303,10 +331,127 @@ GS_FN GsLoan gs_load_loan(const GsArgs& g, int l) {
     ln.floor_dscr = GS_LDG(lf + GS_DSCR_FLOOR);
     ln.max_ltv = GS_LDG(lf + GS_MAX_LTV);
     ln.refi = GS_LDG(lf + GS_REFI);
+    ln.refi_min_dscr = GS_LDG(lf + GS_REFI_MIN_DSCR);
     ln.cure = GS_LDG(lf + GS_CURE);
     ln.ds_row = g.debt_service + (long)l * g.K1;
     ln.owed_row = g.owed + (long)l * g.K1;
+    ln.book_row = g.book_value + (long)l * g.K1;
     return ln;
+}
+
+// Crypto price index X_k = 1 - c min(k, D) / D; x_done is its value once the
+// fall is complete (k >= D), computed once by the caller.
+GS_FN double gs_crypto_index(int k, double c, double D, double x_done) {
+    const double kd = (double)k;
+    return kd < D ? 1.0 - c * kd / D : x_done;
+}
+
+// Mining margin M_k = max(0, mining_revenue X_k - mining_cost) / f (step 3).
+GS_FN double gs_mining(const GsArgs& g, const GsLoan& ln, double x_k) {
+    return fmax(0.0, ln.mining_revenue * x_k - ln.mining_cost) * g.dt;
+}
+
+// The cash-flow refinancing offer of a loan maturing in n (step 8):
+// K_n = max(0, sum_{m=1..n_refi} CFADS_{n+m} (1+y)^(-t_m)) / refi_min_dscr, the
+// fleet's part and the mining part discounted apart and added once, as the
+// NumPy backend does.  net[j - 1] is the fleet's net cash flow of period j,
+// discount[m - 1] the discount factor of period m.
+GS_FN double gs_cash_flow_offer(const GsArgs& g, const GsLoan& ln, const double* net,
+                                const double* discount, double c, double D, double x_done) {
+    double fleet_pv = 0.0, mining_pv = 0.0;
+    for (int m = 1; m <= ln.n_refi; ++m) {
+        const double w = discount[m - 1];
+        const int j = ln.n + m;
+        fleet_pv += net[j - 1] * w;
+        if (ln.mining) mining_pv += gs_mining(g, ln, gs_crypto_index(j, c, D, x_done)) * w;
+    }
+    return fmax(0.0, fleet_pv + mining_pv) / ln.refi_min_dscr;
+}
+
+// A loan's running state: the cash account and the count of consecutive
+// covenant breaches.
+struct GsState {
+    double cash, breaches;
+};
+
+// What one period of a loan decided: the trigger that fired (-1: none),
+// whether it was a payment default, the cash account and the crypto price
+// index of the period.
+struct GsStep {
+    int fired;
+    bool payment;
+    double cash, x;
+};
+
+// Steps 3-8 of docs/model.md for loan ln in period k of one path cell, given
+// the fleet's net cash flow net[k - 1], appraisal gval[k - 1] and discount
+// factors discount[k - 1], the crypto fall c over D periods, and the market
+// price index p_{k-1} (1 without a market step).  Updates the state and
+// lowers dscr_min to the period's DSCR where that is below it (the ratio is
+// formed only where it can be a new minimum).
+GS_FN GsStep gs_loan_period(const GsArgs& g, const GsLoan& ln, int k, const double* net,
+                            const double* gval, const double* discount, double c, double D,
+                            double x_done, double market, GsState& st, double& dscr_min) {
+    // 3. Mining at the crypto price index.
+    const double x = gs_crypto_index(k, c, D, x_done);
+    double cfads = net[k - 1];
+    if (ln.mining) cfads = cfads + gs_mining(g, ln, x);
+    // 4-5. DSCR and the cash account, capped at cash_cap.
+    const double ds = GS_LDG(ln.ds_row + k);
+    const double cash_k = fmin(ln.cash_cap, st.cash + cfads - ds);
+    // The first trigger in GS_TRIGGER_* order names the default; once one
+    // has fired, the later ones are not evaluated.
+    const bool pay = cash_k < 0.0;
+    int fired = pay ? GS_TRIGGER_PAYMENT : -1;
+    if (ds > 0.0) {
+        // The ratio is formed only where it can be a new minimum or
+        // where it decides the covenant: same result, fewer divisions.
+        const double bound = dscr_min * ds;
+        bool below;
+        if (cfads <= bound + fabs(bound) * 1e-12) {
+            const double dscr = cfads / ds;
+            dscr_min = fmin(dscr_min, dscr);
+            below = dscr < ln.floor_dscr;
+        } else {
+            below = ln.covenant && gs_ratio_below(cfads, ds, ln.floor_dscr);
+        }
+        // 6. Covenant: cure_periods consecutive breaches.
+        if (ln.covenant) {
+            st.breaches = below ? st.breaches + 1.0 : 0.0;
+            if (fired < 0 && st.breaches >= ln.cure) fired = GS_TRIGGER_COVENANT;
+        }
+    } else if (ln.covenant) {
+        st.breaches = 0.0;
+    }
+    // 7-8. Collateral marked to the market at p_{k-1}: the LTV covenant (on
+    // market or book value), and the balloon at maturity.
+    const bool matures = k == ln.n && ln.balloon > 0.0;
+    if (fired < 0 && (ln.ltv_covenant || matures)) {
+        const double crypto = ln.crypto0 * x;
+        const double collateral = ln.pledged * gval[k - 1] * market + crypto;
+        if (ln.ltv_covenant) {
+            // LTV = O / (V + C) or O / (BV + C), 0 when nothing is owed.
+            const double owed = GS_LDG(ln.owed_row + k);
+            const double basis =
+                ln.book_basis ? GS_LDG(ln.book_row + k) + crypto : collateral;
+            if (owed > 0.0 ? gs_ratio_above(owed, basis, ln.max_ltv) : 0.0 > ln.max_ltv)
+                fired = GS_TRIGGER_LTV;
+        }
+        if (fired < 0 && matures) {
+            // The better of the collateral and the cash-flow offer.
+            double offer = ln.refi * collateral;
+            if (ln.n_refi > 0)
+                offer = fmax(offer, gs_cash_flow_offer(g, ln, net, discount, c, D, x_done));
+            if (ln.balloon > fmax(cash_k, 0.0) + offer) fired = GS_TRIGGER_MATURITY;
+        }
+    }
+    st.cash = cash_k;
+    GsStep step;
+    step.fired = fired;
+    step.payment = pay;
+    step.cash = cash_k;
+    step.x = x;
+    return step;
 }
 
 // Where a loan's path ends: the default period tau (0: none), the trigger
@@ -318,16 +463,14 @@ struct GsPath {
     double cash_tau, price_tau;
 };
 
-// Steps 3-8 of docs/model.md for one loan in one path cell: its periods up
-// to default or maturity, given the fleet's net cash flow net[k - 1] and
-// appraisal gval[k - 1], the crypto fall c over D periods (price_done: the
-// index once the fall is complete).  dscr_min is lowered to the loan's
-// lowest DSCR where that is below it (the ratio is formed only where it can
-// be a new minimum).
+// One loan in one path cell without a market step: its periods up to
+// default or maturity (gs_loan_period with p = 1).
 GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
-                          const double* gval, double c, double D, double price_done,
-                          double& dscr_min) {
-    double cash = ln.cash0, breaches = 0.0;
+                          const double* gval, const double* discount, double c, double D,
+                          double x_done, double& dscr_min) {
+    GsState st;
+    st.cash = ln.cash0;
+    st.breaches = 0.0;
     GsPath path;
     path.tau = 0;
     path.trigger = -1;
@@ -335,61 +478,14 @@ GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
     path.cash_tau = 0.0;
     path.price_tau = 1.0;
     for (int k = 1; k <= ln.n; ++k) {
-        // 3. Mining at the crypto price index X_k = 1 - c min(k, D) / D.
-        const double kd = (double)k;
-        double price = price_done;
-        if (kd < D) price = 1.0 - c * kd / D;
-        double cfads = net[k - 1];
-        if (ln.mining)
-            cfads = cfads + fmax(0.0, ln.mining_revenue * price - ln.mining_cost) * g.dt;
-        // 4-5. DSCR and the reserve account.
-        const double ds = GS_LDG(ln.ds_row + k);
-        const double cash_k = fmin(ln.cash0, cash + cfads - ds);
-        // The first trigger in GS_TRIGGER_* order names the default; once one
-        // has fired, the later ones are not evaluated.
-        const bool pay = cash_k < 0.0;
-        int fired = pay ? GS_TRIGGER_PAYMENT : -1;
-        if (ds > 0.0) {
-            // The ratio is formed only where it can be a new minimum or
-            // where it decides the covenant: same result, fewer divisions.
-            const double bound = dscr_min * ds;
-            bool below;
-            if (cfads <= bound + fabs(bound) * 1e-12) {
-                const double dscr = cfads / ds;
-                dscr_min = fmin(dscr_min, dscr);
-                below = dscr < ln.floor_dscr;
-            } else {
-                below = ln.covenant && gs_ratio_below(cfads, ds, ln.floor_dscr);
-            }
-            // 6. Covenant: cure_periods consecutive breaches.
-            if (ln.covenant) {
-                breaches = below ? breaches + 1.0 : 0.0;
-                if (fired < 0 && breaches >= ln.cure) fired = GS_TRIGGER_COVENANT;
-            }
-        } else if (ln.covenant) {
-            breaches = 0.0;
-        }
-        // 7-8. Collateral: LTV covenant, and the balloon at maturity.
-        const bool matures = k == ln.n && ln.balloon > 0.0;
-        if (fired < 0 && (ln.ltv_covenant || matures)) {
-            const double collateral = ln.pledged * gval[k - 1] + ln.crypto0 * price;
-            if (ln.ltv_covenant) {
-                // LTV = O / (V + C), 0 when nothing is owed.
-                const double owed = GS_LDG(ln.owed_row + k);
-                if (owed > 0.0 ? gs_ratio_above(owed, collateral, ln.max_ltv)
-                               : 0.0 > ln.max_ltv)
-                    fired = GS_TRIGGER_LTV;
-            }
-            if (fired < 0 && matures && ln.balloon > fmax(cash_k, 0.0) + ln.refi * collateral)
-                fired = GS_TRIGGER_MATURITY;
-        }
-        cash = cash_k;
-        if (fired >= 0) {
+        const GsStep step =
+            gs_loan_period(g, ln, k, net, gval, discount, c, D, x_done, 1.0, st, dscr_min);
+        if (step.fired >= 0) {
             path.tau = k;
-            path.trigger = fired;
-            path.payment = pay;
-            path.cash_tau = cash_k;
-            path.price_tau = price;
+            path.trigger = step.fired;
+            path.payment = step.payment;
+            path.cash_tau = step.cash;
+            path.price_tau = step.x;
             break;
         }
     }
@@ -411,7 +507,8 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     if (!(GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_FLAGS) & GS_B_FREE)) return;
     // No mining and no crypto: the price index enters only as 0 * X_k.
     double dscr_min = GS_INF;
-    const GsPath path = gs_loan_path(g, gs_load_loan(g, l0 + lt), net, gval, 0.0, 1.0, 1.0,
+    const GsPath path = gs_loan_path(g, gs_load_loan(g, l0 + lt), net, gval,
+                                     table + gs_discount_index(g, ia, 1), 0.0, 1.0, 1.0,
                                      dscr_min);
     double* out = table + gs_path_index(g, ia, lt);
     out[0] = (double)path.tau;
@@ -424,7 +521,7 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
 // What a thread carries across loans: its path cell's statistics and the
 // sums of its recovery cells (registers).
 struct GsCell {
-    double dscr_min, first_default, defaults, defaulted_principal, ead_sum;
+    double dscr_min, first_default, defaults, defaulted_principal, ead_sum, price_min;
     double by_trigger[GS_NTRIGGER];   // defaulted principal by trigger
     double loss[GS_QT], loss_pv[GS_QT], recovered[GS_QT];
 #if GS_NSEG_REG > 0
@@ -438,6 +535,7 @@ GS_FN void gs_cell_start(const GsArgs& g, GsBlock blk, int a, int b, GsCell& cel
     cell.defaults = 0.0;
     cell.defaulted_principal = 0.0;
     cell.ead_sum = 0.0;
+    cell.price_min = 1.0;
     GS_UNROLL
     for (int t = 0; t < GS_NTRIGGER; ++t) cell.by_trigger[t] = 0.0;
     GS_UNROLL
@@ -459,7 +557,21 @@ GS_FN void gs_cell_start(const GsArgs& g, GsBlock blk, int a, int b, GsCell& cel
 
 // The recovery of one defaulted loan (EAD, collateral, cash at default) in
 // the recovery cells q0 .. q0 + GS_QT - 1, added to the cell's sums.
-GS_FN void gs_add_recovery(const GsArgs& g, int q0, int a, int b, int seg, double ead,
+GS_FN long gs_loan_q_index(const GsArgs& g, int l, int a, int q, int b) {
+    return (((long)l * g.A + a) * g.Q + q) * g.B + b;
+}
+
+GS_FN long gs_loan_p_index(const GsArgs& g, int l, int a, int b) {
+    return ((long)l * g.A + a) * g.B + b;
+}
+
+// Loan l's default time t_tau in path cell (a, b), where per-loan outputs are
+// asked for (the array starts as NaN: no default).
+GS_FN void gs_write_loan_years(const GsArgs& g, int l, int a, int b, double t_tau) {
+    if (g.out_loan_years) g.out_loan_years[gs_loan_p_index(g, l, a, b)] = t_tau;
+}
+
+GS_FN void gs_add_recovery(const GsArgs& g, int l, int q0, int a, int b, int seg, double ead,
                            double gpu_k, double crypto_k, double cash_left, double discount,
                            GsCell& cell) {
     GS_UNROLL
@@ -473,6 +585,8 @@ GS_FN void gs_add_recovery(const GsArgs& g, int q0, int a, int b, int seg, doubl
         cell.loss[i] += loss;
         cell.loss_pv[i] += loss * discount;
         cell.recovered[i] += recovery;
+        // Per-loan losses, where asked for (the array starts as 0: no default).
+        if (g.out_loan_loss) g.out_loan_loss[gs_loan_q_index(g, l, a, q, b)] = loss;
 #if GS_NSEG_REG > 0
         GS_UNROLL
         for (int s = 0; s < GS_NSEG_REG; ++s)
@@ -508,7 +622,8 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
             cell.dscr_min = fmin(cell.dscr_min, shared_path[3]);
         } else {
             const double* net = table + gs_table_index(g, ia, lt, 1);
-            path = gs_loan_path(g, gs_load_loan(g, l), net, gval, c, D, price_done,
+            path = gs_loan_path(g, gs_load_loan(g, l), net, gval,
+                                table + gs_discount_index(g, ia, 1), c, D, price_done,
                                 cell.dscr_min);
         }
         const int tau = path.tau;
@@ -535,6 +650,7 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
             if (t == path.trigger) cell.by_trigger[t] += principal;
         cell.first_default = fmin(cell.first_default, t_tau);
         cell.ead_sum += ead;
+        if (blk.q0 == 0) gs_write_loan_years(g, l, a, b, t_tau);
 #if GS_RECORDS
         g.records[gs_rec_index(g, GS_REC_EAD, l, a, b)] = ead;
         g.records[gs_rec_index(g, GS_REC_GPU, l, a, b)] = gpu_k;
@@ -542,7 +658,7 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         g.records[gs_rec_index(g, GS_REC_CASH, l, a, b)] = cash_left;
         g.records[gs_rec_index(g, GS_REC_DISCOUNT, l, a, b)] = discount;
 #else
-        gs_add_recovery(g, blk.q0, a, b, li[GS_SEGMENT], ead, gpu_k, crypto_k, cash_left,
+        gs_add_recovery(g, l, blk.q0, a, b, li[GS_SEGMENT], ead, gpu_k, crypto_k, cash_left,
                         discount, cell);
 #endif
     }
@@ -570,10 +686,9 @@ GS_FN void gs_write_recovery_cells(const GsArgs& g, int q0, int a, int b, double
     }
 }
 
-// Phase 3: the cell's outputs from its sums.  The values that do not depend
-// on q are written by the threads of the first recovery tile only.
-GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCell& cell) {
-    if (blk.q0 == 0) {
+// The outputs of path cell (a, b) from its sums.
+GS_FN void gs_write_path_cell(const GsArgs& g, int a, int b, const GsCell& cell) {
+    {
         g.out_p[gs_p_index(g, GS_PV_DEFAULTS, a, b)] = cell.defaults;
         g.out_p[gs_p_index(g, GS_PV_DEFAULT_RATE, a, b)] =
             cell.defaulted_principal / g.total_principal;
@@ -582,11 +697,18 @@ GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCe
         g.out_p[gs_p_index(g, GS_PV_MIN_DSCR, a, b)] =
             cell.dscr_min == GS_INF ? GS_NAN : cell.dscr_min;
         g.out_p[gs_p_index(g, GS_PV_EAD_SUM, a, b)] = cell.ead_sum;
+        g.out_p[gs_p_index(g, GS_PV_MARKET_PRICE_MIN, a, b)] = cell.price_min;
         GS_UNROLL
         for (int t = 0; t < GS_NTRIGGER; ++t)
             g.out_p[gs_p_index(g, GS_PV_TRIGGER + t, a, b)] =
                 cell.by_trigger[t] / g.total_principal;
     }
+}
+
+// Phase 3: the cell's outputs from its sums.  The values that do not depend
+// on q are written by the threads of the first recovery tile only.
+GS_FN void gs_cell_finish(const GsArgs& g, GsBlock blk, int a, int b, const GsCell& cell) {
+    if (blk.q0 == 0) gs_write_path_cell(g, a, b, cell);
 #if !GS_RECORDS
     gs_write_recovery_cells(g, blk.q0, a, b, cell.ead_sum, cell);
 #endif
@@ -669,7 +791,8 @@ GS_FN void gs_recover_tile(const GsArgs& g, GsRecoverBlock r, int l0, int tile_l
     for (int lt = 0; lt < tile_len; ++lt) {
         const double ead = shared[gs_rec_shared_index(g, GS_REC_EAD, lt, lane)];
         if (ead == 0.0) continue;  // no default, or nothing exposed: adds 0
-        gs_add_recovery(g, q0, r.a, b, GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_SEGMENT),
+        gs_add_recovery(g, l0 + lt, q0, r.a, b,
+                        GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_SEGMENT),
                         ead, shared[gs_rec_shared_index(g, GS_REC_GPU, lt, lane)],
                         shared[gs_rec_shared_index(g, GS_REC_CRYPTO, lt, lane)],
                         shared[gs_rec_shared_index(g, GS_REC_CASH, lt, lane)],
@@ -681,6 +804,148 @@ GS_FN void gs_recover_finish(const GsArgs& g, GsRecoverBlock r, int t, const GsC
     const int b = r.b0 + t % g.rb;
     gs_write_recovery_cells(g, (r.qt0 + t / g.rb) * GS_QT, r.a, b,
                             g.out_p[gs_p_index(g, GS_PV_EAD_SUM, r.a, b)], cell);
+}
+
+// ---------------------------------------------------------------------------
+// The market step (docs/model.md): period-outer.  With a secondary market of
+// finite depth a loan's path depends on every other loan's defaults, so the
+// loans of a path cell are stepped together, period by period: each loan's
+// triggers at p_{k-1}, then the GPUs of the loans that default in k are sold
+// (the overhang Q_k and price index p_k), then those defaults are closed at
+// p_k.  gs_tables_v2 first builds the d-only tables of every loan in global
+// memory (one thread block per a value); gs_market_v2 then gives one thread
+// to each path cell, which keeps its loans' state in the records
+// (GS_NSTATE rows per loan and path cell) and leaves there the default
+// records the recovery kernel sums for every recovery cell.
+
+// The tables of loan l at value a: net cash flow (KR periods), then G_k (KR).
+GS_FN long gs_market_table(const GsArgs& g, int a, int l) {
+    return ((long)(a - g.rec_begin) * g.n_loans + l) * 2 * g.KR;
+}
+
+// The discount factors (1 + y)^(-t_k), k = 1..KR, at value a.
+GS_FN long gs_market_discount(const GsArgs& g, int a) {
+    return (long)(g.rec_end - g.rec_begin) * g.n_loans * 2 * g.KR
+           + (long)(a - g.rec_begin) * g.KR;
+}
+
+// Doubles of the tables of a launch's a range.
+GS_FN long gs_market_table_doubles(const GsArgs& g) {
+    return (long)(g.rec_end - g.rec_begin) * (2L * g.n_loans * g.KR + g.KR);
+}
+
+// Tables kernel, phase 0 work item r < KR + J of a = a_begin + block_index:
+// a discount factor (to global memory) or the rent index (to rent[]).
+GS_FN void gs_market_factor(const GsArgs& g, int block_index, int r, double* rent) {
+    const int a = g.a_begin + block_index;
+    gs_factor(g, a, r, g.tables + gs_market_discount(g, a), rent);
+}
+
+// Tables kernel, phase 1: loan l's tables at a = a_begin + block_index.
+GS_FN void gs_market_loan_tables(const GsArgs& g, int block_index, int l, const double* rent) {
+    const int a = g.a_begin + block_index;
+    double* net = g.tables + gs_market_table(g, a, l);
+    gs_build_loan_tables(g, l, rent, g.a_discount[a], net, net + g.KR);
+}
+
+// Thread u of the market kernel: its path cell (a, b), and whether it has one.
+GS_FN bool gs_market_cell(const GsArgs& g, long u, int& a, int& b) {
+    if (u >= (long)(g.a_end - g.a_begin) * g.B) return false;
+    a = g.a_begin + (int)(u / g.B);
+    b = (int)(u % g.B);
+    return true;
+}
+
+// Every loan of path cell (a, b) through the horizon with the market step.
+GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
+    const double c = g.b_crypto[b], D = g.b_periods[b];
+    const double x_done = gs_opaque(1.0 - c * D / D);
+    const double depth = g.b_depth[b], book_share = g.b_book_share[b];
+    const double decay = pow(2.0, -g.dt / g.b_half_life[b]);  // 1 when T is infinite
+    const double* discount = g.tables + gs_market_discount(g, a);
+    const int K = g.K1 - 1;
+#define GS_REC(field, l) g.records[gs_rec_index(g, field, l, a, b)]
+    for (int l = 0; l < g.n_loans; ++l) {
+        GS_REC(GS_REC_EAD, l) = 0.0;
+        GS_REC(GS_REC_GPU, l) = 0.0;
+        GS_REC(GS_REC_CRYPTO, l) = 0.0;
+        GS_REC(GS_REC_CASH, l) = GS_LDG(g.loan_f + (long)l * GS_NF + GS_CASH0);
+        GS_REC(GS_REC_DISCOUNT, l) = 0.0;
+        GS_REC(GS_REC_TAU, l) = 0.0;
+        GS_REC(GS_REC_TRIGGER, l) = -1.0;
+        GS_REC(GS_REC_BREACHES, l) = 0.0;
+    }
+    GsCell cell;
+    cell.dscr_min = GS_INF;
+    double overhang = 0.0, price = 1.0;  // Q_{k-1} [GPU], p_{k-1}
+    cell.price_min = 1.0;
+    for (int k = 1; k <= K; ++k) {
+        double sold = 0.0;  // S_k [GPU]
+        bool any = false;
+        // The loans still running in k come first (canonical order).
+        for (int l = 0; l < g.n_loans && GS_LDG(g.loan_i + (long)l * GS_NI + GS_N) >= k; ++l) {
+            if (GS_REC(GS_REC_TAU, l) != 0.0) continue;
+            const GsLoan ln = gs_load_loan(g, l);
+            const double* net = g.tables + gs_market_table(g, a, l);
+            const double* gval = net + g.KR;
+            GsState st;
+            st.cash = GS_REC(GS_REC_CASH, l);
+            st.breaches = GS_REC(GS_REC_BREACHES, l);
+            const GsStep step = gs_loan_period(g, ln, k, net, gval, discount, c, D, x_done,
+                                               price, st, cell.dscr_min);
+            GS_REC(GS_REC_BREACHES, l) = st.breaches;
+            if (step.fired < 0) {
+                GS_REC(GS_REC_CASH, l) = st.cash;
+                continue;
+            }
+            // Default in k: the record, with the fleet's fair value V*_k
+            // (marked to p_k below, once the period's sales are known).
+            GS_REC(GS_REC_TAU, l) = (double)k;
+            GS_REC(GS_REC_TRIGGER, l) = (double)step.fired;
+            GS_REC(GS_REC_EAD, l) = step.payment ? GS_LDG(g.balance + (long)l * g.K1 + k - 1)
+                                                 : GS_LDG(ln.owed_row + k);
+            GS_REC(GS_REC_GPU, l) = ln.pledged * gval[k - 1];
+            GS_REC(GS_REC_CRYPTO, l) = ln.crypto0 * step.x;
+            GS_REC(GS_REC_CASH, l) = fmax(step.cash, 0.0);
+            GS_REC(GS_REC_DISCOUNT, l) = discount[k - 1];
+            if (k <= ln.n_life) sold += ln.pledged;  // in-service GPUs only
+            any = true;
+        }
+        // The market step: Q_k = Q_{k-1} 2^(-dt/T) + S_k / theta, p_k = 2^(-Q_k / W).
+        overhang = overhang * decay;
+        overhang = overhang + sold / book_share;
+        price = pow(2.0, -overhang / depth);
+        cell.price_min = fmin(cell.price_min, price);
+        if (!any) continue;
+        // The fleets of the defaults of k are sold at p_k.
+        for (int l = 0; l < g.n_loans && GS_LDG(g.loan_i + (long)l * GS_NI + GS_N) >= k; ++l)
+            if (GS_REC(GS_REC_TAU, l) == (double)k)
+                GS_REC(GS_REC_GPU, l) = GS_REC(GS_REC_GPU, l) * price;
+    }
+    // The cell's statistics, adding the loans in canonical order.
+    cell.first_default = GS_INF;
+    cell.defaults = 0.0;
+    cell.defaulted_principal = 0.0;
+    cell.ead_sum = 0.0;
+    GS_UNROLL
+    for (int t = 0; t < GS_NTRIGGER; ++t) cell.by_trigger[t] = 0.0;
+    for (int l = 0; l < g.n_loans; ++l) {
+        const double tau = GS_REC(GS_REC_TAU, l);
+        if (tau == 0.0) continue;
+        const double t_tau = tau * g.dt;
+        const double principal = GS_LDG(g.loan_f + (long)l * GS_NF + GS_PRINCIPAL);
+        const int trigger = (int)GS_REC(GS_REC_TRIGGER, l);
+        cell.defaults += 1.0;
+        cell.defaulted_principal += principal;
+        GS_UNROLL
+        for (int t = 0; t < GS_NTRIGGER; ++t)
+            if (t == trigger) cell.by_trigger[t] += principal;
+        cell.first_default = fmin(cell.first_default, t_tau);
+        cell.ead_sum += GS_REC(GS_REC_EAD, l);
+        gs_write_loan_years(g, l, a, b, t_tau);
+    }
+#undef GS_REC
+    gs_write_path_cell(g, a, b, cell);
 }
 
 #endif  // GRIDSTRESS_V1_CUH

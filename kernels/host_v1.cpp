@@ -1,4 +1,4 @@
-// The kernel of grid_v1.cu run on the CPU, one thread after another.
+// The kernels of grid_v1.cu run on the CPU, one thread after another.
 //
 // Built with a C++ compiler (-ffp-contract=off) by the tests, which call
 // gs_grid_v1_host through ctypes and compare it with the NumPy backend: the
@@ -90,4 +90,30 @@ extern "C" int gs_recover_v1_host(const GsArgs* args, long n_blocks, int threads
 extern "C" long gs_recover_blocks_host(const GsArgs* args) { return gs_recover_blocks(*args); }
 extern "C" long gs_recover_shared_bytes(const GsArgs* args) {
     return 8 * gs_recover_shared_doubles(*args);
+}
+
+// The market step's two kernels (grid_v1.cu), block after block.
+extern "C" int gs_tables_v2_host(const GsArgs* args, long n_blocks, int threads) {
+    const GsArgs& g = *args;
+    std::vector<double> rent(g.J);
+    for (long bi = 0; bi < n_blocks; ++bi) {
+        std::fill(rent.begin(), rent.end(), GS_NAN);  // as above
+        for (int r = 0; r < g.KR + g.J; ++r) gs_market_factor(g, (int)bi, r, rent.data());
+        for (int l = 0; l < g.n_loans; ++l) gs_market_loan_tables(g, (int)bi, l, rent.data());
+    }
+    return 0;
+}
+
+extern "C" int gs_market_v2_host(const GsArgs* args, long n_blocks, int threads) {
+    const GsArgs& g = *args;
+    for (long u = 0; u < n_blocks * threads; ++u) {
+        int a, b;
+        if (gs_market_cell(g, u, a, b)) gs_market_path(g, a, b);
+    }
+    return 0;
+}
+
+// Doubles of the market kernel's tables for this launch's a range.
+extern "C" long gs_market_table_doubles_host(const GsArgs* args) {
+    return gs_market_table_doubles(*args);
 }

@@ -6,7 +6,8 @@ out-of-memory split) on a machine without a GPU.
 Device arrays are NumPy arrays whose ``.data.ptr`` is their address; a
 ``RawModule`` compiles ``kernels/host_v1.cpp`` with the module's defines and
 its functions run the launch's thread blocks one after another
-(``gs_grid_v1_host``, ``gs_recover_v1_host``).  Everything runs at once, in
+(``gs_grid_v1_host``, ``gs_recover_v1_host``, and the market step's
+``gs_tables_v2_host`` and ``gs_market_v2_host``).  Everything runs at once, in
 order, so the streams and events only record what was asked of them.
 ``memory_limit`` makes any allocation larger than it raise
 ``OutOfMemoryError``, as a full GPU does.
@@ -121,6 +122,7 @@ class HostCupy:
                     "gs_shared_bytes",
                     "gs_recover_shared_bytes",
                     "gs_recover_blocks_host",
+                    "gs_market_table_doubles_host",
                 ):
                     getattr(self.lib, name).restype = ctypes.c_long
 
@@ -145,6 +147,12 @@ class HostCupy:
         # Poisoned, so that what no kernel writes shows.
         return self._device(np.full(shape, np.nan, dtype=dtype))
 
+    def zeros(self, shape, dtype=np.float64) -> DeviceArray:
+        return self._device(np.zeros(shape, dtype=dtype))
+
+    def full(self, shape, value, dtype=np.float64) -> DeviceArray:
+        return self._device(np.full(shape, value, dtype=dtype))
+
     def asnumpy(self, array) -> np.ndarray:
         return np.array(array).view(np.ndarray)
 
@@ -164,6 +172,17 @@ class HostCupy:
             assert shared_mem >= need, (shared_mem, need)
             assert shared_mem <= K.SHARED_BYTES
             rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
+        elif name in (K.TABLES_NAME, K.MARKET_NAME):
+            assert int(g["rec_begin"]) == int(g["a_begin"]) < int(g["a_end"]) == int(g["rec_end"])
+            cells = (int(g["a_end"]) - int(g["a_begin"])) * (
+                1 if name == K.TABLES_NAME else int(g["B"])
+            )
+            per_block = 1 if name == K.TABLES_NAME else block[0]
+            assert (grid[0] - 1) * per_block < cells <= grid[0] * per_block  # every cell, once
+            if name == K.TABLES_NAME:
+                assert shared_mem == 8 * int(g["J"]) <= K.SHARED_BYTES
+            run = getattr(module.lib, f"{name}_host")
+            rc = run(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         else:
             assert name == K.RECOVER_NAME
             assert grid[0] == module.lib.gs_recover_blocks_host(ptr)

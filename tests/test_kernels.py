@@ -35,7 +35,6 @@ from hypothesis import strategies as st
 
 from gridstress import kernels as K
 from gridstress.config import load_config
-from gridstress.inputs import Axis
 from gridstress.model import evaluate, scenario_arrays
 from gridstress.prepared import gpu_plan, prepare
 from gridstress.variables import TRIGGERS
@@ -80,7 +79,7 @@ def test_argument_block_layout_matches_the_compiler(host_library):
     assert size == K.ARGS_DTYPE.itemsize
     assert offsets == K.ARGS_OFFSETS
     assert offsets == {name: K.ARGS_DTYPE.fields[name][1] for name in K.ARGS_FIELDS}
-    assert len(offsets) == 35  # 14 pointers, 17 int32, 4 float64
+    assert len(offsets) == 43  # 21 pointers, 18 int32, 4 float64
 
 
 def test_a_field_packed_elsewhere_than_the_compiler_puts_it_stops_the_build(tmp_path, monkeypatch):
@@ -97,15 +96,15 @@ def test_the_kernel_defines_come_from_the_python_tables_only():
     """The column, flag and output-index defines are generated, and no kernel
     source defines one of them by hand; the generated values are the tables'."""
     generated = re.findall(r"^#define (GS_\w+)", K.kernel_defines(), flags=re.MULTILINE)
-    # guard, 18 + 1 float columns, 5 + 1 int columns, 4 flags, 5 + 1 recovery-cell
-    # rows, 4 + 1 triggers, 4 + 3 path-cell rows, the field list and its layout check
-    assert len(generated) == len(set(generated)) == 1 + 19 + 6 + 4 + 6 + 5 + 7 + 2
+    # guard, 20 + 1 float columns, 6 + 1 int columns, 5 flags, 5 + 1 recovery-cell
+    # rows, 4 + 1 triggers, 5 + 3 path-cell rows, the field list and its layout check
+    assert len(generated) == len(set(generated)) == 1 + 21 + 7 + 5 + 6 + 5 + 8 + 2
     for source in K.kernel_dir().iterdir():
         if source.suffix in (".cuh", ".cu", ".cpp", ".h"):
             by_hand = set(re.findall(r"^\s*#define (GS_\w+)", source.read_text(), re.MULTILINE))
             assert not by_hand & set(generated), source.name
     src = K.kernel_source()
-    assert src.count("#define GS_NF 18") == 1 and "#define GS_NPV 9" in src
+    assert src.count("#define GS_NF 20") == 1 and "#define GS_NPV 10" in src
     values = dict(re.findall(r"^#define (GS_\w+) (\d+)", K.kernel_defines(), re.MULTILINE))
     assert [int(values[name]) for _, name, _ in K.LOAN_F_COLUMNS] == list(range(len(K.LOAN_F)))
     assert int(values["GS_PV_TRIGGER"]) == K.TRIGGER_ROW
@@ -149,7 +148,7 @@ GRIDS = {
 def launches(pf) -> list[tuple[int, int]]:
     """(threads per block, shared bytes): the default, two a values per block
     with tiles of two loans, and one a value with one loan per tile."""
-    K_, J, P = pf.horizon, K.rent_periods(pf), K.PATH_FIELDS
+    K_, J, P = K.table_periods(pf), K.rent_periods(pf), K.PATH_FIELDS
     return [(128, 48 * 1024), (32, 2 * 8 * (2 * (2 * K_ + P) + K_ + J)), (64, 8 * (3 * K_ + J + P))]
 
 
@@ -172,13 +171,172 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
             )
             if threads == 64:  # one a value and one loan per tile
                 shape = K.launch_shape(
-                    1, 1, pf.n_loans, pf.horizon, threads, shared, rent_periods=K.rent_periods(pf)
+                    1,
+                    1,
+                    pf.n_loans,
+                    K.table_periods(pf),
+                    threads,
+                    shared,
+                    rent_periods=K.rent_periods(pf),
                 )
                 assert (shape.na_block, shape.loan_tile) == (1, 1)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     # Launched in slabs of a, as the GPU backend copies results.
     got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, max_q_per_thread=1, slab_a=2)
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+#: Grids and scenarios of model v2 for the kernels: the market step with its
+#: parameters fixed or as axes among the mining axes (one depth infinite), and
+#: a deep market (the loan-outer kernel) with every v2 loan field.
+GRIDS_V2 = {
+    "market step": (
+        {
+            "deflation": {"start": -0.2, "stop": 0.8, "num": 6},
+            "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 5},
+            "haircut": {"values": [0.0, 0.5, 0.9]},
+        },
+        {"market_depth_gpus": 3e4},
+    ),
+    "market axes": (
+        {
+            "deflation": {"start": -0.2, "stop": 0.8, "num": 4},
+            "market_depth_gpus": {"values": [2e3, 3e4, float("inf")]},
+            "crypto_drawdown": {"values": [0.0, 0.6, 0.95]},
+            "market_half_life_years": {"values": [0.25, float("inf")]},
+            "book_share": {"values": [0.3, 1.0]},
+            "haircut": {"values": [0.2, 0.6]},
+            "discount_rate": {"values": [0.02, 0.12]},
+        },
+        {},
+    ),
+    "deep market": (
+        {
+            "deflation": {"start": -0.2, "stop": 0.8, "num": 7},
+            "crypto_drawdown": {"start": 0.0, "stop": 0.95, "num": 4},
+            "haircut": {"values": [0.0, 0.3, 0.9]},
+            "drawdown_periods": {"values": [1.0, 6.0]},
+        },
+        {"market_depth_gpus": float("inf")},
+    ),
+}
+
+
+def _v2_case(grid: str, seed: int, loans: int = 13):
+    rng = np.random.default_rng(seed)
+    axes_spec, scenario = GRIDS_V2[grid]
+    cfg = make_config(random_loans(rng, loans), grid=axes_spec, scenario=scenario)
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape, per_loan=True)
+    return cfg, pf, axes, ref
+
+
+@needs_cxx
+@pytest.mark.parametrize("grid", list(GRIDS_V2))
+@pytest.mark.parametrize("seed", [41, 42])
+def test_kernel_v2_arithmetic_matches_numpy(host_build, grid, seed):
+    cfg, pf, axes, ref = _v2_case(grid, seed)
+    # The v2 loan fields are all in play: kept cash, cash-flow refinancing
+    # past the horizon, book-value covenants.
+    assert np.any(pf.values["cash_cap"] > pf.values["cash_reserve"])
+    assert K.table_periods(pf) > pf.horizon and pf.book_basis.any()
+    market = K.block_layout(axes, cfg.scenario).market
+    assert market == (grid != "deep market")
+    if market:  # the market moves prices, and so the defaults
+        assert ref["market_price_min"].min() < 0.9
+    else:
+        assert np.all(ref["market_price_min"] == 1.0)
+    for max_q in (K.MAX_Q_PER_THREAD, 1):
+        for threads, shared in launches(pf):
+            got = K.evaluate_on_host(
+                host_build,
+                pf,
+                axes,
+                cfg.scenario,
+                threads,
+                shared,
+                max_q_per_thread=max_q,
+                recover_threads=threads,
+                recover_shared_bytes=shared,
+                per_loan=True,
+            )
+            assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    # Path launches of 2 values of a, finished in slabs of 1; without per-loan results.
+    ref.pop("loan_loss"), ref.pop("loan_default_years")
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, slab_a=1, records_a=2)
+    assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+def _loan(**fields):
+    base = {
+        "segment": "neocloud",
+        "principal": 1e8,
+        "rate": 0.08,
+        "term_years": 5.0,
+        "amortization": "annuity",
+        "n_gpus": 4000.0,
+        "gpu_age_years": 0.0,
+        "economic_life_years": 6.0,
+        "rent": 2.5,
+        "utilization": 0.9,
+        "power_kw_per_gpu": 1.0,
+        "power_price": 0.1,
+        "fixed_opex_per_gpu_year": 1000.0,
+        "cash_reserve": 1e7,
+        "refi_advance_rate": 0.5,
+        "refi_term_years": 0.0,
+    }
+    return base | fields
+
+
+@needs_cxx
+def test_market_step_with_many_loans_defaulting_in_the_same_period(host_build):
+    # 12 loans whose GPUs earn nothing (rent 0.05 below the power cost 0.1:
+    # idle) and who hold no cash default on their first payment; their
+    # 12 x 5,000 GPUs are sold in period 1, so p_1 = 2^(-60,000 / W) = 0.5
+    # where W = 60,000.  12 loans whose LTV covenant sits at 1.4 times
+    # their LTV at full price then break it together in period 2 (tested
+    # at p_1), and sell 12 x 4,000 GPUs more.  With W infinite they do not.
+    sellers = [
+        _loan(loan_id=f"A{i:02d}", rent=0.05, n_gpus=5000.0, cash_reserve=0.0, principal=5e7)
+        for i in range(12)
+    ]
+    holders = [_loan(loan_id=f"B{i:02d}") for i in range(12)]
+    grid = {
+        "deflation": {"values": [0.0, 0.1]},
+        "crypto_drawdown": {"values": [0.0]},
+        "market_depth_gpus": {"values": [6e4, float("inf")]},
+        "haircut": {"values": [0.0, 0.5]},
+    }
+    scenario = {"market_half_life_years": float("inf")}
+    probe = prepare(make_config(holders[:1], grid=grid, scenario=scenario), "numpy").portfolio
+    from gridstress.model import appraisal_table
+
+    gpu_value = appraisal_table(probe, 0.0, 0.08, np, 0)
+    ltv = [probe.owed[0, k] / (probe.values["n_gpus"][0] * gpu_value[k][0]) for k in (1, 2)]
+    holders = [h | {"max_ltv": 1.4 * max(ltv)} for h in holders]
+    cfg = make_config(sellers + holders, grid=grid, scenario=scenario)
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape, per_loan=True)
+    ids = [ln.loan_id for ln in cfg.loans]
+    years = ref["loan_default_years"][0, 0, :, 0]  # deflation 0, both depths
+    sold_first = [ids.index(f"A{i:02d}") for i in range(12)]
+    chained = [ids.index(f"B{i:02d}") for i in range(12)]
+    np.testing.assert_array_equal(years[0, sold_first], 0.25)
+    np.testing.assert_array_equal(years[0, chained], 0.5)
+    assert np.all(np.isnan(years[1, chained]))  # a deep market: no chain
+    # p_2 = 2^(-(60,000 + 48,000) / 60,000)
+    assert ref["market_price_min"][0, 0, 0, 0] == pytest.approx(2.0 ** (-1.8), rel=1e-12)
+    np.testing.assert_allclose(
+        ref["default_rate_by_trigger"][0, 0, 0, 0, TRIGGERS.index("ltv")], 12e8 / 18e8
+    )
+    for max_q in (K.MAX_Q_PER_THREAD, 1):
+        got = K.evaluate_on_host(
+            host_build, pf, axes, cfg.scenario, max_q_per_thread=max_q, per_loan=True
+        )
+        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
 @needs_cxx
@@ -454,22 +612,20 @@ def test_kernel_arithmetic_on_the_seed_portfolio(host_build):
     ) == {0, 1, 2, 3}  # every trigger fires somewhere
 
 
-def test_fused_kernel_covers_exactly_the_runs_model_v1_computes():
+def test_fused_kernel_covers_every_portfolio_whose_tables_fit_shared_memory():
     seed = load_config(ROOT / "configs" / "seed.yaml")
-    assert "secondary market of finite depth" in K.fused_covers(seed)
-    v1 = v1_config(seed)
-    assert K.fused_covers(v1) is None
-    assert K.fused_covers(replace(v1, per_loan=True)) == "per-loan outputs"
-    first = v1.loans[0]
-    for change, text in (
-        ({"cash_cap": first.cash_reserve + 1}, "a cash cap above the reserve"),
-        ({"refi_term_years": 4.0}, "a cash-flow refinancing offer"),
-        ({"ltv_basis": "book", "gpu_cost": 3e4}, "an LTV covenant on book"),
-    ):
-        loans = (replace(first, **change),) + v1.loans[1:]
-        assert K.fused_covers(replace(v1, loans=loans)).startswith(text)
-    market_axis = replace(v1, axes=v1.axes + (Axis("book_share", (0.2, 1.0)),))
-    assert K.fused_covers(market_axis) == "a market axis (book_share)"
+    pf = prepare(seed, "numpy").portfolio
+    assert K.fused_covers(pf) is None
+    # The seed's longest loan runs 6 years (24 quarters) and refinances on 4
+    # more years of cash flow: tables of 40 periods.
+    assert K.table_periods(pf) == int(np.max(pf.n + pf.n_refi)) == 40
+    # A loan of 200 years (800 quarters, 816 with its refinancing): tables of
+    # 2 * 816 + 5 path doubles and 816 + 816 factors, 8 * 3,269 = 26,152
+    # bytes, beyond the 24,576 a path block has.
+    first = replace(seed.loans[0], term_years=200.0, economic_life_years=201.0)
+    long = prepare(replace(seed, loans=(first,) + seed.loans[1:]), "numpy").portfolio
+    assert K.table_periods(long) == 816 and K.rent_periods(long) == 816
+    assert K.fused_covers(long).startswith("loan tables of 816 periods, rent index of 816")
 
 
 @pytest.mark.parametrize(
@@ -539,6 +695,9 @@ def test_block_layout_groups_axes_and_forms_recovery_factors():
         "crypto_haircut": 0.1,
         "discount_rate": 0.08,
         "liquidation_cost": 0.05,
+        "market_depth_gpus": 4e5,
+        "market_half_life_years": float("inf"),
+        "book_share": 0.5,
     }
     lay = K.block_layout(axes, fixed)
     assert (lay.a_dims, lay.b_dims, lay.q_dims) == (
@@ -549,6 +708,9 @@ def test_block_layout_groups_axes_and_forms_recovery_factors():
     assert (lay.size("a"), lay.size("b"), lay.size("q")) == (2, 3, 2)
     np.testing.assert_array_equal(lay.a_params["discount_rate"], [0.08, 0.08])
     np.testing.assert_array_equal(lay.b_params["drawdown_periods"], [4.0] * 3)
+    np.testing.assert_array_equal(lay.b_params["book_share"], [0.5] * 3)
+    assert lay.market  # a finite depth: the market step runs
+    assert not K.block_layout(axes, {**fixed, "market_depth_gpus": float("inf")}).market
     np.testing.assert_allclose(lay.q_params["keep"], [0.75, 0.375])
     np.testing.assert_allclose(lay.q_params["keep_crypto"], [0.9, 0.45])
     assert lay.a_leads
