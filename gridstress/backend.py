@@ -46,7 +46,7 @@ def _cpu_name() -> str:
     return f"CPU ({model}, {os.cpu_count()} cores)"
 
 
-def _cupy_or_reason() -> tuple[ModuleType | None, str]:
+def cupy_or_reason() -> tuple[ModuleType | None, str]:
     try:
         import cupy
     except Exception as exc:  # ImportError, or a CUDA library that fails to load
@@ -73,7 +73,7 @@ def resolve_backend(name: str = "auto") -> Backend:
         raise BackendUnavailable(f"--backend {name}: must be one of {', '.join(BACKENDS)}")
     if name == "numpy":
         return Backend("numpy", np, _cpu_name())
-    cupy, reason = _cupy_or_reason()
+    cupy, reason = cupy_or_reason()
     if cupy is None:
         if name == "cupy":
             raise BackendUnavailable(f"--backend cupy cannot run here: {reason}")

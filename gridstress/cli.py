@@ -1087,8 +1087,8 @@ def bench(
     ),
     model: str = typer.Option(
         "v1",
-        help="v1: the loans and scenario with model v1's settings, which the fused "
-        "kernel computes; v2: the v2 defaults, market step active (numpy and cupy-xp only).",
+        help="v1: the loans and scenario with model v1's settings (a deep market); "
+        "v2: the v2 defaults, market step active.",
     ),
     compile_times: bool = typer.Option(
         True, help="Also time the kernel's first start (empty cache) and warm start."
@@ -1098,7 +1098,7 @@ def bench(
     ),
 ) -> None:
     """Time the NumPy backend, the xp model on CuPy and the fused kernel on one grid."""
-    from .backend import resolve_backend
+    from .backend import cupy_or_reason, resolve_backend
     from .bench import ENGINES, MODELS, run_bench, write_results
 
     check_output(out_path, (".json",), "--out")
@@ -1112,11 +1112,6 @@ def bench(
         if unknown or not chosen:
             raise InputError(f"--engines {engines}: each must be one of {', '.join(ENGINES)}")
         wanted = "cupy" if any(e != "numpy" for e in chosen) else "numpy"
-    if model != "v1" and chosen is not None and "fused" in chosen:
-        raise InputError(
-            f"--model {model}: the fused kernel computes model v1 only; bench it "
-            "with --model v1, or choose --engines numpy,cupy-xp"
-        )
     small = [
         f"--{name} {value}"
         for name, value in (("cells", cells), ("loans", loans), ("haircuts", haircuts))
@@ -1124,6 +1119,12 @@ def bench(
     ]
     if small:
         raise InputError([f"{option}: must be >= 1" for option in small])
+    if chosen is not None and wanted == "cupy":
+        cupy, reason = cupy_or_reason()
+        if cupy is None:
+            raise InputError(
+                f"--engines {engines}: needs CuPy and a GPU, which cannot run here: {reason}"
+            )
     resolved = resolve_backend(wanted)
     if chosen is None:
         chosen = (
@@ -1131,8 +1132,6 @@ def bench(
             if resolved.name == "numpy"
             else (("cupy-xp", "fused") if backend == "cupy" else ENGINES)
         )
-        if model != "v1":  # the fused kernel computes model v1 only
-            chosen = tuple(e for e in chosen if e != "fused")
     if resolved.note:
         err.print(resolved.note)
     results = run_bench(

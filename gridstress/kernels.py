@@ -1,17 +1,17 @@
-"""The fused CUDA kernel of model v1: its source, compilation and launch.
+"""The fused CUDA kernels of model v2: their source, compilation and launch.
 
-The kernel computes model v1 (with each default attributed to its trigger),
-which is model v2 without the market step, the cash cap above the reserve,
-the cash-flow refinancing offer and the book-value LTV basis:
-:func:`fused_covers` says whether a run is one of those, and
-:func:`gridstress.prepared.prepare` runs the xp model on CuPy for the rest.
+The kernels compute every input of model v2 (docs/model.md) whose loan
+tables fit a thread block's shared memory (:func:`fused_covers`); for the
+rest :func:`gridstress.prepared.prepare` runs the xp model on CuPy.
 
 This is the one module that reads ``kernels/`` (shipped in the wheel as
 ``gridstress/_cuda``).  :class:`FusedGrid` evaluates blocks of cells on the
-GPU with a single kernel, ``gs_grid_v1``, compiled at run time by NVRTC
-through :class:`cupy.RawModule`; CuPy caches the compiled module on disk
-(``CUPY_CACHE_DIR``, default ``~/.cupy/kernel_cache``), so later runs start
-without compiling.
+GPU, compiled at run time by NVRTC through :class:`cupy.RawModule`; CuPy
+caches the compiled module on disk (``CUPY_CACHE_DIR``, default
+``~/.cupy/kernel_cache``), so later runs start without compiling.  A block
+with a deep market everywhere runs the loan-outer kernel ``gs_grid_v1``; a
+block with a market of finite depth runs the market step period-outer
+(``gs_tables_v2``, ``gs_market_v2``, then ``gs_recover_v1``).
 
 How a block is laid out for the kernel
 --------------------------------------
@@ -19,7 +19,8 @@ The axes of a block fall into three groups:
 
 - *appraisal* axes (``deflation``, ``discount_rate``), index ``a``: they fix
   the rent index, the fleet's cash flow and the appraisal of each loan;
-- *mining* axes (``crypto_drawdown``, ``drawdown_periods``), index ``b``;
+- *mining* axes (``crypto_drawdown``, ``drawdown_periods`` and the market's
+  parameters, which change no table), index ``b``;
 - *recovery* axes (``haircut``, ``crypto_haircut``, ``liquidation_cost``),
   index ``q``: they enter only the recovery at default.
 

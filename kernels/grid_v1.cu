@@ -1,4 +1,4 @@
-// gridstress model v1 on NVIDIA GPUs: one fused pass per block of cells.
+// gridstress model v2 on NVIDIA GPUs: fused passes over blocks of cells.
 //
 // gs_grid_v1 evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
 // recovery cell q.  Each thread block covers na_block x nb_block path cells

@@ -1,6 +1,6 @@
-// gridstress model v1 (docs/model.md): the arithmetic of one cell, shared by
-// the CUDA kernel (grid_v1.cu) and its C++ host build (host_v1.cpp, used by
-// the tests to check this code against the NumPy backend without a GPU).
+// gridstress model v2 (docs/model.md): the arithmetic of one cell, shared by
+// the CUDA kernels (grid_v1.cu) and their C++ host build (host_v1.cpp, used
+// by the tests to check this code against the NumPy backend without a GPU).
 //
 // Every expression follows the NumPy backend (gridstress/model.py) operation
 // by operation, in the same order, in float64; the module is compiled with
@@ -14,7 +14,8 @@
 //   b  the mining group: crypto drawdown c and drawdown periods D.
 // The recovery cells q (haircut, crypto haircut, liquidation cost) share
 // every default path: each defaulted loan's recovery is evaluated for all q.
-// A thread owns one path cell (a, b) and GS_QT recovery cells, and walks the
+// Without a market step (a deep market in every cell of the block), a thread
+// owns one path cell (a, b) and GS_QT recovery cells, and walks the
 // loans in canonical order, each loan period by period; the sums over loans
 // stay in registers.  The d-only quantities of a tile of loans
 // (net cash flow of the fleet and G_k, k = 1..n) are built once per thread
@@ -22,7 +23,8 @@
 // thread of the block; so are the loan-independent factors they are built
 // from (the rent index (1 - d)^(t_j) and the discount factors), and the
 // path of each loan without mining or crypto collateral, which is the same
-// for every b (GS_B_FREE).
+// for every b (GS_B_FREE).  With the market step the loans of a path cell are
+// stepped period-outer instead (gs_market_path, at the end of this file).
 #ifndef GRIDSTRESS_V1_CUH
 #define GRIDSTRESS_V1_CUH
 

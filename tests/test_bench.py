@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, cli_runner, make_config, random_loans
+from conftest import HAVE_GPU, ROOT, cli_runner, make_config, random_loans
 
 from gridstress.bench import flops_per_loan_period
 from gridstress.prepared import prepare
@@ -81,17 +81,20 @@ def test_bench_refuses_an_unknown_engine():
 
 def test_bench_configs_of_either_model():
     from gridstress.bench import bench_config
-    from gridstress.kernels import fused_covers
 
     v1 = bench_config(20, cells=400, model="v1")
     v2 = bench_config(20, cells=400, model="v2")
-    assert fused_covers(v1) is None  # the fused kernel's runs
-    assert "finite depth" in fused_covers(v2)
+    # v1: a deep market, no cash kept above the reserve, no cash-flow
+    # refinancing, LTV on market value; v2 keeps the defaults.
+    assert v1.scenario["market_depth_gpus"] == float("inf")
+    assert all(ln.cash_cap == ln.cash_reserve and ln.refi_term_years == 0 for ln in v1.loans)
+    assert {ln.ltv_basis for ln in v1.loans} == {"market"}
     assert v2.scenario["market_depth_gpus"] == 400_000
+    assert any(ln.refi_term_years > 0 for ln in v2.loans)
     assert [ln.principal for ln in v1.loans] == [ln.principal for ln in v2.loans]
 
 
-def test_bench_cli_times_model_v2_without_the_fused_kernel(tmp_path):
+def test_bench_cli_times_model_v2(tmp_path):
     out = tmp_path / "bench.json"
     res = gridstress(
         "bench",
@@ -111,5 +114,7 @@ def test_bench_cli_times_model_v2_without_the_fused_kernel(tmp_path):
     assert data["model"] == "v2" and list(data["engines"]) == ["numpy"]
     res = gridstress("bench", "--model", "v3")
     assert res.returncode == 2 and "--model v3: must be one of v1, v2" in res.stderr
-    res = gridstress("bench", "--model", "v2", "--engines", "fused")
-    assert res.returncode == 2 and "the fused kernel computes model v1 only" in res.stderr
+    if not HAVE_GPU:  # the fused kernel needs CuPy and a GPU, and says so
+        res = gridstress("bench", "--model", "v2", "--engines", "fused")
+        assert res.returncode == 2
+        assert "--engines fused: needs CuPy and a GPU, which cannot run here" in res.stderr

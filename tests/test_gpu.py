@@ -41,23 +41,30 @@ def _check_arrays(got: dict, ref, pf):
     assert_parity(got, want, pf.total_principal, pf.principal_wal)
 
 
-def _random_config(seed: int, loans: int, n_deflation: int, n_crypto: int):
+def _random_config(seed: int, loans: int, n_deflation: int, n_crypto: int, model: str = "v1"):
+    """Random loans on a grid; ``model`` "v2" keeps every v2 field and a
+    market of 20,000 GPUs' depth (the market step)."""
     rng = np.random.default_rng(seed)
-    return make_v1_config(
-        random_loans(rng, loans),
-        grid={
-            "deflation": {"start": -0.1, "stop": 0.7, "num": n_deflation},
-            "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_crypto},
-            "haircut": {"values": [0.0, 0.4, 0.8]},
-        },
-    )
+    grid = {
+        "deflation": {"start": -0.1, "stop": 0.7, "num": n_deflation},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": n_crypto},
+        "haircut": {"values": [0.0, 0.4, 0.8]},
+    }
+    if model == "v1":
+        return make_v1_config(random_loans(rng, loans), grid=grid)
+    return make_config(random_loans(rng, loans), grid=grid, scenario={"market_depth_gpus": 2e4})
 
 
+@pytest.mark.parametrize("model", ["v1", "v2"])
 @pytest.mark.parametrize("grid", list(GRIDS_GPU))
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_fused_kernel_matches_numpy(grid, seed):
+def test_fused_kernel_matches_numpy(grid, seed, model):
     rng = np.random.default_rng(1000 + seed)
-    cfg = make_v1_config(random_loans(rng, int(rng.integers(5, 60))), grid=GRIDS_GPU[grid])
+    loans = random_loans(rng, int(rng.integers(5, 60)))
+    if model == "v1":
+        cfg = make_v1_config(loans, grid=GRIDS_GPU[grid])
+    else:  # every v2 field, the market step active
+        cfg = make_config(loans, grid=GRIDS_GPU[grid], scenario={"market_depth_gpus": 2e4})
     ref = _reference(cfg)
     run = prepare(cfg, "cupy")
     assert run.fused is not None
@@ -113,28 +120,28 @@ def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads
     assert fused.kernel_seconds == pytest.approx(sum(fused.stage_seconds.values()))
 
 
-def test_model_v2_runs_on_the_xp_model_on_cupy_and_says_so():
-    # The market step, retained cash, refinancing on cash flow and book-value
-    # covenants, with per-loan outputs: the fused kernel (model v1) does not
-    # cover the run, so --backend cupy takes the xp model on CuPy.
-    rng = np.random.default_rng(17)
+@pytest.mark.parametrize("seed", [17, 18])
+def test_model_v2_runs_on_the_fused_kernel(seed):
+    # The market step (a market axis with one depth infinite), retained cash,
+    # refinancing on cash flow and book-value covenants, with per-loan
+    # outputs, on the fused kernel; and on the xp model when asked.
+    rng = np.random.default_rng(seed)
     cfg = make_config(
         random_loans(rng, 15),
         grid={**GRIDS_GPU["three axes"], "market_depth_gpus": {"values": [2e3, 4e4, float("inf")]}},
         scenario={"book_share": 0.3},
     )
     run = prepare(replace(cfg, per_loan=True), "cupy")
-    assert run.fused is None and "computes model v1 only" in run.note
-    assert run.engine == "xp model (cupy)"
+    assert run.fused is not None and run.note is None
+    assert run.engine == "fused CUDA kernel"
     ref = run_grid(cfg, backend="numpy", per_loan=True)
+    assert float(ref["market_price_min"].min()) < 0.9
     for chunk in (None, 97):
         cube = run_grid(cfg, backend="cupy", chunk_cells=chunk, per_loan=True)
-        assert cube.attrs["engine"] == "xp model (cupy)"
+        assert cube.attrs["engine"] == "fused CUDA kernel"
         _check(cube, ref, run.portfolio)
-    fused = run_grid(
-        make_v1_config(random_loans(rng, 15), grid=GRIDS_GPU["three axes"]), backend="cupy"
-    )
-    assert fused.attrs["engine"] == "fused CUDA kernel"
+    xp = prepare(cfg, "cupy", kernel="xp")
+    assert xp.fused is None and xp.engine == "xp model (cupy)"
 
 
 def test_xp_model_on_cupy_matches_numpy():
@@ -150,10 +157,11 @@ def test_xp_model_on_cupy_matches_numpy():
     _check_arrays(got, ref, run.portfolio)
 
 
-def test_out_of_memory_halves_the_block_and_retries():
+@pytest.mark.parametrize("model", ["v1", "v2"])
+def test_out_of_memory_halves_the_block_and_retries(model):
     import cupy
 
-    cfg = _random_config(8, 20, 300, 200)
+    cfg = _random_config(8, 20, 300, 200, model)
     ref = _reference(cfg)
     run = prepare(cfg, "cupy")
     assert len(run.plan) == 1  # 180k cells: one block when memory is plentiful
@@ -169,11 +177,12 @@ def test_out_of_memory_halves_the_block_and_retries():
     _check_arrays(got, ref, run.portfolio)
 
 
-def test_grid_larger_than_one_block_streams_to_disk(tmp_path):
+@pytest.mark.parametrize("model", ["v1", "v2"])
+def test_grid_larger_than_one_block_streams_to_disk(tmp_path, model):
     from gridstress.cube import open_cube
     from gridstress.engine import write_cube
 
-    cfg = _random_config(9, 10, 64, 50)
+    cfg = _random_config(9, 10, 64, 50, model)
     ref = _reference(cfg)
     run = prepare(cfg, "cupy")
     run.plan = gpu_plan(cfg, run.portfolio, free_bytes=2 * 1000 * 8 * 40)  # ~1000-cell blocks
@@ -198,8 +207,8 @@ def test_compiled_kernel_is_cached_on_disk(tmp_path):
 @pytest.mark.parametrize("scheduler", ["synchronous", "local", "local-cuda"])
 def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler, model):
     """``gridstress run`` end to end on the GPU, in this process or on Dask workers:
-    the seed config (model v2: the xp model on CuPy) and the seed book with v1's
-    settings (the fused kernel)."""
+    the seed config (model v2, the market step) and the seed book with v1's
+    settings, both on the fused kernel."""
     import yaml
 
     from gridstress.cube import open_cube
@@ -239,6 +248,6 @@ def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler, model):
     gpu = run("cupy", scheduler, "gpu.zarr")
     cpu = run("numpy", "synchronous", "cpu.zarr")
     assert "cupy" in gpu.attrs["backend"] and gpu.attrs["device"]
-    assert gpu.attrs["engine"] == ("fused CUDA kernel" if model == "v1" else "xp model (cupy)")
+    assert gpu.attrs["engine"] == "fused CUDA kernel"
     pf = prepare(config, "numpy").portfolio
     _check(gpu, cpu, pf)

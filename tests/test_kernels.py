@@ -535,6 +535,63 @@ def test_fused_grid_halves_a_block_that_does_not_fit(host_cupy):
     assert len(paths) >= 4  # split at least twice
 
 
+@needs_cxx
+@pytest.mark.parametrize("grid", list(GRIDS_V2))
+@pytest.mark.parametrize("per_loan", [False, True])
+def test_fused_grid_runs_model_v2_on_the_host_build(host_cupy, grid, per_loan):
+    # FusedGrid with the market step (tables and market kernels, then the
+    # recovery in slabs) or the loan-outer kernel, with and without per-loan
+    # results, path launches of two values of a.
+    cfg, pf, axes, ref = _v2_case(grid, 51)
+    if not per_loan:
+        ref.pop("loan_loss"), ref.pop("loan_default_years")
+    cp = host_cupy()
+    layout = K.block_layout(axes, cfg.scenario)
+    b, q = layout.size("b"), layout.size("q")
+    per_a = 8 * (K.STATE_FIELDS * pf.n_loans * b + (2 * pf.n_loans + 1) * K.table_periods(pf))
+    fused = K.FusedGrid(
+        pf, cp, per_loan=per_loan, record_bytes=2 * per_a, slab_cells=b * q, stages="two"
+    )
+    for copy in (True, False):
+        got = fused.evaluate(axes, cfg.scenario, copy=copy)
+        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    names = [ln[0] for ln in cp.launches]
+    if layout.market:
+        assert K.KERNEL_NAME not in names
+        # Each market launch reads the tables built just before it, over the same a.
+        tables = [ln for ln in cp.launches if ln[0] == K.TABLES_NAME]
+        markets = [ln for ln in cp.launches if ln[0] == K.MARKET_NAME]
+        assert [t[1:3] for t in tables] == [m[1:3] for m in markets]
+        assert len(markets) == 2 * math.ceil(layout.size("a") / 2)  # two evaluations
+    else:
+        assert K.MARKET_NAME not in names and K.TABLES_NAME not in names
+    assert K.RECOVER_NAME in names
+
+
+@needs_cxx
+@pytest.mark.parametrize("per_loan", [False, True])
+def test_fused_grid_halves_a_block_under_the_market_step(host_cupy, per_loan):
+    # Haircut the longest axis: the block is halved along it first, and each
+    # half's default times (size 1 on the recovery axes) are the same.
+    rng = np.random.default_rng(52)
+    grid = {
+        "deflation": {"start": -0.2, "stop": 0.8, "num": 9},
+        "crypto_drawdown": {"start": 0.0, "stop": 0.9, "num": 6},
+        "haircut": {"start": 0.0, "stop": 0.9, "num": 11},
+    }
+    cfg = make_config(random_loans(rng, 9), grid=grid, scenario={"market_depth_gpus": 2e4})
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    ref = evaluate(pf, scenario_arrays(axes, cfg.scenario), cfg.shape, per_loan=per_loan)
+    out_bytes = 8 * (len(K.Q_VARIABLES) + len(pf.segments)) * math.prod(cfg.shape)
+    assert out_bytes // 3 > pf.owed.nbytes  # the portfolio fits
+    cp = host_cupy(memory_limit=out_bytes // 3)
+    got = K.FusedGrid(pf, cp, per_loan=per_loan).evaluate(axes, cfg.scenario)
+    assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    markets = [ln for ln in cp.launches if ln[0] == K.MARKET_NAME]
+    assert len(markets) >= 4  # split at least twice
+
+
 def _ratio_tests(host_library):
     import ctypes
 
