@@ -105,7 +105,7 @@ def loan_periods(run) -> int:
 def flops_per_loan_period(run) -> float:
     """FP64 operations per loan-period of the fused kernel on this portfolio and grid.
 
-    Counted from ``kernels/gridstress_v1.cuh`` (``benchmarks/flops.md``): each
+    Counted from ``kernels/gridstress.cuh`` (``benchmarks/flops.md``): each
     add, subtract, multiply, divide, min, max and comparison of doubles is one
     operation; ``pow`` is counted as 20.  The d-only tables are built once
     per thread block and shared by its mining values, so their cost per

@@ -9,9 +9,9 @@ This is the one module that reads ``kernels/`` (shipped in the wheel as
 GPU, compiled at run time by NVRTC through :class:`cupy.RawModule`; CuPy
 caches the compiled module on disk (``CUPY_CACHE_DIR``, default
 ``~/.cupy/kernel_cache``), so later runs start without compiling.  A block
-with a deep market everywhere runs the loan-outer kernel ``gs_grid_v1``; a
+with a deep market everywhere runs the loan-outer kernel ``gs_grid``; a
 block with a market of finite depth runs the market step period-outer
-(``gs_tables_v2``, ``gs_market_v2``, then ``gs_recover_v1``).
+(``gs_tables``, ``gs_market``, then ``gs_recover``).
 
 How a block is laid out for the kernel
 --------------------------------------
@@ -31,13 +31,13 @@ has one path per ``a``: a thread block computes it once for all its ``b``).
 With more recovery cells than that, two kernels share the work
 (:func:`two_stage`): the path kernel writes each loan's default record
 once, over as many ``a`` as the records' memory allows, and
-``gs_recover_v1`` sums the records for every ``q``, thread blocks of
+``gs_recover`` sums the records for every ``q``, thread blocks of
 recovery tiles sharing a copy of them in shared memory.  Results come out as
 ``[var][a][q][b]`` (coalesced writes) and are put in the block's dim order
 on the device before they are copied to the host, slab by slab of ``a`` so
 that copies overlap the next slab's kernel (:func:`launch_plan`).
 
-The same arithmetic (``kernels/gridstress_v1.cuh``) also builds with a C++
+The same arithmetic (``kernels/gridstress.cuh``) also builds with a C++
 compiler into a host library (:func:`build_host_library`), which the tests
 run against the NumPy backend on machines without a GPU.
 """
@@ -62,14 +62,14 @@ from .portfolio import PortfolioArrays
 from .variables import OUTPUTS, TRIGGERS
 
 #: Kernel sources, in the order they are joined into one compilation unit.
-HEADER = "gridstress_v1.cuh"
-KERNEL = "grid_v1.cu"
-HOST = "host_v1.cpp"
-KERNEL_NAME = "gs_grid_v1"
-RECOVER_NAME = "gs_recover_v1"
+HEADER = "gridstress.cuh"
+KERNEL = "grid.cu"
+HOST = "host.cpp"
+KERNEL_NAME = "gs_grid"
+RECOVER_NAME = "gs_recover"
 #: The market step's kernels (period-outer): the loans' tables, then the paths.
-TABLES_NAME = "gs_tables_v2"
-MARKET_NAME = "gs_market_v2"
+TABLES_NAME = "gs_tables"
+MARKET_NAME = "gs_market"
 #: NVRTC options: float64 operation by operation, as the NumPy backend.
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 
@@ -364,7 +364,7 @@ class Variant:
         )
 
     def path_stage(self) -> Variant:
-        """The build of ``gs_grid_v1`` that writes default records for this variant."""
+        """The build of ``gs_grid`` that writes default records for this variant."""
         return Variant(1, self.segments_in_registers, True)
 
 
@@ -1315,7 +1315,7 @@ def _kernel_to_block(
 def build_host_library(
     cxx: str = "g++", folder: Path | None = None, variant: Variant = Variant()
 ) -> Path:
-    """Compile ``kernels/host_v1.cpp`` for ``variant`` into a shared library."""
+    """Compile ``kernels/host.cpp`` for ``variant`` into a shared library."""
     folder = Path(folder or tempfile.mkdtemp(prefix="gridstress-host-"))
     tag = "_".join(d.removeprefix("-D").replace("=", "") for d in variant.defines())
     target = folder / f"gs_host_{source_sha256()[:12]}_{tag}.so"

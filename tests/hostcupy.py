@@ -4,10 +4,10 @@ and the host build of the kernels: runs the GPU backend's own orchestration
 out-of-memory split) on a machine without a GPU.
 
 Device arrays are NumPy arrays whose ``.data.ptr`` is their address; a
-``RawModule`` compiles ``kernels/host_v1.cpp`` with the module's defines and
+``RawModule`` compiles ``kernels/host.cpp`` with the module's defines and
 its functions run the launch's thread blocks one after another
-(``gs_grid_v1_host``, ``gs_recover_v1_host``, and the market step's
-``gs_tables_v2_host`` and ``gs_market_v2_host``).  Everything runs at once, in
+(``gs_grid_host``, ``gs_recover_host``, and the market step's
+``gs_tables_host`` and ``gs_market_host``).  Everything runs at once, in
 order, so the streams and events only record what was asked of them.
 ``memory_limit`` makes any allocation larger than it raise
 ``OutOfMemoryError``, as a full GPU does.
@@ -171,7 +171,7 @@ class HostCupy:
             need = module.lib.gs_shared_bytes(ptr)
             assert shared_mem >= need, (shared_mem, need)
             assert shared_mem <= K.SHARED_BYTES
-            rc = module.lib.gs_grid_v1_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
+            rc = module.lib.gs_grid_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         elif name in (K.TABLES_NAME, K.MARKET_NAME):
             assert int(g["rec_begin"]) == int(g["a_begin"]) < int(g["a_end"]) == int(g["rec_end"])
             cells = (int(g["a_end"]) - int(g["a_begin"])) * (
@@ -190,7 +190,7 @@ class HostCupy:
             need = module.lib.gs_recover_shared_bytes(ptr)
             assert need <= shared_mem <= K.SHARED_BYTES, (shared_mem, need)
             assert int(g["rec_begin"]) <= int(g["a_begin"]) < int(g["a_end"]) <= int(g["rec_end"])
-            rc = module.lib.gs_recover_v1_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
+            rc = module.lib.gs_recover_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         assert rc == 0
         self.launches.append((name, int(g["a_begin"]), int(g["a_end"]), int(grid[0])))
 

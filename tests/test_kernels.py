@@ -1,6 +1,6 @@
 """The fused CUDA kernel, checked without a GPU.
 
-The kernel's arithmetic (kernels/gridstress_v1.cuh) is built with the C++
+The kernel's arithmetic (kernels/gridstress.cuh) is built with the C++
 compiler into a host library and run through the kernel's own layout, phases
 and launch shapes against the NumPy backend.  The CUDA file is compiled with
 nvcc where nvcc is installed (no GPU needed).  Packaging, launch planning and
@@ -68,7 +68,7 @@ def test_kernel_sources_are_found_and_inlined():
     assert (folder / K.KERNEL).is_file() and (folder / K.HEADER).is_file()
     src = K.kernel_source()
     assert '#include "' not in src
-    assert 'extern "C" __global__ void gs_grid_v1(' in src
+    assert 'extern "C" __global__ void gs_grid(' in src
     assert "GS_QV_SEG" in src  # the header is inside
     assert K.NVRTC_OPTIONS == ("--std=c++17", "--fmad=false")
 
@@ -867,9 +867,9 @@ def test_cuda_source_compiles_for_hopper_without_spills(tmp_path, variant):
     )
     assert res.returncode == 0, res.stderr
     report = res.stderr
-    assert "gs_grid_v1" in report and "gs_recover_v1" in report
+    assert "gs_grid" in report and "gs_recover" in report
     lines = report.splitlines()
-    for kernel in ("gs_grid_v1", "gs_recover_v1"):
+    for kernel in ("gs_grid", "gs_recover"):
         at = next(i for i, ln in enumerate(lines) if f"Function properties for {kernel}" in ln)
         line = lines[at + 1]
         assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in line, report

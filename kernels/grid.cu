@@ -1,6 +1,6 @@
 // gridstress model v2 on NVIDIA GPUs: fused passes over blocks of cells.
 //
-// gs_grid_v1 evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
+// gs_grid evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
 // recovery cell q.  Each thread block covers na_block x nb_block path cells
 // (thread t: a = a0 + t / nb_block, b = b0 + t % nb_block).  The block first
 // builds its loan-independent factors in shared memory (na_block x K discount
@@ -8,11 +8,11 @@
 // loan_tile loans: it builds the tile's d-only tables in shared memory
 // (2 * na_block * loan_tile * K doubles), then each thread runs the tile's
 // loans through its path cell.  Only the
-// per-cell results are written to global memory.  See gridstress_v1.cuh for
+// per-cell results are written to global memory.  See gridstress.cuh for
 // the arithmetic and gridstress/kernels.py for the launch.
-#include "gridstress_v1.cuh"
+#include "gridstress.cuh"
 
-extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
+extern "C" __global__ void gs_grid(const GsArgs* __restrict__ args) {
     extern __shared__ double table[];
     const GsArgs& g = *args;
     const int t = threadIdx.x;
@@ -35,12 +35,12 @@ extern "C" __global__ void gs_grid_v1(const GsArgs* __restrict__ args) {
     if (mine) gs_cell_finish(g, blk, a, b, cell);
 }
 
-// Two-stage mode (many recovery cells): gs_grid_v1 built with GS_RECORDS=1
+// Two-stage mode (many recovery cells): gs_grid built with GS_RECORDS=1
 // writes each loan's default record per path cell; this kernel then sums the
 // records for rb x rq recovery tiles per thread block, copying them into
 // shared memory (dynamic: GS_NREC * rec_tile * rb doubles) rec_tile loans
 // at a time.
-extern "C" __global__ void gs_recover_v1(const GsArgs* __restrict__ args) {
+extern "C" __global__ void gs_recover(const GsArgs* __restrict__ args) {
     extern __shared__ double shared[];
     const GsArgs& g = *args;
     const int t = threadIdx.x;
@@ -62,7 +62,7 @@ extern "C" __global__ void gs_recover_v1(const GsArgs* __restrict__ args) {
 // The market step (period-outer), first kernel: the d-only tables of every
 // loan for a = a_begin + blockIdx.x, in global memory; the block's rent index
 // (1 - d)^(t_j) in shared memory (dynamic: J doubles).
-extern "C" __global__ void gs_tables_v2(const GsArgs* __restrict__ args) {
+extern "C" __global__ void gs_tables(const GsArgs* __restrict__ args) {
     extern __shared__ double rent[];
     const GsArgs& g = *args;
     for (int r = threadIdx.x; r < g.KR + g.J; r += blockDim.x)
@@ -74,8 +74,8 @@ extern "C" __global__ void gs_tables_v2(const GsArgs* __restrict__ args) {
 
 // The market step, second kernel: one thread per path cell a_begin <= a < a_end,
 // 0 <= b < B, every loan stepped period by period with the cell's secondary
-// market; leaves the default records that gs_recover_v1 sums.
-extern "C" __global__ void gs_market_v2(const GsArgs* __restrict__ args) {
+// market; leaves the default records that gs_recover sums.
+extern "C" __global__ void gs_market(const GsArgs* __restrict__ args) {
     const GsArgs& g = *args;
     int a, b;
     if (gs_market_cell(g, (long)blockIdx.x * blockDim.x + threadIdx.x, a, b))

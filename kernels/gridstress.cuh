@@ -1,5 +1,5 @@
 // gridstress model v2 (docs/model.md): the arithmetic of one cell, shared by
-// the CUDA kernels (grid_v1.cu) and their C++ host build (host_v1.cpp, used
+// the CUDA kernels (grid.cu) and their C++ host build (host.cpp, used
 // by the tests to check this code against the NumPy backend without a GPU).
 //
 // Every expression follows the NumPy backend (gridstress/model.py) operation
@@ -25,8 +25,8 @@
 // path of each loan without mining or crypto collateral, which is the same
 // for every b (GS_B_FREE).  With the market step the loans of a path cell are
 // stepped period-outer instead (gs_market_path, at the end of this file).
-#ifndef GRIDSTRESS_V1_CUH
-#define GRIDSTRESS_V1_CUH
+#ifndef GRIDSTRESS_CUH
+#define GRIDSTRESS_CUH
 
 // Recovery cells per thread: a thread keeps the sums of GS_QT recovery cells
 // in registers (set at compile time; gridstress/kernels.py picks it).
@@ -814,8 +814,8 @@ GS_FN void gs_recover_finish(const GsArgs& g, GsRecoverBlock r, int t, const GsC
 // loans of a path cell are stepped together, period by period: each loan's
 // triggers at p_{k-1}, then the GPUs of the loans that default in k are sold
 // (the overhang Q_k and price index p_k), then those defaults are closed at
-// p_k.  gs_tables_v2 first builds the d-only tables of every loan in global
-// memory (one thread block per a value); gs_market_v2 then gives one thread
+// p_k.  gs_tables first builds the d-only tables of every loan in global
+// memory (one thread block per a value); gs_market then gives one thread
 // to each path cell, which keeps its loans' state in the records
 // (GS_NSTATE rows per loan and path cell) and leaves there the default
 // records the recovery kernel sums for every recovery cell.
@@ -950,4 +950,4 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
     gs_write_path_cell(g, a, b, cell);
 }
 
-#endif  // GRIDSTRESS_V1_CUH
+#endif  // GRIDSTRESS_CUH

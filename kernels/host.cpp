@@ -1,14 +1,14 @@
-// The kernels of grid_v1.cu run on the CPU, one thread after another.
+// The kernels of grid.cu run on the CPU, one thread after another.
 //
 // Built with a C++ compiler (-ffp-contract=off) by the tests, which call
-// gs_grid_v1_host through ctypes and compare it with the NumPy backend: the
-// arithmetic in gridstress_v1.cuh is then checked on machines without a GPU.
+// gs_grid_host through ctypes and compare it with the NumPy backend: the
+// arithmetic in gridstress.cuh is then checked on machines without a GPU.
 // The phases and the index arithmetic are the kernel's; only the thread
 // scheduling differs (the phases of a thread block run one after the other,
 // which is what the kernel's barriers guarantee).
 #include <algorithm>
 #include <vector>
-#include "gridstress_v1.cuh"
+#include "gridstress.cuh"
 
 #include <cstddef>
 
@@ -32,7 +32,7 @@ extern "C" int gs_ratio_above_host(double x, double y, double limit) {
 // Bytes of shared memory a thread block of this launch uses.
 extern "C" long gs_shared_bytes(const GsArgs* args) { return 8 * gs_shared_doubles(*args); }
 
-extern "C" int gs_grid_v1_host(const GsArgs* args, long n_blocks, int threads) {
+extern "C" int gs_grid_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
     std::vector<double> table(gs_shared_doubles(g));
     std::vector<GsCell> cells(threads);
@@ -63,7 +63,7 @@ extern "C" int gs_grid_v1_host(const GsArgs* args, long n_blocks, int threads) {
     return 0;
 }
 
-extern "C" int gs_recover_v1_host(const GsArgs* args, long n_blocks, int threads) {
+extern "C" int gs_recover_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
     std::vector<double> shared(gs_recover_shared_doubles(g));
     std::vector<GsCell> cells(threads);
@@ -92,8 +92,8 @@ extern "C" long gs_recover_shared_bytes(const GsArgs* args) {
     return 8 * gs_recover_shared_doubles(*args);
 }
 
-// The market step's two kernels (grid_v1.cu), block after block.
-extern "C" int gs_tables_v2_host(const GsArgs* args, long n_blocks, int threads) {
+// The market step's two kernels (grid.cu), block after block.
+extern "C" int gs_tables_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
     std::vector<double> rent(g.J);
     for (long bi = 0; bi < n_blocks; ++bi) {
@@ -104,7 +104,7 @@ extern "C" int gs_tables_v2_host(const GsArgs* args, long n_blocks, int threads)
     return 0;
 }
 
-extern "C" int gs_market_v2_host(const GsArgs* args, long n_blocks, int threads) {
+extern "C" int gs_market_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
     for (long u = 0; u < n_blocks * threads; ++u) {
         int a, b;
