@@ -1,7 +1,7 @@
 """The one build step pyproject.toml cannot declare: ship the CUDA sources of the
 top-level kernels/ folder inside the package, as gridstress/_cuda/, in the wheel.
 
-An editable install needs no copy: gridstress.kernels reads kernels/ in the
+An editable install needs no copy: gridstress.kernels.tables reads kernels/ in the
 source tree.  Mapping kernels/ as a package of its own instead would make
 setuptools' editable install warn about the working directory on every
 ``make run``.

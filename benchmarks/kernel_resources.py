@@ -116,7 +116,7 @@ def launches(
 ) -> list[dict]:
     pf = prepare(cfg, "numpy").portfolio
     layout = K.block_layout({a.name: a.array for a in cfg.axes}, cfg.scenario)
-    kp = K.kernel_plan(pf, layout, threads=threads, path_shared_bytes=path_shared)
+    kp = K.kernel_plan(pf, layout, K.KernelSettings(threads=threads, path_shared_bytes=path_shared))
     rows = []
     for kernel, label_blocks in (
         (K.KERNEL_NAME, "blocks_in_widest_launch"),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gridstress.bench import bench_config, loan_periods
-from gridstress.kernels import SHARED_BYTES, FusedGrid
+from gridstress.kernels import SHARED_BYTES, FusedGrid, KernelSettings
 from gridstress.prepared import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ ONE_HAIRCUT = "1M cells, one haircut"
 
 
 def settings() -> dict[str, list[dict]]:
-    """The FusedGrid keyword arguments timed on each grid."""
+    """The KernelSettings fields timed on each grid."""
     big = {"path_shared_bytes": SHARED_BYTES}
     return {
         SEED_DENSE: (
@@ -88,7 +88,7 @@ def main() -> None:
         run = prepare(cfg, "cupy")
         lp = loan_periods(run)
         for setting in settings()[label]:
-            fused = FusedGrid(run.portfolio, cupy, **setting)
+            fused = FusedGrid(run.portfolio, cupy, KernelSettings(**setting))
             seconds = kernel_time(run, fused)
             stages = dict(fused.stage_seconds)
             rows.append(

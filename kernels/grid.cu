@@ -9,7 +9,7 @@
 // (2 * na_block * loan_tile * K doubles), then each thread runs the tile's
 // loans through its path cell.  Only the
 // per-cell results are written to global memory.  See gridstress.cuh for
-// the arithmetic and gridstress/kernels.py for the launch.
+// the arithmetic and gridstress/kernels/ for the launch.
 #include "gridstress.cuh"
 
 extern "C" __global__ void gs_grid(const GsArgs* __restrict__ args) {

@@ -29,7 +29,7 @@
 #define GRIDSTRESS_CUH
 
 // Recovery cells per thread: a thread keeps the sums of GS_QT recovery cells
-// in registers (set at compile time; gridstress/kernels.py picks it).
+// in registers (set at compile time; gridstress/kernels/launch.py picks it).
 #ifndef GS_QT
 #define GS_QT 1
 #endif
@@ -72,7 +72,7 @@ static inline double gs_opaque(double x) { return x; }
 #endif
 
 // Loan matrix columns, flags, output rows and the argument block's field
-// list: generated from the tables of gridstress/kernels.py (kernel_defines).
+// list: generated from the tables of gridstress/kernels/tables.py (kernel_defines).
 #include "gs_tables.h"
 
 // Default records of the two-stage mode, stored [field][loan][path cell of
@@ -126,7 +126,7 @@ struct GsArgs {
     int rb, rq, rec_tile;        // recovery kernel: b lanes and q tiles per block, loans per copy
     double dt, hours, total_principal, principal_wal;
 };
-GS_CHECK_ARGS_LAYOUT  // every offset as gridstress/kernels.py packs it
+GS_CHECK_ARGS_LAYOUT  // every offset as gridstress/kernels/tables.py packs it
 
 // A thread block's share of the grid: na_block x nb_block path cells and the
 // recovery cells q0 .. q0 + GS_QT - 1.

@@ -79,13 +79,13 @@ def test_fused_kernel_matches_numpy(grid, seed, model):
 def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
     import cupy
 
-    from gridstress.kernels import FusedGrid
+    from gridstress.kernels import FusedGrid, KernelSettings
 
     rng = np.random.default_rng(77 + max_q)
     cfg = make_v1_config(random_loans(rng, 40), grid=GRIDS_GPU["many haircuts"])
     ref = _reference(cfg)
     pf = prepare(cfg, "numpy").portfolio
-    fused = FusedGrid(pf, cupy, max_q_per_thread=max_q, stages=stages)
+    fused = FusedGrid(pf, cupy, KernelSettings(max_q_per_thread=max_q, stages=stages))
     axes = {a.name: a.array for a in cfg.axes}
     got = fused.evaluate(axes, cfg.scenario)
     _check_arrays(got, ref, pf)
@@ -95,7 +95,7 @@ def test_fused_kernel_stages_and_tiles_match_numpy(stages, max_q):
 def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads):
     import cupy
 
-    from gridstress.kernels import RECORD_FIELDS, FusedGrid
+    from gridstress.kernels import RECORD_FIELDS, FusedGrid, KernelSettings
 
     rng = np.random.default_rng(90 + recover_q)
     cfg = make_v1_config(random_loans(rng, 23), grid=GRIDS_GPU["many haircuts"])
@@ -105,15 +105,14 @@ def test_two_stages_in_several_launches_and_slabs_match_numpy(recover_q, threads
     b_count = len(axes["crypto_drawdown"])
     q_count = len(axes["haircut"])
     # Records of 3 values of a per path launch; slabs of 2 values of a.
-    fused = FusedGrid(
-        pf,
-        cupy,
+    settings = KernelSettings(
         stages="two",
         recover_q_per_thread=recover_q,
         recover_threads=threads,
         record_bytes=3 * 8 * RECORD_FIELDS * pf.n_loans * b_count,
         slab_cells=2 * b_count * q_count,
     )
+    fused = FusedGrid(pf, cupy, settings)
     got = fused.evaluate(axes, cfg.scenario)
     _check_arrays(got, ref, pf)
     assert fused.stage_seconds["path"] > 0 and fused.stage_seconds["recover"] > 0

@@ -86,7 +86,7 @@ def test_a_field_packed_elsewhere_than_the_compiler_puts_it_stops_the_build(tmp_
     """The layout is also checked at every compile (static_assert in the
     generated header): an offset off by 8 bytes fails the host build."""
     wrong = dict(K.ARGS_OFFSETS, dt=K.ARGS_OFFSETS["dt"] + 8)
-    monkeypatch.setattr(K, "ARGS_OFFSETS", wrong)
+    monkeypatch.setattr(K.tables, "ARGS_OFFSETS", wrong)
     with pytest.raises(subprocess.CalledProcessError) as failed:
         K.build_host_library(CXX, tmp_path)
     assert "GsArgs.dt offset" in failed.value.stderr
@@ -145,6 +145,19 @@ GRIDS = {
 }
 
 
+def tuned(pf, axes, fixed, slab_a=None, records_a=None, **settings) -> K.KernelSettings:
+    """KernelSettings with slabs of ``slab_a`` values of ``a`` and path launches
+    of ``records_a`` values of ``a`` (as many as their records then fit)."""
+    layout = K.block_layout(axes, fixed)
+    b, q = layout.size("b"), layout.size("q")
+    if slab_a is not None:
+        settings["slab_cells"] = slab_a * b * q
+    if records_a is not None:
+        market = K.table_periods(pf) if layout.market else None
+        settings["record_bytes"] = records_a * K.record_bytes_per_a(pf.n_loans, b, market)
+    return K.KernelSettings(**settings)
+
+
 def launches(pf) -> list[tuple[int, int]]:
     """(threads per block, shared bytes): the default, two a values per block
     with tiles of two loans, and one a value with one loan per tile."""
@@ -166,9 +179,10 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
     # cell, and one pass with one recovery cell per thread.
     for max_q in (K.MAX_Q_PER_THREAD, 1, 3):
         for threads, shared in launches(pf):
-            got = K.evaluate_on_host(
-                host_build, pf, axes, cfg.scenario, threads, shared, max_q_per_thread=max_q
+            settings = K.KernelSettings(
+                max_q_per_thread=max_q, threads=threads, path_shared_bytes=shared
             )
+            got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings)
             if threads == 64:  # one a value and one loan per tile
                 shape = K.launch_shape(
                     1,
@@ -182,7 +196,8 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
                 assert (shape.na_block, shape.loan_tile) == (1, 1)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     # Launched in slabs of a, as the GPU backend copies results.
-    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, max_q_per_thread=1, slab_a=2)
+    settings = tuned(pf, axes, cfg.scenario, slab_a=2, max_q_per_thread=1)
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings)
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
@@ -249,22 +264,19 @@ def test_kernel_v2_arithmetic_matches_numpy(host_build, grid, seed):
         assert np.all(ref["market_price_min"] == 1.0)
     for max_q in (K.MAX_Q_PER_THREAD, 1):
         for threads, shared in launches(pf):
-            got = K.evaluate_on_host(
-                host_build,
-                pf,
-                axes,
-                cfg.scenario,
-                threads,
-                shared,
+            settings = K.KernelSettings(
                 max_q_per_thread=max_q,
+                threads=threads,
+                path_shared_bytes=shared,
                 recover_threads=threads,
                 recover_shared_bytes=shared,
-                per_loan=True,
             )
+            got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings, per_loan=True)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     # Path launches of 2 values of a, finished in slabs of 1; without per-loan results.
     ref.pop("loan_loss"), ref.pop("loan_default_years")
-    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, slab_a=1, records_a=2)
+    settings = tuned(pf, axes, cfg.scenario, slab_a=1, records_a=2)
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings)
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
@@ -333,9 +345,8 @@ def test_market_step_with_many_loans_defaulting_in_the_same_period(host_build):
         ref["default_rate_by_trigger"][0, 0, 0, 0, TRIGGERS.index("ltv")], 12e8 / 18e8
     )
     for max_q in (K.MAX_Q_PER_THREAD, 1):
-        got = K.evaluate_on_host(
-            host_build, pf, axes, cfg.scenario, max_q_per_thread=max_q, per_loan=True
-        )
+        settings = K.KernelSettings(max_q_per_thread=max_q)
+        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings, per_loan=True)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
@@ -375,23 +386,24 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
         assert rshape.rec_tile == (
             pf.n_loans if shared == K.SHARED_BYTES else least // (8 * K.RECORD_FIELDS * 5)
         )
-        got = K.evaluate_on_host(
-            host_build,
+        settings = tuned(
             pf,
             axes,
             cfg.scenario,
-            shared_bytes=shared,
-            max_q_per_thread=max_q,
             slab_a=4,
+            path_shared_bytes=shared,
+            max_q_per_thread=max_q,
             recover_q_per_thread=recover_q,
             recover_threads=threads,
             recover_shared_bytes=shared,
         )
+        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
     assert 1 < least // (8 * K.RECORD_FIELDS * 5) < pf.n_loans
     # Path launches of 5 and 1 values of a (as when the records fill their
     # memory), each finished in slabs.
-    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, slab_a=2, records_a=5)
+    settings = tuned(pf, axes, cfg.scenario, slab_a=2, records_a=5)
+    got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, settings)
     assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
@@ -443,7 +455,7 @@ def host_cupy(host_folder, monkeypatch):
     """``make(memory_limit=None)``: a CuPy stand-in over the host build (tests/hostcupy.py)."""
     from hostcupy import HostCupy, pinned
 
-    monkeypatch.setattr(K, "_pinned", pinned)
+    monkeypatch.setattr(K.driver, "_pinned", pinned)
     return lambda memory_limit=None: HostCupy(host_folder, CXX, memory_limit)
 
 
@@ -486,7 +498,7 @@ def test_fused_grid_orchestration_on_the_host_build(host_cupy, grid, setting):
     cp = host_cupy()
     layout = K.block_layout(axes, cfg.scenario)
     b, q = layout.size("b"), layout.size("q")
-    fused = K.FusedGrid(pf, cp, **FUSED_SETTINGS[setting](pf, b, q))
+    fused = K.FusedGrid(pf, cp, K.KernelSettings(**FUSED_SETTINGS[setting](pf, b, q)))
     for copy in (True, False):
         got = fused.evaluate(axes, cfg.scenario, copy=copy)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
@@ -517,7 +529,7 @@ def test_every_tuning_setting_runs_and_matches_numpy(host_cupy):
     cases = [s for group in tune_fused.settings().values() for s in group]
     assert len(cases) > 20
     for setting in cases:
-        fused = K.FusedGrid(pf, host_cupy(), **setting)
+        fused = K.FusedGrid(pf, host_cupy(), K.KernelSettings(**setting))
         got = fused.evaluate(axes, cfg.scenario)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
@@ -547,11 +559,8 @@ def test_fused_grid_runs_model_v2_on_the_host_build(host_cupy, grid, per_loan):
         ref.pop("loan_loss"), ref.pop("loan_default_years")
     cp = host_cupy()
     layout = K.block_layout(axes, cfg.scenario)
-    b, q = layout.size("b"), layout.size("q")
-    per_a = 8 * (K.STATE_FIELDS * pf.n_loans * b + (2 * pf.n_loans + 1) * K.table_periods(pf))
-    fused = K.FusedGrid(
-        pf, cp, per_loan=per_loan, record_bytes=2 * per_a, slab_cells=b * q, stages="two"
-    )
+    settings = tuned(pf, axes, cfg.scenario, slab_a=1, records_a=2, stages="two")
+    fused = K.FusedGrid(pf, cp, settings, per_loan=per_loan)
     for copy in (True, False):
         got = fused.evaluate(axes, cfg.scenario, copy=copy)
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
