@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .grid import Block, BlockPlan
+from .grid import Block, BlockPlan, reader_chunks
 from .inputs import RunConfig
 from .model import MODEL_VERSION
 from .params import LIQUIDATION_PARAMS, SCENARIO_PARAMS
 from .variables import OUTPUTS, TRIGGERS, variables
+
+#: Most cells of one chunk of a cube variable (8 MiB of float64 before
+#: compression): what a reader of a slice or a frontier loads at least.
+READER_CHUNK_CELLS = 2**20
 
 if TYPE_CHECKING:
     from zarr.types import AnyAsyncArray
@@ -175,7 +179,8 @@ def empty_zarr(
     segments: tuple[str, ...],
     loan_ids: tuple[str, ...] = (),
 ) -> None:
-    """Create the Zarr store: coords, attrs and empty variables chunked as ``plan``.
+    """Create the Zarr store: coords, attrs and empty variables chunked within ``plan``'s
+    blocks (:func:`gridstress.grid.reader_chunks`).
 
     Written with zarr itself, in the layout xarray reads (``dimension_names``,
     attributes per array), so that creating a store needs neither xarray nor
@@ -202,8 +207,12 @@ def empty_zarr(
         output = OUTPUTS[name]
         keep = [d in output.dims(dims) for d in dims]
         shape = tuple(n for n, k in zip(plan.shape, keep) if k)
-        chunks = tuple(c for c, k in zip(plan.chunks, keep) if k)
         extra = extra_size(name, segments, loan_ids)
+        # Chunks sized for readers, each inside one block (a GPU block of
+        # 2^24 cells would otherwise be one 128 MiB chunk per variable).
+        chunks = reader_chunks(
+            tuple(c for c, k in zip(plan.chunks, keep) if k), READER_CHUNK_CELLS // (extra or 1)
+        )
         if extra is not None:
             shape, chunks = shape + (extra,), chunks + (extra,)
         root.create_array(

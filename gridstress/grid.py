@@ -109,3 +109,37 @@ def smallest_plan(shape: tuple[int, ...], accept) -> BlockPlan:
         else:
             lo = mid + 1
     return plan_blocks(shape, lo)
+
+
+def reader_chunks(chunks: tuple[int, ...], max_cells: int) -> tuple[int, ...]:
+    """The largest chunks of at most ``max_cells`` cells that tile ``chunks`` exactly.
+
+    Each returned size divides the block's size along its axis, so every
+    chunk lies inside one block (blocks written at once never share a
+    chunk).  Of the divisor combinations within the limit the one with the
+    most cells is taken, the earlier axes kept larger on a tie; a block
+    already within ``max_cells`` keeps its chunks.
+    """
+    limit = max(1, max_cells)
+    if math.prod(chunks) <= limit:
+        return tuple(chunks)
+    options = [[d for d in range(size, 0, -1) if size % d == 0] for size in chunks]
+    # The most cells the axes from i on can add within a budget: the product
+    # of their full sizes, for pruning.
+    tail = [math.prod(chunks[i:]) for i in range(len(chunks) + 1)]
+    best: list = [1, (1,) * len(chunks)]
+
+    def search(i: int, cells: int, picked: tuple[int, ...]) -> None:
+        if cells * tail[i] <= best[0]:
+            return  # even the full sizes of the rest cannot beat the best
+        if i == len(chunks):
+            best[0], best[1] = cells, picked
+            return
+        for d in options[i]:
+            if cells * d <= limit:
+                search(i + 1, cells * d, picked + (d,))
+                if best[0] == limit:
+                    return
+
+    search(0, 1, ())
+    return best[1]

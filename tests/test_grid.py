@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gridstress.grid import plan_blocks
+from gridstress.grid import plan_blocks, reader_chunks
 
 shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 
@@ -58,3 +59,34 @@ def test_bad_plans_are_refused():
         plan_blocks((3, 3), 0)
     with pytest.raises(ValueError):
         plan_blocks((3, 0), 5)
+
+
+@given(
+    chunks=st.lists(st.integers(1, 120), min_size=1, max_size=4).map(tuple),
+    max_cells=st.integers(1, 100_000),
+)
+def test_reader_chunks_tile_each_block_within_the_cell_limit(chunks, max_cells):
+    got = reader_chunks(chunks, max_cells)
+    # Each size divides the block's: every chunk lies inside one block.
+    assert all(c % r == 0 for c, r in zip(chunks, got))
+    assert math.prod(got) <= max_cells
+    if math.prod(chunks) <= max_cells:
+        assert got == chunks
+    else:  # no tiling within the limit has more cells
+        divisors = [[d for d in range(1, c + 1) if c % d == 0] for c in chunks]
+        most = max(
+            (math.prod(combo) for combo in itertools.product(*divisors)),
+            key=lambda cells: cells if cells <= max_cells else 0,
+        )
+        assert math.prod(got) == most
+
+
+def test_reader_chunks_of_gpu_blocks():
+    # seed-dense in one GPU block: 401, 181 and 37 are prime, so one chunk
+    # per haircut, 72,581 cells (581 KB).
+    assert reader_chunks((401, 181, 37), 2**20) == (401, 181, 1)
+    assert reader_chunks((5, 7, 3), 16) == (5, 1, 3)
+    # A 2^24-cell block of 4096 x 4096: 16 chunks of 2^20 cells, the first
+    # axis whole.
+    assert reader_chunks((4096, 4096, 1), 2**20) == (4096, 256, 1)
+    assert reader_chunks((100, 50, 3), 2**20) == (100, 50, 3)  # small blocks keep theirs
