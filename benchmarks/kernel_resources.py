@@ -1,8 +1,9 @@
 """Registers, spills and occupancy of the fused kernels on Hopper, without a GPU.
 
 Compiles the kernel source as NVRTC gets it with nvcc for sm_90, for the
-builds that the seed-dense bench (100 random loans, 31 haircuts: two
-stages) and the single-haircut bench (one pass) use, reads ptxas's resource
+builds that the seed-dense bench (100 random loans, 37 haircuts: two
+stages) and the single-haircut bench (one pass) use, with a deep market (the
+loan-outer kernel) and with the market step, reads ptxas's resource
 report, and works out from the launch shapes how many thread blocks and
 warps of each launch an H100/H200 SM holds at once (65,536 registers,
 228 KB of shared memory, 64 warps and 32 blocks per SM): with the default
@@ -120,6 +121,8 @@ def launches(
     rows = []
     for kernel, label_blocks in (
         (K.KERNEL_NAME, "blocks_in_widest_launch"),
+        (K.TABLES_NAME, "blocks_in_widest_launch"),
+        (K.MARKET_NAME, "blocks_in_widest_launch"),
         (K.RECOVER_NAME, "blocks_in_all_launches"),
     ):
         runs = [ln for ln in kp.launches(pf, layout, {}) if ln.kernel == kernel]
@@ -129,12 +132,12 @@ def launches(
         res = resources(first.variant)[kernel]
         occ = occupancy(res["registers"], first.threads, first.shared_bytes)
         blocks = (
-            max(ln.blocks for ln in runs)
-            if kernel == K.KERNEL_NAME
-            else sum(ln.blocks for ln in runs)
+            sum(ln.blocks for ln in runs)
+            if kernel == K.RECOVER_NAME
+            else max(ln.blocks for ln in runs)
         )
         row = {"grid": label, "kernel": kernel, "variant": list(first.variant.defines()), **res}
-        if kernel == K.KERNEL_NAME:
+        if kernel == K.KERNEL_NAME and kp.shape is not None:
             row |= {
                 "threads_setting": threads,
                 "shared_budget": path_shared,
@@ -159,12 +162,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     grids = {
-        "seed-dense (401x181x31), 100 random loans": bench_config(
+        "seed-dense, 100 random loans, v1 (deep market)": bench_config(
             100, config=ROOT / "configs/seed-dense.yaml"
         ),
-        "1M cells, one haircut, 100 random loans": bench_config(100, cells=1_000_000),
+        "1M cells, one haircut, 100 random loans, v1 (deep market)": bench_config(
+            100, cells=1_000_000
+        ),
     }
-    rows = [row for label, cfg in grids.items() for row in launches(label, cfg)]
+    market = {
+        "seed-dense, 100 random loans, v2 (market step)": bench_config(
+            100, config=ROOT / "configs/seed-dense.yaml", model="v2"
+        ),
+        "1M cells, one haircut, 100 random loans, v2 (market step)": bench_config(
+            100, cells=1_000_000, model="v2"
+        ),
+    }
+    rows = [row for label, cfg in (grids | market).items() for row in launches(label, cfg)]
     sweep = [
         row
         for label, cfg in grids.items()

@@ -83,8 +83,12 @@ def source_of(tree: Path) -> Path:
 
 
 def cli(tree: Path, *args: str) -> list[str]:
-    """The command line of ``gridstress ARGS`` run from the sources in ``tree``."""
-    return ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "gridstress", *args]
+    """The command line of ``gridstress ARGS`` run from the sources in ``tree``
+    (ahead of any PYTHONPATH already set, such as carried wheels)."""
+    path = os.pathsep.join(
+        [str(tree)] + ([os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ else [])
+    )
+    return ["env", f"PYTHONPATH={path}", sys.executable, "-m", "gridstress", *args]
 
 
 @contextlib.contextmanager
@@ -140,8 +144,10 @@ def ten_million(folder: Path) -> Path:
     return path
 
 
-def split(config: Path, folder: Path) -> dict:
-    """The run's steps one after another in this process, timed apart."""
+def split(config: Path, folder: Path, backend: str = "numpy") -> dict:
+    """The run's steps one after another in this process, timed apart; on a
+    GPU backend ``model_s`` is the kernels' time with the copy of the results
+    to the host, and ``kernel_s`` the kernels' own (CUDA events)."""
     sys.path.insert(0, str(ROOT))
     from gridstress import load_config
     from gridstress.analysis.headline import block_headline, combine
@@ -151,13 +157,17 @@ def split(config: Path, folder: Path) -> dict:
 
     keep_freed_memory()
     imports = walls({"imports": [sys.executable, "-c", RUN_IMPORTS]}, 5)["imports"]
-    run = prepare(load_config(config), "numpy")
-    passes = []
+    run = prepare(load_config(config), backend)
+    passes, kernel = [], []
     for _ in range(MODEL_PASSES):
+        if run.fused is not None:
+            run.fused.reset_timers()
         t0 = time.perf_counter()
         for block in run.plan:
             evaluate_checked(run, block, copy=False)
         passes.append(time.perf_counter() - t0)
+        if run.fused is not None:
+            kernel.append(run.fused.kernel_seconds)
     model = median(passes)
     store = partial_path(folder / "split.zarr")
     writes = figures = 0.0
@@ -182,7 +192,8 @@ def split(config: Path, folder: Path) -> dict:
     shutil.rmtree(out)
     return {
         "imports_s": round(imports, 3),
-        "model_s": round(model, 3),
+        "model_s": round(model, 4),
+        **({"kernel_s": round(median(kernel), 4), "engine": run.engine} if kernel else {}),
         "writes_s": round(writes, 3),
         "headline_s": round(figures, 3),
         "cells": run.config.n_cells,

@@ -230,8 +230,20 @@ def time_engine(config: RunConfig, engine: str, repeats: int = 1) -> dict[str, A
         result["kernel_loan_periods_per_s"] = loan_periods(run) / run.fused.kernel_seconds
         result["kernel_share_of_wall"] = run.fused.kernel_seconds / seconds
         result["stage_seconds"] = dict(run.fused.stage_seconds)
-        result["flops_per_loan_period"] = flops_per_loan_period(run)
+        result["kernel_mode"] = "market step" if market_step(run) else "loan-outer"
+        if not market_step(run):  # the count is the loan-outer kernel's
+            result["flops_per_loan_period"] = flops_per_loan_period(run)
     return result
+
+
+def market_step(run) -> bool:
+    """Whether some cell of the run has a market of finite depth (the fused
+    kernels then run the market step, period-outer)."""
+    depth = next(
+        (a.array for a in run.config.axes if a.name == "market_depth_gpus"),
+        [run.config.scenario["market_depth_gpus"]],
+    )
+    return not bool(np.all(np.isinf(np.asarray(depth, dtype=float))))
 
 
 def _synchronize(backend: str):
@@ -330,7 +342,7 @@ def run_bench(
     ratios = {}
     if "fused" in eng:
         f = eng["fused"]
-        if "fp64_peak_flops" in results:
+        if "fp64_peak_flops" in results and "flops_per_loan_period" in f:
             f["fp64_fraction_of_peak"] = (
                 f["kernel_loan_periods_per_s"]
                 * f["flops_per_loan_period"]

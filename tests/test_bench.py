@@ -118,3 +118,26 @@ def test_bench_cli_times_model_v2(tmp_path):
         res = gridstress("bench", "--model", "v2", "--engines", "fused")
         assert res.returncode == 2
         assert "--engines fused: needs CuPy and a GPU, which cannot run here" in res.stderr
+
+
+def test_the_end_to_end_benchmarks_split_a_run(tmp_path):
+    # benchmarks/startup.py on the CPU and benchmarks/gpu_end_to_end.py (on a
+    # GPU) time a run's steps with startup.split.
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import startup
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    steps = startup.split(ROOT / "configs" / "seed.yaml", tmp_path, "numpy")
+    assert steps["cells"] == 81 * 37 * 19 and steps["blocks"] == 1
+    assert steps["model_s"] > 0 and steps["writes_s"] > 0
+    assert "kernel_s" not in steps  # no fused kernel on the CPU
+    helped = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_end_to_end.py"), "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert helped.returncode == 0 and "against the kernels' time" in helped.stdout
