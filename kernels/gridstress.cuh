@@ -45,6 +45,12 @@
 #define GS_RECORDS 0
 #endif
 
+// 1: the kernels write each loan's default time and loss (per-loan results);
+// a build without them spends no registers on them.
+#ifndef GS_PER_LOAN
+#define GS_PER_LOAN 0
+#endif
+
 #if defined(__CUDACC__)
 #define GS_UNROLL _Pragma("unroll")
 #define GS_FN __device__ __forceinline__
@@ -567,10 +573,12 @@ GS_FN long gs_loan_p_index(const GsArgs& g, int l, int a, int b) {
     return ((long)l * g.A + a) * g.B + b;
 }
 
-// Loan l's default time t_tau in path cell (a, b), where per-loan outputs are
-// asked for (the array starts as NaN: no default).
+// Loan l's default time t_tau in path cell (a, b), in a per-loan build (the
+// array starts as NaN: no default).
 GS_FN void gs_write_loan_years(const GsArgs& g, int l, int a, int b, double t_tau) {
-    if (g.out_loan_years) g.out_loan_years[gs_loan_p_index(g, l, a, b)] = t_tau;
+#if GS_PER_LOAN
+    g.out_loan_years[gs_loan_p_index(g, l, a, b)] = t_tau;
+#endif
 }
 
 GS_FN void gs_add_recovery(const GsArgs& g, int l, int q0, int a, int b, int seg, double ead,
@@ -587,8 +595,10 @@ GS_FN void gs_add_recovery(const GsArgs& g, int l, int q0, int a, int b, int seg
         cell.loss[i] += loss;
         cell.loss_pv[i] += loss * discount;
         cell.recovered[i] += recovery;
-        // Per-loan losses, where asked for (the array starts as 0: no default).
-        if (g.out_loan_loss) g.out_loan_loss[gs_loan_q_index(g, l, a, q, b)] = loss;
+#if GS_PER_LOAN
+        // Per-loan losses (the array starts as 0: no default).
+        g.out_loan_loss[gs_loan_q_index(g, l, a, q, b)] = loss;
+#endif
 #if GS_NSEG_REG > 0
         GS_UNROLL
         for (int s = 0; s < GS_NSEG_REG; ++s)

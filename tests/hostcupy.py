@@ -113,7 +113,10 @@ class HostCupy:
                 assert code == K.kernel_source() and "--fmad=false" in options
                 d = dict(o[2:].split("=") for o in options if o.startswith("-D"))
                 self.variant = K.Variant(
-                    int(d["GS_QT"]), int(d["GS_NSEG_REG"]), bool(int(d["GS_RECORDS"]))
+                    int(d["GS_QT"]),
+                    int(d["GS_NSEG_REG"]),
+                    bool(int(d["GS_RECORDS"])),
+                    bool(int(d["GS_PER_LOAN"])),
                 )
                 self.lib = ctypes.CDLL(
                     str(K.build_host_library(host.cxx, host.folder, self.variant))

@@ -145,7 +145,7 @@ class FusedGrid:
         S = len(pf.segments)
         n_q = len(Q_VARIABLES) + S
         rest = B * Q  # cells per value of a
-        kp = kernel_plan(pf, layout, self.settings)
+        kp = kernel_plan(pf, layout, self.settings, self.per_loan)
         with self.compute:
             params = {
                 name: cp.asarray(np.ascontiguousarray(value))

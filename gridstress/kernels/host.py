@@ -89,7 +89,7 @@ def evaluate_on_host(
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
-    kp = kernel_plan(pf, layout, settings)
+    kp = kernel_plan(pf, layout, settings, per_loan)
     loan_f, loan_i = loan_matrices(pf)
     keep = {
         "loan_f": loan_f,

@@ -5,7 +5,7 @@ and argument blocks, and the tuning settings (:class:`KernelSettings`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -76,17 +76,19 @@ class Variant:
     q_per_thread: int = 1
     segments_in_registers: int = 0
     records: bool = False
+    per_loan: bool = False  # writes the per-loan results (a build without them keeps registers)
 
     def defines(self) -> tuple[str, ...]:
         return (
             f"-DGS_QT={self.q_per_thread}",
             f"-DGS_NSEG_REG={self.segments_in_registers}",
             f"-DGS_RECORDS={int(self.records)}",
+            f"-DGS_PER_LOAN={int(self.per_loan)}",
         )
 
     def path_stage(self) -> Variant:
         """The build of ``gs_grid`` that writes default records for this variant."""
-        return Variant(1, self.segments_in_registers, True)
+        return Variant(1, self.segments_in_registers, True, self.per_loan)
 
 
 def choose_variant(
@@ -609,9 +611,13 @@ class KernelSettings:
 
 
 def kernel_plan(
-    pf: PortfolioArrays, layout: BlockLayout, settings: KernelSettings = KernelSettings()
+    pf: PortfolioArrays,
+    layout: BlockLayout,
+    settings: KernelSettings = KernelSettings(),
+    per_loan: bool = False,
 ) -> KernelPlan:
-    """The kernel plan of a block under ``settings``."""
+    """The kernel plan of a block under ``settings``, in builds that write the
+    per-loan results where ``per_loan``."""
     st = settings
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
@@ -619,10 +625,9 @@ def kernel_plan(
     staged = market or (
         two_stage(Q, st.max_q_per_thread) if st.stages == "auto" else st.stages == "two"
     )
-    variant = (
-        choose_variant(Q, S, st.recover_q_per_thread)
-        if staged
-        else choose_variant(Q, S, st.max_q_per_thread)
+    variant = replace(
+        choose_variant(Q, S, st.recover_q_per_thread if staged else st.max_q_per_thread),
+        per_loan=per_loan,
     )
     rshape = (
         recover_shape(
