@@ -65,7 +65,7 @@ extern "C" __global__ void gs_recover(const GsArgs* __restrict__ args) {
 extern "C" __global__ void gs_tables(const GsArgs* __restrict__ args) {
     extern __shared__ double rent[];
     const GsArgs& g = *args;
-    for (int r = threadIdx.x; r < g.KR + g.J; r += blockDim.x)
+    for (int r = threadIdx.x; r < g.KD + g.J; r += blockDim.x)
         gs_market_factor(g, blockIdx.x, r, rent);
     __syncthreads();
     for (int l = threadIdx.x; l < g.n_loans; l += blockDim.x)

@@ -118,13 +118,14 @@ struct GsArgs {
     double* out_q;               // [GS_QV_SEG + S][A][Q][B]
     double* out_p;               // [GS_NPV][A][B]
     double* records;             // [GS_NREC or GS_NSTATE][L][(rec_end - rec_begin) * B]
-    double* tables;              // market kernel: [rec_end - rec_begin][L][2][KR], then
-                                 // [rec_end - rec_begin][KR] discount factors
+    double* tables;              // market kernel: [rec_end - rec_begin][L][2K + 1] (net cash
+                                 // flow, G_k, fleet PV), then [rec_end - rec_begin][KD]
+                                 // discount factors
     double* out_loan_loss;       // [L][A][Q][B] per-loan losses, or null
     double* out_loan_years;      // [L][A][B] per-loan default times, or null
     int n_loans, K1, A, B, Q, n_segments;
-    int KR;                      // periods of a loan's tables: max over loans of n + n_refi, >= K
-    int J;                       // periods of the rent index: max(KR, max over loans of n_life)
+    int KD;                      // periods of the discount factors: max(K, max n_refi)
+    int J;                       // periods of the rent index: K, max n + n_refi, max n_life
     int a_begin, a_end;          // the a values this launch covers
     int rec_begin, rec_end;      // the a values the default records cover
     int na_block, nb_block;      // a and b values per thread block
@@ -178,105 +179,128 @@ GS_FN long gs_rec_index(const GsArgs& g, int field, int l, int a, int b) {
 }
 
 // Shared-memory tables of one tile: net cash flow of the fleet and G_k per
-// (a value of the block, loan of the tile, period k = 1..KR), index k - 1
-// (the net cash flow runs past maturity for the cash-flow refinancing offer).
+// (a value of the block, loan of the tile, period k = 1..K), index k - 1.
 GS_FN long gs_table_index(const GsArgs& g, int ia, int lt, int k) {
-    return ((long)ia * g.loan_tile + lt) * g.KR + (k - 1);
+    return ((long)ia * g.loan_tile + lt) * (g.K1 - 1) + (k - 1);
 }
 
 GS_FN long gs_table_size(const GsArgs& g) {
-    return (long)g.na_block * g.loan_tile * g.KR;
+    return (long)g.na_block * g.loan_tile * (g.K1 - 1);
 }
 
 // After the two tables: the discount factor (1 + y)^(-t_k) per (a value of the
-// block, period k = 1..KR), shared by all loans.
+// block, period k = 1..KD), shared by all loans.
 GS_FN long gs_discount_index(const GsArgs& g, int ia, int k) {
-    return 2 * gs_table_size(g) + (long)ia * g.KR + (k - 1);
+    return 2 * gs_table_size(g) + (long)ia * g.KD + (k - 1);
 }
 
 // After the discount factors: the rent index (1 - d)^(t_j) per (a value of the
 // block, period j = 1..J), shared by all loans (m_j = r0 times it).
 GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
-    return 2 * gs_table_size(g) + (long)g.na_block * g.KR + (long)ia * g.J + (j - 1);
+    return 2 * gs_table_size(g) + (long)g.na_block * g.KD + (long)ia * g.J + (j - 1);
 }
 
-// After the rent index: the path of each b-free loan of the tile per a value
-// of the block (GsPath, GS_NPATH doubles: tau, payment, cash at tau, lowest
+// After the rent index, per (a value of the block, loan of the tile): the
+// fleet's part of the cash-flow refinancing offer (GS_PATH_FLEET_PV), and
+// for a b-free loan its path (GsPath: tau, payment, cash at tau, lowest
 // DSCR, trigger), built in phase 1.
-#define GS_NPATH 5
+#define GS_NPATH 6
+#define GS_PATH_FLEET_PV 5
 GS_FN long gs_path_index(const GsArgs& g, int ia, int lt) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.KR + g.J)
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.KD + g.J)
            + ((long)ia * g.loan_tile + lt) * GS_NPATH;
 }
 
 // Doubles of shared memory a thread block uses.
 GS_FN long gs_shared_doubles(const GsArgs& g) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.KR + g.J)
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.KD + g.J)
            + (long)g.na_block * g.loan_tile * GS_NPATH;
 }
 
-// Phase 0 work items of a thread block: na_block x (KR + J).
+// Phase 0 work items of a thread block: na_block x (KD + J).
 GS_FN int gs_factor_items(const GsArgs& g) {
-    return g.na_block * (g.KR + g.J);
+    return g.na_block * (g.KD + g.J);
 }
 
-// Work item r < KR + J of value a: the discount factor of period r + 1, or
-// the rent index of period r - KR + 1, stored at discount[k - 1] and rent[j - 1].
+// Work item r < KD + J of value a: the discount factor of period r + 1, or
+// the rent index of period r - KD + 1, stored at discount[k - 1] and rent[j - 1].
 GS_FN void gs_factor(const GsArgs& g, int a, int r, double* discount, double* rent) {
-    if (r < g.KR) {
+    if (r < g.KD) {
         const int k = r + 1;
         discount[k - 1] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
     } else {
-        const int j = r - g.KR + 1;
+        const int j = r - g.KD + 1;
         rent[j - 1] = pow(1.0 - g.a_deflation[a], (double)j * g.dt);
     }
 }
 
 // Phase 0 work item u: one (a value, period) discount factor or rent index.
 GS_FN void gs_build_factors(const GsArgs& g, GsBlock blk, int u, double* table) {
-    const int per_a = g.KR + g.J;
+    const int per_a = g.KD + g.J;
     const int ia = u / per_a, r = u % per_a;
     const int a = blk.a0 + ia;
     if (ia >= g.na_block || a >= g.a_end) return;
     gs_factor(g, a, r, table + gs_discount_index(g, ia, 1), table + gs_rent_index(g, ia, 1));
 }
 
-// Phase 1: the d-only tables of loan l for discount rate y and the rent index
-// rent_index[j - 1] = (1 - d)^(t_j), j = 1..J.
-// net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) for k = 1..n + n_refi
-// and the appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
-GS_FN void gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index, double y,
-                                double* net, double* gval) {
+// A loan's fleet, as steps 1-2 of docs/model.md read it.
+struct GsFleet {
+    int n_life, n_contract;
+    double rent0, util, e, opex, n_gpus, contracted, contract_rent;
+};
+
+// Net cash flow of the fleet R_j - P_j - F_j in period j at rent m_j = rent_j.
+GS_FN double gs_fleet_net(const GsArgs& g, const GsFleet& f, int j, double rent_j) {
+    const bool in_service = j <= f.n_life;
+    const double util_k = rent_j > f.e ? f.util : 0.0;
+    const double share = j <= f.n_contract ? f.contracted : 0.0;
+    const double gpu_hours = in_service ? f.n_gpus * g.hours : 0.0;
+    const double merchant = (1.0 - share) * util_k;
+    const double revenue = gpu_hours * (share * f.contract_rent + merchant * rent_j);
+    const double power = gpu_hours * (share + merchant) * f.e;
+    const double fixed = in_service ? f.n_gpus * f.opex : 0.0;
+    return revenue - power - fixed;
+}
+
+// Phase 1: the d-only tables of loan l for discount rate y, the rent index
+// rent_index[j - 1] = (1 - d)^(t_j), j = 1..J, and the discount factors
+// discount[k - 1]: net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) and
+// the appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
+// Returns the fleet's part of the cash-flow refinancing offer,
+// sum_{m=1..n_refi} net_{n+m} (1+y)^(-t_m), added in the NumPy backend's order.
+GS_FN double gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index,
+                                  const double* discount, double y, double* net,
+                                  double* gval) {
     const double* lf = g.loan_f + (long)l * GS_NF;
     const int* li = g.loan_i + (long)l * GS_NI;
-    const int n = li[GS_N], n_life = li[GS_NLIFE], n_contract = li[GS_NCONTRACT];
-    const int n_cash = n + li[GS_NREFI];  // periods of net cash flow
-    const double rent0 = lf[GS_RENT], util = lf[GS_UTIL], e = lf[GS_POWER_COST];
-    const double opex = lf[GS_OPEX], n_gpus = lf[GS_NGPUS];
-    const double contracted = lf[GS_CONTRACTED], contract_rent = lf[GS_CONTRACT_RENT];
+    const int n = li[GS_N];
+    GsFleet f;
+    f.n_life = li[GS_NLIFE];
+    f.n_contract = li[GS_NCONTRACT];
+    f.rent0 = lf[GS_RENT];
+    f.util = lf[GS_UTIL];
+    f.e = lf[GS_POWER_COST];
+    f.opex = lf[GS_OPEX];
+    f.n_gpus = lf[GS_NGPUS];
+    f.contracted = lf[GS_CONTRACTED];
+    f.contract_rent = lf[GS_CONTRACT_RENT];
     const double w = pow(1.0 + y, -g.dt);
     for (int k = 1; k <= n; ++k) gval[k - 1] = 0.0;
-    const int last = n_cash > n_life ? n_cash : n_life;
+    const int last = n > f.n_life ? n : f.n_life;
     double s = 0.0;
     for (int j = last; j >= 1; --j) {
-        const double rent_j = rent0 * rent_index[j - 1];
-        if (j <= n_life) {
-            const double income = g.hours * util * fmax(0.0, rent_j - e) - opex;
+        const double rent_j = f.rent0 * rent_index[j - 1];
+        if (j <= f.n_life) {
+            const double income = g.hours * f.util * fmax(0.0, rent_j - f.e) - f.opex;
             s = w * (income + s);
         }
         if (j - 1 >= 1 && j - 1 <= n) gval[j - 2] = fmax(0.0, s);
-        if (j <= n_cash) {
-            const bool in_service = j <= n_life;
-            const double util_k = rent_j > e ? util : 0.0;
-            const double share = j <= n_contract ? contracted : 0.0;
-            const double gpu_hours = in_service ? n_gpus * g.hours : 0.0;
-            const double merchant = (1.0 - share) * util_k;
-            const double revenue = gpu_hours * (share * contract_rent + merchant * rent_j);
-            const double power = gpu_hours * (share + merchant) * e;
-            const double fixed = in_service ? n_gpus * opex : 0.0;
-            net[j - 1] = revenue - power - fixed;
-        }
+        if (j <= n) net[j - 1] = gs_fleet_net(g, f, j, rent_j);
     }
+    double fleet_pv = 0.0;
+    for (int m = 1; m <= li[GS_NREFI]; ++m)
+        fleet_pv += gs_fleet_net(g, f, n + m, f.rent0 * rent_index[n + m - 1]) * discount[m - 1];
+    return fleet_pv;
 }
 
 // Whether x / y < limit (y > 0), as the rounded quotient compares; the
@@ -361,18 +385,16 @@ GS_FN double gs_mining(const GsArgs& g, const GsLoan& ln, double x_k) {
 
 // The cash-flow refinancing offer of a loan maturing in n (step 8):
 // K_n = max(0, sum_{m=1..n_refi} CFADS_{n+m} (1+y)^(-t_m)) / refi_min_dscr, the
-// fleet's part and the mining part discounted apart and added once, as the
-// NumPy backend does.  net[j - 1] is the fleet's net cash flow of period j,
-// discount[m - 1] the discount factor of period m.
-GS_FN double gs_cash_flow_offer(const GsArgs& g, const GsLoan& ln, const double* net,
+// fleet's part (fleet_pv, from the tables) and the mining part discounted
+// apart and added once, as the NumPy backend does; discount[m - 1] is the
+// discount factor of period m.
+GS_FN double gs_cash_flow_offer(const GsArgs& g, const GsLoan& ln, double fleet_pv,
                                 const double* discount, double c, double D, double x_done) {
-    double fleet_pv = 0.0, mining_pv = 0.0;
-    for (int m = 1; m <= ln.n_refi; ++m) {
-        const double w = discount[m - 1];
-        const int j = ln.n + m;
-        fleet_pv += net[j - 1] * w;
-        if (ln.mining) mining_pv += gs_mining(g, ln, gs_crypto_index(j, c, D, x_done)) * w;
-    }
+    double mining_pv = 0.0;
+    if (ln.mining)
+        for (int m = 1; m <= ln.n_refi; ++m)
+            mining_pv +=
+                gs_mining(g, ln, gs_crypto_index(ln.n + m, c, D, x_done)) * discount[m - 1];
     return fmax(0.0, fleet_pv + mining_pv) / ln.refi_min_dscr;
 }
 
@@ -392,14 +414,16 @@ struct GsStep {
 };
 
 // Steps 3-8 of docs/model.md for loan ln in period k of one path cell, given
-// the fleet's net cash flow net[k - 1], appraisal gval[k - 1] and discount
-// factors discount[k - 1], the crypto fall c over D periods, and the market
-// price index p_{k-1} (1 without a market step).  Updates the state and
+// the fleet's net cash flow net[k - 1], appraisal gval[k - 1], the fleet's
+// part of the refinancing offer and the discount factors discount[k - 1],
+// the crypto fall c over D periods, and the market price index p_{k-1} (1
+// without a market step).  Updates the state and
 // lowers dscr_min to the period's DSCR where that is below it (the ratio is
 // formed only where it can be a new minimum).
 GS_FN GsStep gs_loan_period(const GsArgs& g, const GsLoan& ln, int k, const double* net,
-                            const double* gval, const double* discount, double c, double D,
-                            double x_done, double market, GsState& st, double& dscr_min) {
+                            const double* gval, double fleet_pv, const double* discount,
+                            double c, double D, double x_done, double market, GsState& st,
+                            double& dscr_min) {
     // 3. Mining at the crypto price index.
     const double x = gs_crypto_index(k, c, D, x_done);
     double cfads = net[k - 1];
@@ -449,7 +473,7 @@ GS_FN GsStep gs_loan_period(const GsArgs& g, const GsLoan& ln, int k, const doub
             // The better of the collateral and the cash-flow offer.
             double offer = ln.refi * collateral;
             if (ln.n_refi > 0)
-                offer = fmax(offer, gs_cash_flow_offer(g, ln, net, discount, c, D, x_done));
+                offer = fmax(offer, gs_cash_flow_offer(g, ln, fleet_pv, discount, c, D, x_done));
             if (ln.balloon > fmax(cash_k, 0.0) + offer) fired = GS_TRIGGER_MATURITY;
         }
     }
@@ -474,8 +498,8 @@ struct GsPath {
 // One loan in one path cell without a market step: its periods up to
 // default or maturity (gs_loan_period with p = 1).
 GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
-                          const double* gval, const double* discount, double c, double D,
-                          double x_done, double& dscr_min) {
+                          const double* gval, double fleet_pv, const double* discount,
+                          double c, double D, double x_done, double& dscr_min) {
     GsState st;
     st.cash = ln.cash0;
     st.breaches = 0.0;
@@ -486,8 +510,8 @@ GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
     path.cash_tau = 0.0;
     path.price_tau = 1.0;
     for (int k = 1; k <= ln.n; ++k) {
-        const GsStep step =
-            gs_loan_period(g, ln, k, net, gval, discount, c, D, x_done, 1.0, st, dscr_min);
+        const GsStep step = gs_loan_period(g, ln, k, net, gval, fleet_pv, discount, c, D, x_done,
+                                           1.0, st, dscr_min);
         if (step.fired >= 0) {
             path.tau = k;
             path.trigger = step.fired;
@@ -510,15 +534,15 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     if (ia >= g.na_block || a >= g.a_end) return;
     double* net = table + gs_table_index(g, ia, lt, 1);
     double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
-    gs_build_loan_tables(g, l0 + lt, table + gs_rent_index(g, ia, 1), g.a_discount[a], net,
-                         gval);
+    const double* discount = table + gs_discount_index(g, ia, 1);
+    double* out = table + gs_path_index(g, ia, lt);
+    out[GS_PATH_FLEET_PV] = gs_build_loan_tables(g, l0 + lt, table + gs_rent_index(g, ia, 1),
+                                                 discount, g.a_discount[a], net, gval);
     if (!(GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_FLAGS) & GS_B_FREE)) return;
     // No mining and no crypto: the price index enters only as 0 * X_k.
     double dscr_min = GS_INF;
     const GsPath path = gs_loan_path(g, gs_load_loan(g, l0 + lt), net, gval,
-                                     table + gs_discount_index(g, ia, 1), 0.0, 1.0, 1.0,
-                                     dscr_min);
-    double* out = table + gs_path_index(g, ia, lt);
+                                     out[GS_PATH_FLEET_PV], discount, 0.0, 1.0, 1.0, dscr_min);
     out[0] = (double)path.tau;
     out[1] = path.payment ? 1.0 : 0.0;
     out[2] = path.cash_tau;
@@ -635,6 +659,7 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         } else {
             const double* net = table + gs_table_index(g, ia, lt, 1);
             path = gs_loan_path(g, gs_load_loan(g, l), net, gval,
+                                table[gs_path_index(g, ia, lt) + GS_PATH_FLEET_PV],
                                 table + gs_discount_index(g, ia, 1), c, D, price_done,
                                 cell.dscr_min);
         }
@@ -830,23 +855,25 @@ GS_FN void gs_recover_finish(const GsArgs& g, GsRecoverBlock r, int t, const GsC
 // (GS_NSTATE rows per loan and path cell) and leaves there the default
 // records the recovery kernel sums for every recovery cell.
 
-// The tables of loan l at value a: net cash flow (KR periods), then G_k (KR).
+// The tables of loan l at value a: net cash flow (K periods), G_k (K), then
+// the fleet's part of the refinancing offer.
+#define GS_MARKET_TABLE(g) (2 * ((g).K1 - 1) + 1)
 GS_FN long gs_market_table(const GsArgs& g, int a, int l) {
-    return ((long)(a - g.rec_begin) * g.n_loans + l) * 2 * g.KR;
+    return ((long)(a - g.rec_begin) * g.n_loans + l) * GS_MARKET_TABLE(g);
 }
 
-// The discount factors (1 + y)^(-t_k), k = 1..KR, at value a.
+// The discount factors (1 + y)^(-t_k), k = 1..KD, at value a.
 GS_FN long gs_market_discount(const GsArgs& g, int a) {
-    return (long)(g.rec_end - g.rec_begin) * g.n_loans * 2 * g.KR
-           + (long)(a - g.rec_begin) * g.KR;
+    return (long)(g.rec_end - g.rec_begin) * g.n_loans * GS_MARKET_TABLE(g)
+           + (long)(a - g.rec_begin) * g.KD;
 }
 
 // Doubles of the tables of a launch's a range.
 GS_FN long gs_market_table_doubles(const GsArgs& g) {
-    return (long)(g.rec_end - g.rec_begin) * (2L * g.n_loans * g.KR + g.KR);
+    return (long)(g.rec_end - g.rec_begin) * ((long)g.n_loans * GS_MARKET_TABLE(g) + g.KD);
 }
 
-// Tables kernel, phase 0 work item r < KR + J of a = a_begin + block_index:
+// Tables kernel, phase 0 work item r < KD + J of a = a_begin + block_index:
 // a discount factor (to global memory) or the rent index (to rent[]).
 GS_FN void gs_market_factor(const GsArgs& g, int block_index, int r, double* rent) {
     const int a = g.a_begin + block_index;
@@ -857,7 +884,9 @@ GS_FN void gs_market_factor(const GsArgs& g, int block_index, int r, double* ren
 GS_FN void gs_market_loan_tables(const GsArgs& g, int block_index, int l, const double* rent) {
     const int a = g.a_begin + block_index;
     double* net = g.tables + gs_market_table(g, a, l);
-    gs_build_loan_tables(g, l, rent, g.a_discount[a], net, net + g.KR);
+    const int K = g.K1 - 1;
+    net[2 * K] = gs_build_loan_tables(g, l, rent, g.tables + gs_market_discount(g, a),
+                                      g.a_discount[a], net, net + K);
 }
 
 // Thread u of the market kernel: its path cell (a, b), and whether it has one.
@@ -899,12 +928,12 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
             if (GS_REC(GS_REC_TAU, l) != 0.0) continue;
             const GsLoan ln = gs_load_loan(g, l);
             const double* net = g.tables + gs_market_table(g, a, l);
-            const double* gval = net + g.KR;
+            const double* gval = net + K;
             GsState st;
             st.cash = GS_REC(GS_REC_CASH, l);
             st.breaches = GS_REC(GS_REC_BREACHES, l);
-            const GsStep step = gs_loan_period(g, ln, k, net, gval, discount, c, D, x_done,
-                                               price, st, cell.dscr_min);
+            const GsStep step = gs_loan_period(g, ln, k, net, gval, net[2 * K], discount, c, D,
+                                               x_done, price, st, cell.dscr_min);
             GS_REC(GS_REC_BREACHES, l) = st.breaches;
             if (step.fired < 0) {
                 GS_REC(GS_REC_CASH, l) = st.cash;

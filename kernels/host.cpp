@@ -98,7 +98,7 @@ extern "C" int gs_tables_host(const GsArgs* args, long n_blocks, int threads) {
     std::vector<double> rent(g.J);
     for (long bi = 0; bi < n_blocks; ++bi) {
         std::fill(rent.begin(), rent.end(), GS_NAN);  // as above
-        for (int r = 0; r < g.KR + g.J; ++r) gs_market_factor(g, (int)bi, r, rent.data());
+        for (int r = 0; r < g.KD + g.J; ++r) gs_market_factor(g, (int)bi, r, rent.data());
         for (int l = 0; l < g.n_loans; ++l) gs_market_loan_tables(g, (int)bi, l, rent.data());
     }
     return 0;

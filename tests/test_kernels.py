@@ -153,7 +153,7 @@ def tuned(pf, axes, fixed, slab_a=None, records_a=None, **settings) -> K.KernelS
     if slab_a is not None:
         settings["slab_cells"] = slab_a * b * q
     if records_a is not None:
-        market = K.table_periods(pf) if layout.market else None
+        market = K.market_table_doubles(pf) if layout.market else None
         settings["record_bytes"] = records_a * K.record_bytes_per_a(pf.n_loans, b, market)
     return K.KernelSettings(**settings)
 
@@ -161,8 +161,12 @@ def tuned(pf, axes, fixed, slab_a=None, records_a=None, **settings) -> K.KernelS
 def launches(pf) -> list[tuple[int, int]]:
     """(threads per block, shared bytes): the default, two a values per block
     with tiles of two loans, and one a value with one loan per tile."""
-    K_, J, P = K.table_periods(pf), K.rent_periods(pf), K.PATH_FIELDS
-    return [(128, 48 * 1024), (32, 2 * 8 * (2 * (2 * K_ + P) + K_ + J)), (64, 8 * (3 * K_ + J + P))]
+    K_, J, D, P = pf.horizon, K.rent_periods(pf), K.discount_periods(pf), K.PATH_FIELDS
+    return [
+        (128, 48 * 1024),
+        (32, 2 * 8 * (2 * (2 * K_ + P) + D + J)),
+        (64, 8 * (2 * K_ + D + J + P)),
+    ]
 
 
 @needs_cxx
@@ -188,10 +192,11 @@ def test_kernel_arithmetic_matches_numpy(host_build, grid, seed):
                     1,
                     1,
                     pf.n_loans,
-                    K.table_periods(pf),
+                    pf.horizon,
                     threads,
                     shared,
                     rent_periods=K.rent_periods(pf),
+                    discount_periods=K.discount_periods(pf),
                 )
                 assert (shape.na_block, shape.loan_tile) == (1, 1)
             assert_parity(got, ref, pf.total_principal, pf.principal_wal)
@@ -255,7 +260,7 @@ def test_kernel_v2_arithmetic_matches_numpy(host_build, grid, seed):
     # The v2 loan fields are all in play: kept cash, cash-flow refinancing
     # past the horizon, book-value covenants.
     assert np.any(pf.values["cash_cap"] > pf.values["cash_reserve"])
-    assert K.table_periods(pf) > pf.horizon and pf.book_basis.any()
+    assert np.max(pf.n + pf.n_refi) > pf.horizon and pf.book_basis.any()
     market = K.block_layout(axes, cfg.scenario).market
     assert market == (grid != "deep market")
     if market:  # the market moves prices, and so the defaults
@@ -374,7 +379,7 @@ def test_many_recovery_cells_and_segments_in_two_stages(host_build):
     # (several blocks along q), with the records of all 17 loans copied at
     # once, or a few at a time (the least shared memory the path kernel
     # runs with).
-    least = 8 * (3 * pf.horizon + K.rent_periods(pf) + K.PATH_FIELDS)
+    least = 8 * (2 * pf.horizon + K.discount_periods(pf) + K.rent_periods(pf) + K.PATH_FIELDS)
     for max_q, recover_q, threads, shared in (
         (K.MAX_Q_PER_THREAD, K.RECOVER_Q_PER_THREAD, K.RECOVER_THREADS, K.SHARED_BYTES),
         (5, 5, 64, least),
@@ -683,15 +688,16 @@ def test_fused_kernel_covers_every_portfolio_whose_tables_fit_shared_memory():
     pf = prepare(seed, "numpy").portfolio
     assert K.fused_covers(pf) is None
     # The seed's longest loan runs 6 years (24 quarters) and refinances on 4
-    # more years of cash flow: tables of 40 periods.
-    assert K.table_periods(pf) == int(np.max(pf.n + pf.n_refi)) == 40
+    # more years of cash flow: a rent index of 40 periods.
+    assert pf.horizon == 24 and K.rent_periods(pf) == int(np.max(pf.n + pf.n_refi)) == 40
+    assert K.discount_periods(pf) == 24
     # A loan of 200 years (800 quarters, 816 with its refinancing): tables of
-    # 2 * 816 + 5 path doubles and 816 + 816 factors, 8 * 3,269 = 26,152
-    # bytes, beyond the 24,576 a path block has.
+    # 2 * 800 + 6 path doubles, 800 discount factors and a rent index of 816,
+    # 8 * 3,222 = 25,776 bytes, beyond the 24,576 a path block has.
     first = replace(seed.loans[0], term_years=200.0, economic_life_years=201.0)
     long = prepare(replace(seed, loans=(first,) + seed.loans[1:]), "numpy").portfolio
-    assert K.table_periods(long) == 816 and K.rent_periods(long) == 816
-    assert K.fused_covers(long).startswith("loan tables of 816 periods, rent index of 816")
+    assert (long.horizon, K.discount_periods(long), K.rent_periods(long)) == (800, 800, 816)
+    assert K.fused_covers(long).startswith("loan tables of 800 periods, rent index of 816")
 
 
 @pytest.mark.parametrize(

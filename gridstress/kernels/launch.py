@@ -120,16 +120,24 @@ def two_stage(q_count: int, max_q_per_thread: int = MAX_Q_PER_THREAD) -> bool:
     return q_count > max_q_per_thread
 
 
-def table_periods(pf: PortfolioArrays) -> int:
-    """Periods of a loan's tables in the kernel (``KR``): the horizon, or the
-    longest maturity plus cash-flow refinancing projection if that is longer."""
-    return int(max(pf.horizon, int(np.max(pf.n + pf.n_refi, initial=0))))
+def discount_periods(pf: PortfolioArrays) -> int:
+    """Periods of the discount factors the kernel tabulates (``KD``): the
+    horizon, or the longest cash-flow refinancing projection if longer."""
+    return int(max(pf.horizon, int(np.max(pf.n_refi, initial=0))))
 
 
 def rent_periods(pf: PortfolioArrays) -> int:
-    """Periods of the rent index the kernel tabulates (``J``): the loans' tables,
-    or the longest service life if longer (the appraisal runs to the end of service)."""
-    return int(max(table_periods(pf), int(np.max(pf.n_life, initial=0))))
+    """Periods of the rent index the kernel tabulates (``J``): the horizon, the
+    longest maturity plus refinancing projection (the offer's cash flows) or
+    the longest service life (the appraisal runs to the end of service)."""
+    longest = max(int(np.max(pf.n + pf.n_refi, initial=0)), int(np.max(pf.n_life, initial=0)))
+    return int(max(pf.horizon, longest))
+
+
+def market_table_doubles(pf: PortfolioArrays) -> int:
+    """Doubles of the market step's tables per value of ``a``: each loan's net
+    cash flow, appraisal and fleet refinancing PV, and the discount factors."""
+    return pf.n_loans * (2 * pf.horizon + 1) + discount_periods(pf)
 
 
 @dataclass(frozen=True)
@@ -142,12 +150,13 @@ class LaunchShape:
     loan_tile: int
     variant: Variant = Variant()
 
-    def shared_bytes(self, horizon: int, rent_periods: int | None = None) -> int:
-        """Two tables per (a, loan, period) and a b-free loan's path per (a,
-        loan), and per a value the discount factors (``horizon`` periods: the
-        tables' :func:`table_periods`) and the rent index (``rent_periods``,
-        default ``horizon``)."""
-        factors = horizon + (horizon if rent_periods is None else rent_periods)
+    def shared_bytes(
+        self, horizon: int, rent_periods: int | None = None, discount_periods: int | None = None
+    ) -> int:
+        """Two tables per (a, loan, period) and a loan's path fields per (a,
+        loan), and per a value the discount factors (``discount_periods``) and
+        the rent index (``rent_periods``; both default ``horizon``)."""
+        factors = (discount_periods or horizon) + (rent_periods or horizon)
         per_loan = 2 * horizon + PATH_FIELDS
         return (self.loan_tile * per_loan + factors) * self.na_block * 8
 
@@ -168,6 +177,7 @@ def launch_shape(
     shared_bytes: int = PATH_SHARED_BYTES,
     variant: Variant = Variant(),
     rent_periods: int | None = None,
+    discount_periods: int | None = None,
 ) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
@@ -175,17 +185,18 @@ def launch_shape(
     every block along ``b``; when there are fewer ``b`` than threads it takes
     several ``a`` values, as many as fit their factors and tables of at least
     one loan in ``shared_bytes``.  Loans are then tiled to fill the shared
-    memory.  ``rent_periods`` (default ``horizon``) is the length of the rent
-    index (:func:`rent_periods`).
+    memory.  ``rent_periods`` and ``discount_periods`` (default ``horizon``)
+    are the lengths of the rent index and the discount factors
+    (:func:`rent_periods`, :func:`discount_periods`).
     """
     if min(a_count, b_count, n_loans, horizon) < 1:
         raise ValueError("a launch needs at least one a value, b value, loan and period")
     per_loan = 8 * (2 * horizon + PATH_FIELDS)  # two tables and a path, per a value
-    factors = 8 * (horizon + (horizon if rent_periods is None else rent_periods))
+    factors = 8 * ((discount_periods or horizon) + (rent_periods or horizon))
     if per_loan + factors > shared_bytes:
         raise ValueError(
-            f"a horizon of {horizon} periods (rent index of "
-            f"{factors // 8 - horizon}) does not fit the shared memory"
+            f"a horizon of {horizon} periods (rent index of {rent_periods or horizon}, "
+            f"discount factors of {discount_periods or horizon}) does not fit the shared memory"
         )
     # b values per block: as many as fit, spread evenly over the blocks.
     nb = math.ceil(b_count / math.ceil(b_count / threads))
@@ -394,7 +405,7 @@ def pack_args(
     args["B"] = layout.size("b")
     args["Q"] = layout.size("q")
     args["n_segments"] = len(pf.segments)
-    args["KR"] = table_periods(pf)
+    args["KD"] = discount_periods(pf)
     args["J"] = rent_periods(pf)
     args["a_begin"], args["a_end"] = a_begin, a_end
     args["rec_begin"], args["rec_end"] = records or (a_begin, a_end)
@@ -487,8 +498,9 @@ class KernelPlan:
     shape: LaunchShape | None  # the path kernel's (None with the market step)
     rshape: RecoverShape | None
     plan: list[PathLaunch]
-    horizon: int  # periods of the loans' tables (table_periods)
+    horizon: int
     rent_periods: int
+    discount_periods: int
     n_loans: int
     b_count: int
     q_count: int
@@ -506,7 +518,7 @@ class KernelPlan:
         if not self.market:
             return 0
         widest = max(p.path[1] - p.path[0] for p in self.plan)
-        return widest * (2 * self.n_loans * self.horizon + self.horizon)
+        return widest * (self.n_loans * (2 * self.horizon + 1) + self.discount_periods)
 
     def launches(
         self, pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int]
@@ -554,7 +566,9 @@ class KernelPlan:
                         p.path,
                         self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q),
                         self.shape.threads,
-                        self.shape.shared_bytes(self.horizon, self.rent_periods),
+                        self.shape.shared_bytes(
+                            self.horizon, self.rent_periods, self.discount_periods
+                        ),
                         pack_args(pf, layout, pointers, a0, a1, self.shape),
                         None if self.staged else p.path,
                     )
@@ -640,7 +654,6 @@ def kernel_plan(
         if staged
         else None
     )
-    periods = table_periods(pf)
     shape = (
         None
         if market
@@ -648,14 +661,17 @@ def kernel_plan(
             A,
             B,
             pf.n_loans,
-            periods,
+            pf.horizon,
             st.threads,
             st.path_shared_bytes,
             variant.path_stage() if staged else variant,
             rent_periods=rent_periods(pf),
+            discount_periods=discount_periods(pf),
         )
     )
-    records_a = record_a(pf.n_loans, B, st.record_bytes, periods if market else None)
+    records_a = record_a(
+        pf.n_loans, B, st.record_bytes, market_table_doubles(pf) if market else None
+    )
     plan = launch_plan(
         A, B * Q, records_a if staged else None, st.slab_cells, slab_copies=layout.a_leads
     )
@@ -665,8 +681,9 @@ def kernel_plan(
         shape,
         rshape,
         plan,
-        periods,
+        pf.horizon,
         rent_periods(pf),
+        discount_periods(pf),
         pf.n_loans,
         B,
         Q,
@@ -674,23 +691,23 @@ def kernel_plan(
     )
 
 
-def record_bytes_per_a(n_loans: int, b_count: int, market_periods: int | None = None) -> int:
+def record_bytes_per_a(n_loans: int, b_count: int, market_tables: int | None = None) -> int:
     """Device memory of the default records of one value of ``a`` (two stages);
-    with the market step (``market_periods``, the tables' periods), of the
-    loans' states and tables [bytes]."""
-    if market_periods is None:
+    with the market step (``market_tables``: :func:`market_table_doubles`), of
+    the loans' states and tables [bytes]."""
+    if market_tables is None:
         return 8 * RECORD_FIELDS * n_loans * b_count
-    return 8 * (STATE_FIELDS * n_loans * b_count + (2 * n_loans + 1) * market_periods)
+    return 8 * (STATE_FIELDS * n_loans * b_count + market_tables)
 
 
 def record_a(
     n_loans: int,
     b_count: int,
     record_bytes: int = RECORD_BYTES,
-    market_periods: int | None = None,
+    market_tables: int | None = None,
 ) -> int:
     """Values of ``a`` whose records (:func:`record_bytes_per_a`) fit ``record_bytes``."""
-    return max(1, record_bytes // record_bytes_per_a(n_loans, b_count, market_periods))
+    return max(1, record_bytes // record_bytes_per_a(n_loans, b_count, market_tables))
 
 
 @dataclass(frozen=True)
@@ -792,8 +809,8 @@ def fused_covers(pf: PortfolioArrays) -> str | None:
     tables and its value's factors, one of the market step's tables kernel
     the rent index.
     """
-    periods, rent = table_periods(pf), rent_periods(pf)
-    need = 8 * (2 * periods + PATH_FIELDS + periods + rent)
+    periods, rent = pf.horizon, rent_periods(pf)
+    need = 8 * (2 * periods + PATH_FIELDS + discount_periods(pf) + rent)
     if need > PATH_SHARED_BYTES or 8 * rent > SHARED_BYTES:
         return (
             f"loan tables of {periods} periods, rent index of {rent}: more than a "
@@ -838,7 +855,8 @@ __all__ = [
     "record_a",
     "recover_shape",
     "rent_periods",
+    "discount_periods",
     "slabs",
-    "table_periods",
+    "market_table_doubles",
     "two_stage",
 ]

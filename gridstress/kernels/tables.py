@@ -78,8 +78,9 @@ LOAN_FLAGS = (
     ),
     (BOOK_BASIS, "GS_BOOK_BASIS", "LTV covenant on book value"),
 )
-#: Doubles of a b-free loan's path in shared memory (GS_NPATH).
-PATH_FIELDS = 5
+#: Doubles per loan of a tile after its tables in shared memory (GS_NPATH): the
+#: fleet's refinancing PV and a b-free loan's path.
+PATH_FIELDS = 6
 #: Output variables of the kernel, in the cube's table order, which is the
 #: kernel's (the GS_QV_* and GS_PV_* defines): per recovery cell, then per
 #: path cell.
@@ -139,7 +140,7 @@ ARGS_DTYPE = np.dtype(
             "B",
             "Q",
             "n_segments",
-            "KR",
+            "KD",
             "J",
             "a_begin",
             "a_end",
