@@ -9,7 +9,7 @@ The kernels compute every input of model v2 (docs/model.md) whose loan
 tables fit a thread block's shared memory (:func:`fused_covers`); for the
 rest :func:`gridstress.prepared.prepare` runs the xp model on CuPy.
 
-This is the one module that reads ``kernels/`` (shipped in the wheel as
+This is the one package that reads ``kernels/`` (shipped in the wheel as
 ``gridstress/_cuda``).  :class:`FusedGrid` evaluates blocks of cells on the
 GPU, compiled at run time by NVRTC through :class:`cupy.RawModule`; CuPy
 caches the compiled module on disk (``CUPY_CACHE_DIR``, default

@@ -15,11 +15,11 @@ from .launch import (
     KernelSettings,
     Launch,
     Variant,
-    _assemble,
-    _bytes,
-    _kernel_to_block,
+    args_bytes,
+    assemble,
     block_layout,
     kernel_plan,
+    kernel_to_block,
     loan_matrices,
     param_arrays,
     q_to_block,
@@ -165,7 +165,7 @@ class FusedGrid:
         pointers |= {k: 0 if v is None else v.data.ptr for k, v in scratch.items()}
         launches = kp.launches(pf, layout, pointers)
         with self.compute:  # every launch's argument block, in one upload
-            arg_bytes = cp.asarray(_bytes(np.stack([launch.args for launch in launches])))
+            arg_bytes = cp.asarray(args_bytes(np.stack([launch.args for launch in launches])))
         size = ARGS_DTYPE.itemsize
         events: list[tuple[str, Any, Any]] = []
         if not layout.a_leads or self.per_loan:
@@ -173,7 +173,7 @@ class FusedGrid:
             for n, launch in enumerate(launches):
                 self._launch(launch, arg_bytes[n * size : (n + 1) * size], events)
             with self.compute:
-                out = _kernel_to_block(
+                out = kernel_to_block(
                     layout,
                     out_q,
                     out_p,
@@ -217,7 +217,7 @@ class FusedGrid:
         self.compute.synchronize()
         self.copy.synchronize()
         self._add_kernel_time(events)
-        return _assemble(
+        return assemble(
             layout,
             q_host.reshape(len(Q_VARIABLES), -1),
             seg_host.reshape(-1, S),

@@ -14,9 +14,9 @@ from ..portfolio import PortfolioArrays
 from .launch import (
     KernelSettings,
     Variant,
-    _kernel_to_block,
     block_layout,
     kernel_plan,
+    kernel_to_block,
     loan_matrices,
     param_arrays,
 )
@@ -124,7 +124,7 @@ def evaluate_on_host(
         )
         if rc != 0:
             raise RuntimeError(f"the host build of {launch.kernel} returned {rc}")
-    return _kernel_to_block(
+    return kernel_to_block(
         layout,
         keep["out_q"],
         keep["out_p"],

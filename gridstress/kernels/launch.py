@@ -437,7 +437,8 @@ def param_arrays(layout: BlockLayout) -> dict[str, np.ndarray]:
     }
 
 
-def _bytes(args: np.ndarray) -> np.ndarray:
+def args_bytes(args: np.ndarray) -> np.ndarray:
+    """Argument blocks (:data:`ARGS_DTYPE`) as the bytes uploaded to the device."""
     return np.frombuffer(args.tobytes(), dtype=np.uint8)
 
 
@@ -458,9 +459,12 @@ def _path_results(layout: BlockLayout, p_host: np.ndarray, take) -> dict[str, np
     return out
 
 
-def _assemble(
+def assemble(
     layout: BlockLayout, q_host: np.ndarray, seg_host: np.ndarray, p_host: np.ndarray, copy: bool
 ) -> dict[str, np.ndarray]:
+    """The block's variables from host buffers already in the block's dim order
+    (recovery-cell rows, segment losses, path-cell rows); ``copy`` copies them
+    out of the buffers."""
     take = np.array if copy else np.asarray
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(Q_VARIABLES):
@@ -769,7 +773,7 @@ def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS) -> list[
     return out
 
 
-def _kernel_to_block(
+def kernel_to_block(
     layout: BlockLayout, out_q, out_p, xp, to_host, loan_loss=None, loan_years=None
 ) -> dict[str, np.ndarray]:
     """Block-ordered host results from the kernel's ``[var][a][q][b]`` arrays, for
@@ -820,6 +824,9 @@ def fused_covers(pf: PortfolioArrays) -> str | None:
 
 
 __all__ = [
+    "args_bytes",
+    "assemble",
+    "kernel_to_block",
     "record_bytes_per_a",
     "BlockLayout",
     "KernelPlan",
