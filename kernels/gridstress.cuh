@@ -91,12 +91,13 @@ static inline double gs_opaque(double x) { return x; }
 #define GS_REC_DISCOUNT 4
 #define GS_NREC 5
 // The market kernel keeps each loan's state in the same rows, after the
-// record: its default period (0 while it runs), trigger, breach count; the
-// cash row holds the running cash account until the default.
-#define GS_REC_TAU 5
+// record: its status (the count of consecutive covenant breaches while it
+// runs, -tau once it has defaulted) and its trigger; the cash row holds the
+// running cash account until the default.  A running loan's period reads
+// two rows and writes one or two.
+#define GS_REC_STATUS 5
 #define GS_REC_TRIGGER 6
-#define GS_REC_BREACHES 7
-#define GS_NSTATE 8
+#define GS_NSTATE 7
 
 // Everything one launch needs, passed by value.
 struct GsArgs {
@@ -912,9 +913,8 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
         GS_REC(GS_REC_CRYPTO, l) = 0.0;
         GS_REC(GS_REC_CASH, l) = GS_LDG(g.loan_f + (long)l * GS_NF + GS_CASH0);
         GS_REC(GS_REC_DISCOUNT, l) = 0.0;
-        GS_REC(GS_REC_TAU, l) = 0.0;
+        GS_REC(GS_REC_STATUS, l) = 0.0;
         GS_REC(GS_REC_TRIGGER, l) = -1.0;
-        GS_REC(GS_REC_BREACHES, l) = 0.0;
     }
     GsCell cell;
     cell.dscr_min = GS_INF;
@@ -925,23 +925,24 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
         bool any = false;
         // The loans still running in k come first (canonical order).
         for (int l = 0; l < g.n_loans && GS_LDG(g.loan_i + (long)l * GS_NI + GS_N) >= k; ++l) {
-            if (GS_REC(GS_REC_TAU, l) != 0.0) continue;
+            const double status = GS_REC(GS_REC_STATUS, l);
+            if (status < 0.0) continue;  // defaulted
             const GsLoan ln = gs_load_loan(g, l);
             const double* net = g.tables + gs_market_table(g, a, l);
             const double* gval = net + K;
             GsState st;
             st.cash = GS_REC(GS_REC_CASH, l);
-            st.breaches = GS_REC(GS_REC_BREACHES, l);
+            st.breaches = status;
             const GsStep step = gs_loan_period(g, ln, k, net, gval, net[2 * K], discount, c, D,
                                                x_done, price, st, cell.dscr_min);
-            GS_REC(GS_REC_BREACHES, l) = st.breaches;
             if (step.fired < 0) {
                 GS_REC(GS_REC_CASH, l) = st.cash;
+                if (ln.covenant) GS_REC(GS_REC_STATUS, l) = st.breaches;  // else still 0
                 continue;
             }
             // Default in k: the record, with the fleet's fair value V*_k
             // (marked to p_k below, once the period's sales are known).
-            GS_REC(GS_REC_TAU, l) = (double)k;
+            GS_REC(GS_REC_STATUS, l) = -(double)k;
             GS_REC(GS_REC_TRIGGER, l) = (double)step.fired;
             GS_REC(GS_REC_EAD, l) = step.payment ? GS_LDG(g.balance + (long)l * g.K1 + k - 1)
                                                  : GS_LDG(ln.owed_row + k);
@@ -960,7 +961,7 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
         if (!any) continue;
         // The fleets of the defaults of k are sold at p_k.
         for (int l = 0; l < g.n_loans && GS_LDG(g.loan_i + (long)l * GS_NI + GS_N) >= k; ++l)
-            if (GS_REC(GS_REC_TAU, l) == (double)k)
+            if (GS_REC(GS_REC_STATUS, l) == -(double)k)
                 GS_REC(GS_REC_GPU, l) = GS_REC(GS_REC_GPU, l) * price;
     }
     // The cell's statistics, adding the loans in canonical order.
@@ -971,9 +972,9 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
     GS_UNROLL
     for (int t = 0; t < GS_NTRIGGER; ++t) cell.by_trigger[t] = 0.0;
     for (int l = 0; l < g.n_loans; ++l) {
-        const double tau = GS_REC(GS_REC_TAU, l);
-        if (tau == 0.0) continue;
-        const double t_tau = tau * g.dt;
+        const double status = GS_REC(GS_REC_STATUS, l);
+        if (status >= 0.0) continue;  // no default
+        const double t_tau = -status * g.dt;
         const double principal = GS_LDG(g.loan_f + (long)l * GS_NF + GS_PRINCIPAL);
         const int trigger = (int)GS_REC(GS_REC_TRIGGER, l);
         cell.defaults += 1.0;

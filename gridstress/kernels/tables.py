@@ -98,8 +98,8 @@ P_ROWS = TRIGGER_ROW + len(TRIGGERS)
 #: collateral, cash left, discount factor.
 RECORD_FIELDS = 5
 #: Doubles per loan and path cell of the market kernel: the record, then the
-#: default period, trigger and covenant breaches (GS_NSTATE).
-STATE_FIELDS = 8
+#: status (breaches while running, -tau once defaulted) and trigger (GS_NSTATE).
+STATE_FIELDS = 7
 #: Device memory for the default records of one slab [bytes].
 RECORD_BYTES = 2**30
 
