@@ -906,7 +906,11 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
     const double decay = pow(2.0, -g.dt / g.b_half_life[b]);  // 1 when T is infinite
     const double* discount = g.tables + gs_market_discount(g, a);
     const int K = g.K1 - 1;
-#define GS_REC(field, l) g.records[gs_rec_index(g, field, l, a, b)]
+    // The cell's records, gs_rec_index's layout with the cell's offset hoisted.
+    const long rec_cells = (long)(g.rec_end - g.rec_begin) * g.B;
+    const long rec_field = (long)g.n_loans * rec_cells;
+    double* const rec = g.records + gs_rec_index(g, 0, 0, a, b);
+#define GS_REC(field, l) rec[(long)(field) * rec_field + (long)(l) * rec_cells]
     for (int l = 0; l < g.n_loans; ++l) {
         GS_REC(GS_REC_EAD, l) = 0.0;
         GS_REC(GS_REC_GPU, l) = 0.0;
