@@ -56,7 +56,7 @@ def resources(variant: K.Variant) -> dict[str, dict[str, int]]:
                 nvcc,
                 "-arch=sm_90",
                 *K.NVRTC_OPTIONS,
-                *variant.defines(),
+                *variant.compile_options(),
                 "-cubin",
                 "-Xptxas",
                 "-v",

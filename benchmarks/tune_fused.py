@@ -1,11 +1,14 @@
-"""Launch parameters of the fused kernel: one or two stages, recovery cells per
-thread and threads per block of the recovery kernel, threads per block and
-shared-memory budget of the path kernel.
+"""Launch parameters of the fused kernels: one or two stages, recovery cells per
+thread and threads per block of the recovery kernel, threads per block,
+shared-memory budget and register cap of the loan-outer path kernel; with
+the market step, the recovery kernel's shared memory and the path
+launches' width.
 
-Times the kernel (CUDA events, last of three passes; the path and recovery
-kernels apart) on the seed-dense grid (31 haircut values) and on a 1M-cell
-single-haircut grid, 100 random loans, for each setting; prints a table and
-writes JSON.  Needs a GPU.
+Times the kernels (CUDA events, last of three passes; the path and recovery
+kernels apart) on the seed-dense grid (37 haircut values) and on a 1M-cell
+single-haircut grid with a deep market, and on the 1M-cell grid with the
+market step, 100 random loans, for each setting; prints a table and writes
+JSON.  Needs a GPU.
 
     python benchmarks/tune_fused.py --out benchmarks/results/gpu-tune-fused.json
 """
@@ -26,8 +29,9 @@ from gridstress.kernels import SHARED_BYTES, FusedGrid, KernelSettings
 from gridstress.prepared import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_DENSE = "seed-dense (401x181x31)"
+SEED_DENSE = "seed-dense (401x181x37)"
 ONE_HAIRCUT = "1M cells, one haircut"
+ONE_HAIRCUT_MARKET = "1M cells, one haircut, market step"
 
 
 def settings() -> dict[str, list[dict]]:
@@ -50,6 +54,7 @@ def settings() -> dict[str, list[dict]]:
                 for t in (64, 128, 256)
                 for extra in ({}, big)
             ]
+            + [{"stages": "two", "path_max_registers": r} for r in (128, 120)]
         ),
         ONE_HAIRCUT: (
             [
@@ -58,6 +63,13 @@ def settings() -> dict[str, list[dict]]:
                 for extra in ({}, big)
             ]
             + [{"stages": "two"}]
+            + [{"stages": "one", "path_max_registers": r} for r in (128, 120)]
+        ),
+        ONE_HAIRCUT_MARKET: (
+            [{}]
+            + [{"recover_shared_bytes": b} for b in (6 * 1024, 12 * 1024, 24 * 1024)]
+            + [{"recover_threads": t} for t in (64, 128)]
+            + [{"record_bytes": b} for b in (2**28, 2**32)]
         ),
     }
 
@@ -82,6 +94,7 @@ def main() -> None:
     grids = {
         SEED_DENSE: bench_config(100, config=ROOT / "configs/seed-dense.yaml"),
         ONE_HAIRCUT: bench_config(100, cells=1_000_000),
+        ONE_HAIRCUT_MARKET: bench_config(100, cells=1_000_000, model="v2"),
     }
     rows = []
     for label, cfg in grids.items():

@@ -539,6 +539,20 @@ def test_every_tuning_setting_runs_and_matches_numpy(host_cupy):
         assert_parity(got, ref, pf.total_principal, pf.principal_wal)
 
 
+def test_a_register_cap_reaches_the_path_kernel_build_only():
+    # benchmarks/tune_fused.py times --maxrregcount on the loan-outer path kernel.
+    rng = np.random.default_rng(34)
+    cfg = make_v1_config(random_loans(rng, 5), grid=GRIDS_GPU["many haircuts"])
+    pf = prepare(cfg, "numpy").portfolio
+    layout = K.block_layout({a.name: a.array for a in cfg.axes}, cfg.scenario)
+    kp = K.kernel_plan(pf, layout, K.KernelSettings(path_max_registers=128))
+    assert kp.staged  # 21 haircuts: the path kernel, then the recovery kernel
+    builds = {launch.kernel: launch.variant for launch in kp.launches(pf, layout, {})}
+    assert "--maxrregcount=128" in builds[K.KERNEL_NAME].compile_options()
+    assert builds[K.RECOVER_NAME].compile_options() == builds[K.RECOVER_NAME].defines()
+    assert K.Variant().compile_options() == K.Variant().defines()  # no cap by default
+
+
 @needs_cxx
 def test_fused_grid_halves_a_block_that_does_not_fit(host_cupy):
     cfg, pf, axes, ref = _fused_case("many haircuts", 32)

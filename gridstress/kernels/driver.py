@@ -44,7 +44,7 @@ def kernel_function(cupy, variant: Variant = Variant(), name: str = KERNEL_NAME)
     key = (cupy.__name__, cupy.cuda.Device().id, variant)
     if key not in _MODULES:
         _MODULES[key] = cupy.RawModule(
-            code=kernel_source(), options=NVRTC_OPTIONS + variant.defines()
+            code=kernel_source(), options=NVRTC_OPTIONS + variant.compile_options()
         )
     return _MODULES[key].get_function(name)
 

@@ -77,6 +77,7 @@ class Variant:
     segments_in_registers: int = 0
     records: bool = False
     per_loan: bool = False  # writes the per-loan results (a build without them keeps registers)
+    max_registers: int = 0  # NVRTC's --maxrregcount for the build (0: ptxas chooses)
 
     def defines(self) -> tuple[str, ...]:
         return (
@@ -86,9 +87,14 @@ class Variant:
             f"-DGS_PER_LOAN={int(self.per_loan)}",
         )
 
+    def compile_options(self) -> tuple[str, ...]:
+        """The NVRTC options of the build beyond :data:`NVRTC_OPTIONS`."""
+        cap = (f"--maxrregcount={self.max_registers}",) if self.max_registers else ()
+        return self.defines() + cap
+
     def path_stage(self) -> Variant:
         """The build of ``gs_grid`` that writes default records for this variant."""
-        return Variant(1, self.segments_in_registers, True, self.per_loan)
+        return Variant(1, self.segments_in_registers, True, self.per_loan, self.max_registers)
 
 
 def choose_variant(
@@ -610,7 +616,9 @@ class KernelSettings:
     loan-outer path kernel's blocks, ``recover_q_per_thread``,
     ``recover_threads`` and ``recover_shared_bytes`` the recovery kernel's;
     ``record_bytes`` bounds the default records (and the market step's
-    tables) of one path launch, ``slab_cells`` the slabs copied to the host.
+    tables) of one path launch, ``slab_cells`` the slabs copied to the host;
+    ``path_max_registers`` caps the loan-outer path kernel's registers
+    (NVRTC's ``--maxrregcount``; 0 leaves them to ptxas).
     """
 
     stages: str = "auto"
@@ -622,6 +630,7 @@ class KernelSettings:
     recover_shared_bytes: int = SHARED_BYTES
     record_bytes: int = RECORD_BYTES
     slab_cells: int = SLAB_CELLS
+    path_max_registers: int = 0
 
     def __post_init__(self) -> None:
         if self.stages not in ("auto", "one", "two"):
@@ -668,7 +677,9 @@ def kernel_plan(
             pf.horizon,
             st.threads,
             st.path_shared_bytes,
-            variant.path_stage() if staged else variant,
+            replace(
+                variant.path_stage() if staged else variant, max_registers=st.path_max_registers
+            ),
             rent_periods=rent_periods(pf),
             discount_periods=discount_periods(pf),
         )
