@@ -29,7 +29,7 @@ bench() { timeout "$1" python3 -m gridstress bench "${@:2}"; }
 
 if [ "$WHAT" != bench ]; then
     echo "== GPU tests, and the kernel tests on the CPU"
-    timeout 200 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
+    timeout 180 python3 -m pytest -q -p no:cacheprovider -m "gpu or not slow" \
         tests/test_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/pytest-gpu.log"
 fi
 
@@ -45,6 +45,6 @@ echo "== bench: one chunk of 10M cells, fused (v2)"
 bench 40 --cells 10000000 --loans 100 --model v2 --engines fused --no-compile-times \
     --out "$OUT/bench-10m-chunk-v2.json"
 echo "== gridstress run end to end against kernel time: seed-dense and 10M cells"
-timeout 70 python3 benchmarks/gpu_end_to_end.py --out "$OUT/gpu-end-to-end.json"
-echo "== launch parameters of the loan-outer kernel"
-timeout 50 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"
+timeout 90 python3 benchmarks/gpu_end_to_end.py --out "$OUT/gpu-end-to-end.json"
+echo "== launch parameters of the fused kernels"
+timeout 60 python3 benchmarks/tune_fused.py --out "$OUT/tune-fused.json"

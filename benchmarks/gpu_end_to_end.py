@@ -5,7 +5,7 @@ crypto drawdowns, ``startup.ten_million``), in one run on one machine:
 
 - ``cli_synchronous_s``: the wall seconds of ``gridstress run CONFIG
   --backend cupy --scheduler synchronous`` in a fresh process (median of
-  ``startup.E2E_REPEATS``; the kernel cache is warm after the first);
+  ``REPEATS``; the kernel cache is warm after the first);
 - the same work step by step in this process (``startup.split`` on the cupy
   backend): ``model_s``, the kernels with the copy of the results to the
   host, ``kernel_s``, the kernels alone (CUDA events), ``writes_s``,
@@ -24,7 +24,10 @@ import tempfile
 from pathlib import Path
 
 from _common import emit
-from startup import E2E_REPEATS, ROOT, cli, split, ten_million, walls
+from startup import ROOT, cli, split, ten_million, walls
+
+#: Runs of each CLI command; the median is quoted.
+REPEATS = 3
 
 
 def main() -> None:
@@ -60,7 +63,7 @@ def main() -> None:
                 "--out",
                 str(out),
             )
-            wall = walls({name: command}, E2E_REPEATS, {name: out})[name]
+            wall = walls({name: command}, REPEATS, {name: out})[name]
             steps = split(config, folder, "cupy")
             results["runs"][name] = {
                 "cli_synchronous_s": wall,
