@@ -3,7 +3,7 @@
 // gs_grid evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
 // recovery cell q.  Each thread block covers na_block x nb_block path cells
 // (thread t: a = a0 + t / nb_block, b = b0 + t % nb_block).  The block first
-// builds its loan-independent factors in shared memory (na_block x K discount
+// builds its loan-independent factors in shared memory (na_block x KD discount
 // factors, na_block x J rent indices), then walks the portfolio in tiles of
 // loan_tile loans: it builds the tile's d-only tables in shared memory
 // (2 * na_block * loan_tile * K doubles), then each thread runs the tile's

@@ -81,23 +81,14 @@ static inline double gs_opaque(double x) { return x; }
 // list: generated from the tables of gridstress/kernels/tables.py (kernel_defines).
 #include "gs_tables.h"
 
-// Default records of the two-stage mode, stored [field][loan][path cell of
-// rec_begin <= a < rec_end]; an EAD of 0 marks a loan without default
-// (nothing to recover).
-#define GS_REC_EAD 0
-#define GS_REC_GPU 1
-#define GS_REC_CRYPTO 2
-#define GS_REC_CASH 3
-#define GS_REC_DISCOUNT 4
-#define GS_NREC 5
-// The market kernel keeps each loan's state in the same rows, after the
-// record: its status (the count of consecutive covenant breaches while it
-// runs, -tau once it has defaulted) and its trigger; the cash row holds the
-// running cash account until the default.  A running loan's period reads
-// two rows and writes one or two.
-#define GS_REC_STATUS 5
-#define GS_REC_TRIGGER 6
-#define GS_NSTATE 7
+// Default records of the two-stage mode (GS_REC_EAD .. GS_REC_DISCOUNT, from
+// gs_tables.h), stored [row][loan][path cell of rec_begin <= a < rec_end];
+// an EAD of 0 marks a loan without default (nothing to recover).  The market
+// kernel keeps each loan's state in the same rows and two more: its status
+// (the count of consecutive covenant breaches while it runs, -tau once it has
+// defaulted) and its trigger; the cash row holds the running cash account
+// until the default.  A running loan's period reads two rows and writes one
+// or two.
 
 // Everything one launch needs, passed by value.
 struct GsArgs {
@@ -201,12 +192,10 @@ GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
     return 2 * gs_table_size(g) + (long)g.na_block * g.KD + (long)ia * g.J + (j - 1);
 }
 
-// After the rent index, per (a value of the block, loan of the tile): the
-// fleet's part of the cash-flow refinancing offer (GS_PATH_FLEET_PV), and
-// for a b-free loan its path (GsPath: tau, payment, cash at tau, lowest
-// DSCR, trigger), built in phase 1.
-#define GS_NPATH 6
-#define GS_PATH_FLEET_PV 5
+// After the rent index, per (a value of the block, loan of the tile), the
+// GS_NPATH rows GS_PATH_*: the fleet's part of the cash-flow refinancing
+// offer, and for a b-free loan its path (GsPath, with its lowest DSCR),
+// built in phase 1.
 GS_FN long gs_path_index(const GsArgs& g, int ia, int lt) {
     return 2 * gs_table_size(g) + (long)g.na_block * (g.KD + g.J)
            + ((long)ia * g.loan_tile + lt) * GS_NPATH;
@@ -544,11 +533,11 @@ GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, i
     double dscr_min = GS_INF;
     const GsPath path = gs_loan_path(g, gs_load_loan(g, l0 + lt), net, gval,
                                      out[GS_PATH_FLEET_PV], discount, 0.0, 1.0, 1.0, dscr_min);
-    out[0] = (double)path.tau;
-    out[1] = path.payment ? 1.0 : 0.0;
-    out[2] = path.cash_tau;
-    out[3] = dscr_min;
-    out[4] = (double)path.trigger;
+    out[GS_PATH_TAU] = (double)path.tau;
+    out[GS_PATH_PAYMENT] = path.payment ? 1.0 : 0.0;
+    out[GS_PATH_CASH] = path.cash_tau;
+    out[GS_PATH_DSCR_MIN] = dscr_min;
+    out[GS_PATH_TRIGGER] = (double)path.trigger;
 }
 
 // What a thread carries across loans: its path cell's statistics and the
@@ -651,12 +640,12 @@ GS_FN void gs_cell_loans(const GsArgs& g, GsBlock blk, int l0, int tile_len, int
         GsPath path;
         if (GS_LDG(li + GS_FLAGS) & GS_B_FREE) {
             const double* shared_path = table + gs_path_index(g, ia, lt);
-            path.tau = (int)shared_path[0];
-            path.trigger = (int)shared_path[4];
-            path.payment = shared_path[1] != 0.0;
-            path.cash_tau = shared_path[2];
+            path.tau = (int)shared_path[GS_PATH_TAU];
+            path.trigger = (int)shared_path[GS_PATH_TRIGGER];
+            path.payment = shared_path[GS_PATH_PAYMENT] != 0.0;
+            path.cash_tau = shared_path[GS_PATH_CASH];
             path.price_tau = 1.0;  // enters only as 0 * X_tau
-            cell.dscr_min = fmin(cell.dscr_min, shared_path[3]);
+            cell.dscr_min = fmin(cell.dscr_min, shared_path[GS_PATH_DSCR_MIN]);
         } else {
             const double* net = table + gs_table_index(g, ia, lt, 1);
             path = gs_loan_path(g, gs_load_loan(g, l), net, gval,
@@ -927,7 +916,8 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
     for (int k = 1; k <= K; ++k) {
         double sold = 0.0;  // S_k [GPU]
         bool any = false;
-        // The loans still running in k come first (canonical order).
+        // The loans still running in k come first: canonical order sorts
+        // them by maturity, longest first (gridstress/portfolio.py).
         for (int l = 0; l < g.n_loans && GS_LDG(g.loan_i + (long)l * GS_NI + GS_N) >= k; ++l) {
             const double status = GS_REC(GS_REC_STATUS, l);
             if (status < 0.0) continue;  // defaulted
@@ -968,7 +958,8 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
             if (GS_REC(GS_REC_STATUS, l) == -(double)k)
                 GS_REC(GS_REC_GPU, l) = GS_REC(GS_REC_GPU, l) * price;
     }
-    // The cell's statistics, adding the loans in canonical order.
+    // The cell's statistics, adding the loans in canonical order (the
+    // recovery sums of GsCell stay unused here: gs_recover adds them).
     cell.first_default = GS_INF;
     cell.defaults = 0.0;
     cell.defaulted_principal = 0.0;

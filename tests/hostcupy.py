@@ -56,6 +56,7 @@ class HostCupy:
         self.memory_limit = memory_limit
         self.launches: list[tuple[str, int, int, int]] = []  # name, a_begin, a_end, blocks
         self.allocations = 0
+        self.sizes: dict[int, int] = {}  # bytes of each device array, by address
         host = self
 
         class Stream:
@@ -141,7 +142,9 @@ class HostCupy:
         if self.memory_limit is not None and array.nbytes > self.memory_limit:
             raise OutOfMemoryError(f"{array.nbytes} bytes requested")
         self.allocations += 1
-        return np.array(array, copy=True).view(DeviceArray)
+        out = np.array(array, copy=True).view(DeviceArray)
+        self.sizes[out.ctypes.data] = out.nbytes
+        return out
 
     def asarray(self, array) -> DeviceArray:
         return self._device(np.ascontiguousarray(array))
@@ -177,6 +180,11 @@ class HostCupy:
             rc = module.lib.gs_grid_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         elif name in (K.TABLES_NAME, K.MARKET_NAME):
             assert int(g["rec_begin"]) == int(g["a_begin"]) < int(g["a_end"]) == int(g["rec_end"])
+            # The tables and loan states this launch uses fit their buffers.
+            tables = 8 * module.lib.gs_market_table_doubles_host(ptr)
+            assert tables <= self.sizes[int(g["tables"])], (tables, self.sizes[int(g["tables"])])
+            states = 8 * K.STATE_FIELDS * int(g["n_loans"]) * (int(g["a_end"]) - int(g["a_begin"]))
+            assert states * int(g["B"]) <= self.sizes[int(g["records"])]
             cells = (int(g["a_end"]) - int(g["a_begin"])) * (
                 1 if name == K.TABLES_NAME else int(g["B"])
             )

@@ -97,8 +97,9 @@ def test_the_kernel_defines_come_from_the_python_tables_only():
     source defines one of them by hand; the generated values are the tables'."""
     generated = re.findall(r"^#define (GS_\w+)", K.kernel_defines(), flags=re.MULTILINE)
     # guard, 20 + 1 float columns, 6 + 1 int columns, 5 flags, 5 + 1 recovery-cell
-    # rows, 4 + 1 triggers, 5 + 3 path-cell rows, the field list and its layout check
-    assert len(generated) == len(set(generated)) == 1 + 21 + 7 + 5 + 6 + 5 + 8 + 2
+    # rows, 4 + 1 triggers, 5 + 3 path-cell rows, 5 + 2 record rows and 2
+    # counts, 6 + 1 path rows, the field list and its layout check
+    assert len(generated) == len(set(generated)) == 1 + 21 + 7 + 5 + 6 + 5 + 8 + 9 + 7 + 2
     for source in K.kernel_dir().iterdir():
         if source.suffix in (".cuh", ".cu", ".cpp", ".h"):
             by_hand = set(re.findall(r"^\s*#define (GS_\w+)", source.read_text(), re.MULTILINE))
@@ -110,6 +111,8 @@ def test_the_kernel_defines_come_from_the_python_tables_only():
     assert int(values["GS_PV_TRIGGER"]) == K.TRIGGER_ROW
     assert int(values["GS_QV_SEG"]) == len(K.Q_VARIABLES)
     assert int(values["GS_B_FREE"]) == K.B_FREE
+    assert (int(values["GS_NREC"]), int(values["GS_NSTATE"])) == (K.RECORD_FIELDS, K.STATE_FIELDS)
+    assert int(values["GS_NPATH"]) == K.PATH_FIELDS == int(values["GS_PATH_FLEET_PV"]) + 1
 
 
 GRIDS = {

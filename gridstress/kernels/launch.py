@@ -285,6 +285,8 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
         "cure_periods": v["cure_periods"],
     }
     loan_f = np.ascontiguousarray(np.stack([columns[k] for k in LOAN_F], axis=1), dtype=np.float64)
+    # Without mining revenue M_k = max(0, 0 - mining_cost) / f = 0, as
+    # mining_cost >= 0 (validated): the kernel skips the margin.
     mining = v["mining_revenue"] > 0
     flags = (
         HAS_COVENANT * (v["min_dscr"] > 0)

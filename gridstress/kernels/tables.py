@@ -78,9 +78,17 @@ LOAN_FLAGS = (
     ),
     (BOOK_BASIS, "GS_BOOK_BASIS", "LTV covenant on book value"),
 )
-#: Doubles per loan of a tile after its tables in shared memory (GS_NPATH): the
-#: fleet's refinancing PV and a b-free loan's path.
-PATH_FIELDS = 6
+#: Doubles per loan of a tile after its tables in shared memory, (name, note):
+#: a b-free loan's path and every loan's fleet refinancing PV (GS_PATH_*).
+PATH_ROWS = (
+    ("tau", "default period, 0: none"),
+    ("payment", "1: a payment default"),
+    ("cash", "cash at tau"),
+    ("dscr_min", "lowest DSCR"),
+    ("trigger", "the trigger that names the default"),
+    ("fleet_pv", "the fleet's part of the cash-flow refinancing offer"),
+)
+PATH_FIELDS = len(PATH_ROWS)
 #: Output variables of the kernel, in the cube's table order, which is the
 #: kernel's (the GS_QV_* and GS_PV_* defines): per recovery cell, then per
 #: path cell.
@@ -94,12 +102,23 @@ P_VARIABLES = tuple(
 #: the default rate by trigger (rows TRIGGER_ROW + trigger).
 TRIGGER_ROW = len(P_VARIABLES) + 1
 P_ROWS = TRIGGER_ROW + len(TRIGGERS)
-#: Doubles of one default record (two-stage mode): EAD, GPU and crypto
-#: collateral, cash left, discount factor.
-RECORD_FIELDS = 5
-#: Doubles per loan and path cell of the market kernel: the record, then the
-#: status (breaches while running, -tau once defaulted) and trigger (GS_NSTATE).
-STATE_FIELDS = 7
+#: Rows of a default record (two-stage mode), (name, note), stored
+#: [row][loan][path cell] (GS_REC_*); then the rows the market kernel adds for
+#: each loan's state.
+RECORD_ROWS = (
+    ("ead", "exposure at default; 0: nothing to recover"),
+    ("gpu", "GPU collateral at default, V*_tau p_tau"),
+    ("crypto", "crypto collateral at default"),
+    ("cash", "cash left at default (market kernel: the running cash account till then)"),
+    ("discount", "discount factor at default"),
+)
+STATE_ROWS = (
+    ("status", "covenant breaches while the loan runs, -tau once it has defaulted"),
+    ("trigger", "the trigger that names the default"),
+)
+#: Doubles of one default record, and of one loan's state in the market kernel.
+RECORD_FIELDS = len(RECORD_ROWS)
+STATE_FIELDS = RECORD_FIELDS + len(STATE_ROWS)
 #: Device memory for the default records of one slab [bytes].
 RECORD_BYTES = 2**30
 
@@ -202,6 +221,15 @@ def kernel_defines() -> str:
     define("GS_PV_EAD_SUM", TRIGGER_ROW - 1, "sum of EAD over defaulted loans (recovery rate)")
     define("GS_PV_TRIGGER", TRIGGER_ROW, "default rate by trigger: rows GS_PV_TRIGGER + trigger")
     define("GS_NPV", P_ROWS)
+    lines.append("// Rows of the default records and of the market kernel's loan states.")
+    for index, (name, note) in enumerate(RECORD_ROWS + STATE_ROWS):
+        define(f"GS_REC_{name.upper()}", index, note)
+    define("GS_NREC", RECORD_FIELDS)
+    define("GS_NSTATE", STATE_FIELDS)
+    lines.append("// Doubles per loan of a tile after its shared-memory tables.")
+    for index, (name, note) in enumerate(PATH_ROWS):
+        define(f"GS_PATH_{name.upper()}", index, note)
+    define("GS_NPATH", PATH_FIELDS)
     lines.append("// The fields of struct GsArgs in ARGS_DTYPE's order, for X(field).")
     define("GS_ARGS_FIELDS(X)", " ".join(f"X({name})" for name in ARGS_FIELDS))
     lines.append("// Checked where struct GsArgs is defined: the layout ARGS_DTYPE packs.")
@@ -252,6 +280,9 @@ def source_sha256() -> str:
 
 
 __all__ = [
+    "PATH_ROWS",
+    "RECORD_ROWS",
+    "STATE_ROWS",
     "BOOK_BASIS",
     "B_FREE",
     "HAS_COVENANT",
