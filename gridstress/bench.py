@@ -230,20 +230,15 @@ def time_engine(config: RunConfig, engine: str, repeats: int = 1) -> dict[str, A
         result["kernel_loan_periods_per_s"] = loan_periods(run) / run.fused.kernel_seconds
         result["kernel_share_of_wall"] = run.fused.kernel_seconds / seconds
         result["stage_seconds"] = dict(run.fused.stage_seconds)
-        result["kernel_mode"] = "market step" if market_step(run) else "loan-outer"
-        if not market_step(run):  # the count is the loan-outer kernel's
+        from .kernels import block_layout
+
+        # Some cell with a market of finite depth: the period-outer market step.
+        axes = {a.name: a.array for a in run.config.axes}
+        market = block_layout(axes, run.config.scenario).market
+        result["kernel_mode"] = "market step" if market else "loan-outer"
+        if not market:  # the count is the loan-outer kernel's
             result["flops_per_loan_period"] = flops_per_loan_period(run)
     return result
-
-
-def market_step(run) -> bool:
-    """Whether some cell of the run has a market of finite depth (the fused
-    kernels then run the market step, period-outer)."""
-    depth = next(
-        (a.array for a in run.config.axes if a.name == "market_depth_gpus"),
-        [run.config.scenario["market_depth_gpus"]],
-    )
-    return not bool(np.all(np.isinf(np.asarray(depth, dtype=float))))
 
 
 def _synchronize(backend: str):

@@ -85,12 +85,11 @@ class PreparedRun:
                 self.device_portfolio, scenario, block.shape, xp, per_loan=self.config.per_loan
             )
             out = {name: self.backend.to_host(value) for name, value in out.items()}
-        if "loan_default_years" in out:
-            # Size 1 on the liquidation axes: a default time does not depend on them.
-            keep = tuple(
-                0 if a.name in LIQUIDATION_PARAMS else slice(None) for a in self.config.axes
-            )
-            out["loan_default_years"] = out["loan_default_years"][keep]
+        # A variable without the liquidation dims comes with size 1 on them: drop them.
+        keep = tuple(0 if a.name in LIQUIDATION_PARAMS else slice(None) for a in self.config.axes)
+        for name in out:
+            if not OUTPUTS[name].liquidation_dims:
+                out[name] = out[name][keep]
         return out
 
     def attrs(self) -> dict[str, Any]:

@@ -900,14 +900,12 @@ GS_FN void gs_market_path(const GsArgs& g, int a, int b) {
     const long rec_field = (long)g.n_loans * rec_cells;
     double* const rec = g.records + gs_rec_index(g, 0, 0, a, b);
 #define GS_REC(field, l) rec[(long)(field) * rec_field + (long)(l) * rec_cells]
+    // A loan's other rows are written at its default, and read only then
+    // (an EAD of 0 tells the recovery kernel there is nothing to recover).
     for (int l = 0; l < g.n_loans; ++l) {
         GS_REC(GS_REC_EAD, l) = 0.0;
-        GS_REC(GS_REC_GPU, l) = 0.0;
-        GS_REC(GS_REC_CRYPTO, l) = 0.0;
         GS_REC(GS_REC_CASH, l) = GS_LDG(g.loan_f + (long)l * GS_NF + GS_CASH0);
-        GS_REC(GS_REC_DISCOUNT, l) = 0.0;
         GS_REC(GS_REC_STATUS, l) = 0.0;
-        GS_REC(GS_REC_TRIGGER, l) = -1.0;
     }
     GsCell cell;
     cell.dscr_min = GS_INF;

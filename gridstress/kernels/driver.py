@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..portfolio import PortfolioArrays
+from ..variables import OUTPUTS
 from .launch import (
     BlockLayout,
     KernelSettings,
@@ -122,9 +123,10 @@ class FusedGrid:
             sub[dims[axis]] = np.asarray(axes_values[dims[axis]])[part]
             parts.append(self._evaluate_or_split(sub, fixed, copy=True))
         return {
-            # Default times have size 1 on the recovery axes: either half has them all.
+            # Variables without the liquidation axes (per-loan default times)
+            # have size 1 there: either half has them all.
             name: parts[0][name]
-            if name == "loan_default_years" and dims[axis] in RECOVERY_AXES
+            if not OUTPUTS[name].liquidation_dims and dims[axis] in RECOVERY_AXES
             else np.concatenate([p[name] for p in parts], axis=axis)
             for name in parts[0]
         }

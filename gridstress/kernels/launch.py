@@ -502,8 +502,9 @@ class Launch:
 class KernelPlan:
     """How the kernels evaluate one block: stages, builds, shapes and the launch
     plan, the same on the GPU (:class:`FusedGrid`) and in the host build
-    (:func:`evaluate_on_host`).  With the market step (``market``) each path
-    launch is the tables kernel and the market kernel, always in two stages."""
+    (:func:`evaluate_on_host`).  With the market step (``market_tables``, the
+    doubles of its tables per value of ``a``) each path launch is the tables
+    kernel and the market kernel, always in two stages."""
 
     staged: bool
     variant: Variant  # the one-pass build, or in two stages the recovery build
@@ -516,7 +517,11 @@ class KernelPlan:
     n_loans: int
     b_count: int
     q_count: int
-    market: bool = False
+    market_tables: int | None = None
+
+    @property
+    def market(self) -> bool:
+        return self.market_tables is not None
 
     def record_doubles(self) -> int:
         """Doubles of the default records (the market kernel's loan states) of
@@ -527,10 +532,10 @@ class KernelPlan:
 
     def table_doubles(self) -> int:
         """Doubles of the market step's tables for the widest path launch (0 without it)."""
-        if not self.market:
+        if self.market_tables is None:
             return 0
         widest = max(p.path[1] - p.path[0] for p in self.plan)
-        return widest * (self.n_loans * (2 * self.horizon + 1) + self.discount_periods)
+        return widest * self.market_tables
 
     def launches(
         self, pf: PortfolioArrays, layout: BlockLayout, pointers: dict[str, int]
@@ -686,12 +691,9 @@ def kernel_plan(
             discount_periods=discount_periods(pf),
         )
     )
-    records_a = record_a(
-        pf.n_loans, B, st.record_bytes, market_table_doubles(pf) if market else None
-    )
-    plan = launch_plan(
-        A, B * Q, records_a if staged else None, st.slab_cells, slab_copies=layout.a_leads
-    )
+    market_tables = market_table_doubles(pf) if market else None
+    records_a = record_a(pf.n_loans, B, st.record_bytes, market_tables) if staged else None
+    plan = launch_plan(A, B * Q, records_a, st.slab_cells, slab_copies=layout.a_leads)
     return KernelPlan(
         staged,
         variant,
@@ -704,7 +706,7 @@ def kernel_plan(
         pf.n_loans,
         B,
         Q,
-        market,
+        market_tables,
     )
 
 
@@ -826,14 +828,19 @@ def fused_covers(pf: PortfolioArrays) -> str | None:
     tables and its value's factors, one of the market step's tables kernel
     the rent index.
     """
-    periods, rent = pf.horizon, rent_periods(pf)
-    need = 8 * (2 * periods + PATH_FIELDS + discount_periods(pf) + rent)
-    if need > PATH_SHARED_BYTES or 8 * rent > SHARED_BYTES:
-        return (
-            f"loan tables of {periods} periods, rent index of {rent}: more than a "
-            f"thread block's shared memory holds"
-        )
-    return None
+    rent = rent_periods(pf)
+    try:  # the smallest launch: one value of a, one loan per tile
+        launch_shape(1, 1, 1, pf.horizon, rent_periods=rent, discount_periods=discount_periods(pf))
+    except ValueError:
+        fits = False
+    else:
+        fits = 8 * rent <= SHARED_BYTES
+    if fits:
+        return None
+    return (
+        f"loan tables of {pf.horizon} periods, rent index of {rent}: more than a "
+        f"thread block's shared memory holds"
+    )
 
 
 __all__ = [
