@@ -2,8 +2,8 @@
 
 With ``market_depth_gpus: .inf``, ``cash_cap`` = ``cash_reserve``,
 ``refi_term_years: 0`` and ``ltv_basis: market``, every v1 variable equals
-model v1: bit for bit against cubes the v1 engine wrote (tests/data), and to
-1e-9 against the literal v1 reference (tests/reference_v1.py) on random
+model v1: to float64 rounding against cubes the v1 engine wrote (tests/data),
+and to 1e-9 against the literal v1 reference (tests/reference_v1.py) on random
 portfolios and grids.
 """
 
@@ -25,10 +25,18 @@ from gridstress.config import config_from_dict
 
 DATA = Path(__file__).parent / "data"
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: What "equal to the golden cube" means on any x86-64 CPU: NumPy's SIMD sums
+#: add in an order that depends on the instruction set (AVX2 or AVX-512), so
+#: sums over loans and periods may differ in the last bit or two (1.7e-16
+#: relative seen between such CPUs).  1e-12 relative holds that with room,
+#: and is still a million times tighter than any change of the model.
+GOLDEN_RTOL = 1e-12
+#: Variables that are counts or period times, whatever the summation order.
+EXACT = ("defaults", "first_default_years")
 
 
 @pytest.mark.parametrize("name", ["v1-golden-seed", "v1-golden-random"])
-def test_v1_golden_cubes_are_reproduced_bit_for_bit(name):
+def test_v1_golden_cubes_are_reproduced(name):
     with xr.open_dataset(DATA / f"{name}.nc", engine="h5netcdf") as golden:
         golden = golden.load()
     assert golden.attrs["model_version"] == "1"
@@ -38,7 +46,12 @@ def test_v1_golden_cubes_are_reproduced_bit_for_bit(name):
     cube = run_grid(config_from_dict(raw, f"{name}.nc"), backend="numpy")
     assert cube.attrs["model_version"] == "2"
     for var in golden.data_vars:
-        np.testing.assert_array_equal(cube[var].values, golden[var].values, err_msg=var)
+        got, expected = cube[var].values, golden[var].values
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=var)
+        if var in EXACT:
+            np.testing.assert_array_equal(got, expected, err_msg=var)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=GOLDEN_RTOL, atol=0, err_msg=var)
     # What v2 adds is consistent with it: nothing sold, and the triggers add up.
     assert (cube["market_price_min"] == 1.0).all()
     np.testing.assert_allclose(
