@@ -161,9 +161,9 @@ def block_region(name: str, config: RunConfig, block: Block) -> tuple[slice, ...
 def compressor():
     """The codec of the cube's arrays: Blosc LZ4 with byte shuffle
     (``benchmarks/zarr_codecs.py`` measured the choice)."""
-    import zarr
+    from zarr.codecs import BloscCodec
 
-    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def _plain(value: Any) -> Any:

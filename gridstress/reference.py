@@ -188,7 +188,11 @@ class _Path:
                     else np.where(BV + C == 0, np.inf, self.O[k] / (BV + C))
                 )
             )
-        ltv = ltv_book if ln.ltv_basis == "book" else ltv_market
+        ltv = ltv_market
+        if ln.ltv_basis == "book":
+            if ltv_book is None:  # config validation refuses a book basis without gpu_cost
+                raise ValueError(f"{ln.loan_id}: ltv_basis book needs gpu_cost")
+            ltv = ltv_book
         ltv_def = np.zeros_like(open_) if ln.max_ltv is None else ltv > ln.max_ltv
         collateral_offer = cash_flow_offer = None
         if k == self.n and self.balloon[k] > 0:
