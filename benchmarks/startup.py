@@ -53,7 +53,7 @@ MODEL_PASSES = 5
 E2E_REPEATS = 5
 RUN_IMPORTS = (
     "import gridstress.cli, gridstress.config, gridstress.engine, gridstress.cube, "
-    "gridstress.analysis.headline"
+    "gridstress.headline"
 )
 
 
@@ -150,7 +150,7 @@ def split(config: Path, folder: Path, backend: str = "numpy") -> dict:
     to the host, and ``kernel_s`` the kernels' own (CUDA events)."""
     sys.path.insert(0, str(ROOT))
     from gridstress import load_config
-    from gridstress.analysis.headline import block_headline, combine
+    from gridstress.headline import block_headline, combine
     from gridstress.heap import keep_freed_memory
     from gridstress.prepared import evaluate_checked, prepare
     from gridstress.store import create_store, finish_store, partial_path, store_block

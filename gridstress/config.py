@@ -29,7 +29,7 @@ from pydantic.functional_validators import AfterValidator
 from pydantic_core import ErrorDetails
 
 from .errors import InputError, did_you_mean
-from .inputs import Axis, Loan, RunConfig
+from .inputs import REFERENCES, Axis, Loan, RunConfig
 from .params import LOAN_FIELDS, REQUIRED_AXES, REQUIRED_FIELDS, SCENARIO_PARAMS, Field, Rule
 
 __all__ = ["Axis", "Loan", "RunConfig", "load_config", "config_from_dict"]
@@ -479,7 +479,7 @@ def _axis_from_spec(name: str, spec: _AxisSpec, where: str) -> tuple[Axis | None
         if broken:
             problems.append(f"{where}: {key} value {_show(v)} {broken}")
             break
-    for label in ("central", "severe"):
+    for label in REFERENCES:
         v = getattr(spec, label)
         if v is not None and (broken := rule.check(v)):
             problems.append(f"{where}: {key}.{label}={_show(v)} {broken}")
@@ -593,15 +593,13 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
 def _off_grid(axes: list[Axis], where: str) -> list[str]:
     """A warning for each central or severe value given between grid values:
     the summaries report the nearest grid value in its place."""
-    from .analysis.headline import reference_index
-
     lines = []
     for axis in axes:
-        for which in ("central", "severe"):
+        for which in REFERENCES:
             given = getattr(axis, which)
             if given is None or given in axis.values:
                 continue
-            nearest = axis.values[reference_index(axis.values, given, which)]
+            nearest = axis.reference(which)
             lines.append(
                 f"{where}: grid.{axis.name}.{which}={_show(given)} is not a grid value; "
                 f"the nearest, {_show(nearest)}, stands for it"

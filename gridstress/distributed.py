@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from .analysis.headline import block_headline
 from .backend import BACKENDS, resolve_backend
 from .errors import BackendUnavailable, ClusterError, InputError
 from .grid import Block
+from .headline import block_headline
 from .heap import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from .inputs import RunConfig
 from .params import SCENARIO_PARAMS
@@ -118,7 +118,7 @@ class BlockDone:
     engine: str
     worker: str
     headline: Any = None
-    """The block's :class:`~gridstress.analysis.headline.BlockHeadline`."""
+    """The block's :class:`~gridstress.headline.BlockHeadline`."""
     results: dict[str, np.ndarray] | None = None
 
 

@@ -21,13 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from .analysis.headline import (
-    HEADLINE_VARIABLES,
-    BlockHeadline,
-    Headline,
-    block_headline,
-    combine,
-)
 from .backend import Backend
 from .cube import block_region, build_dataset, extra_size
 from .distributed import (
@@ -41,6 +34,7 @@ from .distributed import (
     worker_backends,
 )
 from .grid import Block
+from .headline import HEADLINE_VARIABLES, BlockHeadline, Headline, block_headline, combine
 from .inputs import RunConfig
 from .prepared import PreparedRun, backend_attrs, evaluate_checked, prepare
 from .store import (

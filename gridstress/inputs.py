@@ -18,7 +18,30 @@ import numpy as np
 
 from .params import LOAN_FIELDS
 
-__all__ = ["Axis", "Loan", "RunConfig"]
+__all__ = ["REFERENCES", "Axis", "Loan", "RunConfig", "reference_index"]
+
+#: The reference scenarios of an axis: ``central`` (the base case the
+#: summaries report) and ``severe``.
+REFERENCES = ("central", "severe")
+
+
+def reference_index(values, given: float | None, which: str = "central") -> int:
+    """Index of an axis's ``central`` (or ``severe``) grid value: the one rule
+    for a config's axes (:meth:`Axis.reference_index`) and a cube's coordinates.
+
+    The value its config gave (``given``), else the midpoint of its range
+    (the maximum for ``severe``), rounded to the nearest grid value (the
+    lower on a tie).
+    """
+    if which not in REFERENCES:
+        raise ValueError(f"which must be one of {REFERENCES}, not {which!r}")
+    values = np.asarray(values, dtype=np.float64)
+    target = given
+    if target is None:
+        target = values.max() if which == "severe" else (values.min() + values.max()) / 2
+    with np.errstate(invalid="ignore"):
+        gap = np.where(values == target, 0.0, np.abs(values - target))  # inf == inf
+    return int(np.nanargmin(gap)) if np.isfinite(gap).any() else 0
 
 
 @dataclass(frozen=True)
@@ -39,6 +62,15 @@ class Axis:
     @property
     def array(self) -> np.ndarray:
         return np.asarray(self.values, dtype=np.float64)
+
+    def reference_index(self, which: str = "central") -> int:
+        """Index of the grid value that stands for the ``central`` (or ``severe``)
+        scenario (:func:`reference_index`)."""
+        return reference_index(self.values, getattr(self, which), which)
+
+    def reference(self, which: str = "central") -> float:
+        """The grid value that stands for the ``central`` (or ``severe``) scenario."""
+        return self.values[self.reference_index(which)]
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"values": list(self.values)}
@@ -119,6 +151,14 @@ class RunConfig:
     @property
     def n_cells(self) -> int:
         return math.prod(self.shape)
+
+    def reference_point(self, which: str = "central") -> dict[str, float]:
+        """The grid point of the ``central`` (or ``severe``) scenario, by axis name."""
+        return {a.name: a.reference(which) for a in self.axes}
+
+    def reference_cell(self, which: str = "central") -> tuple[int, ...]:
+        """Grid indices of the ``central`` (or ``severe``) scenario."""
+        return tuple(a.reference_index(which) for a in self.axes)
 
     def axis(self, name: str) -> Axis:
         for a in self.axes:
