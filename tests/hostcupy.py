@@ -207,5 +207,5 @@ class HostCupy:
 
 
 def pinned(cp, shape):
-    """Stands in for ``kernels._pinned`` (page-locked host memory)."""
+    """Stands in for ``driver._pinned`` (page-locked host memory)."""
     return np.empty(shape)

@@ -1,9 +1,21 @@
 """The fused CUDA kernels of model v2: their source, compilation and launch.
 
-Four modules: :mod:`.tables` (sources, columns, output rows, argument
-block, generated defines), :mod:`.launch` (geometry, argument packing, the
-launch plan and :class:`KernelSettings`), :mod:`.driver` (:class:`FusedGrid`,
-the GPU driver) and :mod:`.host` (the host build).
+Seven modules, each depending only on those listed before it:
+
+- :mod:`.tables`: sources, columns, output rows, argument block, generated
+  defines;
+- :mod:`.launch`: launch geometry (builds, stages, thread-block shapes,
+  slabs, :func:`fused_covers`);
+- :mod:`.layout`: the block layout on the kernels' ``(a, b, q)`` index
+  space and the reordering of the results back to the block's dims;
+- :mod:`.args`: argument packing (loan matrices, parameter arrays,
+  argument blocks);
+- :mod:`.plan`: the kernel plan, its launches and :class:`KernelSettings`;
+- :mod:`.driver`: :class:`FusedGrid`, the GPU driver;
+- :mod:`.host`: the host build.
+
+The package exports what the engine, the tests and the benchmarks use; the
+rest is imported from its module.
 
 The kernels compute every input of model v2 (docs/model.md) whose loan
 tables fit a thread block's shared memory (:func:`fused_covers`); for the
@@ -47,7 +59,126 @@ compiler into a host library (:func:`build_host_library`), which the tests
 run against the NumPy backend on machines without a GPU.
 """
 
-from .driver import *  # noqa: F403
-from .host import *  # noqa: F403
-from .launch import *  # noqa: F403
-from .tables import *  # noqa: F403
+from .args import loan_matrices
+from .driver import FusedGrid, kernel_function
+from .host import args_layout_on_host, build_host_library, evaluate_on_host
+from .launch import (
+    MAX_Q_PER_THREAD,
+    MAX_SUM_REGISTERS,
+    PATH_SHARED_BYTES,
+    RECOVER_Q_PER_THREAD,
+    RECOVER_THREADS,
+    SHARED_BYTES,
+    THREADS_PER_BLOCK,
+    Variant,
+    choose_variant,
+    discount_periods,
+    fused_covers,
+    launch_shape,
+    market_table_doubles,
+    recover_shape,
+    rent_periods,
+    slabs,
+    two_stage,
+)
+from .layout import block_layout
+from .plan import (
+    KernelSettings,
+    bytes_per_cell,
+    kernel_plan,
+    launch_plan,
+    record_a,
+    record_bytes_per_a,
+)
+from .tables import (
+    ARGS_DTYPE,
+    ARGS_FIELDS,
+    ARGS_OFFSETS,
+    B_FREE,
+    HAS_COVENANT,
+    HAS_LTV,
+    HAS_MINING,
+    HEADER,
+    KERNEL,
+    KERNEL_NAME,
+    LOAN_F,
+    LOAN_F_COLUMNS,
+    LOAN_I,
+    MARKET_NAME,
+    NVRTC_OPTIONS,
+    PATH_FIELDS,
+    Q_VARIABLES,
+    RECORD_FIELDS,
+    RECOVER_NAME,
+    STATE_FIELDS,
+    TABLES_NAME,
+    TRIGGER_ROW,
+    kernel_defines,
+    kernel_dir,
+    kernel_source,
+)
+
+__all__ = [
+    # tables
+    "ARGS_DTYPE",
+    "ARGS_FIELDS",
+    "ARGS_OFFSETS",
+    "B_FREE",
+    "HAS_COVENANT",
+    "HAS_LTV",
+    "HAS_MINING",
+    "HEADER",
+    "KERNEL",
+    "KERNEL_NAME",
+    "LOAN_F",
+    "LOAN_F_COLUMNS",
+    "LOAN_I",
+    "MARKET_NAME",
+    "NVRTC_OPTIONS",
+    "PATH_FIELDS",
+    "Q_VARIABLES",
+    "RECORD_FIELDS",
+    "RECOVER_NAME",
+    "STATE_FIELDS",
+    "TABLES_NAME",
+    "TRIGGER_ROW",
+    "kernel_defines",
+    "kernel_dir",
+    "kernel_source",
+    # launch
+    "MAX_Q_PER_THREAD",
+    "MAX_SUM_REGISTERS",
+    "PATH_SHARED_BYTES",
+    "RECOVER_Q_PER_THREAD",
+    "RECOVER_THREADS",
+    "SHARED_BYTES",
+    "THREADS_PER_BLOCK",
+    "Variant",
+    "choose_variant",
+    "discount_periods",
+    "fused_covers",
+    "launch_shape",
+    "market_table_doubles",
+    "recover_shape",
+    "rent_periods",
+    "slabs",
+    "two_stage",
+    # layout
+    "block_layout",
+    # args
+    "loan_matrices",
+    # plan
+    "KernelSettings",
+    "bytes_per_cell",
+    "kernel_plan",
+    "launch_plan",
+    "record_a",
+    "record_bytes_per_a",
+    # driver
+    "FusedGrid",
+    "kernel_function",
+    # host
+    "args_layout_on_host",
+    "build_host_library",
+    "evaluate_on_host",
+]

@@ -11,20 +11,10 @@ import numpy as np
 
 from ..portfolio import PortfolioArrays
 from ..variables import OUTPUTS
-from .launch import (
-    BlockLayout,
-    KernelSettings,
-    Launch,
-    Variant,
-    args_bytes,
-    assemble,
-    block_layout,
-    kernel_plan,
-    kernel_to_block,
-    loan_matrices,
-    param_arrays,
-    q_to_block,
-)
+from .args import args_bytes, loan_matrices, param_arrays
+from .launch import Variant
+from .layout import BlockLayout, assemble, block_layout, kernel_to_block, q_to_block
+from .plan import KernelSettings, Launch, kernel_plan
 from .tables import (
     ARGS_DTYPE,
     KERNEL_NAME,
@@ -51,7 +41,11 @@ def kernel_function(cupy, variant: Variant = Variant(), name: str = KERNEL_NAME)
 
 
 class FusedGrid:
-    """Evaluates blocks of cells with the fused kernel on the current CUDA device."""
+    """Evaluates blocks of cells with the fused kernel on the current CUDA device
+    (a :class:`gridstress.prepared.BlockEvaluator`)."""
+
+    #: The engine's name, as the cube's ``engine`` attribute gives it.
+    engine = "fused CUDA kernel"
 
     def __init__(
         self,

@@ -11,15 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..portfolio import PortfolioArrays
-from .launch import (
-    KernelSettings,
-    Variant,
-    block_layout,
-    kernel_plan,
-    kernel_to_block,
-    loan_matrices,
-    param_arrays,
-)
+from .args import loan_matrices, param_arrays
+from .launch import Variant
+from .layout import block_layout, kernel_to_block
+from .plan import KernelSettings, kernel_plan
 from .tables import (
     ARGS_FIELDS,
     HOST,
