@@ -37,7 +37,7 @@ from _common import emit
 
 from gridstress import load_config, open_cube
 from gridstress.backend import resolve_backend
-from gridstress.distributed import RunSpec, connect, run_blocks, worker_backends
+from gridstress.distributed import RunSpec, Scheduler, connect, run_blocks, worker_backends
 from gridstress.engine import write_cube
 from gridstress.prepared import prepare
 from gridstress.store import create_store, partial_path
@@ -83,7 +83,7 @@ def main() -> None:
         run = prepare(config, "numpy", args.chunk_cells)
         blocks = list(run.plan)
         receipts = []
-        with connect("local", workers=args.workers, n_blocks=len(blocks)) as client:
+        with connect(Scheduler("local", workers=args.workers), n_blocks=len(blocks)) as client:
             used = set(worker_backends(client, "numpy").values())
             store = partial_path(Path(tmp) / "dask.zarr")
             create_store(store, run, used)

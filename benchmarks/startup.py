@@ -52,7 +52,7 @@ MODEL_PASSES = 5
 #: Runs of each end-to-end command, in alternation; the median is quoted.
 E2E_REPEATS = 5
 RUN_IMPORTS = (
-    "import gridstress.cli, gridstress.config, gridstress.engine, gridstress.cube, "
+    "import gridstress.cli.run, gridstress.config, gridstress.engine, gridstress.cube, "
     "gridstress.headline"
 )
 

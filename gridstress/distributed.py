@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,38 +206,83 @@ def auto_scheduler(run, n_blocks: int) -> str:
     return "local" if seconds >= AUTO_LOCAL_SECONDS else "synchronous"
 
 
-def is_remote(scheduler: Any, scheduler_file: str | Path | None) -> bool:
-    """Whether the workers may be on other machines (not started by this process)."""
-    if scheduler_file is not None:
-        return True
-    return not (scheduler is None or scheduler in SCHEDULERS)
+@dataclass(frozen=True)
+class Scheduler:
+    """Where the blocks of a run are computed: parsed once from the options.
 
-
-def check_scheduler(scheduler: Any, scheduler_file: str | Path | None, workers: int | None) -> None:
-    """Refuse scheduler options that cannot work, before anything runs.
-
-    ``scheduler`` None means ``scheduler_file`` if given, else synchronous.
+    ``kind`` is one of :data:`SCHEDULERS` (``auto`` is resolved by the run's
+    planner, :func:`auto_scheduler`), ``address`` (a running scheduler at
+    ``address``), ``file`` (a running scheduler named by its scheduler
+    ``file``) or ``client`` (a ``distributed.Client`` the caller holds).
     """
-    if scheduler_file is not None and scheduler is not None:
-        raise InputError(
-            f"--scheduler {scheduler} and --scheduler-file {scheduler_file}: "
-            "give one of them, not both"
-        )
-    if isinstance(scheduler, str) and scheduler not in SCHEDULERS and "://" not in scheduler:
-        raise InputError(
-            f"--scheduler {scheduler}: must be one of {', '.join(SCHEDULERS)} "
-            "or a scheduler address such as tcp://host:8786"
-        )
-    if workers is not None:
-        if workers < 1:
-            raise InputError(f"--workers={workers} must be >= 1")
-        if scheduler not in ("local", "local-cuda"):
+
+    kind: str = "synchronous"
+    address: str | None = None
+    file: Path | None = None
+    workers: int | None = None
+    """Workers of a cluster this process starts (``local``, ``local-cuda``)."""
+    client: Any = field(default=None, compare=False)
+
+    @classmethod
+    def parse(
+        cls,
+        scheduler: Any = None,
+        scheduler_file: str | Path | None = None,
+        workers: int | None = None,
+        default: str = "synchronous",
+    ) -> Scheduler:
+        """The scheduler the options ask for; :class:`~gridstress.errors.InputError`
+        for options that cannot work, before anything runs.
+
+        ``scheduler`` is a word of :data:`SCHEDULERS`, an address
+        (``tcp://host:8786``), a ``distributed.Client`` or None: then
+        ``scheduler_file`` if given, else a local cluster if ``workers`` is
+        given, else ``default``.
+        """
+        if scheduler_file is not None and scheduler is not None:
             raise InputError(
-                f"--workers={workers}: only for --scheduler local or "
-                "local-cuda (an existing cluster has its own workers)"
+                f"--scheduler {scheduler} and --scheduler-file {scheduler_file}: "
+                "give one of them, not both"
             )
-    if scheduler_file is not None and not Path(scheduler_file).is_file():
-        raise InputError(f"--scheduler-file {scheduler_file}: no such file")
+        if workers is not None and workers < 1:
+            raise InputError(f"--workers={workers} must be >= 1")
+        if scheduler is not None and not isinstance(scheduler, str):
+            found = cls("client", client=scheduler)
+        elif scheduler_file is not None:
+            if not Path(scheduler_file).is_file():
+                raise InputError(f"--scheduler-file {scheduler_file}: no such file")
+            found = cls("file", file=Path(scheduler_file))
+        elif scheduler is None:
+            found = cls("local" if workers is not None else default)
+        elif scheduler in SCHEDULERS:
+            found = cls(scheduler)
+        elif "://" in scheduler:
+            found = cls("address", address=scheduler)
+        else:
+            raise InputError(
+                f"--scheduler {scheduler}: must be one of {', '.join(SCHEDULERS)} "
+                "or a scheduler address such as tcp://host:8786"
+            )
+        if workers is not None:
+            if found.kind not in ("local", "local-cuda"):
+                raise InputError(
+                    f"--workers={workers}: only for --scheduler local or "
+                    "local-cuda (an existing cluster has its own workers)"
+                )
+            found = replace(found, workers=workers)
+        return found
+
+    @property
+    def remote(self) -> bool:
+        """Whether the workers may be on other machines (not started by this process)."""
+        return self.kind in ("address", "file", "client")
+
+    @property
+    def option(self) -> str:
+        """The option that named this scheduler, for messages."""
+        if self.kind == "file":
+            return f"--scheduler-file {self.file}"
+        return f"--scheduler {self.address if self.kind == 'address' else self.kind}"
 
 
 def _cpu_count() -> int:
@@ -248,61 +293,52 @@ def _cpu_count() -> int:
 
 
 @contextmanager
-def connect(
-    scheduler: Any = None,
-    scheduler_file: str | Path | None = None,
-    workers: int | None = None,
-    n_blocks: int | None = None,
-) -> Iterator[Any | None]:
-    """A ``distributed.Client`` for the scheduler asked for, or None for this process.
+def connect(scheduler: Scheduler, n_blocks: int | None = None) -> Iterator[Any | None]:
+    """A ``distributed.Client`` for ``scheduler``, or None for this process.
 
-    ``synchronous`` (or None without ``scheduler_file``) gives None (blocks
-    run in this process), and so do
-    ``local`` for at most one block to compute (a cluster cannot run one task
-    faster) and any scheduler for no block at all.  ``local`` starts a
-    LocalCluster of worker processes on 127.0.0.1, one single-threaded worker
-    per CPU core (``workers`` overrides); ``local-cuda`` a dask-cuda
-    LocalCUDACluster, one worker per GPU; an address (``tcp://host:port``) or
-    ``scheduler_file`` connects to a running scheduler and waits for its
-    first worker.  A ``distributed.Client`` is used as it is.  Clusters this
-    function starts are closed on exit.
+    ``synchronous`` (and an unresolved ``auto``) gives None (blocks run in
+    this process), and so do ``local`` for at most one block to compute (a
+    cluster cannot run one task faster) and any scheduler for no block at
+    all.  ``local`` starts a LocalCluster of worker processes on 127.0.0.1,
+    one single-threaded worker per CPU core (``scheduler.workers``
+    overrides); ``local-cuda`` a dask-cuda LocalCUDACluster, one worker per
+    GPU; an address or a scheduler file connects to a running scheduler and
+    waits for its first worker.  A caller's ``distributed.Client`` is used
+    as it is.  Clusters this function starts are closed on exit.
     """
-    if scheduler is not None and not isinstance(scheduler, str):  # a distributed.Client
-        yield scheduler
+    kind = scheduler.kind
+    if kind == "client":
+        yield scheduler.client
         return
-    if n_blocks == 0 or (
-        scheduler_file is None
-        and (
-            scheduler in (None, "synchronous", "auto")
-            or (scheduler == "local" and (n_blocks or 0) <= 1)
-        )
+    if (
+        n_blocks == 0
+        or kind in ("synchronous", "auto")
+        or (kind == "local" and (n_blocks or 0) <= 1)
     ):
         yield None
         return
     from distributed import Client
 
-    if scheduler_file is None and scheduler in ("local", "local-cuda"):
-        with _local_cluster(scheduler, workers, n_blocks) as cluster, Client(cluster) as client:
+    if kind in ("local", "local-cuda"):
+        with (
+            _local_cluster(kind, scheduler.workers, n_blocks) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
         return
-    what = (
-        f"--scheduler-file {scheduler_file}"
-        if scheduler_file is not None
-        else f"--scheduler {scheduler}"
-    )
     try:
-        if scheduler_file is not None:
-            client = Client(scheduler_file=str(scheduler_file), timeout=CONNECT_TIMEOUT_S)
+        if scheduler.file is not None:
+            client = Client(scheduler_file=str(scheduler.file), timeout=CONNECT_TIMEOUT_S)
         else:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+            client = Client(scheduler.address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(f"{what}: cannot connect to the scheduler ({exc})") from None
+        raise InputError(f"{scheduler.option}: cannot connect to the scheduler ({exc})") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:
             raise ClusterError(
-                f"{what}: no worker joined the scheduler within {WORKER_WAIT_S:.0f} s"
+                f"{scheduler.option}: no worker joined the scheduler within {WORKER_WAIT_S:.0f} s"
             ) from None
         yield client
 
@@ -458,12 +494,11 @@ __all__ = [
     "SCHEDULERS",
     "BlockDone",
     "RunSpec",
+    "Scheduler",
     "auto_scheduler",
     "block_task",
-    "check_scheduler",
     "connect",
     "describe_client",
-    "is_remote",
     "run_blocks",
     "worker_backends",
     "worker_builds",

@@ -178,6 +178,22 @@ class RunConfig:
             out["portfolio"] = [loan.as_dict() for loan in self.loans]
         return out
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+        """The config that :meth:`to_dict` wrote (every default applied, loans
+        inline), as a cube embeds it; user files go through
+        :func:`gridstress.config.load_config`, which validates them."""
+        grid = raw["grid"]
+        return cls(
+            name=str(raw["name"]),
+            periods_per_year=int(raw["periods_per_year"]),
+            scenario={k: float(v) for k, v in raw["scenario"].items()},
+            axes=tuple(Axis(name, **spec) for name, spec in grid.items()),
+            loans=tuple(Loan(**row) for row in raw["portfolio"]),
+            source=source,
+            per_loan=bool(raw.get("outputs", {}).get("per_loan", False)),
+        )
+
     def to_yaml(self) -> str:
         """The resolved config (every default applied, loans inline) as YAML."""
         import yaml

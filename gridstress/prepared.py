@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,9 +41,50 @@ XP_GPU_BUDGET_BYTES = 2 * 2**30
 #: Most blocks in a default plan: each block is one task on a Dask cluster.
 MAX_BLOCKS = 10_000
 
-#: The engines a block can run on, as the cube's ``engine`` attribute names them.
-ENGINE_FUSED = "fused CUDA kernel"
+#: The engine name of the xp model, as the cube's ``engine`` attribute gives it
+#: (with the array module, e.g. ``xp model (numpy)``).
 ENGINE_XP = "xp model"
+
+
+class BlockEvaluator(Protocol):
+    """What evaluates the cells of a block: the xp model (:class:`XpModel`) or the
+    fused CUDA kernels (:class:`gridstress.kernels.FusedGrid`)."""
+
+    @property
+    def engine(self) -> str:
+        """The engine's name, as the cube's ``engine`` attribute gives it."""
+        ...
+
+    def evaluate(
+        self, axes_values: dict[str, Any], fixed: dict[str, float], copy: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Every variable of the block's cells as host arrays, each axis of the
+        block (values ``axes_values``, in grid order) a dim of size its length
+        or 1; ``fixed`` holds the scenario values of the other parameters.
+        ``copy=False`` allows views of buffers valid until the call after next."""
+        ...
+
+
+class XpModel:
+    """The xp model (:func:`gridstress.model.evaluate`) on the backend's array module."""
+
+    def __init__(self, portfolio: PortfolioArrays, backend: Backend, per_loan: bool):
+        self.portfolio = portfolio.to(backend.xp)
+        self.backend = backend
+        self.per_loan = per_loan
+
+    @property
+    def engine(self) -> str:
+        return f"{ENGINE_XP} ({self.backend.name})"
+
+    def evaluate(
+        self, axes_values: dict[str, Any], fixed: dict[str, float], copy: bool = True
+    ) -> dict[str, np.ndarray]:
+        xp = self.backend.xp
+        scenario = scenario_arrays(axes_values, fixed, xp)
+        shape = tuple(len(values) for values in axes_values.values())
+        out = evaluate(self.portfolio, scenario, shape, xp, per_loan=self.per_loan)
+        return {name: self.backend.to_host(value) for name, value in out.items()}
 
 
 @dataclass
@@ -53,12 +94,8 @@ class PreparedRun:
     config: RunConfig
     backend: Backend
     portfolio: PortfolioArrays
-    device_portfolio: PortfolioArrays
     plan: BlockPlan
-    fused: Any = None
-    """The fused CUDA kernel (:class:`gridstress.kernels.FusedGrid`) on a GPU backend;
-    None where the xp model runs (NumPy, or CuPy with ``kernel="xp"`` or for a
-    run the kernel does not cover)."""
+    evaluator: BlockEvaluator
     note: str | None = None
     """One line on the engine choice, for runs that asked for the kernel and
     do not get it."""
@@ -66,7 +103,13 @@ class PreparedRun:
     @property
     def engine(self) -> str:
         """The engine that evaluates the blocks, e.g. ``xp model (numpy)``."""
-        return ENGINE_FUSED if self.fused is not None else f"{ENGINE_XP} ({self.backend.name})"
+        return self.evaluator.engine
+
+    @property
+    def fused(self) -> Any:
+        """The fused CUDA kernels (:class:`gridstress.kernels.FusedGrid`) where they
+        evaluate the blocks; None where the xp model does."""
+        return None if isinstance(self.evaluator, XpModel) else self.evaluator
 
     def evaluate_block(self, block: Block, copy: bool = True) -> dict[str, np.ndarray]:
         """Results of one block, as host arrays in the cube's dims.
@@ -76,15 +119,7 @@ class PreparedRun:
         block before going on.
         """
         axes_values = {a.name: a.array[s] for a, s in zip(self.config.axes, block.slices)}
-        if self.fused is not None:
-            out = self.fused.evaluate(axes_values, self.config.scenario, copy)
-        else:
-            xp = self.backend.xp
-            scenario = scenario_arrays(axes_values, self.config.scenario, xp)
-            out = evaluate(
-                self.device_portfolio, scenario, block.shape, xp, per_loan=self.config.per_loan
-            )
-            out = {name: self.backend.to_host(value) for name, value in out.items()}
+        out = self.evaluator.evaluate(axes_values, self.config.scenario, copy)
         # A variable without the liquidation dims comes with size 1 on them: drop them.
         keep = tuple(0 if a.name in LIQUIDATION_PARAMS else slice(None) for a in self.config.axes)
         for name in out:
@@ -129,7 +164,8 @@ def prepare(
         pf = portfolio_arrays(config.loans, config.periods_per_year)
     except ValueError as exc:
         raise InputError(f"{config.source}: {exc}") from None
-    fused, note = None, None
+    fused: BlockEvaluator | None = None
+    note = None
     if backend.name == "cupy" and kernel == "fused":
         from .kernels import FusedGrid, fused_covers
 
@@ -150,7 +186,8 @@ def prepare(
         plan = default_plan(config, pf, budget_bytes=XP_GPU_BUDGET_BYTES, loan_cells=math.inf)
     else:
         plan = default_plan(config, pf)
-    return PreparedRun(config, backend, pf, pf.to(backend.xp), plan, fused, note)
+    evaluator = fused or XpModel(pf, backend, config.per_loan)
+    return PreparedRun(config, backend, pf, plan, evaluator, note)
 
 
 def gpu_plan(

@@ -35,6 +35,85 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def lock_path(out: Path) -> Path:
+    """The lock file of the run writing the cube at ``out``."""
+    return out.with_name(out.name + ".lock")
+
+
+class StoreLock:
+    """The one run allowed to write a cube and its partial store.
+
+    An exclusive ``flock`` on ``<out>.lock``, held while the run plans,
+    computes and finishes, and released on any exit: by :meth:`release`, or
+    by the operating system when the process dies, so the lock of a dead
+    run is taken over by the next one without a word.  The file holds a
+    line naming the run that holds it (process, host, start time), which a
+    refused run quotes.
+    """
+
+    def __init__(self, out: Path):
+        self.path = lock_path(out)
+        self._fd: int | None = None
+
+    def acquire(self) -> StoreLock:
+        import fcntl
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 512).decode(errors="replace").strip() or "another run"
+                os.close(fd)
+                out = self.path.with_name(self.path.name.removesuffix(".lock"))
+                raise InputError(
+                    f"--out {out}: {holder} is writing this cube; wait for it to end, "
+                    "or stop it and run again with --resume"
+                ) from None
+            # A run that released the lock between our open and flock removed
+            # the file: ours is then a lock on nothing, so start again.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, _holder().encode())
+        return self
+
+    def release(self) -> None:
+        """Give the lock up and remove its file (at most once)."""
+        import os
+
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _holder() -> str:
+    """This run, as a refused run names it, e.g. ``gridstress run (pid 4242 on
+    node-7, started 2026-12-05 09:14:03)``."""
+    import datetime as dt
+    import os
+    import socket
+
+    started = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    return f"gridstress run (pid {os.getpid()} on {socket.gethostname()}, started {started})\n"
+
+
 def create_store(store: Path, run: PreparedRun, used: set[tuple[str, ...]]) -> None:
     """A new partial store for ``run``: empty variables, attrs, no block done.
 
@@ -281,6 +360,7 @@ class BlockWriter:
 __all__ = [
     "DONE",
     "BlockWriter",
+    "StoreLock",
     "blocks_done",
     "check_output_path",
     "check_partial",
@@ -288,6 +368,7 @@ __all__ = [
     "create_store",
     "done_marks",
     "finish_store",
+    "lock_path",
     "partial_path",
     "read_block",
     "store_block",

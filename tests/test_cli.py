@@ -237,7 +237,7 @@ def test_netcdf_output_and_resume(cli, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        write_cube(run.config, out, prepared=run, progress=stop_after_three)
+        write_cube(run, out, progress=stop_after_three)
     assert partial_path(out).exists() and not out.exists()
     res = cli("run", config, "--out", "cube.zarr", "--chunk-cells", "999", "--resume")
     assert res.returncode == 0, res.stderr
@@ -258,7 +258,7 @@ def test_resume_refuses_a_changed_portfolio(cli, tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_cube(run.config, tmp_path / "c.zarr", prepared=run, progress=stop)
+        write_cube(run, tmp_path / "c.zarr", progress=stop)
     assert partial_path(tmp_path / "c.zarr").exists()
     write_case(tmp_path, rows=["OK-1,2000000,0.1,3,0.8,100"])
     res = cli("run", config, "--out", "c.zarr", "--resume")

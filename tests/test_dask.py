@@ -8,8 +8,10 @@ killed with SIGKILL and resumed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ from gridstress import load_config, open_cube, run_grid
 from gridstress.distributed import WORKER_MALLOC_ENV
 from gridstress.grid import plan_blocks
 from gridstress.prepared import default_plan, prepare
-from gridstress.store import partial_path
+from gridstress.store import lock_path, partial_path
 from gridstress.variables import variables
 
 BIN = Path(sys.executable).parent
@@ -442,6 +444,52 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_a_resume_counts_only_new_cells(s
         f" s ({kept_cells:,} more kept from the interrupted run)"
     )
     assert_same_cube(tmp_path / "cube.zarr", reference)
+
+
+def test_a_second_run_on_the_same_store_is_refused_while_the_first_writes(slow, tmp_path):
+    """Two runs on one --out: while the first writes, a second (as it is, with
+    --resume or with --overwrite) is refused with one line naming the first,
+    exit 2, touching nothing; the first ends with every block, and its lock
+    is gone."""
+    config, reference = slow
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    proc = start_gridstress(*args, "--scheduler", "synchronous", cwd=tmp_path)
+    store = partial_path(tmp_path / "cube.zarr")
+    wait_for_marks(store, 1, proc, tmp_path)
+    holder = re.escape(f"gridstress run (pid {proc.pid} on {socket.gethostname()}, started ")
+    for extra in ((), ("--resume",), ("--overwrite",)):
+        res = gridstress(*args, "--scheduler", "synchronous", *extra, cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert re.fullmatch(
+            rf"error: --out cube\.zarr: {holder}[0-9-]+ [0-9:]+\) is writing this cube; "
+            r"wait for it to end, or stop it and run again with --resume\n",
+            res.stderr,
+        ), res.stderr
+        assert res.stdout == ""
+    assert proc.poll() is None, "the first run ended before the second was refused"
+    assert proc.wait(timeout=300) == 0, (tmp_path / "run.err").read_text()
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+    assert not lock_path(tmp_path / "cube.zarr").exists()
+
+
+def test_the_lock_of_a_killed_run_is_taken_over_by_its_resume(slow, tmp_path):
+    """A run killed outright (SIGKILL: no handler runs) leaves its lock file; the
+    operating system released the lock itself, so a --resume takes it over
+    and ends the run with the blocks the killed one finished."""
+    config, reference = slow
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    proc = start_gridstress(*args, "--scheduler", "synchronous", cwd=tmp_path)
+    store = partial_path(tmp_path / "cube.zarr")
+    wait_for_marks(store, 2, proc, tmp_path)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert lock_path(tmp_path / "cube.zarr").exists()
+    kept = blocks_marked(store)
+    res = gridstress(*args, "--scheduler", "synchronous", "--resume", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming: {kept} of 16 blocks already done, computing {16 - kept}" in res.stderr
+    assert_same_cube(tmp_path / "cube.zarr", reference)
+    assert not lock_path(tmp_path / "cube.zarr").exists()
 
 
 BAD_PORTFOLIO = [

@@ -49,7 +49,7 @@ def test_store_chunks_are_sized_for_readers_inside_each_block(tmp_path, monkeypa
     run = prepare(config, "numpy", chunk_cells=config.n_cells)
     assert run.plan.chunks == (5, 7, 3)
     monkeypatch.setattr(cube, "READER_CHUNK_CELLS", 16)
-    out = write_cube(config, tmp_path / "small-chunks.zarr", prepared=run)
+    out = write_cube(run, tmp_path / "small-chunks.zarr")
     root = zarr.open_group(str(out), mode="r")
     assert root["loss"].chunks == reader_chunks((5, 7, 3), 16) == (5, 1, 3)
     # 16 // 6 = 2 cells of 6 loans: no divisor of 5, 7 or 3 is 2, so one cell.

@@ -185,7 +185,7 @@ def _interrupt(config, out, chunk_cells=4):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_cube(run.config, out, prepared=run, progress=stop_after_two, scheduler="synchronous")
+        write_cube(run, out, progress=stop_after_two, scheduler="synchronous")
     return run
 
 

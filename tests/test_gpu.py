@@ -187,7 +187,7 @@ def test_grid_larger_than_one_block_streams_to_disk(tmp_path, model):
     run = prepare(cfg, "cupy")
     run.plan = gpu_plan(cfg, run.portfolio, free_bytes=2 * 1000 * 8 * 40)  # ~1000-cell blocks
     assert len(run.plan) >= 4
-    out = write_cube(cfg, tmp_path / "cube.zarr", prepared=run)
+    out = write_cube(run, tmp_path / "cube.zarr")
     cube = open_cube(out)
     _check(cube, ref, run.portfolio)
 

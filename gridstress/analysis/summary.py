@@ -57,9 +57,7 @@ def cube_config(ds: xr.Dataset) -> RunConfig | None:
     raw = yaml.safe_load(ds.attrs.get("config") or "")
     if not isinstance(raw, dict) or not {"grid", "portfolio"} <= set(raw):
         return None
-    from ..config import config_from_dict
-
-    return config_from_dict(raw, where=f"{ds.attrs.get('name', 'cube')} (embedded config)")
+    return RunConfig.from_dict(raw, f"{ds.attrs.get('name', 'cube')} (embedded config)")
 
 
 @dataclass(frozen=True)

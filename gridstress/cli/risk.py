@@ -1,0 +1,104 @@
+"""``gridstress reverse`` and ``risk``: a cube's cells weighted by how likely they are.
+
+A command's help is its entry in :data:`gridstress.cli.COMMANDS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import InputError
+from ..terminal import check_output
+from .display import cell, out, show, write_rows
+from .options import CUBE_ARGUMENT, MARGINALS_OPTION, csv_option, open_cube, read_marginals, whole
+
+
+def reverse(
+    cube: Path = CUBE_ARGUMENT,
+    loss_rate: float = typer.Option(
+        ...,
+        "--loss-rate",
+        help="Target loss rate (share of principal) that a breaking cell reaches.",
+    ),
+    rho: float = typer.Option(0.5, help="Copula correlation of the scenario weights."),
+    count: int = typer.Option(11, parser=whole, help="Cells listed by each ranking (>= 1)."),
+    marginals: Path | None = MARGINALS_OPTION,
+    csv_path: Path | None = csv_option("both rankings"),
+) -> None:
+    from ..analysis.reverse import reverse_stress
+
+    check_output(csv_path, (".csv",), "--csv")
+    if count < 1:
+        raise InputError(f"--count {count}: must be >= 1")
+    with open_cube(cube) as ds:
+        rs = reverse_stress(ds, loss_rate, count, rho, read_marginals(marginals))
+    out.print(
+        f"{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
+        f"{rs.target:.2%}; their probability (rho={rs.rho:g}): "
+        f"{rs.breaking_probability:.4g}"
+    )
+    rows = []
+    for ranking, cells in (("nearest", rs.nearest), ("probable", rs.probable)):
+        title = (
+            "least severe (distance from the central scenario)"
+            if ranking == "nearest"
+            else "most probable"
+        )
+        show(
+            title,
+            ["#", "cell", "loss rate", "distance", "probability"],
+            [
+                [
+                    str(i),
+                    cell(c.point),
+                    f"{c.loss_rate:.2%}",
+                    f"{c.distance:.3f}",
+                    f"{c.probability:.3g}",
+                ]
+                for i, c in enumerate(cells, 1)
+            ],
+            left=0,
+        )
+        rows += [{"ranking": ranking, "rank": i, **c.row()} for i, c in enumerate(cells, 1)]
+    if csv_path is not None:
+        write_rows(csv_path, rows)
+
+
+def risk(
+    cube: Path = CUBE_ARGUMENT,
+    rho: list[float] = typer.Option(
+        [0.0, 0.5, 0.9],
+        "--rho",
+        help="Correlation of the Gaussian copula of deflation and crypto drawdown (repeatable).",
+    ),
+    marginals: Path | None = MARGINALS_OPTION,
+    csv_path: Path | None = csv_option("one row per rho"),
+) -> None:
+    from ..analysis.risk import describe_marginal
+    from ..analysis.risk import marginals as marginal_dists
+    from ..analysis.risk import risk as tail_risk
+
+    check_output(csv_path, (".csv",), "--csv")
+    with open_cube(cube) as ds:
+        overrides = read_marginals(marginals)
+        rows = tail_risk(ds, rho, overrides=overrides)
+        dists = marginal_dists(ds, overrides)
+    for axis, dist in dists.items():
+        out.print(f"{axis} ~ {describe_marginal(dist)}")
+    show(
+        "loss rate (share of total principal) under scenario weights",
+        ["rho", "expected", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%", "mass outside"],
+        [
+            [
+                f"{r.rho:g}",
+                *(f"{v:.2%}" for v in (r.expected_loss, r.var95, r.es95, r.var99, r.es99)),
+                f"{r.outside:.3%}",
+            ]
+            for r in rows
+        ],
+        left=0,
+    )
+    if csv_path is not None:
+        write_rows(csv_path, [r.csv_row() for r in rows])
