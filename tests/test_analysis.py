@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -194,7 +196,11 @@ def test_frontier_bad_names():
 
 
 def test_cell_edges():
-    np.testing.assert_allclose(cell_edges(np.array([0.0, 0.2, 0.6])), [-0.1, 0.1, 0.4, 0.8])
+    # pricing.md, "no probability is dropped": the outer cells reach -inf and +inf
+    # (a scenario beyond the grid counts at the edge value), not half a step out.
+    np.testing.assert_array_equal(
+        cell_edges(np.array([0.0, 0.2, 0.6])), [-np.inf, 0.1, 0.4, np.inf]
+    )
     np.testing.assert_array_equal(cell_edges(np.array([0.3])), [-np.inf, np.inf])
 
 
@@ -222,27 +228,65 @@ def test_rho_zero_is_the_product_of_the_marginals():
     )
 
 
-def test_weights_sum_to_one_and_report_the_mass_outside():
+def test_weights_sum_to_one_and_report_the_edge_weights():
+    # pricing.md, "no probability is dropped": the outer cells reach the ends of the
+    # marginals' support, so the weights add up to 1 without renormalising, and the
+    # weight on each axis's first and last cells is the marginal's tail beyond the
+    # midpoint to the neighbour.
     ds = linear_cube()
     w = scenario_weights(ds, 0.5)
     assert float(w.weights.sum()) == pytest.approx(1.0, abs=1e-12)
     assert w.weights.dims == ("deflation", "crypto_drawdown", "haircut")
     assert (w.weights >= 0).all()
-    # mass inside before renormalising: copula box times the haircut marginal
-    edges_d, edges_c = cell_edges(LINEAR_AXES["deflation"]), cell_edges([0.0, 0.5, 1.0])
+    # deflation 0, 0.1, ..., 1 under norm(0.3, 0.15): the low edge cell holds
+    # P(d < 0.05) = Φ((0.05 - 0.3) / 0.15) = Φ(-5/3) = 0.04779, the high one
+    # P(d > 0.95) = 1 - Φ(13/3) = 7.3e-6.
+    # crypto 0, 0.5, 1 under beta(2, 2), F(c) = 3c² - 2c³: F(0.25) = 0.15625 on
+    # each edge (symmetric). haircut 0, 0.5 under beta(3.5, 6.5): low P(h < 0.25),
+    # high P(h > 0.25).
+    low_h = stats.beta(3.5, 6.5).cdf(0.25)
+    expected = {
+        "deflation": (stats.norm.cdf(-5 / 3), stats.norm.sf(13 / 3)),
+        "crypto_drawdown": (0.15625, 0.15625),
+        "haircut": (low_h, 1 - low_h),
+    }
+    assert list(w.edges) == ["deflation", "crypto_drawdown", "haircut"]
+    for axis, (low, high) in expected.items():
+        assert w.edges[axis] == pytest.approx((low, high), rel=1e-9)
+        # the same as summing the weights over the first and last grid values
+        assert float(w.weights.isel({axis: 0}).sum()) == pytest.approx(low, rel=1e-9)
+        assert float(w.weights.isel({axis: -1}).sum()) == pytest.approx(high, rel=1e-9)
+    assert w.edges["deflation"][0] == pytest.approx(0.0477903, abs=1e-7)
+    # a corner box of the copula reaches -inf on both axes: C(0.05, 0.25), the
+    # bivariate normal CDF at (Φ⁻¹(F_d(0.05)), Φ⁻¹(F_c(0.25))) with correlation 0.5
     joint = stats.multivariate_normal([0, 0], [[1, 0.5], [0.5, 1]])
-    upper = stats.norm.ppf(
-        [stats.norm(0.3, 0.15).cdf(edges_d[-1]), stats.beta(2, 2).cdf(edges_c[-1])]
+    corner = joint.cdf(stats.norm.ppf([stats.norm(0.3, 0.15).cdf(0.05), 0.15625]))
+    assert float(w.weights.isel(deflation=0, crypto_drawdown=0).sum()) == pytest.approx(
+        corner, abs=1e-7
     )
-    lower = stats.norm.ppf(
-        [stats.norm(0.3, 0.15).cdf(edges_d[0]), stats.beta(2, 2).cdf(edges_c[0])]
-    )
-    inside_dc = joint.cdf(upper, lower_limit=lower)
-    edges_h = cell_edges(np.array([0.0, 0.5]))
-    inside_h = np.diff(stats.beta(3.5, 6.5).cdf(edges_h[[0, -1]]))[0]
-    assert w.outside == pytest.approx(1 - inside_dc * inside_h, abs=1e-7)
+    # the weights of a block are those of the whole grid
+    block = w.block({"deflation": slice(3, 6)})
+    np.testing.assert_array_equal(block, w.weights.isel(deflation=slice(3, 6)).values)
     with pytest.raises(InputError, match=r"--rho 1: must be in \(-1, 1\)"):
         scenario_weights(ds, 1.0)
+
+
+def test_edge_weights_of_an_axis_of_one_value_and_of_equal_weights():
+    # haircut has one value: its cell stands for the whole line, 1 on both edges;
+    # discount_rate has no marginal: 1/3 per value, so 1/3 on each edge.
+    axes = {
+        "deflation": [0.1, 0.3, 0.5],
+        "crypto_drawdown": [0.0, 0.5, 1.0],
+        "haircut": [0.35],
+        "discount_rate": [0.06, 0.08, 0.1],
+    }
+    ds = synthetic_cube(axes, lambda deflation, **_: 0.5 * deflation)
+    w = scenario_weights(ds, 0.3)
+    assert w.edges["haircut"] == (1.0, 1.0)
+    assert w.edges["discount_rate"] == pytest.approx((1 / 3, 1 / 3), rel=1e-12)
+    # deflation: P(d < 0.2) = Φ(-2/3) = 0.25249 on the low edge, P(d > 0.4) the same
+    assert w.edges["deflation"] == pytest.approx((stats.norm.cdf(-2 / 3),) * 2, rel=1e-9)
+    assert float(w.weights.sum()) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_axis_without_a_marginal_is_weighted_equally():
@@ -283,6 +327,17 @@ def test_risk_on_a_cube_with_a_two_point_weighting():
         assert row.expected_loss == pytest.approx(0.003)
         assert row.var95 == 0.0 and row.es95 == pytest.approx(0.06)
         assert row.var99 == 0.1 and row.es99 == pytest.approx(0.1)
+    # The haircut's edge weights are its two cells: 0.97 and 0.03. Deflation 0, 0.3
+    # under norm(0.3, 0.15): P(d < 0.15) = Φ(-1) = 0.158655 and P(d > 0.15) = Φ(1);
+    # crypto 0, 0.5 under beta(2, 2): F(0.25) = 3/16 - 2/64 = 0.15625 and 0.84375.
+    edges = {
+        "deflation_edge_low": pytest.approx(stats.norm.cdf(-1), rel=1e-9),
+        "deflation_edge_high": pytest.approx(stats.norm.cdf(1), rel=1e-9),
+        "crypto_drawdown_edge_low": pytest.approx(0.15625, rel=1e-9),
+        "crypto_drawdown_edge_high": pytest.approx(0.84375, rel=1e-9),
+        "haircut_edge_low": pytest.approx(0.97, rel=1e-9),
+        "haircut_edge_high": pytest.approx(0.03, rel=1e-9),
+    }
     assert rows[0].csv_row() == {
         "rho": 0.0,
         "expected_loss": rows[0].expected_loss,
@@ -290,7 +345,9 @@ def test_risk_on_a_cube_with_a_two_point_weighting():
         "es95": rows[0].es95,
         "var99": 0.1,
         "es99": rows[0].es99,
+        **edges,
     }
+    assert rows[0].outside == 0.0  # nothing is dropped: the edge cells carry the tails
 
 
 def test_tail_loss_grows_with_correlation():
@@ -363,11 +420,52 @@ def test_reverse_stress_nearest_cell(monkeypatch):
     w = scenario_weights(ds, 0.5).weights.values
     assert rs.breaking_probability == pytest.approx(w[breaks].sum())
     np.testing.assert_allclose([x.probability for x in rs.probable], np.sort(w[breaks])[::-1][:11])
-    # the same answer when the cube is read in blocks of 7 cells
+    # the weight on the edge cells, as risk reports it: deflation 0..1 under
+    # norm(0.3, 0.15) holds P(d < 0.05) = Φ(-5/3) on its first cell
+    assert rs.edges == scenario_weights(ds, 0.5).edges
+    assert rs.edges["deflation"][0] == pytest.approx(stats.norm.cdf(-5 / 3), rel=1e-9)
+    # the base scenario (0.2, 0.2, 0.5) loses 0.2 + 0.2 = 0.4 < 0.75: no note
+    assert rs.base_loss_rate == pytest.approx(0.4)
+    assert not rs.at_or_below_base and rs.base_line() is None
+    rows = rs.rows()
+    assert [r["ranking"] for r in rows] == ["nearest"] * 11 + ["probable"] * 11
+    assert list(rows[0]) == [
+        "ranking",
+        "rank",
+        "deflation",
+        "crypto_drawdown",
+        "haircut",
+        "loss_rate",
+        "distance",
+        "probability",
+        "deflation_edge_low",
+        "deflation_edge_high",
+        "crypto_drawdown_edge_low",
+        "crypto_drawdown_edge_high",
+        "haircut_edge_low",
+        "haircut_edge_high",
+    ]
+    assert rows[0]["deflation"] == pytest.approx(0.5) and rows[11]["rank"] == 1
+    # the same answer when the cube is read in blocks of 7 cells (the breaking
+    # probability is summed block by block: equal to rounding)
     monkeypatch.setattr(
         reverse_module, "leading_slices", lambda shape: leading_slices(shape, max_cells=7)
     )
-    assert reverse_stress(ds, 0.75) == rs
+    blocked = reverse_stress(ds, 0.75)
+    assert blocked.breaking_probability == pytest.approx(rs.breaking_probability, rel=1e-14)
+    assert replace(blocked, breaking_probability=rs.breaking_probability) == rs
+
+
+def test_reverse_stress_says_when_the_target_is_at_or_below_the_base():
+    ds = reverse_cube()  # base (0.2, 0.2, 0.5): loss rate 0.2 + 0.2 = 0.4
+    at = reverse_stress(ds, 0.4)
+    assert at.base_loss_rate == pytest.approx(0.4) and at.at_or_below_base
+    assert at.base_line() == (
+        "the target loss rate 40.00% is at or below the base scenario's 40.00%: "
+        "the base scenario itself breaks the book"
+    )
+    assert reverse_stress(ds, 0.1).at_or_below_base
+    assert not reverse_stress(ds, 0.41).at_or_below_base
 
 
 def test_reverse_stress_scales_without_central_and_severe():
@@ -642,12 +740,11 @@ def test_the_headline_of_the_blocks_is_the_headline_of_the_cube_ties_included(tm
     of them in C order and counts all 19, as the headline read from the cube does."""
     from gridstress.analysis.headline import headline
     from gridstress.config import load_config
-    from gridstress.engine import write_cube_and_headline
+    from gridstress.engine import execute, plan_run
 
     cfg = load_config("configs/seed.yaml")
-    written = write_cube_and_headline(
-        cfg, tmp_path / "c.zarr", chunk_cells=1000, scheduler="synchronous"
-    )
+    with plan_run(cfg, tmp_path / "c.zarr", chunk_cells=1000, scheduler="synchronous") as plan:
+        written = execute(plan)
     with open_cube(written.path) as ds:
         read = headline(ds)
         rate = ds["loss_rate"].values
@@ -658,3 +755,20 @@ def test_the_headline_of_the_blocks_is_the_headline_of_the_cube_ties_included(tm
         "worst loss rate: 40.62% at deflation=0.6, crypto_drawdown=0.9, haircut=0 "
         "(the first of 19 cells at this rate)"
     )
+
+
+@pytest.mark.parametrize("path", ["configs/seed.yaml", "configs/seed-contagion.yaml"])
+def test_a_cube_embeds_its_config_whole(path):
+    """The config a cube embeds (the resolved YAML) reads back, without the config
+    reader, as the config that ran: every field but where it came from."""
+    from dataclasses import replace
+
+    import yaml
+
+    from gridstress.config import load_config
+    from gridstress.inputs import RunConfig
+
+    cfg = load_config(path)
+    back = RunConfig.from_dict(yaml.safe_load(cfg.to_yaml()), source=cfg.source)
+    assert back == replace(cfg, warnings=())
+    assert (back.config_sha256, back.portfolio_sha256) == (cfg.config_sha256, cfg.portfolio_sha256)

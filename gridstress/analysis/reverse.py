@@ -13,7 +13,10 @@ An axis that holds a non-finite value (``market_depth_gpus: .inf``, a deep
 market) is measured in grid steps instead: ``x_a``, ``central_a`` and
 ``severe_a`` are then the positions of the grid values nearest to them.
 "Most probable" ranks the breaking cells by their scenario weight
-(:func:`.risk.scenario_weights`). See ``docs/analysis.md``.
+(:func:`.risk.scenario_weights`, whose edge cells carry the scenarios beyond
+the grid; their weights are reported). The result says when the target is
+at or below the base (central) scenario's own loss rate: then the base
+scenario itself breaks the book. See ``docs/analysis.md``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from .headline import grid_dims, leading_slices
-from .risk import scenario_weights
+from .headline import grid_dims, leading_slices, scenario_point
+from .risk import edge_columns, scenario_weights
 from .select import reference_values
 
 
@@ -119,6 +122,37 @@ class ReverseStress:
     """Breaking cells by increasing distance from the central scenario."""
     probable: list[Cell] = field(default_factory=list)
     """Breaking cells by decreasing probability."""
+    base_loss_rate: float = float("nan")
+    """Loss rate of the base (central) scenario's grid point."""
+    edges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """``{axis: (low, high)}``: weight on the cells at each axis's first and last
+    grid value (:attr:`.risk.Weights.edges`)."""
+
+    @property
+    def at_or_below_base(self) -> bool:
+        """Whether the target is at or below the base scenario's loss rate, so
+        that the base scenario itself is a breaking cell."""
+        return self.target <= self.base_loss_rate
+
+    def base_line(self) -> str | None:
+        """One line saying that the target is at or below the base scenario's
+        loss rate; None when it is above."""
+        if not self.at_or_below_base:
+            return None
+        return (
+            f"the target loss rate {self.target:.2%} is at or below the base scenario's "
+            f"{self.base_loss_rate:.2%}: the base scenario itself breaks the book"
+        )
+
+    def rows(self) -> list[dict[str, object]]:
+        """CSV rows of both rankings: ``ranking,rank,<axes>,loss_rate,distance,
+        probability`` then the edge weights ``<axis>_edge_low``, ``<axis>_edge_high``."""
+        edges = edge_columns(self.edges)
+        return [
+            {"ranking": ranking, "rank": i, **c.row(), **edges}
+            for ranking, cells in (("nearest", self.nearest), ("probable", self.probable))
+            for i, c in enumerate(cells, 1)
+        ]
 
 
 #: How far above the base scenario's loss rate the default reverse-stress
@@ -180,14 +214,14 @@ def reverse_stress(
     if not 0 <= target <= 1:
         raise InputError(f"--loss-rate {target:g}: must be in [0, 1]")
     loss_rate = ds["loss_rate"].transpose(*grid_dims(ds))
-    weights = scenario_weights(ds, rho, overrides).weights
+    scenario = scenario_weights(ds, rho, overrides)
     nearest, probable, n_breaking, p_breaking = [], [], 0, 0.0
     per_row = int(np.prod(loss_rate.shape[1:]))
     for rows in leading_slices(loss_rate.shape):
         block = {str(loss_rate.dims[0]): rows}
         part = loss_rate.isel(block).values
         breaks = part >= target
-        w = weights.isel(block).values
+        w = scenario.block(block)
         n_breaking += int(breaks.sum())
         p_breaking += float(w[breaks].sum())
         offset = rows.start * per_row
@@ -205,7 +239,7 @@ def reverse_stress(
             point,
             float(loss_rate.isel(index)),
             float(distance(ds, point)),
-            float(weights.isel(index)),
+            float(scenario.block({str(d): slice(i, i + 1) for d, i in index.items()}).item()),
         )
 
     return ReverseStress(
@@ -216,4 +250,6 @@ def reverse_stress(
         breaking_probability=p_breaking,
         nearest=[cell(i) for _, i in nearest],
         probable=[cell(i) for _, i in probable],
+        base_loss_rate=float(loss_rate.sel(scenario_point(ds, "central"))),
+        edges=scenario.edges,
     )
