@@ -21,16 +21,21 @@ quantity only over the axes it depends on:
   value of the liquidation parameters.
 
 The recursion runs period-outer, every loan of a cell stepped together in
-period ``k``: first each loan's default triggers, then the market step, a
-reduction across the loans of each cell (the GPUs of the loans that default
-in ``k`` are sold into one secondary market, whose price index marks every
-other fleet's collateral in the periods after), then the defaults of ``k``
-are closed at that period's price.
+period ``k``: first each loan's default triggers (:func:`cash_flow`,
+:func:`cash_and_covenant`, :func:`ltv_test`, :func:`maturity_test`), then
+:func:`market_step`, a reduction across the loans of each cell (the GPUs of
+the loans that default in ``k`` are sold into one secondary market, whose
+price index marks every other fleet's collateral in the periods after), then
+:func:`close_defaults` closes the defaults of ``k`` at that period's price.
+Each step takes a :class:`PathState` (:func:`start_state`) and a
+:class:`Period`, and cites its section of docs/model.md; :func:`recoveries`
+and :func:`cube_variables` follow the last period.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -179,6 +184,410 @@ def cash_flow_offer(
     return xp.maximum(0.0, fleet_pv + mining_pv) / ln.refi_min_dscr[rows]
 
 
+@dataclass
+class Market:
+    """The secondary market for GPUs of each path cell (docs/model.md, section 8)."""
+
+    overhang: Any  # Q_k [GPU]
+    price: Any  # p_k [1]
+    price_min: Any  # lowest p_k so far [1]
+    decay: Any  # 2^(-dt / T) [1], 1 when T is infinite
+    depth: Any  # W [GPU]
+    book_share: Any  # theta [1]
+
+
+@dataclass
+class PathState:
+    """One block's recursion: the inputs its steps read and the arrays they carry.
+
+    The arrays from ``cash`` on, set by :func:`start_state`, are of shape
+    ``(L,) + path cells``, loans in canonical order; the path cells span every
+    axis of the block but the liquidation ones.
+    """
+
+    pf: PortfolioArrays
+    ln: _Loans
+    xp: Any
+    dt: float  # period length [years]
+    fleet: list  # R_j - P_j - F_j, j = 0..last, over deflation [USD]
+    mining: list  # M_j, j = 0..last, over the crypto axes [USD]
+    gpu_value: list  # G_k, k = 0..K [USD/GPU]
+    crypto_drawdown: Any  # c [1]
+    drawdown_periods: Any  # D [periods]
+    discount_rate: Any  # y [1/year]
+    market: Market | None  # None: W is infinite everywhere, p_k = 1 (model v1)
+    cash: Any = None  # cash_k [USD]
+    breaches: Any = None  # consecutive covenant breaches [periods]
+    alive: Any = None  # no default yet
+    dscr_min: Any = None  # lowest DSCR_k so far [1]
+    trigger_of: Any = None  # index in TRIGGERS of the trigger that names the default, -1: none
+    ead: Any = None  # EAD [USD]
+    gpu_collateral: Any = None  # V*_tau p_tau [USD]
+    crypto_collateral: Any = None  # C_tau [USD]
+    cash_at_default: Any = None  # cash_tau [USD]
+    discount_at_default: Any = None  # (1 + y)^(-t_tau) [1]
+    default_years: Any = None  # t_tau [years], inf: no default
+
+
+@dataclass
+class Period:
+    """What the steps of period ``k`` hand each other.
+
+    Arrays have, or broadcast to, shape ``(active[k],) + path cells``: the
+    loans still running in ``k`` (``rows``).  An untested trigger stays None.
+    """
+
+    k: int
+    rows: slice
+    cfads: Any = None  # CFADS_k [USD]
+    debt_service: Any = None  # DS_k [USD]
+    has_ds: Any = None  # DS_k > 0
+    dscr: Any = None  # DSCR_k [1]
+    cash: Any = None  # cash_k [USD]
+    owed: Any = None  # O_k [USD]
+    fair: Any = None  # V*_k [USD]
+    crypto: Any = None  # C_k [USD]
+    payment: Any = None
+    covenant: Any = None
+    ltv: Any = None
+    trigger: Any = None  # any trigger fired
+    new: Any = None  # the defaults of period k
+    any_new: bool = False
+
+
+def _at_market(st: PathState, fair):
+    """Fair value ``fair`` [USD] at the market's current price index."""
+    return fair * st.market.price if st.market is not None else fair
+
+
+def start_state(pf: PortfolioArrays, scenario: dict[str, Any], ndim: int, xp) -> PathState:
+    """The recursion before period 1, with the tables its steps read.
+
+    ``cash_0 = cash_reserve``, ``Q_0 = 0``, ``p_0 = 1``, no breach or default;
+    every loan's :func:`fleet_cash_flow` and :func:`mining_margin` up to the
+    last period a cash-flow offer projects, and :func:`appraisal_table`.
+    """
+    dt = 1.0 / pf.periods_per_year
+    hours = HOURS_PER_YEAR * dt
+    d, y = scenario["deflation"], scenario["discount_rate"]
+    c, D = scenario["crypto_drawdown"], scenario["drawdown_periods"]
+    ln = _Loans(pf, ndim, xp)
+    last = pf.horizon + int(pf.n_refi.max(initial=0))
+    everyone = slice(None)
+    fleet: list[Any] = [None] + [
+        fleet_cash_flow(ln, everyone, j, d, dt, hours, xp) for j in range(1, last + 1)
+    ]
+    # X_j, hence M_j, stays the same once the fall is complete (j >= D): those
+    # periods share one array.
+    settled = math.ceil(float(D.max()) if hasattr(D, "max") else D)
+    mining: list[Any] = [None]
+    for j in range(1, last + 1):
+        mining.append(mining[-1] if j > settled else mining_margin(ln, everyone, j, c, D, dt, xp))
+    path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]
+    path_shape = (pf.n_loans,) + np.broadcast_shapes(*(_shape(p) for p in path_params))
+    cells = path_shape[1:]
+    depth = scenario["market_depth_gpus"]
+    # W infinite everywhere: no sale moves the price (model v1); skip the step.
+    market = None
+    if not _is_inf(depth):
+        decay = 2.0 ** (-dt / scenario["market_half_life_years"])
+        share = scenario["book_share"]
+        market = Market(xp.zeros(cells), xp.ones(cells), xp.ones(cells), decay, depth, share)
+    table = appraisal_table(pf, d, y, xp, ndim)
+    st = PathState(pf, ln, xp, dt, fleet, mining, table, c, D, y, market)
+    st.cash = xp.broadcast_to(ln.cash0, path_shape).copy()
+    st.alive = xp.ones(path_shape, dtype=bool)
+    st.dscr_min = xp.full(path_shape, xp.inf)
+    st.trigger_of = xp.full(path_shape, -1, dtype=np.int8)
+    st.default_years = xp.full(path_shape, xp.inf)
+    for name in ("breaches", "ead", "gpu_collateral", "crypto_collateral"):
+        setattr(st, name, xp.zeros(path_shape))
+    st.cash_at_default = xp.zeros(path_shape)
+    st.discount_at_default = xp.zeros(path_shape)
+    return st
+
+
+def cash_flow(st: PathState, p: Period) -> None:
+    """Cash flow available for debt service, and DSCR, in period ``k`` (section 4)::
+
+        CFADS_k = R_k - P_k - F_k + M_k               [USD]
+        DSCR_k  = CFADS_k / DS_k,  where DS_k > 0     [1]
+
+    Parameters
+    ----------
+    st, p : PathState, Period
+        Sets ``p.cfads``, ``p.debt_service``, ``p.has_ds``, ``p.dscr``; lowers ``st.dscr_min``.
+    """
+    xp, rows, k = st.xp, p.rows, p.k
+    p.cfads = st.fleet[k][rows] + st.mining[k][rows]
+    p.debt_service = st.ln.col(st.pf.debt_service[rows, k])
+    p.has_ds = p.debt_service > 0
+    p.dscr = p.cfads / xp.where(p.has_ds, p.debt_service, 1.0)
+    low = st.dscr_min[rows]
+    st.dscr_min[rows] = xp.where(st.alive[rows] & p.has_ds, xp.minimum(low, p.dscr), low)
+
+
+def cash_and_covenant(st: PathState, p: Period) -> None:
+    """The cash account, and the payment and covenant triggers, in period ``k`` (section 5)::
+
+        cash_k = min(cash_cap, cash_{k-1} + CFADS_k - DS_k)                [USD]
+        b_k    = b_{k-1} + 1  if DS_k > 0 and DSCR_k < min_dscr, else 0    [periods]
+        payment:   cash_k < 0
+        covenant:  b_k >= cure_periods
+
+    ``min_dscr = 0`` means no covenant (a floor of -inf, never breached; section 11).
+
+    Parameters
+    ----------
+    st, p : PathState, Period
+        Sets ``p.cash`` and the two triggers; updates ``st.cash`` and ``st.breaches``.
+    """
+    xp, ln, rows = st.xp, st.ln, p.rows
+    p.cash = xp.minimum(ln.cash_cap[rows], st.cash[rows] + p.cfads - p.debt_service)
+    st.cash[rows] = p.cash
+    p.payment = p.trigger = p.cash < 0
+    if st.pf.has_covenant[rows].any():
+        breach = p.has_ds & (p.dscr < ln.dscr_floor[rows])
+        st.breaches[rows] = xp.where(breach, st.breaches[rows] + 1.0, 0.0)
+        p.covenant = st.breaches[rows] >= ln.cure[rows]
+        p.trigger = p.trigger | p.covenant
+
+
+def ltv_test(st: PathState, p: Period) -> None:
+    """Collateral and the LTV trigger in period ``k``, at the price ``p_{k-1}`` (section 6)::
+
+        V*_k  = pledged_share n_gpus G_k            [USD]
+        V_k   = V*_k p_{k-1}                        [USD]
+        C_k   = crypto_collateral X_k               [USD]
+        LTV_k = O_k / (V_k + C_k)    market basis   [1]
+        LTV_k = O_k / (BV_k + C_k)   book basis     [1]
+        ltv:  LTV_k > max_ltv
+
+    ``LTV_k = 0`` where nothing is owed, ``+inf`` where only the
+    denominator is 0.
+
+    Parameters
+    ----------
+    st, p : PathState, Period
+        Sets ``p.owed``, ``p.fair``, ``p.crypto``, and ``p.ltv`` where it is tested.
+    """
+    xp, pf, ln, rows, k = st.xp, st.pf, st.ln, p.rows, p.k
+    p.owed = ln.col(pf.owed[rows, k])
+    p.fair = ln.pledged_gpus[rows] * st.gpu_value[k][rows]
+    price_k = crypto_index(k, st.crypto_drawdown, st.drawdown_periods, xp)
+    p.crypto = ln.crypto0[rows] * price_k
+    if not pf.has_ltv_covenant[rows].any():
+        return
+    collateral = _at_market(st, p.fair) + p.crypto
+    basis = collateral
+    if pf.book_basis[rows].any():
+        book = ln.col(pf.book_value[rows, k]) + p.crypto
+        basis = xp.where(ln.book_basis[rows], book, collateral)
+    p.ltv = xp.where(p.owed > 0, p.owed / basis, 0.0) > ln.max_ltv[rows]
+    p.trigger = p.trigger | p.ltv
+
+
+def maturity_test(st: PathState, p: Period) -> None:
+    """The maturity trigger of the loans with a balloon due in period ``k = n`` (section 7)::
+
+        collateral offer:  refi_advance_rate (V_n + C_n)                  [USD]
+        cash-flow offer:   K_n  (:func:`cash_flow_offer`)                 [USD]
+        maturity:  balloon_n > max(cash_n, 0) + max(collateral offer, K_n)
+
+    Parameters
+    ----------
+    st, p : PathState, Period
+        Updates ``p.trigger``; ``st.market.price`` is still ``p_{k-1}``.
+    """
+    xp, pf, ln, k = st.xp, st.pf, st.ln, p.k
+    # Canonical order sorts loans by maturity, longest first: those maturing
+    # in k are the rows that are running in k but not in k + 1.
+    first = int(pf.active[k + 1]) if k < pf.horizon else 0
+    n_active = p.rows.stop
+    if not pf.balloon_due[first:n_active, k].any():
+        return
+    mature = slice(first, n_active)
+    offer = ln.refi[mature] * (_at_market(st, p.fair[mature]) + p.crypto[mature])
+    if (pf.n_refi[mature] * pf.balloon_due[mature, k]).any():
+        on_cash_flow = cash_flow_offer(
+            st.fleet, st.mining, mature, k, st.discount_rate, st.dt, pf.n_refi[mature], ln, xp
+        )
+        offer = xp.maximum(offer, on_cash_flow)
+    maturity = xp.zeros(p.trigger.shape, dtype=bool)
+    maturity[mature] = ln.col(pf.balloon[mature, k]) > xp.maximum(p.cash[mature], 0.0) + offer
+    p.trigger = p.trigger | maturity
+
+
+def market_step(st: PathState, p: Period) -> None:
+    """The secondary market of each path cell after the defaults of period ``k`` (section 8)::
+
+        S_k = sum over loans with tau = k of pledged_share n_gpus g_k   [GPU]
+        Q_k = Q_{k-1} 2^(-dt / T) + S_k / theta                         [GPU]
+        p_k = 2^(-Q_k / W)                                              [1]
+
+    Nothing moves in a deep market (``st.market`` None: ``p_k = 1``).
+
+    Parameters
+    ----------
+    st, p : PathState, Period
+        Updates ``st.market`` from ``p.new``: its overhang, price and lowest price.
+    """
+    m = st.market
+    if m is None:
+        return
+    m.overhang = m.overhang * m.decay
+    # Loan after loan in canonical order, only those that default in some
+    # cell and have in-service pledged GPUs (the others add 0).
+    sellers = np.flatnonzero(st.pf.sells_until[: p.rows.stop] >= p.k)
+    if p.any_new and sellers.size:
+        hit = p.new[sellers].reshape(sellers.size, -1).any(axis=1)
+        sold = 0.0
+        for i in sellers[np.asarray(hit.tolist(), dtype=bool)]:
+            sold = sold + st.xp.where(p.new[i], st.ln.pledged_gpus[i], 0.0)
+        m.overhang = m.overhang + sold / m.book_share
+    m.price = 2.0 ** (-m.overhang / m.depth)
+    m.price_min = st.xp.minimum(m.price_min, m.price)
+
+
+def close_defaults(st: PathState, p: Period) -> None:
+    """Close the loans that default in period ``k``, recorded at ``tau = k`` (section 9)::
+
+        EAD      = B_{tau-1}  for a payment default,  else O_tau   [USD]
+        V_tau    = V*_tau p_tau                                    [USD]
+        discount = (1 + y)^(-t_tau)                                [1]
+
+    with ``C_tau``, ``cash_tau`` and ``t_tau`` [years]; the first trigger in
+    the order payment, covenant, LTV, maturity names the default.
+
+    Parameters
+    ----------
+    st, p : PathState, Period
+        Updates the default record and ``st.alive``; ``st.market.price`` is ``p_k``.
+    """
+    if not p.any_new:
+        return
+    xp, rows, new = st.xp, p.rows, p.new
+    code = xp.full(new.shape, MATURITY, dtype=np.int8)
+    for fired, number in ((p.ltv, LTV), (p.covenant, COVENANT), (p.payment, PAYMENT)):
+        if fired is not None:
+            code = xp.where(fired, np.int8(number), code)
+    st.trigger_of[rows] = xp.where(new, code, st.trigger_of[rows])
+    # Payment default: nothing of period k was paid, so B_{k-1} is exposed.
+    ead_k = xp.where(p.payment, st.ln.col(st.pf.balance[rows, p.k - 1]), p.owed)
+    st.ead[rows] = xp.where(new, ead_k, st.ead[rows])
+    # The fleet is sold at p_k, its own sale included.
+    st.gpu_collateral[rows] = xp.where(new, _at_market(st, p.fair), st.gpu_collateral[rows])
+    st.crypto_collateral[rows] = xp.where(new, p.crypto, st.crypto_collateral[rows])
+    st.cash_at_default[rows] = xp.where(new, p.cash, st.cash_at_default[rows])
+    t_k = p.k * st.dt
+    discount_k = (1.0 + st.discount_rate) ** (-t_k)
+    st.discount_at_default[rows] = xp.where(new, discount_k, st.discount_at_default[rows])
+    st.default_years[rows] = xp.where(new, t_k, st.default_years[rows])
+    st.alive[rows] = st.alive[rows] & ~new
+
+
+@dataclass
+class Losses:
+    """The recovery step's sums over loans, each of the block's shape unless noted."""
+
+    loss: Any  # [USD]
+    loss_pv: Any  # [USD]
+    recovered: Any  # [USD]
+    by_segment: list  # loss per segment [USD]
+    by_trigger: list  # defaulted principal per trigger, over path cells [USD]
+    per_loan: list  # each loan's loss, None where it defaults in no cell [USD]
+
+
+def recoveries(st: PathState, scenario: dict[str, Any], shape: tuple[int, ...]) -> Losses:
+    """Recovery and loss of each defaulted loan, summed in canonical order (section 9)::
+
+        recovery = min(EAD, V_tau (1 - l)(1 - h) + C_tau (1 - l)(1 - h_c)
+                            + max(cash_tau, 0))                     [USD]
+        loss     = EAD - recovery                                   [USD]
+        loss_pv  = loss (1 + y)^(-t_tau)                            [USD]
+
+    with fire-sale haircut ``h``, crypto haircut ``h_c`` and liquidation cost
+    ``l``, which enter nowhere else.  The defaulted principal by trigger [USD]
+    is summed in the same pass.
+
+    Parameters
+    ----------
+    st, scenario, shape : PathState, dict, tuple of int
+        The recursion after the last period, and :func:`evaluate`'s arguments.
+    """
+    xp, pf = st.xp, st.pf
+    defaulted = ~st.alive
+    keep = (1.0 - scenario["liquidation_cost"]) * (1.0 - scenario["haircut"])
+    keep_crypto = (1.0 - scenario["liquidation_cost"]) * (1.0 - scenario["crypto_haircut"])
+    by_segment = [xp.zeros(shape) for _ in pf.segments]
+    by_trigger = [xp.zeros(st.alive.shape[1:]) for _ in TRIGGERS]
+    loans: list[Any] = [None] * pf.n_loans
+    out = Losses(xp.zeros(shape), xp.zeros(shape), xp.zeros(shape), by_segment, by_trigger, loans)
+    principal = st.ln.col(pf.values["principal"])
+    # Loan by loan, so that working memory is one loan's cells, not all loans'.
+    any_default = np.asarray(defaulted.reshape(pf.n_loans, -1).any(axis=1).tolist(), dtype=bool)
+    for i in np.flatnonzero(any_default):
+        for number in range(len(TRIGGERS)):
+            out.by_trigger[number] = out.by_trigger[number] + xp.where(
+                st.trigger_of[i] == number, principal[i], 0.0
+            )
+        proceeds = (
+            st.gpu_collateral[i] * keep
+            + st.crypto_collateral[i] * keep_crypto
+            + xp.maximum(st.cash_at_default[i], 0.0)
+        )
+        recovery = xp.where(defaulted[i], xp.minimum(st.ead[i], proceeds), 0.0)
+        loss_i = st.ead[i] - recovery  # 0 where no default: ead stays 0 there
+        out.loss += loss_i
+        out.loss_pv += loss_i * st.discount_at_default[i]
+        out.recovered += recovery
+        out.by_segment[pf.segment_index[i]] += loss_i
+        out.per_loan[i] = loss_i
+    return out
+
+
+def cube_variables(
+    st: PathState, losses: Losses, shape: tuple[int, ...], per_loan: bool
+) -> dict[str, Any]:
+    """The cube's variables of the block (section 10), shaped as :func:`evaluate` says.
+
+    Rates are shares of the total principal ``B0`` [1], and
+    ``breakeven_spread_bps = 1e4 loss_pv / (B0 WAL)`` [bp].
+    """
+    xp, pf = st.xp, st.pf
+    defaulted = ~st.alive
+    principal = st.ln.col(pf.values["principal"])
+    total = pf.total_principal
+    out: dict[str, Any] = {"loss": losses.loss, "loss_pv": losses.loss_pv}
+    out["loss_rate"] = losses.loss / total
+    out["defaults"] = defaulted.sum(axis=0).astype(xp.float64)
+    out["default_rate"] = _sum_over_loans(xp.where(defaulted, principal, 0.0), xp) / total
+    first = st.default_years.min(axis=0)
+    out["first_default_years"] = xp.where(xp.isinf(first), xp.nan, first)
+    lowest = st.dscr_min.min(axis=0)
+    out["min_dscr"] = xp.where(xp.isinf(lowest), xp.nan, lowest)
+    ead_sum = _sum_over_loans(st.ead, xp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["recovery_rate"] = xp.where(ead_sum > 0, losses.recovered / ead_sum, xp.nan)
+    out["breakeven_spread_bps"] = 1e4 * losses.loss_pv / pf.principal_wal
+    m = st.market
+    out["market_price_min"] = m.price_min if m is not None else xp.ones(st.alive.shape[1:])
+    assert set(out) == set(CELL_VARIABLES)
+    out = {name: xp.broadcast_to(value, shape) for name, value in out.items()}
+    out["loss_by_segment"] = xp.stack(losses.by_segment, axis=-1)
+    out["default_rate_by_trigger"] = xp.stack(
+        [xp.broadcast_to(part / total, shape) for part in losses.by_trigger], axis=-1
+    )
+    if per_loan:
+        years = xp.where(xp.isinf(st.default_years), xp.nan, st.default_years)
+        out["loan_default_years"] = xp.moveaxis(years, 0, -1)
+        out["loan_loss"] = xp.stack(
+            [xp.zeros(shape) if part is None else part for part in losses.per_loan], axis=-1
+        )
+    assert set(out) == {name for name, o in OUTPUTS.items() if per_loan or not o.per_loan}
+    return out
+
+
 def evaluate(
     pf: PortfolioArrays,
     scenario: dict[str, Any],
@@ -213,217 +622,19 @@ def evaluate(
     missing = set(SCENARIO_PARAMS) - set(scenario)
     if missing:
         raise KeyError(f"scenario lacks {sorted(missing)}")
-    ndim = len(shape)
-    f = pf.periods_per_year
-    dt = 1.0 / f
-    hours = HOURS_PER_YEAR * dt
-    K = pf.horizon
-    L = pf.n_loans
-
-    d = scenario["deflation"]
-    c = scenario["crypto_drawdown"]
-    D = scenario["drawdown_periods"]
-    y = scenario["discount_rate"]
-    depth = scenario["market_depth_gpus"]
-    half_life = scenario["market_half_life_years"]
-    book_share = scenario["book_share"]
-
-    ln = _Loans(pf, ndim, xp)
-    col = ln.col
-    gpu_value = appraisal_table(pf, d, y, xp, ndim)
-    # Every loan's fleet cash flow (over deflation) and mining margin (over the
-    # crypto axes) per period, to the last one a cash-flow offer projects.
-    last = K + int(pf.n_refi.max(initial=0))
-    everyone = slice(None)
-    fleet: list[Any] = [None] + [
-        fleet_cash_flow(ln, everyone, j, d, dt, hours, xp) for j in range(1, last + 1)
-    ]
-    # X_j, hence M_j, stays the same once the fall is complete (j >= D): those
-    # periods share one array.
-    settled = math.ceil(float(D.max()) if hasattr(D, "max") else D)
-    mining: list[Any] = [None]
-    for j in range(1, last + 1):
-        mining.append(mining[-1] if j > settled else mining_margin(ln, everyone, j, c, D, dt, xp))
-    path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]
-    path_shape = (L,) + np.broadcast_shapes(*(_shape(p) for p in path_params))
-    cell_shape = path_shape[1:]
-    # W infinite everywhere: no sale moves the price (model v1); skip the step.
-    market = not _is_inf(depth)
-    if market:
-        overhang = xp.zeros(cell_shape)  # Q_k [GPU]
-        price = xp.ones(cell_shape)  # p_k
-        price_min = xp.ones(cell_shape)
-        decay = 2.0 ** (-dt / half_life)  # 1 when T is infinite
-
-    cash = xp.broadcast_to(ln.cash0, path_shape).copy()
-    breaches = xp.zeros(path_shape)
-    alive = xp.ones(path_shape, dtype=bool)
-    ead = xp.zeros(path_shape)
-    gpu_collateral = xp.zeros(path_shape)  # V*_tau p_tau
-    crypto_collateral = xp.zeros(path_shape)
-    cash_at_default = xp.zeros(path_shape)
-    discount_at_default = xp.zeros(path_shape)
-    default_years = xp.full(path_shape, xp.inf)
-    dscr_min = xp.full(path_shape, xp.inf)
-    trigger_of = xp.full(path_shape, -1, dtype=np.int8)
-
+    st = start_state(pf, scenario, len(shape), xp)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for k in range(1, K + 1):
-            n_active = int(pf.active[k])
-            rows = slice(0, n_active)
-            t_k = k * dt
-            # 1-5. Cash flow, DSCR and the cash account (capped at cash_cap).
-            cfads_k = fleet[k][rows] + mining[k][rows]
-            price_k = crypto_index(k, c, D, xp)
-            debt_service = col(pf.debt_service[rows, k])
-            has_ds = debt_service > 0
-            dscr = cfads_k / xp.where(has_ds, debt_service, 1.0)
-            cash_k = xp.minimum(ln.cash_cap[rows], cash[rows] + cfads_k - debt_service)
-            cash[rows] = cash_k
-            payment = cash_k < 0
-            trigger = payment
-            covenant = ltv = None
-            # 6. Covenant: cure_periods consecutive breaches of min_dscr.
-            if pf.has_covenant[rows].any():
-                breach = has_ds & (dscr < ln.dscr_floor[rows])
-                breaches[rows] = xp.where(breach, breaches[rows] + 1.0, 0.0)
-                covenant = breaches[rows] >= ln.cure[rows]
-                trigger = trigger | covenant
-            # 7. Collateral: fair value V*_k, marked to the market at p_{k-1}.
-            owed = col(pf.owed[rows, k])
-            fair_k = ln.pledged_gpus[rows] * gpu_value[k][rows]
-            crypto_k = ln.crypto0[rows] * price_k
-            tests_ltv = bool(pf.has_ltv_covenant[rows].any())
-            if tests_ltv:
-                # LTV = O/(V+C) (or O/(BV+C) on book basis): inf when only the
-                # denominator is 0, 0 when nothing is owed.
-                collateral = (fair_k * price if market else fair_k) + crypto_k
-                basis = collateral
-                if pf.book_basis[rows].any():
-                    book = col(pf.book_value[rows, k]) + crypto_k
-                    basis = xp.where(ln.book_basis[rows], book, collateral)
-                ltv = xp.where(owed > 0, owed / basis, 0.0) > ln.max_ltv[rows]
-                trigger = trigger | ltv
-            # 8. Maturity of the loans with n = k and a balloon: the better of
-            # the collateral and the cash-flow offer.
-            first = int(pf.active[k + 1]) if k < K else 0
-            if pf.balloon_due[first:n_active, k].any():
-                mature = slice(first, n_active)
-                gpu_n = fair_k[mature] * price if market else fair_k[mature]
-                offer = ln.refi[mature] * (gpu_n + crypto_k[mature])
-                if (pf.n_refi[mature] * pf.balloon_due[mature, k]).any():
-                    offer = xp.maximum(
-                        offer,
-                        cash_flow_offer(fleet, mining, mature, k, y, dt, pf.n_refi[mature], ln, xp),
-                    )
-                maturity = xp.zeros(trigger.shape, dtype=bool)
-                maturity[mature] = (
-                    col(pf.balloon[mature, k]) > xp.maximum(cash_k[mature], 0.0) + offer
-                )
-                trigger = trigger | maturity
-
-            was_alive = alive[rows]
-            dscr_min[rows] = xp.where(
-                was_alive & has_ds, xp.minimum(dscr_min[rows], dscr), dscr_min[rows]
-            )
-            new = was_alive & trigger
-            any_new = bool(new.any())
-            # Market step: the in-service pledged GPUs of the loans that default
-            # in k are sold; the overhang decays with half-life T.
-            if market:
-                overhang = overhang * decay
-                # Loan after loan in canonical order, only those that default in
-                # some cell and have in-service pledged GPUs (the others add 0).
-                sellers = np.flatnonzero(pf.sells_until[:n_active] >= k)
-                if any_new and sellers.size:
-                    hit = new[sellers].reshape(sellers.size, -1).any(axis=1)
-                    sold = 0.0
-                    for i in sellers[np.asarray(hit.tolist(), dtype=bool)]:
-                        sold = sold + xp.where(new[i], ln.pledged_gpus[i], 0.0)
-                    overhang = overhang + sold / book_share
-                price = 2.0 ** (-overhang / depth)
-                price_min = xp.minimum(price_min, price)
-            if any_new:
-                # The first trigger in model.md's order names the default.
-                code = xp.full(new.shape, MATURITY, dtype=np.int8)
-                for fired, number in ((ltv, LTV), (covenant, COVENANT), (payment, PAYMENT)):
-                    if fired is not None:
-                        code = xp.where(fired, np.int8(number), code)
-                trigger_of[rows] = xp.where(new, code, trigger_of[rows])
-                # Payment default: nothing of period k was paid, so B_{k-1} is exposed.
-                ead_k = xp.where(payment, col(pf.balance[rows, k - 1]), owed)
-                ead[rows] = xp.where(new, ead_k, ead[rows])
-                # The fleet is sold at the period's price index p_k.
-                gpu_at_default = fair_k * price if market else fair_k
-                gpu_collateral[rows] = xp.where(new, gpu_at_default, gpu_collateral[rows])
-                crypto_collateral[rows] = xp.where(new, crypto_k, crypto_collateral[rows])
-                cash_at_default[rows] = xp.where(new, cash_k, cash_at_default[rows])
-                discount_k = (1.0 + y) ** (-t_k)
-                discount_at_default[rows] = xp.where(new, discount_k, discount_at_default[rows])
-                default_years[rows] = xp.where(new, t_k, default_years[rows])
-                alive[rows] = was_alive & ~new
-
-    # Recovery at default: the only place the liquidation axes enter.  Loan
-    # by loan, so that working memory is one loan's cells, not all loans'.
-    defaulted = ~alive
-    keep = (1.0 - scenario["liquidation_cost"]) * (1.0 - scenario["haircut"])
-    keep_crypto = (1.0 - scenario["liquidation_cost"]) * (1.0 - scenario["crypto_haircut"])
-    loss = xp.zeros(shape)
-    loss_pv = xp.zeros(shape)
-    rec_sum = xp.zeros(shape)
-    by_segment = [xp.zeros(shape) for _ in pf.segments]
-    loan_loss = [None] * L
-    principal = col(pf.values["principal"])
-    by_trigger = [xp.zeros(cell_shape) for _ in TRIGGERS]
-    any_default = np.asarray(defaulted.reshape(L, -1).any(axis=1).tolist(), dtype=bool)
-    for i in np.flatnonzero(any_default):
-        for number in range(len(TRIGGERS)):
-            by_trigger[number] = by_trigger[number] + xp.where(
-                trigger_of[i] == number, principal[i], 0.0
-            )
-        proceeds = (
-            gpu_collateral[i] * keep
-            + crypto_collateral[i] * keep_crypto
-            + xp.maximum(cash_at_default[i], 0.0)
-        )
-        recovery = xp.where(defaulted[i], xp.minimum(ead[i], proceeds), 0.0)
-        loss_i = ead[i] - recovery  # 0 where no default: ead stays 0 there
-        loss += loss_i
-        loss_pv += loss_i * discount_at_default[i]
-        rec_sum += recovery
-        by_segment[pf.segment_index[i]] += loss_i
-        loan_loss[i] = loss_i
-
-    total = pf.total_principal
-    out: dict[str, Any] = {}
-    out["loss"] = loss
-    out["loss_pv"] = loss_pv
-    out["loss_rate"] = loss / total
-    out["defaults"] = defaulted.sum(axis=0).astype(xp.float64)
-    out["default_rate"] = _sum_over_loans(xp.where(defaulted, principal, 0.0), xp) / total
-    first = default_years.min(axis=0)
-    out["first_default_years"] = xp.where(xp.isinf(first), xp.nan, first)
-    lowest = dscr_min.min(axis=0)
-    out["min_dscr"] = xp.where(xp.isinf(lowest), xp.nan, lowest)
-    ead_sum = _sum_over_loans(ead, xp)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["recovery_rate"] = xp.where(ead_sum > 0, rec_sum / ead_sum, xp.nan)
-    out["breakeven_spread_bps"] = 1e4 * loss_pv / pf.principal_wal
-    out["market_price_min"] = price_min if market else xp.ones(cell_shape)
-    assert set(out) == set(CELL_VARIABLES)
-    out = {name: xp.broadcast_to(value, shape) for name, value in out.items()}
-    out["loss_by_segment"] = xp.stack(by_segment, axis=-1)
-    out["default_rate_by_trigger"] = xp.stack(
-        [xp.broadcast_to(part / total, shape) for part in by_trigger], axis=-1
-    )
-    if per_loan:
-        years = xp.where(xp.isinf(default_years), xp.nan, default_years)
-        out["loan_default_years"] = xp.moveaxis(years, 0, -1)
-        out["loan_loss"] = xp.stack(
-            [xp.zeros(shape) if part is None else part for part in loan_loss], axis=-1
-        )
-    assert set(out) == {name for name, o in OUTPUTS.items() if per_loan or not o.per_loan}
-    return out
+        for k in range(1, pf.horizon + 1):
+            p = Period(k, slice(0, int(pf.active[k])))
+            cash_flow(st, p)
+            cash_and_covenant(st, p)
+            ltv_test(st, p)
+            maturity_test(st, p)
+            p.new = st.alive[p.rows] & p.trigger
+            p.any_new = bool(p.new.any())
+            market_step(st, p)
+            close_defaults(st, p)
+    return cube_variables(st, recoveries(st, scenario, shape), shape, per_loan)
 
 
 def _sum_over_loans(values, xp):
