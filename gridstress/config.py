@@ -17,7 +17,6 @@ which has no header row, are counted from 1.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,8 +28,18 @@ from pydantic.functional_validators import AfterValidator
 from pydantic_core import ErrorDetails
 
 from .errors import InputError, did_you_mean
+from .files import PORTFOLIO_SUFFIXES, read_path_csv, read_portfolio_file
 from .inputs import REFERENCES, Axis, Loan, RunConfig
-from .params import LOAN_FIELDS, REQUIRED_AXES, REQUIRED_FIELDS, SCENARIO_PARAMS, Field, Rule
+from .params import (
+    LOAN_FIELDS,
+    PATHS,
+    REQUIRED_AXES,
+    REQUIRED_FIELDS,
+    SCENARIO_PARAMS,
+    Field,
+    Rule,
+)
+from .paths import Points, check_points, path_end, read_years
 
 __all__ = ["Axis", "Loan", "RunConfig", "load_config", "config_from_dict"]
 
@@ -192,114 +201,6 @@ def _plausibility(loan: Loan) -> list[tuple[str, Any, str]]:
         if field.plausible is not None and value is not None and value > field.plausible.hi:
             out.append((name, value, field.plausible.hint))
     return out
-
-
-# --------------------------------------------------------------------------
-# Portfolio files
-
-
-Table = tuple[list[str], list[dict[str, Any]], list[str]]
-"""A portfolio file as read: its columns, one dict a loan, and each loan's row label."""
-
-
-def _read_csv(path: Path) -> Table:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows: list[dict[str, Any]] = []
-        labels: list[str] = []
-        for raw in reader:
-            # The file's line, as an editor or a spreadsheet numbers it (the header is 1).
-            label = f"row {reader.line_num}"
-            if None in raw:  # more cells than header columns
-                raise InputError(f"{path.name} {label}: has more cells than the header has columns")
-            if not any((v or "").strip() for v in raw.values()):
-                continue  # a blank line is not a loan
-            rows.append({k.strip(): v for k, v in raw.items()})
-            labels.append(label)
-    return columns, rows, labels
-
-
-def _read_parquet(path: Path) -> Table:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise InputError(f"{path.name}: not a readable Parquet file ({exc})") from exc
-    rows = table.to_pylist()
-    return list(table.column_names), rows, [f"row {i}" for i in range(1, len(rows) + 1)]
-
-
-def _excel_value(name: str, value: Any) -> Any:
-    """An Excel cell as the loan field reads it: text fields take numbers as text
-    (a loan_id of 1001), empty text is no value."""
-    field = LOAN_FIELDS.get(name)
-    if isinstance(value, str):
-        return value.strip() or None
-    if field is not None and field.kind in ("str", "choice") and isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
-    return value
-
-
-def _read_xlsx(path: Path, sheet: str | None) -> Table:
-    from openpyxl import load_workbook
-
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises several types for a file it cannot read
-        raise InputError(f"{path.name}: not a readable Excel workbook ({exc})") from None
-    try:
-        if sheet is None:
-            ws = book.worksheets[0]
-        elif sheet in book.sheetnames:
-            ws = book[sheet]
-        else:
-            raise InputError(
-                f"{path.name}: no sheet named {sheet!r}; sheets are: " + ", ".join(book.sheetnames)
-            )
-        lines = ws.iter_rows(values_only=True)
-        header = next(lines, ())
-        columns = [str(c).strip() for c in header if c is not None and str(c).strip()]
-        width = len(header)
-        rows, labels = [], []
-        for number, cells in enumerate(lines, start=2):  # Excel numbers the header row 1
-            cells = tuple(cells) + (None,) * (width - len(cells))
-            if any(v is not None and str(v).strip() for v in cells[width:]):
-                raise InputError(
-                    f"{path.name} row {number}: has cells right of the header's last column"
-                )
-            raw = {
-                str(h).strip(): _excel_value(str(h).strip(), v)
-                for h, v in zip(header, cells)
-                if h is not None and str(h).strip()
-            }
-            if all(v is None for v in raw.values()):
-                continue  # a blank row is not a loan
-            rows.append(raw)
-            labels.append(f"row {number}")
-    finally:
-        book.close()
-    return columns, rows, labels
-
-
-#: Portfolio files by suffix.
-PORTFOLIO_SUFFIXES = (".csv", ".parquet", ".pq", ".xlsx")
-
-
-def _read_portfolio_file(path: Path, sheet: str | None = None) -> Table:
-    if not path.is_file():
-        raise InputError(f"{path}: portfolio file not found")
-    suffix = path.suffix.lower()
-    if sheet is not None and suffix != ".xlsx":
-        raise InputError(f"{path.name}: sheet={sheet} is only for an Excel (.xlsx) portfolio")
-    if suffix == ".csv":
-        return _read_csv(path)
-    if suffix in (".parquet", ".pq"):
-        return _read_parquet(path)
-    if suffix == ".xlsx":
-        return _read_xlsx(path, sheet)
-    raise InputError(f"{path.name}: portfolio must be a .csv, .parquet or .xlsx file")
 
 
 def _unknown_column(name: str) -> str:
@@ -503,6 +404,8 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
 
     axes: list[Axis] = []
     for name, axis_spec in spec.grid.items():
+        if name in PATHS:
+            continue  # refused below, with what a path is
         if name not in SCENARIO_PARAMS:
             problems.append(
                 f"{where}: grid.{name} is not a known axis; axes are scenario parameters: "
@@ -517,17 +420,34 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         if name not in spec.grid:
             problems.append(f"{where}: grid.{name} is required (the three named axes are)")
 
-    scenario: dict[str, float] = {}
+    scenario: dict[str, float | None] = {}
+    paths: dict[str, Points] = {}
+    for name in PATHS:
+        if name in spec.grid:
+            problems.append(
+                f"{where}: grid.{name} is not an axis: a path is the same in every cell; "
+                f"give it under scenario: ({name}: [[0, 1], [1, 0.6], ...] or a CSV file)"
+            )
     for name, value in spec.scenario.items():
+        if name in PATHS:
+            points, broken = _path_points(name, value, where, base_dir)
+            if broken:
+                problems.append(broken)
+            elif points is not None:
+                paths[name] = points
+            continue
         param = SCENARIO_PARAMS.get(name)
-        if param is None or param.default is None:
-            allowed = ", ".join(n for n, p in SCENARIO_PARAMS.items() if p.default is not None)
+        if param is None or not param.fixed:
+            allowed = ", ".join([*(n for n, p in SCENARIO_PARAMS.items() if p.fixed), *PATHS])
             problems.append(
                 f"{where}: scenario.{name} is not a fixed scenario parameter (those are: {allowed})"
             )
             continue
         if name in spec.grid:
             problems.append(f"{where}: scenario.{name} is also a grid axis; give it in one place")
+            continue
+        if value is None and param.empty is not None:
+            scenario[name] = None
             continue
         try:
             number = float(value)
@@ -539,7 +459,7 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
             continue
         scenario[name] = number
     for name, param in SCENARIO_PARAMS.items():
-        if param.default is not None and name not in spec.grid:
+        if param.fixed and name not in spec.grid:
             scenario.setdefault(name, param.default)
 
     defaults: dict[str, Any] = {}
@@ -564,7 +484,7 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         path = Path(source.path)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        columns, rows, labels = _read_portfolio_file(path, source.sheet)
+        columns, rows, labels = read_portfolio_file(path, source.sheet)
         name = path.name + (f" sheet {source.sheet}" if source.sheet else "")
         loans, warnings = _build_loans(rows, columns, name, labels, defaults)
     else:
@@ -586,8 +506,58 @@ def config_from_dict(raw: Any, where: str = "<config>", base_dir: Path | None = 
         loans=loans,
         source=where,
         per_loan=spec.outputs.per_loan,
-        warnings=tuple(_off_grid(axes, where) + warnings),
+        paths=paths,
+        warnings=tuple(
+            _off_grid(axes, where)
+            + _short_paths(paths, loans, spec.periods_per_year, where)
+            + warnings
+        ),
     )
+
+
+def _path_points(
+    name: str, value: Any, where: str, base_dir: Path | None
+) -> tuple[Points | None, str | None]:
+    """A path from its config value: inline ``[[years, index], ...]`` points or
+    a CSV file (``years,index`` or ``date,index``); or the broken rule."""
+    key = f"{where}: scenario.{name}"
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return read_path_csv(path, f"{key}={value}")
+    if not isinstance(value, list) or not all(
+        isinstance(p, list | tuple) and len(p) == 2 for p in value
+    ):
+        return None, (
+            f"{key}={_show(value)} must be a list of [years, index] points or a CSV file "
+            "(columns years,index or date,index)"
+        )
+    try:
+        points = tuple((float(t), float(i)) for t, i in value)
+    except (TypeError, ValueError):
+        return None, f"{key}={_show(value)}: every point must be two numbers [years, index]"
+    if broken := check_points(points):
+        return None, f"{key}: {broken}"
+    return points, None
+
+
+def _short_paths(
+    paths: dict[str, Points], loans: tuple[Loan, ...], periods_per_year: int, where: str
+) -> list[str]:
+    """A warning for each path that ends before the last period the model reads
+    (it is held flat after its last point)."""
+    out = []
+    for name, points in paths.items():
+        reads = max(read_years(loan, periods_per_year, name) for loan in loans)
+        if path_end(points) < reads:
+            out.append(
+                f"{where}: scenario.{name} ends at {path_end(points):g} years, before the "
+                f"{reads:g} years the model reads; it is held flat after its last point"
+            )
+    return out
 
 
 def _off_grid(axes: list[Axis], where: str) -> list[str]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .params import LOAN_FIELDS
+from .params import LOAN_FIELDS, PATHS
+from .paths import Points
 
 __all__ = ["REFERENCES", "Axis", "Loan", "RunConfig", "reference_index"]
 
@@ -83,7 +84,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class Loan:
-    """One loan with every field of model v2 resolved (see params.LOAN_FIELDS)."""
+    """One loan with every field of model v3 resolved (see params.LOAN_FIELDS)."""
 
     loan_id: str
     borrower: str
@@ -120,6 +121,7 @@ class Loan:
     refi_advance_rate: float
     refi_term_years: float
     refi_min_dscr: float
+    generation_exposure: float
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in LOAN_FIELDS}
@@ -131,12 +133,17 @@ class RunConfig:
 
     name: str
     periods_per_year: int
-    scenario: dict[str, float]
+    scenario: dict[str, float | None]
+    """The fixed scenario parameters (not axes), by name; None where a
+    parameter is left empty (``appraisal_deflation``: the foresight appraisal)."""
     axes: tuple[Axis, ...]
     loans: tuple[Loan, ...]
     source: str = "<dict>"
     per_loan: bool = False
     """Also write the per-loan variables (``outputs: {per_loan: true}``)."""
+    paths: dict[str, Points] = field(default_factory=dict)
+    """The scenario paths given (``rent_path``, ``crypto_path``) as
+    ``((years, index), ...)`` points (:mod:`gridstress.paths`)."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """Plausibility warnings of the inputs (values accepted, but they look like
     a percentage, basis points or months)."""
@@ -170,7 +177,8 @@ class RunConfig:
         out: dict[str, Any] = {
             "name": self.name,
             "periods_per_year": self.periods_per_year,
-            "scenario": dict(self.scenario),
+            "scenario": dict(self.scenario)
+            | {name: [list(point) for point in points] for name, points in self.paths.items()},
             "grid": {a.name: a.as_dict() for a in self.axes},
             "outputs": {"per_loan": self.per_loan},
         }
@@ -184,10 +192,16 @@ class RunConfig:
         inline), as a cube embeds it; user files go through
         :func:`gridstress.config.load_config`, which validates them."""
         grid = raw["grid"]
+        given = raw["scenario"]
         return cls(
             name=str(raw["name"]),
             periods_per_year=int(raw["periods_per_year"]),
-            scenario={k: float(v) for k, v in raw["scenario"].items()},
+            scenario={
+                k: None if v is None else float(v) for k, v in given.items() if k not in PATHS
+            },
+            paths={
+                k: tuple((float(t), float(i)) for t, i in v) for k, v in given.items() if k in PATHS
+            },
             axes=tuple(Axis(name, **spec) for name, spec in grid.items()),
             loans=tuple(Loan(**row) for row in raw["portfolio"]),
             source=source,

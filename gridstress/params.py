@@ -1,7 +1,7 @@
 """Names, defaults, units and validity rules of every model input.
 
 One table for the scenario parameters and one for the loan fields of model
-v2 (``docs/model.md``).  The config reader validates against these rules
+v3 (``docs/model.md``).  The config reader validates against these rules
 (and warns where a value looks like a percentage, basis points or months),
 the cube takes units and long names from them, and the docs list them.
 Defaults marked (E) are estimates; the others cite ``docs/model.md#sources``.
@@ -69,6 +69,15 @@ class Param:
     path: bool
     """True when it changes cash flows or default times; False when it enters
     only the recovery, so default paths are shared across its values."""
+    empty: str | None = None
+    """What leaving it out (or ``null``) means, for a parameter whose default is
+    no value (``appraisal_deflation``: the foresight appraisal); None for one
+    that always has a value."""
+
+    @property
+    def fixed(self) -> bool:
+        """Whether a config may give it under ``scenario:`` (not only as an axis)."""
+        return self.default is not None or self.empty is not None
 
 
 SCENARIO_PARAMS: dict[str, Param] = {
@@ -159,9 +168,44 @@ SCENARIO_PARAMS: dict[str, Param] = {
             "theta",
             True,
         ),
+        # Model v3: a new GPU generation's launch, and the market's appraisal.
+        Param(
+            "generation_shock",
+            0.0,
+            Rule(0, 1, hi_open=True),
+            "1",
+            "step fall of the old generation's merchant rents when a new generation ships",
+            "j",
+            True,
+        ),
+        # (E) calibration.md: Blackwell volume about 1.5 years after Hopper's.
+        Param(
+            "generation_years",
+            1.5,
+            Rule(0),
+            "year",
+            "when the new GPU generation ships",
+            "t_g",
+            True,
+        ),
+        Param(
+            "appraisal_deflation",
+            None,
+            Rule(-1, 1, True, True),
+            "1/year",
+            "yearly rent deflation the secondary market prices into GPU appraisals",
+            "d_a",
+            True,
+            empty="the appraisal sees the scenario's own future rents (model v2)",
+        ),
     )
 }
+#: Parameters that a config gives as a value or not at all (None: ``empty``).
+EMPTY_PARAMS = tuple(name for name, p in SCENARIO_PARAMS.items() if p.empty is not None)
 REQUIRED_AXES = ("deflation", "crypto_drawdown", "haircut")
+#: Scenario inputs that are fixed for a run and never an axis: curves over time
+#: given as ``[years, index]`` points (model.md, "Paths").
+PATHS = ("rent_path", "crypto_path")
 #: Parameters that enter only the recovery at default: default times and the
 #: market price index are shared across their values.
 LIQUIDATION_PARAMS = tuple(name for name, p in SCENARIO_PARAMS.items() if not p.path)
@@ -394,6 +438,15 @@ LOAN_FIELDS: dict[str, Field] = {
         ),
         Field(
             "refi_min_dscr", "float", 1.35, _POS, "1", "DSCR the cash-flow refinancing must meet"
+        ),
+        Field(
+            "generation_exposure",
+            "float",
+            1.0,
+            _UNIT,
+            "1",
+            "share of a generation_shock this loan's GPUs take (1: the generation a "
+            "launch displaces; 0: the new generation itself)",
         ),
     )
 }
