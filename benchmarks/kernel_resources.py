@@ -3,7 +3,9 @@
 Compiles the kernel source as NVRTC gets it with nvcc for sm_90, for the
 builds that the seed-dense bench (100 random loans, 37 haircuts: two
 stages) and the single-haircut bench (one pass) use, with a deep market (the
-loan-outer kernel) and with the market step, reads ptxas's resource
+loan-outer kernel) and with the market step, and the model v3 builds of the
+seed-generations grid (rent and crypto paths, the generation shock as an
+axis, the market's appraisal) in both, reads ptxas's resource
 report, and works out from the launch shapes how many thread blocks and
 warps of each launch an H100/H200 SM holds at once (65,536 registers,
 228 KB of shared memory, 64 warps and 32 blocks per SM): with the default
@@ -114,10 +116,12 @@ def launches(
     threads: int = K.THREADS_PER_BLOCK,
     path_shared: int = K.PATH_SHARED_BYTES,
     recovery: bool = True,
+    paths: tuple[str, ...] = (),
 ) -> list[dict]:
     pf = prepare(cfg, "numpy").portfolio
     layout = K.block_layout({a.name: a.array for a in cfg.axes}, cfg.scenario)
-    kp = K.kernel_plan(pf, layout, K.KernelSettings(threads=threads, path_shared_bytes=path_shared))
+    settings = K.KernelSettings(threads=threads, path_shared_bytes=path_shared)
+    kp = K.kernel_plan(pf, layout, settings, paths=paths)
     rows = []
     for kernel, label_blocks in (
         (K.KERNEL_NAME, "blocks_in_widest_launch"),
@@ -177,7 +181,22 @@ def main() -> None:
             100, cells=1_000_000, model="v2"
         ),
     }
+    # Model v3: the shipped generation-shock grid with a rent and a crypto path.
+    generations = ROOT / "configs/seed-generations.yaml"
+    v3 = {
+        "seed-generations, 100 random loans, v3 with both paths (deep market)": bench_config(
+            100, config=generations
+        ),
+        "seed-generations, 100 random loans, v3 with both paths (market step)": bench_config(
+            100, config=generations, model="v2"
+        ),
+    }
     rows = [row for label, cfg in (grids | market).items() for row in launches(label, cfg)]
+    rows += [
+        row
+        for label, cfg in v3.items()
+        for row in launches(label, cfg, paths=("rent_path", "crypto_path"))
+    ]
     sweep = [
         row
         for label, cfg in grids.items()

@@ -1,11 +1,12 @@
-// gridstress model v2 on NVIDIA GPUs: fused passes over blocks of cells.
+// gridstress model v3 on NVIDIA GPUs: fused passes over blocks of cells.
 //
 // gs_grid evaluates path cells a_begin <= a < a_end, 0 <= b < B and every
 // recovery cell q.  Each thread block covers na_block x nb_block path cells
 // (thread t: a = a0 + t / nb_block, b = b0 + t % nb_block).  The block first
 // builds its loan-independent factors in shared memory (na_block x KD discount
-// factors, na_block x J rent indices), then walks the portfolio in tiles of
-// loan_tile loans: it builds the tile's d-only tables in shared memory
+// factors, na_block x J rent indices, na_block x JA expected-rent factors),
+// then walks the portfolio in tiles of
+// loan_tile loans: it builds the tile's a-only tables in shared memory
 // (2 * na_block * loan_tile * K doubles), then each thread runs the tile's
 // loans through its path cell.  Only the
 // per-cell results are written to global memory.  See gridstress.cuh for
@@ -29,6 +30,15 @@ extern "C" __global__ void gs_grid(const GsArgs* __restrict__ args) {
         __syncthreads();  // the previous tile's tables are no longer read
         for (int u = t; u < g.na_block * tile_len; u += blockDim.x)
             gs_build_tables(g, blk, l0, tile_len, u, table);
+#if GS_RENT_SHAPE
+        if (g.JA > 0) {  // the market's appraisal: one item per (a, loan, k), then b-free paths
+            for (int u = t; u < g.na_block * tile_len * (g.K1 - 1); u += blockDim.x)
+                gs_build_market_appraisal(g, blk, l0, tile_len, u, table);
+            __syncthreads();
+            for (int u = t; u < g.na_block * tile_len; u += blockDim.x)
+                gs_build_market_free_path(g, blk, l0, tile_len, u, table);
+        }
+#endif
         __syncthreads();
         if (mine) gs_cell_loans(g, blk, l0, tile_len, a, b, table, cell);
     }
@@ -59,17 +69,23 @@ extern "C" __global__ void gs_recover(const GsArgs* __restrict__ args) {
     if (mine) gs_recover_finish(g, r, t, cell);
 }
 
-// The market step (period-outer), first kernel: the d-only tables of every
+// The market step (period-outer), first kernel: the a-only tables of every
 // loan for a = a_begin + blockIdx.x, in global memory; the block's rent index
-// (1 - d)^(t_j) in shared memory (dynamic: J doubles).
+// (1 - d)^(t_j) and expected-rent factors in shared memory (dynamic:
+// gs_tables_shared_doubles).
 extern "C" __global__ void gs_tables(const GsArgs* __restrict__ args) {
     extern __shared__ double rent[];
     const GsArgs& g = *args;
-    for (int r = threadIdx.x; r < g.KD + g.J; r += blockDim.x)
+    for (int r = threadIdx.x; r < gs_factors_per_a(g); r += blockDim.x)
         gs_market_factor(g, blockIdx.x, r, rent);
     __syncthreads();
     for (int l = threadIdx.x; l < g.n_loans; l += blockDim.x)
         gs_market_loan_tables(g, blockIdx.x, l, rent);
+#if GS_RENT_SHAPE
+    if (g.JA > 0)  // the market's appraisal: one item per (loan, k)
+        for (int u = threadIdx.x; u < g.n_loans * (g.K1 - 1); u += blockDim.x)
+            gs_market_loan_appraisal(g, blockIdx.x, u, rent);
+#endif
 }
 
 // The market step, second kernel: one thread per path cell a_begin <= a < a_end,

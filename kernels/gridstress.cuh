@@ -1,4 +1,4 @@
-// gridstress model v2 (docs/model.md): the arithmetic of one cell, shared by
+// gridstress model v3 (docs/model.md): the arithmetic of one cell, shared by
 // the CUDA kernels (grid.cu) and their C++ host build (host.cpp, used
 // by the tests to check this code against the NumPy backend without a GPU).
 //
@@ -9,19 +9,21 @@
 // differ in the last bit.
 //
 // Work layout.  The path cells of a block are indexed by a pair (a, b):
-//   a  the appraisal group: deflation d and discount rate y, which fix the
-//      rent index, the fleet's net cash flow and the appraisal G_k;
+//   a  the appraisal group: deflation d, discount rate y, generation shock j
+//      and its date t_g, and the market's appraisal deflation d_a, which fix
+//      the rent index, the fleet's net cash flow and the appraisal G_k;
 //   b  the mining group: crypto drawdown c and drawdown periods D.
 // The recovery cells q (haircut, crypto haircut, liquidation cost) share
 // every default path: each defaulted loan's recovery is evaluated for all q.
 // Without a market step (a deep market in every cell of the block), a thread
 // owns one path cell (a, b) and GS_QT recovery cells, and walks the
 // loans in canonical order, each loan period by period; the sums over loans
-// stay in registers.  The d-only quantities of a tile of loans
+// stay in registers.  The a-only quantities of a tile of loans
 // (net cash flow of the fleet and G_k, k = 1..n) are built once per thread
 // block in shared memory, for the block's few a values, and read by every
 // thread of the block; so are the loan-independent factors they are built
-// from (the rent index (1 - d)^(t_j) and the discount factors), and the
+// from (the rent index (1 - d)^(t_j), the discount factors and, for the
+// market's appraisal, the expected-rent factors (1 - d_a)^(t_i)), and the
 // path of each loan without mining or crypto collateral, which is the same
 // for every b (GS_B_FREE).  With the market step the loans of a path cell are
 // stepped period-outer instead (gs_market_path, at the end of this file).
@@ -49,6 +51,20 @@
 // a build without them spends no registers on them.
 #ifndef GS_PER_LOAN
 #define GS_PER_LOAN 0
+#endif
+
+// Model v3's scenario shapes, each a build of its own so that a run without
+// them compiles none of their code (no extra load, branch or shared memory):
+// GS_RENT_SHAPE=1: the rent index takes the rent path and the generation
+// shock, and an a value with appraisal_deflation given (not NaN) has the
+// market's appraisal; only the tables phase reads them.
+// GS_CRYPTO_PATH=1: the crypto price index takes the crypto path, in the
+// period loop.
+#ifndef GS_RENT_SHAPE
+#define GS_RENT_SHAPE 0
+#endif
+#ifndef GS_CRYPTO_PATH
+#define GS_CRYPTO_PATH 0
 #endif
 
 #if defined(__CUDACC__)
@@ -98,8 +114,13 @@ struct GsArgs {
     const double* owed;          // [L][K+1]
     const double* balance;       // [L][K+1]
     const double* book_value;    // [L][K+1] BV_k of the pledged fleet
+    const double* rent_path;     // [J+1] P(t_k), k = 0..J (ones without a rent path)
+    const double* crypto_path;   // [J+1] Q(t_k), k = 0..J (ones without a crypto path)
     const double* a_deflation;   // [A]
     const double* a_discount;    // [A]
+    const double* a_shock;       // [A] generation_shock j
+    const double* a_shock_period;  // [A] n_g: the shock applies to periods k > n_g
+    const double* a_appraisal;   // [A] appraisal_deflation d_a, NaN: the foresight appraisal
     const double* b_crypto;      // [B]
     const double* b_periods;     // [B]
     const double* b_depth;       // [B] market_depth_gpus W
@@ -118,6 +139,8 @@ struct GsArgs {
     int n_loans, K1, A, B, Q, n_segments;
     int KD;                      // periods of the discount factors: max(K, max n_refi)
     int J;                       // periods of the rent index: K, max n + n_refi, max n_life
+    int JA;                      // expected-rent factors per a value: J with a market
+                                 // appraisal in the launch (GS_RENT_SHAPE), else 0
     int a_begin, a_end;          // the a values this launch covers
     int rec_begin, rec_end;      // the a values the default records cover
     int na_block, nb_block;      // a and b values per thread block
@@ -186,58 +209,158 @@ GS_FN long gs_discount_index(const GsArgs& g, int ia, int k) {
     return 2 * gs_table_size(g) + (long)ia * g.KD + (k - 1);
 }
 
+// The expected-rent factors per a value: none outside a GS_RENT_SHAPE build,
+// so that the v2 build's shared-memory layout folds to what it was.
+#if GS_RENT_SHAPE
+#define GS_JA(g) ((g).JA)
+#else
+#define GS_JA(g) 0
+#endif
+
+// Factors per value of a: KD discount factors, J rent indices, JA expected-rent factors.
+GS_FN int gs_factors_per_a(const GsArgs& g) {
+    return g.KD + g.J + GS_JA(g);
+}
+
 // After the discount factors: the rent index (1 - d)^(t_j) per (a value of the
-// block, period j = 1..J), shared by all loans (m_j = r0 times it).
+// block, period j = 1..J), shared by all loans (m_j is r0 times it, and the
+// rent path and the generation shock in a GS_RENT_SHAPE build).
 GS_FN long gs_rent_index(const GsArgs& g, int ia, int j) {
     return 2 * gs_table_size(g) + (long)g.na_block * g.KD + (long)ia * g.J + (j - 1);
 }
 
-// After the rent index, per (a value of the block, loan of the tile), the
+// After the rent index: the market appraisal's expected-rent factors
+// (1 - d_a)^(t_i) per (a value of the block, i = 1..JA).
+GS_FN long gs_expect_index(const GsArgs& g, int ia, int i) {
+    return 2 * gs_table_size(g) + (long)g.na_block * (g.KD + g.J) + (long)ia * GS_JA(g)
+           + (i - 1);
+}
+
+// After the factors, per (a value of the block, loan of the tile), the
 // GS_NPATH rows GS_PATH_*: the fleet's part of the cash-flow refinancing
 // offer, and for a b-free loan its path (GsPath, with its lowest DSCR),
 // built in phase 1.
 GS_FN long gs_path_index(const GsArgs& g, int ia, int lt) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.KD + g.J)
+    return 2 * gs_table_size(g) + (long)g.na_block * gs_factors_per_a(g)
            + ((long)ia * g.loan_tile + lt) * GS_NPATH;
 }
 
 // Doubles of shared memory a thread block uses.
 GS_FN long gs_shared_doubles(const GsArgs& g) {
-    return 2 * gs_table_size(g) + (long)g.na_block * (g.KD + g.J)
+    return 2 * gs_table_size(g) + (long)g.na_block * gs_factors_per_a(g)
            + (long)g.na_block * g.loan_tile * GS_NPATH;
 }
 
-// Phase 0 work items of a thread block: na_block x (KD + J).
+// Phase 0 work items of a thread block: na_block x (KD + J + JA).
 GS_FN int gs_factor_items(const GsArgs& g) {
-    return g.na_block * (g.KD + g.J);
+    return g.na_block * gs_factors_per_a(g);
 }
 
-// Work item r < KD + J of value a: the discount factor of period r + 1, or
-// the rent index of period r - KD + 1, stored at discount[k - 1] and rent[j - 1].
-GS_FN void gs_factor(const GsArgs& g, int a, int r, double* discount, double* rent) {
+// Work item r < KD + J + JA of value a: the discount factor of period r + 1,
+// the rent index of period r - KD + 1 or the expected-rent factor of
+// i = r - KD - J + 1 periods ahead, stored at discount[k - 1], rent[j - 1]
+// and expect[i - 1].
+GS_FN void gs_factor(const GsArgs& g, int a, int r, double* discount, double* rent,
+                     double* expect) {
     if (r < g.KD) {
         const int k = r + 1;
         discount[k - 1] = pow(1.0 + g.a_discount[a], -((double)k * g.dt));
-    } else {
+    } else if (!GS_RENT_SHAPE || r < g.KD + g.J) {  // a v2 build has no third kind
         const int j = r - g.KD + 1;
         rent[j - 1] = pow(1.0 - g.a_deflation[a], (double)j * g.dt);
+    } else {
+#if GS_RENT_SHAPE
+        // NaN where a has the foresight appraisal, and then never read.
+        const int i = r - g.KD - g.J + 1;
+        expect[i - 1] = pow(1.0 - g.a_appraisal[a], (double)i * g.dt);
+#endif
     }
 }
 
-// Phase 0 work item u: one (a value, period) discount factor or rent index.
+// Phase 0 work item u: one (a value, period) discount factor, rent index or
+// expected-rent factor.
 GS_FN void gs_build_factors(const GsArgs& g, GsBlock blk, int u, double* table) {
-    const int per_a = g.KD + g.J;
+    const int per_a = gs_factors_per_a(g);
     const int ia = u / per_a, r = u % per_a;
     const int a = blk.a0 + ia;
     if (ia >= g.na_block || a >= g.a_end) return;
-    gs_factor(g, a, r, table + gs_discount_index(g, ia, 1), table + gs_rent_index(g, ia, 1));
+    gs_factor(g, a, r, table + gs_discount_index(g, ia, 1), table + gs_rent_index(g, ia, 1),
+              table + gs_expect_index(g, ia, 1));
 }
 
 // A loan's fleet, as steps 1-2 of docs/model.md read it.
 struct GsFleet {
     int n_life, n_contract;
     double rent0, util, e, opex, n_gpus, contracted, contract_rent;
+#if GS_RENT_SHAPE
+    int shock_period;   // n_g
+    double shock_keep;  // 1 - j e: what the generation shock leaves of the rent after n_g
+#endif
 };
+
+// Loan l's fleet at value a.
+GS_FN GsFleet gs_load_fleet(const GsArgs& g, int l, int a) {
+    const double* lf = g.loan_f + (long)l * GS_NF;
+    const int* li = g.loan_i + (long)l * GS_NI;
+    GsFleet f;
+    f.n_life = li[GS_NLIFE];
+    f.n_contract = li[GS_NCONTRACT];
+    f.rent0 = lf[GS_RENT];
+    f.util = lf[GS_UTIL];
+    f.e = lf[GS_POWER_COST];
+    f.opex = lf[GS_OPEX];
+    f.n_gpus = lf[GS_NGPUS];
+    f.contracted = lf[GS_CONTRACTED];
+    f.contract_rent = lf[GS_CONTRACT_RENT];
+#if GS_RENT_SHAPE
+    f.shock_period = (int)g.a_shock_period[a];
+    f.shock_keep = 1.0 - g.a_shock[a] * lf[GS_EXPOSURE];
+#endif
+    return f;
+}
+
+// Whether value a has the market's appraisal (appraisal_deflation given).
+GS_FN bool gs_market_appraised(const GsArgs& g, int a) {
+#if GS_RENT_SHAPE
+    return GS_JA(g) > 0 && !isnan(g.a_appraisal[a]);
+#else
+    return false;
+#endif
+}
+
+// Market rent m_j = r0 P(t_j) (1 - d)^(t_j) (1 - j e 1{j > n_g}) of period j
+// (docs/model.md, the rent index), rent_index[j - 1] = (1 - d)^(t_j).
+GS_FN double gs_rent(const GsArgs& g, const GsFleet& f, int j, const double* rent_index) {
+#if GS_RENT_SHAPE
+    const double rent = f.rent0 * GS_LDG(g.rent_path + j) * rent_index[j - 1];
+    return j > f.shock_period ? rent * f.shock_keep : rent;
+#else
+    return f.rent0 * rent_index[j - 1];
+#endif
+}
+
+#if GS_RENT_SHAPE
+// The market's appraisal G_k per GPU of loan l at value a at the end of
+// period k (0 from k = n_L on), from the period's rent m_k extrapolated at
+// d_a (expect[i - 1] = (1 - d_a)^(t_i)), with the option to retire the
+// fleet: W_{n_L} = 0, W_{j-1} = max(0, w (pi~_j + W_j)) for j = n_L..k+1,
+// G_k = W_k, w = (1 + y)^(-dt) = discount[0].  One work item per k: the
+// recursion is n_L - k steps, so the items of a loan share its cost out.
+GS_FN double gs_market_appraisal(const GsArgs& g, int l, int a, int k,
+                                 const double* rent_index, const double* expect,
+                                 const double* discount) {
+    const GsFleet f = gs_load_fleet(g, l, a);
+    const double rent_k = gs_rent(g, f, k, rent_index);
+    const double w = discount[0];
+    double value = 0.0;
+    for (int j = f.n_life; j > k; --j) {
+        const double expected = rent_k * expect[j - k - 1];
+        const double income = g.hours * f.util * fmax(0.0, expected - f.e) - f.opex;
+        value = fmax(0.0, w * (income + value));
+    }
+    return value;
+}
+#endif
 
 // Net cash flow of the fleet R_j - P_j - F_j in period j at rent m_j = rent_j.
 GS_FN double gs_fleet_net(const GsArgs& g, const GsFleet& f, int j, double rent_j) {
@@ -252,44 +375,43 @@ GS_FN double gs_fleet_net(const GsArgs& g, const GsFleet& f, int j, double rent_
     return revenue - power - fixed;
 }
 
-// Phase 1: the d-only tables of loan l for discount rate y, the rent index
+// Phase 1: the a-only tables of loan l at value a, from the rent index
 // rent_index[j - 1] = (1 - d)^(t_j), j = 1..J, and the discount factors
-// discount[k - 1]: net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) and
-// the appraisal G_k = max(0, S_k), S_{j-1} = w (pi_j + S_j), for k = 1..n.
-// Returns the fleet's part of the cash-flow refinancing offer,
-// sum_{m=1..n_refi} net_{n+m} (1+y)^(-t_m), added in the NumPy backend's order.
-GS_FN double gs_build_loan_tables(const GsArgs& g, int l, const double* rent_index,
-                                  const double* discount, double y, double* net,
-                                  double* gval) {
-    const double* lf = g.loan_f + (long)l * GS_NF;
+// discount[k - 1]: net_k = R_k - P_k - F_k (steps 1-2 of docs/model.md) and,
+// where a has the foresight appraisal, G_k = max(0, S_k),
+// S_{j-1} = w (pi_j + S_j), for k = 1..n (the market's appraisal is built
+// apart, gs_market_appraisal).  Returns the fleet's part of the cash-flow
+// refinancing offer, sum_{m=1..n_refi} net_{n+m} (1+y)^(-t_m), added in the
+// NumPy backend's order.
+GS_FN double gs_build_loan_tables(const GsArgs& g, int l, int a, const double* rent_index,
+                                  const double* discount, double* net, double* gval) {
     const int* li = g.loan_i + (long)l * GS_NI;
     const int n = li[GS_N];
-    GsFleet f;
-    f.n_life = li[GS_NLIFE];
-    f.n_contract = li[GS_NCONTRACT];
-    f.rent0 = lf[GS_RENT];
-    f.util = lf[GS_UTIL];
-    f.e = lf[GS_POWER_COST];
-    f.opex = lf[GS_OPEX];
-    f.n_gpus = lf[GS_NGPUS];
-    f.contracted = lf[GS_CONTRACTED];
-    f.contract_rent = lf[GS_CONTRACT_RENT];
-    const double w = pow(1.0 + y, -g.dt);
-    for (int k = 1; k <= n; ++k) gval[k - 1] = 0.0;
-    const int last = n > f.n_life ? n : f.n_life;
-    double s = 0.0;
-    for (int j = last; j >= 1; --j) {
-        const double rent_j = f.rent0 * rent_index[j - 1];
-        if (j <= f.n_life) {
-            const double income = g.hours * f.util * fmax(0.0, rent_j - f.e) - f.opex;
-            s = w * (income + s);
+    const GsFleet f = gs_load_fleet(g, l, a);
+#if GS_RENT_SHAPE
+    if (gs_market_appraised(g, a)) {
+        for (int j = 1; j <= n; ++j)
+            net[j - 1] = gs_fleet_net(g, f, j, gs_rent(g, f, j, rent_index));
+    } else
+#endif
+    {
+        const double w = pow(1.0 + g.a_discount[a], -g.dt);
+        for (int k = 1; k <= n; ++k) gval[k - 1] = 0.0;
+        const int last = n > f.n_life ? n : f.n_life;
+        double s = 0.0;
+        for (int j = last; j >= 1; --j) {
+            const double rent_j = gs_rent(g, f, j, rent_index);
+            if (j <= f.n_life) {
+                const double income = g.hours * f.util * fmax(0.0, rent_j - f.e) - f.opex;
+                s = w * (income + s);
+            }
+            if (j - 1 >= 1 && j - 1 <= n) gval[j - 2] = fmax(0.0, s);
+            if (j <= n) net[j - 1] = gs_fleet_net(g, f, j, rent_j);
         }
-        if (j - 1 >= 1 && j - 1 <= n) gval[j - 2] = fmax(0.0, s);
-        if (j <= n) net[j - 1] = gs_fleet_net(g, f, j, rent_j);
     }
     double fleet_pv = 0.0;
     for (int m = 1; m <= li[GS_NREFI]; ++m)
-        fleet_pv += gs_fleet_net(g, f, n + m, f.rent0 * rent_index[n + m - 1]) * discount[m - 1];
+        fleet_pv += gs_fleet_net(g, f, n + m, gs_rent(g, f, n + m, rent_index)) * discount[m - 1];
     return fleet_pv;
 }
 
@@ -361,11 +483,17 @@ GS_FN GsLoan gs_load_loan(const GsArgs& g, int l) {
     return ln;
 }
 
-// Crypto price index X_k = 1 - c min(k, D) / D; x_done is its value once the
-// fall is complete (k >= D), computed once by the caller.
-GS_FN double gs_crypto_index(int k, double c, double D, double x_done) {
+// Crypto price index X_k = Q(t_k) (1 - c min(k, D) / D), Q = 1 outside a
+// GS_CRYPTO_PATH build; x_done is the fall's factor once it is complete
+// (k >= D), computed once by the caller.
+GS_FN double gs_crypto_index(const GsArgs& g, int k, double c, double D, double x_done) {
     const double kd = (double)k;
-    return kd < D ? 1.0 - c * kd / D : x_done;
+    const double fall = kd < D ? 1.0 - c * kd / D : x_done;
+#if GS_CRYPTO_PATH
+    return GS_LDG(g.crypto_path + k) * fall;
+#else
+    return fall;
+#endif
 }
 
 // Mining margin M_k = max(0, mining_revenue X_k - mining_cost) / f (step 3).
@@ -384,7 +512,7 @@ GS_FN double gs_cash_flow_offer(const GsArgs& g, const GsLoan& ln, double fleet_
     if (ln.mining)
         for (int m = 1; m <= ln.n_refi; ++m)
             mining_pv +=
-                gs_mining(g, ln, gs_crypto_index(ln.n + m, c, D, x_done)) * discount[m - 1];
+                gs_mining(g, ln, gs_crypto_index(g, ln.n + m, c, D, x_done)) * discount[m - 1];
     return fmax(0.0, fleet_pv + mining_pv) / ln.refi_min_dscr;
 }
 
@@ -415,7 +543,7 @@ GS_FN GsStep gs_loan_period(const GsArgs& g, const GsLoan& ln, int k, const doub
                             double c, double D, double x_done, double market, GsState& st,
                             double& dscr_min) {
     // 3. Mining at the crypto price index.
-    const double x = gs_crypto_index(k, c, D, x_done);
+    const double x = gs_crypto_index(g, k, c, D, x_done);
     double cfads = net[k - 1];
     if (ln.mining) cfads = cfads + gs_mining(g, ln, x);
     // 4-5. DSCR and the cash account, capped at cash_cap.
@@ -514,31 +642,67 @@ GS_FN GsPath gs_loan_path(const GsArgs& g, const GsLoan& ln, const double* net,
     return path;
 }
 
-// Phase 1 work item u of a thread block: one (a value, loan) pair of the tile.
-// The tables of the pair, and for a b-free loan its path and lowest DSCR
-// (the same in every path cell of the a value).
-GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, int u,
-                           double* table) {
-    const int ia = u / tile_len, lt = u % tile_len;
-    const int a = blk.a0 + ia;
-    if (ia >= g.na_block || a >= g.a_end) return;
-    double* net = table + gs_table_index(g, ia, lt, 1);
-    double* gval = table + gs_table_size(g) + gs_table_index(g, ia, lt, 1);
-    const double* discount = table + gs_discount_index(g, ia, 1);
+// The path of the tile's b-free loan lt at the block's a value ia and its
+// lowest DSCR, the same in every path cell of the a value, from its tables.
+GS_FN void gs_build_free_path(const GsArgs& g, int l0, int ia, int lt, double* table) {
+    const int l = l0 + lt;
+    if (!(GS_LDG(g.loan_i + (long)l * GS_NI + GS_FLAGS) & GS_B_FREE)) return;
     double* out = table + gs_path_index(g, ia, lt);
-    out[GS_PATH_FLEET_PV] = gs_build_loan_tables(g, l0 + lt, table + gs_rent_index(g, ia, 1),
-                                                 discount, g.a_discount[a], net, gval);
-    if (!(GS_LDG(g.loan_i + (long)(l0 + lt) * GS_NI + GS_FLAGS) & GS_B_FREE)) return;
     // No mining and no crypto: the price index enters only as 0 * X_k.
     double dscr_min = GS_INF;
-    const GsPath path = gs_loan_path(g, gs_load_loan(g, l0 + lt), net, gval,
-                                     out[GS_PATH_FLEET_PV], discount, 0.0, 1.0, 1.0, dscr_min);
+    const GsPath path = gs_loan_path(
+        g, gs_load_loan(g, l), table + gs_table_index(g, ia, lt, 1),
+        table + gs_table_size(g) + gs_table_index(g, ia, lt, 1), out[GS_PATH_FLEET_PV],
+        table + gs_discount_index(g, ia, 1), 0.0, 1.0, 1.0, dscr_min);
     out[GS_PATH_TAU] = (double)path.tau;
     out[GS_PATH_PAYMENT] = path.payment ? 1.0 : 0.0;
     out[GS_PATH_CASH] = path.cash_tau;
     out[GS_PATH_DSCR_MIN] = dscr_min;
     out[GS_PATH_TRIGGER] = (double)path.trigger;
 }
+
+// Phase 1 work item u of a thread block: one (a value, loan) pair of the tile.
+// The tables of the pair, and for a b-free loan its path (gs_build_free_path;
+// where a has the market's appraisal, after phase 1b has built G_k).
+GS_FN void gs_build_tables(const GsArgs& g, GsBlock blk, int l0, int tile_len, int u,
+                           double* table) {
+    const int ia = u / tile_len, lt = u % tile_len;
+    const int a = blk.a0 + ia;
+    if (ia >= g.na_block || a >= g.a_end) return;
+    table[gs_path_index(g, ia, lt) + GS_PATH_FLEET_PV] = gs_build_loan_tables(
+        g, l0 + lt, a, table + gs_rent_index(g, ia, 1), table + gs_discount_index(g, ia, 1),
+        table + gs_table_index(g, ia, lt, 1),
+        table + gs_table_size(g) + gs_table_index(g, ia, lt, 1));
+    if (!gs_market_appraised(g, a)) gs_build_free_path(g, l0, ia, lt, table);
+}
+
+#if GS_RENT_SHAPE
+// Phase 1b (a launch with a market appraisal, JA > 0): work item u < na_block
+// x tile_len x K, one (a value, loan, period k) triple: the market's G_k of
+// the loan, for k = 1..n.
+GS_FN void gs_build_market_appraisal(const GsArgs& g, GsBlock blk, int l0, int tile_len, int u,
+                                     double* table) {
+    const int K = g.K1 - 1;
+    const int k = u % K + 1, rest = u / K;
+    const int ia = rest / tile_len, lt = rest % tile_len;
+    const int a = blk.a0 + ia, l = l0 + lt;
+    if (ia >= g.na_block || a >= g.a_end || !gs_market_appraised(g, a)) return;
+    if (k > GS_LDG(g.loan_i + (long)l * GS_NI + GS_N)) return;
+    table[gs_table_size(g) + gs_table_index(g, ia, lt, k)] =
+        gs_market_appraisal(g, l, a, k, table + gs_rent_index(g, ia, 1),
+                            table + gs_expect_index(g, ia, 1), table + gs_discount_index(g, ia, 1));
+}
+
+// Phase 1c, after phase 1b: work item u < na_block x tile_len, the b-free
+// paths of the a values with the market's appraisal.
+GS_FN void gs_build_market_free_path(const GsArgs& g, GsBlock blk, int l0, int tile_len, int u,
+                                     double* table) {
+    const int ia = u / tile_len, lt = u % tile_len;
+    const int a = blk.a0 + ia;
+    if (ia >= g.na_block || a >= g.a_end || !gs_market_appraised(g, a)) return;
+    gs_build_free_path(g, l0, ia, lt, table);
+}
+#endif
 
 // What a thread carries across loans: its path cell's statistics and the
 // sums of its recovery cells (registers).
@@ -863,11 +1027,18 @@ GS_FN long gs_market_table_doubles(const GsArgs& g) {
     return (long)(g.rec_end - g.rec_begin) * ((long)g.n_loans * GS_MARKET_TABLE(g) + g.KD);
 }
 
-// Tables kernel, phase 0 work item r < KD + J of a = a_begin + block_index:
-// a discount factor (to global memory) or the rent index (to rent[]).
+// Doubles of the tables kernel's shared memory: the rent index and the
+// expected-rent factors of its value of a.
+GS_FN long gs_tables_shared_doubles(const GsArgs& g) {
+    return (long)g.J + GS_JA(g);
+}
+
+// Tables kernel, phase 0 work item r < KD + J + JA of a = a_begin + block_index:
+// a discount factor (to global memory), the rent index (to rent[0..J)) or
+// an expected-rent factor (to rent[J..J + JA)).
 GS_FN void gs_market_factor(const GsArgs& g, int block_index, int r, double* rent) {
     const int a = g.a_begin + block_index;
-    gs_factor(g, a, r, g.tables + gs_market_discount(g, a), rent);
+    gs_factor(g, a, r, g.tables + gs_market_discount(g, a), rent, rent + g.J);
 }
 
 // Tables kernel, phase 1: loan l's tables at a = a_begin + block_index.
@@ -875,9 +1046,22 @@ GS_FN void gs_market_loan_tables(const GsArgs& g, int block_index, int l, const 
     const int a = g.a_begin + block_index;
     double* net = g.tables + gs_market_table(g, a, l);
     const int K = g.K1 - 1;
-    net[2 * K] = gs_build_loan_tables(g, l, rent, g.tables + gs_market_discount(g, a),
-                                      g.a_discount[a], net, net + K);
+    net[2 * K] =
+        gs_build_loan_tables(g, l, a, rent, g.tables + gs_market_discount(g, a), net, net + K);
 }
+
+#if GS_RENT_SHAPE
+// Tables kernel, phase 1b (JA > 0): work item u < L x K, the market's G_k of
+// loan u / K at a = a_begin + block_index, k = u % K + 1 <= n.
+GS_FN void gs_market_loan_appraisal(const GsArgs& g, int block_index, int u, const double* rent) {
+    const int a = g.a_begin + block_index;
+    const int K = g.K1 - 1;
+    const int l = u / K, k = u % K + 1;
+    if (!gs_market_appraised(g, a) || k > GS_LDG(g.loan_i + (long)l * GS_NI + GS_N)) return;
+    g.tables[gs_market_table(g, a, l) + K + (k - 1)] = gs_market_appraisal(
+        g, l, a, k, rent, rent + g.J, g.tables + gs_market_discount(g, a));
+}
+#endif
 
 // Thread u of the market kernel: its path cell (a, b), and whether it has one.
 GS_FN bool gs_market_cell(const GsArgs& g, long u, int& a, int& b) {

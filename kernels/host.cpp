@@ -52,6 +52,14 @@ extern "C" int gs_grid_host(const GsArgs* args, long n_blocks, int threads) {
             std::fill(table.begin(), table.begin() + 2 * gs_table_size(g), GS_NAN);
             for (int u = 0; u < g.na_block * tile_len; ++u)
                 gs_build_tables(g, blk, l0, tile_len, u, table.data());
+#if GS_RENT_SHAPE
+            if (g.JA > 0) {
+                for (int u = 0; u < g.na_block * tile_len * (g.K1 - 1); ++u)
+                    gs_build_market_appraisal(g, blk, l0, tile_len, u, table.data());
+                for (int u = 0; u < g.na_block * tile_len; ++u)
+                    gs_build_market_free_path(g, blk, l0, tile_len, u, table.data());
+            }
+#endif
             for (int t = 0; t < threads; ++t)
                 if (mine[t])
                     gs_cell_loans(g, blk, l0, tile_len, cell_a[t], cell_b[t], table.data(),
@@ -95,11 +103,16 @@ extern "C" long gs_recover_shared_bytes(const GsArgs* args) {
 // The market step's two kernels (grid.cu), block after block.
 extern "C" int gs_tables_host(const GsArgs* args, long n_blocks, int threads) {
     const GsArgs& g = *args;
-    std::vector<double> rent(g.J);
+    std::vector<double> rent(gs_tables_shared_doubles(g));
     for (long bi = 0; bi < n_blocks; ++bi) {
         std::fill(rent.begin(), rent.end(), GS_NAN);  // as above
-        for (int r = 0; r < g.KD + g.J; ++r) gs_market_factor(g, (int)bi, r, rent.data());
+        for (int r = 0; r < gs_factors_per_a(g); ++r) gs_market_factor(g, (int)bi, r, rent.data());
         for (int l = 0; l < g.n_loans; ++l) gs_market_loan_tables(g, (int)bi, l, rent.data());
+#if GS_RENT_SHAPE
+        if (g.JA > 0)
+            for (int u = 0; u < g.n_loans * (g.K1 - 1); ++u)
+                gs_market_loan_appraisal(g, (int)bi, u, rent.data());
+#endif
     }
     return 0;
 }
@@ -111,6 +124,11 @@ extern "C" int gs_market_host(const GsArgs* args, long n_blocks, int threads) {
         if (gs_market_cell(g, u, a, b)) gs_market_path(g, a, b);
     }
     return 0;
+}
+
+// Bytes of the tables kernel's shared memory.
+extern "C" long gs_tables_shared_bytes(const GsArgs* args) {
+    return 8 * gs_tables_shared_doubles(*args);
 }
 
 // Doubles of the market kernel's tables for this launch's a range.

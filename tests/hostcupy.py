@@ -55,6 +55,7 @@ class HostCupy:
         self.cxx = cxx
         self.memory_limit = memory_limit
         self.launches: list[tuple[str, int, int, int]] = []  # name, a_begin, a_end, blocks
+        self.builds: set[tuple[str, K.Variant]] = set()  # (kernel, build) of every launch
         self.allocations = 0
         self.sizes: dict[int, int] = {}  # bytes of each device array, by address
         host = self
@@ -118,6 +119,8 @@ class HostCupy:
                     int(d["GS_NSEG_REG"]),
                     bool(int(d["GS_RECORDS"])),
                     bool(int(d["GS_PER_LOAN"])),
+                    rent_shape=bool(int(d["GS_RENT_SHAPE"])),
+                    crypto_path=bool(int(d["GS_CRYPTO_PATH"])),
                 )
                 self.lib = ctypes.CDLL(
                     str(K.build_host_library(host.cxx, host.folder, self.variant))
@@ -127,6 +130,7 @@ class HostCupy:
                     "gs_recover_shared_bytes",
                     "gs_recover_blocks_host",
                     "gs_market_table_doubles_host",
+                    "gs_tables_shared_bytes",
                 ):
                     getattr(self.lib, name).restype = ctypes.c_long
 
@@ -173,6 +177,8 @@ class HostCupy:
         (arg,) = args
         ptr = ctypes.c_void_p(arg.data.ptr)
         g = np.frombuffer(np.asarray(arg).tobytes(), dtype=K.ARGS_DTYPE)[0]
+        # Expected-rent factors only where a build has the code that reads them.
+        assert int(g["JA"]) in (0, int(g["J"])) and (int(g["JA"]) == 0 or module.variant.rent_shape)
         if name == K.KERNEL_NAME:
             need = module.lib.gs_shared_bytes(ptr)
             assert shared_mem >= need, (shared_mem, need)
@@ -191,7 +197,9 @@ class HostCupy:
             per_block = 1 if name == K.TABLES_NAME else block[0]
             assert (grid[0] - 1) * per_block < cells <= grid[0] * per_block  # every cell, once
             if name == K.TABLES_NAME:
-                assert shared_mem == 8 * int(g["J"]) <= K.SHARED_BYTES
+                # The rent index, and the expected-rent factors of a market appraisal.
+                need = module.lib.gs_tables_shared_bytes(ptr)
+                assert shared_mem == need == 8 * (int(g["J"]) + int(g["JA"])) <= K.SHARED_BYTES
             run = getattr(module.lib, f"{name}_host")
             rc = run(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         else:
@@ -203,6 +211,7 @@ class HostCupy:
             assert int(g["rec_begin"]) <= int(g["a_begin"]) < int(g["a_end"]) <= int(g["rec_end"])
             rc = module.lib.gs_recover_host(ptr, ctypes.c_long(grid[0]), ctypes.c_int(block[0]))
         assert rc == 0
+        self.builds.add((name, module.variant))
         self.launches.append((name, int(g["a_begin"]), int(g["a_end"]), int(grid[0])))
 
 

@@ -28,6 +28,9 @@ from gridstress.prepared import gpu_plan, prepare
 pytestmark = pytest.mark.gpu
 
 
+SCHEDULERS = ("synchronous", "local", "local-cuda")
+
+
 def _reference(cfg):
     return run_grid(cfg, backend="numpy")
 
@@ -144,6 +147,29 @@ def test_model_v2_runs_on_the_fused_kernel(seed):
     assert xp.fused is None and xp.engine == "xp model (cupy)"
 
 
+@pytest.mark.parametrize("grid", ["paths, market step", "appraisal axis, market axis"])
+def test_model_v3_runs_on_the_fused_kernel(grid):
+    # Rent and crypto paths, the generation shock, the market's appraisal (or
+    # the foresight appraisal on the v3 rent index), per-loan outputs: the
+    # kernels' v3 builds through FusedGrid with the run's paths, and the
+    # engine's run on the GPU, against NumPy.
+    import cupy
+    from test_kernels import _numpy_engine, _v3_case
+
+    from gridstress.kernels import FusedGrid
+
+    cfg, pf, axes = _v3_case(grid, 101, loans=23)
+    cfg = replace(cfg, per_loan=True)
+    fused = FusedGrid(pf, cupy, per_loan=True, paths=cfg.paths)
+    got = fused.evaluate(axes, cfg.scenario)
+    assert_parity(got, _numpy_engine(cfg), pf.total_principal, pf.principal_wal)
+    run = prepare(cfg, "cupy")
+    assert run.fused is not None and run.note is None
+    ref = _reference(cfg)
+    for chunk in (None, 97):
+        _check(run_grid(cfg, backend="cupy", chunk_cells=chunk), ref, run.portfolio)
+
+
 def test_xp_model_on_cupy_matches_numpy():
     rng = np.random.default_rng(7)
     cfg = make_v1_config(random_loans(rng, 12), grid=GRIDS_GPU["three axes"])
@@ -203,19 +229,26 @@ def test_compiled_kernel_is_cached_on_disk(tmp_path):
     assert again == first  # the second start loaded it: nothing compiled anew
 
 
-@pytest.mark.parametrize("model", ["v1", "v2"])
-@pytest.mark.parametrize("scheduler", ["synchronous", "local", "local-cuda"])
+@pytest.mark.parametrize(
+    "model,scheduler",
+    [
+        *((model, scheduler) for model in ("v1", "v2") for scheduler in SCHEDULERS),
+        ("seed-generations.yaml", "synchronous"),
+        ("replay-h100-2023.yaml", "synchronous"),
+    ],
+)
 def test_cli_run_on_the_gpu_matches_numpy(tmp_path, scheduler, model):
     """``gridstress run`` end to end on the GPU, in this process or on Dask workers:
     the seed config (model v2, the market step) and the seed book with v1's
-    settings, both on the fused kernel."""
+    settings, both on the fused kernel; and the shipped model v3 configs (the
+    generation shock with the market's appraisal, a rent path replayed)."""
     import yaml
 
     from gridstress.cube import open_cube
 
     if scheduler == "local-cuda":
         pytest.importorskip("dask_cuda", reason="dask-cuda (the gpu extra) is not installed")
-    config = ROOT / "configs" / "seed.yaml"
+    config = ROOT / "configs" / (model if model.endswith(".yaml") else "seed.yaml")
     if model == "v1":
         raw = v1_config(load_config(config)).to_dict()
         config = tmp_path / "seed-v1.yaml"

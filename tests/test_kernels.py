@@ -9,6 +9,7 @@ chunk planning are plain Python.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -34,9 +35,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridstress import kernels as K
+from gridstress import run_grid
+from gridstress.backend import resolve_backend
 from gridstress.config import load_config
+from gridstress.grid import plan_blocks
 from gridstress.model import evaluate, scenario_arrays
-from gridstress.prepared import gpu_plan, prepare
+from gridstress.params import LIQUIDATION_PARAMS
+from gridstress.prepared import PreparedRun, gpu_plan, prepare
 from gridstress.variables import TRIGGERS
 
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -79,7 +84,7 @@ def test_argument_block_layout_matches_the_compiler(host_library):
     assert size == K.ARGS_DTYPE.itemsize
     assert offsets == K.ARGS_OFFSETS
     assert offsets == {name: K.ARGS_DTYPE.fields[name][1] for name in K.ARGS_FIELDS}
-    assert len(offsets) == 43  # 21 pointers, 18 int32, 4 float64
+    assert len(offsets) == 49  # 26 pointers, 19 int32, 4 float64
 
 
 def test_a_field_packed_elsewhere_than_the_compiler_puts_it_stops_the_build(tmp_path, monkeypatch):
@@ -96,16 +101,16 @@ def test_the_kernel_defines_come_from_the_python_tables_only():
     """The column, flag and output-index defines are generated, and no kernel
     source defines one of them by hand; the generated values are the tables'."""
     generated = re.findall(r"^#define (GS_\w+)", K.kernel_defines(), flags=re.MULTILINE)
-    # guard, 20 + 1 float columns, 6 + 1 int columns, 5 flags, 5 + 1 recovery-cell
+    # guard, 21 + 1 float columns, 6 + 1 int columns, 5 flags, 5 + 1 recovery-cell
     # rows, 4 + 1 triggers, 5 + 3 path-cell rows, 5 + 2 record rows and 2
     # counts, 6 + 1 path rows, the field list and its layout check
-    assert len(generated) == len(set(generated)) == 1 + 21 + 7 + 5 + 6 + 5 + 8 + 9 + 7 + 2
+    assert len(generated) == len(set(generated)) == 1 + 22 + 7 + 5 + 6 + 5 + 8 + 9 + 7 + 2
     for source in K.kernel_dir().iterdir():
         if source.suffix in (".cuh", ".cu", ".cpp", ".h"):
             by_hand = set(re.findall(r"^\s*#define (GS_\w+)", source.read_text(), re.MULTILINE))
             assert not by_hand & set(generated), source.name
     src = K.kernel_source()
-    assert src.count("#define GS_NF 20") == 1 and "#define GS_NPV 10" in src
+    assert src.count("#define GS_NF 21") == 1 and "#define GS_NPV 10" in src
     values = dict(re.findall(r"^#define (GS_\w+) (\d+)", K.kernel_defines(), re.MULTILINE))
     assert [int(values[name]) for _, name, _ in K.LOAN_F_COLUMNS] == list(range(len(K.LOAN_F)))
     assert int(values["GS_PV_TRIGGER"]) == K.TRIGGER_ROW
@@ -623,6 +628,431 @@ def test_fused_grid_halves_a_block_under_the_market_step(host_cupy, per_loan):
     assert len(markets) >= 4  # split at least twice
 
 
+# ---------------------------------------------------------------------------
+# Model v3 (docs/model.md, "What v3 changed"): the rent and crypto paths, the
+# generation shock and the market's appraisal, in the kernels' v3 builds.
+
+
+def _v3_loans(rng: np.random.Generator, count: int) -> list[dict]:
+    """Random loans (every v2 field varied) with every share of a generation
+    shock: none (the new generation), some, all (the generation it displaces)."""
+    loans = random_loans(rng, count)
+    for loan in loans:
+        loan["generation_exposure"] = float(rng.choice([0.0, rng.uniform(0, 1), 1.0]))
+    return loans
+
+
+def _random_path(rng: np.random.Generator) -> list[list[float]]:
+    """A path of 2 to 6 random [years, index] points over about 0 to 6 years,
+    its index anywhere from 0 to twice the first point's."""
+    count = int(rng.integers(2, 7))
+    years = np.concatenate([[0.0], np.cumsum(rng.uniform(0.1, 1.6, count - 1))])
+    first = float(rng.uniform(0.5, 5e4))
+    index = [first] + [float(first * rng.uniform(0.0, 2.0)) for _ in range(count - 1)]
+    return [[float(t), i] for t, i in zip(years, index)]
+
+
+#: Grids of model v3 for the kernels: (axes, fixed scenario, paths given).
+#: appraisal_deflation is empty (the foresight appraisal on the v3 rent index)
+#: in the first two, given in the others, as an axis or a fixed value; the
+#: generation shock is an axis, its date too, or fixed; the market step and
+#: a deep market both run; the last grid leads with a mining axis.
+GRIDS_V3 = {
+    "paths, market step": (
+        {
+            "deflation": {"start": -0.2, "stop": 0.7, "num": 5},
+            "crypto_drawdown": {"values": [0.0, 0.6, 0.95]},
+            "haircut": {"values": [0.0, 0.5]},
+        },
+        {"market_depth_gpus": 3e4, "generation_shock": 0.35, "generation_years": 1.25},
+        ("rent_path", "crypto_path"),
+    ),
+    "shock axes, deep market": (
+        {
+            "deflation": {"start": -0.2, "stop": 0.7, "num": 3},
+            "generation_shock": {"values": [0.0, 0.3, 0.7]},
+            "generation_years": {"values": [0.0, 0.625, 2.0]},
+            "crypto_drawdown": {"values": [0.0, 0.8]},
+            "haircut": {"values": [0.0, 0.5]},
+        },
+        {"market_depth_gpus": float("inf")},
+        ("crypto_path",),
+    ),
+    "appraisal axis, market axis": (
+        {
+            "deflation": {"values": [-0.1, 0.3, 0.6]},
+            "appraisal_deflation": {"values": [-0.2, 0.25, 0.6]},
+            "crypto_drawdown": {"values": [0.0, 0.7]},
+            "market_depth_gpus": {"values": [5e3, float("inf")]},
+            "haircut": {"values": [0.2, 0.6]},
+        },
+        {"generation_shock": 0.5, "generation_years": 1.0},
+        ("rent_path",),
+    ),
+    "appraisal given, deep market, mining first": (
+        {
+            "crypto_drawdown": {"values": [0.0, 0.5, 0.9]},
+            "haircut": {"values": [0.1, 0.7]},
+            "deflation": {"start": -0.2, "stop": 0.7, "num": 4},
+            "discount_rate": {"values": [0.03, 0.12]},
+        },
+        {
+            "appraisal_deflation": 0.3,
+            "generation_shock": 0.2,
+            "generation_years": 0.5,
+            "market_depth_gpus": float("inf"),
+        },
+        ("rent_path", "crypto_path"),
+    ),
+}
+
+
+def _v3_case(grid: str, seed: int, loans: int = 13):
+    rng = np.random.default_rng(seed)
+    axes_spec, scenario, paths = GRIDS_V3[grid]
+    given = {name: _random_path(rng) for name in paths}
+    cfg = make_config(_v3_loans(rng, loans), grid=axes_spec, scenario={**scenario, **given})
+    pf = prepare(cfg, "numpy").portfolio
+    return cfg, pf, {a.name: a.array for a in cfg.axes}
+
+
+def _numpy_engine(cfg) -> dict[str, np.ndarray]:
+    """The NumPy engine's cube (``run_grid``) as the kernels return a block: the
+    per-loan default times with size 1 on the liquidation axes."""
+    cube = run_grid(cfg, backend="numpy", per_loan=True)
+    out = {name: cube[name].values for name in cube.data_vars}
+    for i, axis in enumerate(cfg.axes):
+        if axis.name in LIQUIDATION_PARAMS:
+            out["loan_default_years"] = np.expand_dims(out["loan_default_years"], i)
+    return out
+
+
+def _v3_builds(cfg, layout) -> dict[str, bool]:
+    """Which v3 builds a block of ``cfg`` needs."""
+    return {
+        "rent_shape": "rent_path" in cfg.paths
+        or layout.generation_shock
+        or layout.market_appraisal,
+        "crypto_path": "crypto_path" in cfg.paths,
+    }
+
+
+@needs_cxx
+@pytest.mark.parametrize("grid", list(GRIDS_V3))
+@pytest.mark.parametrize("seed", [61, 62])
+def test_kernel_v3_arithmetic_matches_numpy(host_build, grid, seed):
+    cfg, pf, axes = _v3_case(grid, seed)
+    layout = K.block_layout(axes, cfg.scenario)
+    kp = K.kernel_plan(pf, layout, paths=cfg.paths)
+    assert kp.path_variant.rent_shape and (
+        kp.path_variant.crypto_path == ("crypto_path" in cfg.paths)
+    )
+    assert kp.appraisal_periods == (K.rent_periods(pf) if layout.market_appraisal else 0)
+    ref = _numpy_engine(cfg)
+    for max_q in (K.MAX_Q_PER_THREAD, 1):
+        for threads, shared in launches(pf):
+            settings = K.KernelSettings(
+                max_q_per_thread=max_q,
+                threads=threads,
+                path_shared_bytes=shared,
+                recover_threads=threads,
+                recover_shared_bytes=shared,
+            )
+            got = K.evaluate_on_host(
+                host_build, pf, axes, cfg.scenario, settings, per_loan=True, paths=cfg.paths
+            )
+            assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+@needs_cxx
+@pytest.mark.parametrize("seed", [63, 64])
+def test_kernel_v3_matches_the_reference(host_build, seed):
+    # The literal transcription of the model (gridstress/reference.py), on a
+    # grid with every v3 input: both paths, the shock, and the market's
+    # appraisal beside the foresight appraisal (an axis cannot hold an empty
+    # value, so the two are two blocks).
+    from gridstress import reference
+
+    if "paths" not in inspect.signature(reference.evaluate_grid).parameters:
+        pytest.skip("gridstress/reference.py does not take the scenario paths yet (model v2)")
+    rng = np.random.default_rng(seed)
+    grid = {
+        "deflation": {"values": [-0.1, 0.25, 0.6]},
+        "crypto_drawdown": {"values": [0.0, 0.85]},
+        "generation_shock": {"values": [0.0, 0.45]},
+        "market_depth_gpus": {"values": [8e3, float("inf")]},
+        "haircut": {"values": [0.0, 0.6]},
+    }
+    paths = {"rent_path": _random_path(rng), "crypto_path": _random_path(rng)}
+    loans = _v3_loans(rng, 9)
+    for appraisal in (None, 0.35):
+        scenario = {"appraisal_deflation": appraisal, "generation_years": 0.75, **paths}
+        cfg = make_config(loans, grid=grid, scenario=scenario)
+        pf = prepare(cfg, "numpy").portfolio
+        axes = {a.name: a.array for a in cfg.axes}
+        ref = reference.evaluate_grid(
+            cfg.loans, cfg.periods_per_year, axes, cfg.scenario, paths=cfg.paths
+        )
+        ref["loan_default_years"] = ref["loan_default_years"][:, :, :, :, :1]
+        got = K.evaluate_on_host(host_build, pf, axes, cfg.scenario, per_loan=True, paths=cfg.paths)
+        assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+
+
+@needs_cxx
+@pytest.mark.parametrize("grid", list(GRIDS_V3))
+@pytest.mark.parametrize("per_loan", [False, True])
+def test_fused_grid_runs_model_v3_on_the_host_build(host_cupy, grid, per_loan):
+    # FusedGrid with the run's paths: the v3 builds of the path kernels (the
+    # recovery kernel's build is v2's), path launches of two values of a
+    # finished in slabs; then the engine's run of the grid cut into blocks of
+    # several sizes gives the same cube, bit for bit.
+    cfg, pf, axes = _v3_case(grid, 71)
+    cfg = replace(cfg, per_loan=per_loan)
+    ref = _numpy_engine(cfg)
+    if not per_loan:
+        ref.pop("loan_loss"), ref.pop("loan_default_years")
+    cp = host_cupy()
+    layout = K.block_layout(axes, cfg.scenario)
+    settings = tuned(pf, axes, cfg.scenario, slab_a=1, records_a=2)
+    fused = K.FusedGrid(pf, cp, settings, per_loan=per_loan, paths=cfg.paths)
+    got = fused.evaluate(axes, cfg.scenario)
+    assert_parity(got, ref, pf.total_principal, pf.principal_wal)
+    shapes = _v3_builds(cfg, layout)
+    for kernel, variant in cp.builds:
+        on = shapes if kernel != K.RECOVER_NAME else {"rent_shape": False, "crypto_path": False}
+        assert (variant.rent_shape, variant.crypto_path) == tuple(on.values()), kernel
+    cubes = []
+    for chunk in (math.prod(cfg.shape), 7, 11):
+        run = PreparedRun(cfg, resolve_backend("numpy"), pf, plan_blocks(cfg.shape, chunk), fused)
+        assert (len(run.plan) > 1) == (chunk < math.prod(cfg.shape))
+        cubes.append(run_grid(run, scheduler="synchronous"))
+    for cube in cubes[1:]:
+        for name in cubes[0].data_vars:
+            np.testing.assert_array_equal(cube[name].values, cubes[0][name].values, err_msg=name)
+
+
+@needs_cxx
+def test_v3_builds_with_neutral_inputs_give_the_v2_results_exactly(host_cupy):
+    # Flat paths and a shock of nothing run the v3 builds (the rent path's
+    # factor, the shock's and the crypto path's are all exactly 1): every
+    # result is v2's, bit for bit.  Without them a run takes the v2 builds.
+    rng = np.random.default_rng(81)
+    axes_spec = GRIDS_V3["paths, market step"][0]
+    loans = _v3_loans(rng, 13)
+    flat = {"rent_path": [[0.0, 2.5], [3.0, 2.5]], "crypto_path": [[0.0, 7e4]]}
+    for depth in (3e4, float("inf")):  # the market step; the loan-outer kernel
+        plain = make_config(loans, grid=axes_spec, scenario={"market_depth_gpus": depth})
+        shaped = make_config(
+            loans,
+            grid={**axes_spec, "generation_years": {"values": [0.0, 2.0]}},
+            scenario={"market_depth_gpus": depth, "generation_shock": 0.0, **flat},
+        )
+        pf = prepare(plain, "numpy").portfolio
+        cp = host_cupy()
+        v2 = K.FusedGrid(pf, cp, per_loan=True).evaluate(
+            {a.name: a.array for a in plain.axes}, plain.scenario
+        )
+        assert not any(v.rent_shape or v.crypto_path for _, v in cp.builds)
+        cp = host_cupy()
+        v3 = K.FusedGrid(pf, cp, per_loan=True, paths=shaped.paths).evaluate(
+            {a.name: a.array for a in shaped.axes}, shaped.scenario
+        )
+        assert {(v.rent_shape, v.crypto_path) for k, v in cp.builds if k != K.RECOVER_NAME} == {
+            (True, True)
+        }
+        for name, value in v2.items():
+            for t in range(2):  # either date of the shock of nothing
+                np.testing.assert_array_equal(np.take(v3[name], t, axis=3), value, err_msg=name)
+
+
+def _kernel(host_build, cfg, per_loan=False) -> dict[str, np.ndarray]:
+    pf = prepare(cfg, "numpy").portfolio
+    axes = {a.name: a.array for a in cfg.axes}
+    return K.evaluate_on_host(
+        host_build, pf, axes, cfg.scenario, per_loan=per_loan, paths=cfg.paths
+    )
+
+
+@needs_cxx
+def test_market_appraisal_is_the_foresight_appraisal_where_income_never_falls_below_zero(
+    host_build,
+):
+    # model.md: with appraisal_deflation = d, no path and no shock, and every
+    # pi_j non-negative, the market's appraisal is the foresight appraisal.
+    # Fleets whose merchant income per GPU covers power and fixed costs at
+    # every rent the grid reaches: rent >= 1.5, at most 40% a year off for
+    # at most 4 years of service (>= 0.19 USD/GPU-hour) against 0.05 of power
+    # and 200 USD a year of fixed costs (0.03 per hour at 80% utilization).
+    rng = np.random.default_rng(91)
+    loans = _v3_loans(rng, 11)
+    for loan in loans:
+        loan |= {
+            "rent": float(rng.uniform(1.5, 4.0)),
+            "utilization": 0.8,
+            "power_kw_per_gpu": 0.5,
+            "power_price": 0.1,
+            "fixed_opex_per_gpu_year": 200.0,
+            "gpu_age_years": 0.0,
+            "economic_life_years": float(rng.uniform(1.0, 4.0)),
+        }
+    for d in (-0.2, 0.1, 0.4):
+        grid = {
+            "deflation": {"values": [d]},
+            "crypto_drawdown": {"values": [0.0, 0.7]},
+            "market_depth_gpus": {"values": [4e3, float("inf")]},
+            "haircut": {"values": [0.0, 0.5]},
+        }
+        foresight = _kernel(host_build, make_config(loans, grid=grid), per_loan=True)
+        market = make_config(loans, grid=grid, scenario={"appraisal_deflation": d})
+        got = _kernel(host_build, market, per_loan=True)
+        pf = prepare(market, "numpy").portfolio
+        assert_parity(got, foresight, pf.total_principal, pf.principal_wal)
+        assert np.nanmin(foresight["market_price_min"]) < 1.0  # defaults sell GPUs
+
+
+@needs_cxx
+def test_a_rent_path_of_period_ends_is_a_deflation(host_build):
+    # model.md: a rent path with points at every period end t_k of index
+    # (1 - a)^t_k gives the run with deflation 1 - (1 - d)(1 - a); a flat
+    # crypto path changes nothing.
+    rng = np.random.default_rng(93)
+    loans = _v3_loans(rng, 11)
+    pf = prepare(make_config(loans), "numpy").portfolio
+    a = 0.15
+    t = np.arange(K.rent_periods(pf) + 1) / pf.periods_per_year
+    path = [[float(x), float((1 - a) ** x)] for x in t]
+    scenario = {"market_depth_gpus": 2e4, "generation_shock": 0.3}
+    grid = {
+        "crypto_drawdown": {"values": [0.0, 0.8]},
+        "haircut": {"values": [0.0, 0.5]},
+        "appraisal_deflation": {"values": [0.1, 0.5]},
+    }
+    for d in (-0.1, 0.2, 0.5):
+        on_path = make_config(
+            loans,
+            grid={"deflation": {"values": [d]}, **grid},
+            scenario={**scenario, "rent_path": path, "crypto_path": [[0.0, 5.0], [2.0, 5.0]]},
+        )
+        steeper = make_config(
+            loans,
+            grid={"deflation": {"values": [1 - (1 - d) * (1 - a)]}, **grid},
+            scenario=scenario,
+        )
+        got, want = _kernel(host_build, on_path, True), _kernel(host_build, steeper, True)
+        assert_parity(got, want, pf.total_principal, pf.principal_wal)
+
+
+@needs_cxx
+def test_a_generation_shock_at_time_zero_scales_the_merchant_rent(host_build):
+    # model.md: generation_shock = j with generation_years = 0 and
+    # generation_exposure = 1 gives the results of rent scaled by (1 - j),
+    # contract_rent kept.
+    rng = np.random.default_rng(95)
+    loans = [loan | {"generation_exposure": 1.0} for loan in _v3_loans(rng, 11)]
+    grid = {
+        "deflation": {"values": [-0.1, 0.3]},
+        "crypto_drawdown": {"values": [0.0, 0.8]},
+        "market_depth_gpus": {"values": [3e3, float("inf")]},
+        "haircut": {"values": [0.0, 0.5]},
+    }
+    for j in (0.2, 0.6):
+        shocked = make_config(
+            loans, grid=grid, scenario={"generation_shock": j, "generation_years": 0.0}
+        )
+        scaled = make_config([loan | {"rent": loan["rent"] * (1 - j)} for loan in loans], grid=grid)
+        pf = prepare(scaled, "numpy").portfolio
+        assert_parity(
+            _kernel(host_build, shocked, True),
+            _kernel(host_build, scaled, True),
+            pf.total_principal,
+            pf.principal_wal,
+        )
+
+
+@needs_cxx
+def test_default_times_never_move_later_as_the_shock_or_its_exposure_rises(host_build):
+    # model.md: with W infinite, no loan defaults later as j or e rises.
+    rng = np.random.default_rng(97)
+    loans = _v3_loans(rng, 17)
+    grid = {
+        "deflation": {"values": [-0.1, 0.2, 0.5]},
+        "crypto_drawdown": {"values": [0.0, 0.8]},
+        "generation_shock": {"values": [0.0, 0.2, 0.5, 0.9]},
+        "haircut": {"values": [0.3]},
+    }
+    scenario = {"market_depth_gpus": float("inf"), "generation_years": 0.5}
+    years = []
+    for exposure in (0.3, 1.0):
+        shared = [loan | {"generation_exposure": exposure} for loan in loans]
+        cfg = make_config(shared, grid=grid, scenario=scenario)
+        tau = _kernel(host_build, cfg, per_loan=True)["loan_default_years"]
+        years.append(np.where(np.isnan(tau), np.inf, tau))
+    for tau in years:  # along the shock axis (no default: infinitely late)
+        assert np.all(tau[:, :, 1:] <= tau[:, :, :-1])
+    assert np.all(years[1] <= years[0]) and np.any(years[1] < years[0])
+
+
+def test_block_layout_puts_the_v3_parameters_with_the_appraisal():
+    axes = {
+        "deflation": np.array([0.1, 0.2]),
+        "generation_years": np.array([0.3, 0.625, 1.0]),
+        "crypto_drawdown": np.array([0.0, 0.5]),
+        "haircut": np.array([0.25]),
+    }
+    cfg = make_config([{"loan_id": "A", "principal": 1e6, "rate": 0.1, "term_years": 2}])
+    fixed = {**cfg.scenario, "generation_shock": 0.4, "appraisal_deflation": 0.2}
+    lay = K.block_layout(axes, fixed)
+    assert lay.a_dims == ("deflation", "generation_years") and lay.b_dims == ("crypto_drawdown",)
+    v3 = {"generation_shock", "generation_years", "appraisal_deflation"}
+    assert v3 <= set(K.tables.APPRAISAL_AXES)
+    assert lay.market_appraisal and lay.generation_shock
+    params = K.args.param_arrays(lay, periods_per_year=4)
+    np.testing.assert_array_equal(params["a_shock"], [0.4] * 6)
+    np.testing.assert_array_equal(params["a_appraisal"], [0.2] * 6)
+    # n_g = round_half_up(t_g f): 0.3 * 4 = 1.2000000000000002 -> 1, 2.5 -> 3, 4.
+    np.testing.assert_array_equal(params["a_shock_period"], [1, 3, 4] * 2)
+    # Fixed for the run: the paths' factors P(t_k), k = 0..J, ones without a path.
+    pf = prepare(cfg, "numpy").portfolio
+    factors = K.args.path_arrays(pf, {"rent_path": ((0.0, 2.0), (1.0, 1.0))})
+    J = K.rent_periods(pf)
+    np.testing.assert_array_equal(factors["rent_path"][:6], [1.0, 0.875, 0.75, 0.625, 0.5, 0.5])
+    assert factors["rent_path"].shape == factors["crypto_path"].shape == (J + 1,)
+    np.testing.assert_array_equal(factors["crypto_path"], 1.0)
+
+
+def test_kernel_plan_builds_the_v3_code_only_for_blocks_that_need_it():
+    # The v3 builds where a block has a path, a shock or a market appraisal,
+    # for the path kernels only (the loan-outer kernel in one pass or two
+    # stages, the market step's two); the recovery kernel's is v2's.
+    rng = np.random.default_rng(99)
+    for grid in ("market axes", "deep market"):
+        axes_spec, scenario = GRIDS_V2[grid]
+        run = make_config(_v3_loans(rng, 6), grid=axes_spec, scenario=scenario)
+        pf = prepare(run, "numpy").portfolio
+        J = K.rent_periods(pf)
+        axes = {a.name: a.array for a in run.axes}
+        for v3, paths, shapes, JA in (
+            ({}, (), (False, False), 0),
+            ({}, ("crypto_path",), (False, True), 0),
+            ({}, ("rent_path",), (True, False), 0),
+            ({"generation_shock": 0.2}, (), (True, False), 0),
+            ({"appraisal_deflation": 0.3}, ("rent_path", "crypto_path"), (True, True), J),
+        ):
+            layout = K.block_layout(axes, {**run.scenario, **v3})
+            for stages in ("one", "two"):
+                kp = K.kernel_plan(pf, layout, K.KernelSettings(stages=stages), paths=paths)
+                assert kp.appraisal_periods == JA
+                kernels = set()
+                for launch in kp.launches(pf, layout, {}):
+                    kernels.add(launch.kernel)
+                    v = launch.variant
+                    recovery = launch.kernel == K.RECOVER_NAME
+                    want = (False, False) if recovery else shapes
+                    assert (v.rent_shape, v.crypto_path) == want, launch.kernel
+                    assert launch.args["JA"] == (0 if recovery else JA)
+                assert (K.MARKET_NAME in kernels) == (grid == "market axes")
+
+
 def _ratio_tests(host_library):
     import ctypes
 
@@ -700,6 +1130,27 @@ def test_kernel_arithmetic_on_the_seed_portfolio(host_build):
     ) == {0, 1, 2, 3}  # every trigger fires somewhere
 
 
+@needs_cxx
+@pytest.mark.parametrize("config", ["seed-generations.yaml", "replay-h100-2023.yaml"])
+def test_kernel_arithmetic_on_the_shipped_v3_configs(host_build, config):
+    # The generation shock as an axis with the market's appraisal on the seed
+    # book; a replay of the H100 rent path since 2023 (every third grid value).
+    cfg = load_config(ROOT / "configs" / config)
+    axes = tuple(replace(a, values=a.values[::3], central=None, severe=None) for a in cfg.axes)
+    cfg = replace(cfg, axes=axes, per_loan=True)
+    pf = prepare(cfg, "numpy").portfolio
+    assert cfg.scenario["appraisal_deflation"] is not None
+    got = K.evaluate_on_host(
+        host_build,
+        pf,
+        {a.name: a.array for a in cfg.axes},
+        cfg.scenario,
+        per_loan=True,
+        paths=cfg.paths,
+    )
+    assert_parity(got, _numpy_engine(cfg), pf.total_principal, pf.principal_wal)
+
+
 def test_fused_kernel_covers_every_portfolio_whose_tables_fit_shared_memory():
     seed = load_config(ROOT / "configs" / "seed.yaml")
     pf = prepare(seed, "numpy").portfolio
@@ -708,13 +1159,32 @@ def test_fused_kernel_covers_every_portfolio_whose_tables_fit_shared_memory():
     # more years of cash flow: a rent index of 40 periods.
     assert pf.horizon == 24 and K.rent_periods(pf) == int(np.max(pf.n + pf.n_refi)) == 40
     assert K.discount_periods(pf) == 24
+
+    def longest(years: float):
+        first = replace(seed.loans[0], term_years=years, economic_life_years=years + 1.0)
+        return prepare(replace(seed, loans=(first,) + seed.loans[1:]), "numpy").portfolio
+
     # A loan of 200 years (800 quarters, 816 with its refinancing): tables of
-    # 2 * 800 + 6 path doubles, 800 discount factors and a rent index of 816,
-    # 8 * 3,222 = 25,776 bytes, beyond the 24,576 a path block has.
-    first = replace(seed.loans[0], term_years=200.0, economic_life_years=201.0)
-    long = prepare(replace(seed, loans=(first,) + seed.loans[1:]), "numpy").portfolio
+    # 2 * 800 + 6 path doubles, 800 discount factors, a rent index of 816 and
+    # as many expected-rent factors (a market appraisal), 8 * 4,038 = 32,304
+    # bytes: beyond the path kernel's 24 KB budget, within the 48 KB a thread
+    # block may take, so a launch takes that.
+    long = longest(200.0)
     assert (long.horizon, K.discount_periods(long), K.rent_periods(long)) == (800, 800, 816)
-    assert K.fused_covers(long).startswith("loan tables of 800 periods, rent index of 816")
+    assert K.fused_covers(long) is None
+    shape = K.launch_shape(
+        1, 5, long.n_loans, 800, rent_periods=816, discount_periods=800, appraisal_periods=816
+    )
+    assert (shape.na_block, shape.loan_tile) == (1, 1)
+    assert shape.shared_bytes(800, 816, 800, 816) == 32_304 <= K.SHARED_BYTES
+    # 325 years (1,300 quarters, a rent index of 1,316): 8 * 5,222 = 41,776
+    # bytes without a market appraisal, 52,304 with its expected rents.
+    longer = longest(325.0)
+    assert K.rent_periods(longer) == 1316
+    assert K.fused_covers(longer, market_appraisal=False) is None
+    assert K.fused_covers(longer).startswith(
+        "loan tables of 1300 periods, rent index of 1316, expected rents of 1316"
+    )
 
 
 @pytest.mark.parametrize(
@@ -787,6 +1257,9 @@ def test_block_layout_groups_axes_and_forms_recovery_factors():
         "market_depth_gpus": 4e5,
         "market_half_life_years": float("inf"),
         "book_share": 0.5,
+        "generation_shock": 0.0,
+        "generation_years": 1.5,
+        "appraisal_deflation": None,
     }
     lay = K.block_layout(axes, fixed)
     assert (lay.a_dims, lay.b_dims, lay.q_dims) == (
@@ -798,6 +1271,9 @@ def test_block_layout_groups_axes_and_forms_recovery_factors():
     np.testing.assert_array_equal(lay.a_params["discount_rate"], [0.08, 0.08])
     np.testing.assert_array_equal(lay.b_params["drawdown_periods"], [4.0] * 3)
     np.testing.assert_array_equal(lay.b_params["book_share"], [0.5] * 3)
+    # An empty appraisal_deflation is NaN (the foresight appraisal), as in the model's cells.
+    assert np.all(np.isnan(lay.a_params["appraisal_deflation"]))
+    assert not (lay.market_appraisal or lay.generation_shock)
     assert lay.market  # a finite depth: the market step runs
     assert not K.block_layout(axes, {**fixed, "market_depth_gpus": float("inf")}).market
     np.testing.assert_allclose(lay.q_params["keep"], [0.75, 0.375])
@@ -873,6 +1349,12 @@ def test_gpu_plan_fits_the_free_memory_and_caps_blocks():
         K.choose_variant(31, 8),
         K.Variant(1, 3, True),
         K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD),
+        # Model v3's builds: the rent shape (paths, shock, market appraisal)
+        # and the crypto path, in the loan-outer kernel's two modes and the
+        # market step's.
+        K.Variant(1, 3, True, rent_shape=True, crypto_path=True),
+        replace(K.choose_variant(31, 3), rent_shape=True),
+        replace(K.choose_variant(31, 3, K.RECOVER_Q_PER_THREAD), crypto_path=True),
     ],
     ids=repr,
 )

@@ -1,4 +1,4 @@
-"""The fused CUDA kernels of model v2: their source, compilation and launch.
+"""The fused CUDA kernels of model v3: their source, compilation and launch.
 
 Seven modules, each depending only on those listed before it:
 
@@ -17,9 +17,12 @@ Seven modules, each depending only on those listed before it:
 The package exports what the engine, the tests and the benchmarks use; the
 rest is imported from its module.
 
-The kernels compute every input of model v2 (docs/model.md) whose loan
+The kernels compute every input of model v3 (docs/model.md) whose loan
 tables fit a thread block's shared memory (:func:`fused_covers`); for the
-rest :func:`gridstress.prepared.prepare` runs the xp model on CuPy.
+rest :func:`gridstress.prepared.prepare` runs the xp model on CuPy.  The
+run's scenario paths are constants of a :class:`FusedGrid` (``paths``);
+the paths, the generation shock and the market's appraisal are builds of
+their own (:class:`Variant`), so a run without them runs model v2's code.
 
 This is the one package that reads ``kernels/`` (shipped in the wheel as
 ``gridstress/_cuda``).  :class:`FusedGrid` evaluates blocks of cells on the
@@ -34,8 +37,9 @@ How a block is laid out for the kernel
 --------------------------------------
 The axes of a block fall into three groups:
 
-- *appraisal* axes (``deflation``, ``discount_rate``), index ``a``: they fix
-  the rent index, the fleet's cash flow and the appraisal of each loan;
+- *appraisal* axes (``deflation``, ``discount_rate``, ``generation_shock``,
+  ``generation_years``, ``appraisal_deflation``), index ``a``: they fix the
+  rent index, the fleet's cash flow and the appraisal of each loan;
 - *mining* axes (``crypto_drawdown``, ``drawdown_periods`` and the market's
   parameters, which change no table), index ``b``;
 - *recovery* axes (``haircut``, ``crypto_haircut``, ``liquidation_cost``),
@@ -71,6 +75,7 @@ from .launch import (
     SHARED_BYTES,
     THREADS_PER_BLOCK,
     Variant,
+    appraisal_periods,
     choose_variant,
     discount_periods,
     fused_covers,
@@ -154,6 +159,7 @@ __all__ = [
     "SHARED_BYTES",
     "THREADS_PER_BLOCK",
     "Variant",
+    "appraisal_periods",
     "choose_variant",
     "discount_periods",
     "fused_covers",

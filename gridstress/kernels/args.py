@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..paths import Points, period_factors
 from ..portfolio import PortfolioArrays
+from ..schedule import periods
 from .launch import LaunchShape, RecoverShape, discount_periods, rent_periods
 from .layout import BlockLayout
 from .tables import (
@@ -49,6 +51,7 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
         "refi_min_dscr": v["refi_min_dscr"],
         "balloon": pf.balloon[last, pf.n],
         "cure_periods": v["cure_periods"],
+        "generation_exposure": v["generation_exposure"],
     }
     loan_f = np.ascontiguousarray(np.stack([columns[k] for k in LOAN_F], axis=1), dtype=np.float64)
     # Without mining revenue M_k = max(0, 0 - mining_cost) / f = 0, as
@@ -74,12 +77,37 @@ def loan_matrices(pf: PortfolioArrays) -> tuple[np.ndarray, np.ndarray]:
     return loan_f, loan_i
 
 
-def param_arrays(layout: BlockLayout) -> dict[str, np.ndarray]:
+def path_arrays(pf: PortfolioArrays, paths: dict[str, Points] | None) -> dict[str, np.ndarray]:
+    """The run's paths as the kernels read them, by their argument-block names:
+    ``P(t_k)`` and ``Q(t_k)`` for ``k = 0..J`` (:func:`rent_periods`), ones
+    for a path not given."""
+    paths = paths or {}
+    J = rent_periods(pf)
+    return {
+        name: period_factors(paths.get(name), pf.periods_per_year, J)
+        for name in ("rent_path", "crypto_path")
+    }
+
+
+def shock_periods(generation_years: np.ndarray, periods_per_year: int) -> np.ndarray:
+    """``n_g = round_half_up(t_g f)`` of each value of ``a``, as the model converts
+    durations (float64, as the argument block carries it)."""
+    years, where = np.unique(generation_years, return_inverse=True)
+    n_g = np.array([periods(float(t), periods_per_year) for t in years], dtype=np.float64)
+    # The kernels read n_g as an int32; a shock dated later than that falls after
+    # every period they read either way.
+    return np.minimum(n_g, np.iinfo(np.int32).max)[where.reshape(-1)]
+
+
+def param_arrays(layout: BlockLayout, periods_per_year: int) -> dict[str, np.ndarray]:
     """The scenario parameters of a block per group, by their argument-block names."""
     a, b, q = layout.a_params, layout.b_params, layout.q_params
     return {
         "a_deflation": a["deflation"],
         "a_discount": a["discount_rate"],
+        "a_shock": a["generation_shock"],
+        "a_shock_period": shock_periods(a["generation_years"], periods_per_year),
+        "a_appraisal": a["appraisal_deflation"],
         "b_crypto": b["crypto_drawdown"],
         "b_periods": b["drawdown_periods"],
         "b_depth": b["market_depth_gpus"],
@@ -99,11 +127,13 @@ def pack_args(
     shape: LaunchShape | None,
     records: tuple[int, int] | None = None,
     recover: RecoverShape | None = None,
+    appraisal_periods: int = 0,
 ) -> np.ndarray:
     """The kernel's argument block for one launch of ``a_begin <= a < a_end``;
     ``records`` is the range of ``a`` the default records cover (default: the
     launch's), ``shape`` the path kernel's (None for the market step's),
-    ``recover`` the shape of a recovery launch."""
+    ``recover`` the shape of a recovery launch, ``appraisal_periods`` the
+    expected-rent factors per value of ``a`` (``JA``)."""
     args = np.zeros((), dtype=ARGS_DTYPE)
     for name, ptr in pointers.items():
         args[name] = ptr
@@ -115,6 +145,7 @@ def pack_args(
     args["n_segments"] = len(pf.segments)
     args["KD"] = discount_periods(pf)
     args["J"] = rent_periods(pf)
+    args["JA"] = appraisal_periods
     args["a_begin"], args["a_end"] = a_begin, a_end
     args["rec_begin"], args["rec_end"] = records or (a_begin, a_end)
     if shape is not None:
@@ -139,4 +170,6 @@ __all__ = [
     "loan_matrices",
     "pack_args",
     "param_arrays",
+    "path_arrays",
+    "shock_periods",
 ]

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..paths import Points
 from ..portfolio import PortfolioArrays
 from ..variables import OUTPUTS
-from .args import args_bytes, loan_matrices, param_arrays
+from .args import args_bytes, loan_matrices, param_arrays, path_arrays
 from .launch import Variant
 from .layout import BlockLayout, assemble, block_layout, kernel_to_block, q_to_block
 from .plan import KernelSettings, Launch, kernel_plan
@@ -53,13 +54,17 @@ class FusedGrid:
         cupy,
         settings: KernelSettings = KernelSettings(),
         per_loan: bool = False,
+        paths: dict[str, Points] | None = None,
     ):
         """Launches tuned by ``settings``; ``per_loan`` adds the per-loan
-        results (``loan_default_years``, ``loan_loss``)."""
+        results (``loan_default_years``, ``loan_loss``); ``paths`` are the
+        run's scenario paths (``RunConfig.paths``: ``rent_path``,
+        ``crypto_path``), the same in every block."""
         self.pf = pf
         self.cp = cupy
         self.settings = settings
         self.per_loan = per_loan
+        self.paths = dict(paths or {})
         # One block at a time: the streams and transfer buffers are shared
         # (a Dask worker may run several tasks in threads).
         self._lock = threading.RLock()
@@ -71,6 +76,7 @@ class FusedGrid:
             "owed": cupy.asarray(np.ascontiguousarray(pf.owed)),
             "balance": cupy.asarray(np.ascontiguousarray(pf.balance)),
             "book_value": cupy.asarray(np.ascontiguousarray(pf.book_value)),
+            **{name: cupy.asarray(v) for name, v in path_arrays(pf, self.paths).items()},
         }
         cupy.cuda.runtime.deviceSynchronize()  # the portfolio is on the device
         self.compute = cupy.cuda.Stream(non_blocking=True)
@@ -85,7 +91,7 @@ class FusedGrid:
         self._turn = 0
 
     def evaluate(
-        self, axes_values: dict[str, np.ndarray], fixed: dict[str, float], copy: bool = True
+        self, axes_values: dict[str, np.ndarray], fixed: dict[str, float | None], copy: bool = True
     ) -> dict[str, np.ndarray]:
         """Results of one block, on the host; an out-of-memory halves the block and retries.
 
@@ -97,7 +103,7 @@ class FusedGrid:
             return self._evaluate_or_split(axes_values, fixed, copy)
 
     def _evaluate_or_split(
-        self, axes_values: dict[str, np.ndarray], fixed: dict[str, float], copy: bool
+        self, axes_values: dict[str, np.ndarray], fixed: dict[str, float | None], copy: bool
     ) -> dict[str, np.ndarray]:
         cp = self.cp
         try:
@@ -141,11 +147,11 @@ class FusedGrid:
         S = len(pf.segments)
         n_q = len(Q_VARIABLES) + S
         rest = B * Q  # cells per value of a
-        kp = kernel_plan(pf, layout, self.settings, self.per_loan)
+        kp = kernel_plan(pf, layout, self.settings, self.per_loan, self.paths)
         with self.compute:
             params = {
                 name: cp.asarray(np.ascontiguousarray(value))
-                for name, value in param_arrays(layout).items()
+                for name, value in param_arrays(layout, pf.periods_per_year).items()
             }
             out_q = cp.empty((n_q, A, Q, B))
             out_p = cp.empty((P_ROWS, A, B))

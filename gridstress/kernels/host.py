@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import Points
 from ..portfolio import PortfolioArrays
-from .args import loan_matrices, param_arrays
+from .args import loan_matrices, param_arrays, path_arrays
 from .launch import Variant
 from .layout import block_layout, kernel_to_block
 from .plan import KernelSettings, kernel_plan
@@ -70,21 +71,24 @@ def evaluate_on_host(
     build,
     pf: PortfolioArrays,
     axes_values: dict[str, np.ndarray],
-    fixed: dict[str, float],
+    fixed: dict[str, float | None],
     settings: KernelSettings = KernelSettings(),
     per_loan: bool = False,
+    paths: dict[str, Points] | None = None,
 ) -> dict[str, np.ndarray]:
     """One block through the kernel code built for the CPU: the GPU backend's
     variants, stages, layout and launch plan under ``settings``, one thread
     after another.
 
     ``build(variant)`` returns the host library of a variant
-    (:func:`build_host_library`); ``per_loan`` adds the per-loan results.
+    (:func:`build_host_library`); ``per_loan`` adds the per-loan results;
+    ``paths`` are the run's scenario paths (``RunConfig.paths``).
     """
+    paths = paths or {}
     layout = block_layout(axes_values, fixed)
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
-    kp = kernel_plan(pf, layout, settings, per_loan)
+    kp = kernel_plan(pf, layout, settings, per_loan, paths)
     loan_f, loan_i = loan_matrices(pf)
     keep = {
         "loan_f": loan_f,
@@ -93,7 +97,10 @@ def evaluate_on_host(
         "owed": np.ascontiguousarray(pf.owed),
         "balance": np.ascontiguousarray(pf.balance),
         "book_value": np.ascontiguousarray(pf.book_value),
-        **{k: np.ascontiguousarray(v) for k, v in param_arrays(layout).items()},
+        **path_arrays(pf, paths),
+        **{
+            k: np.ascontiguousarray(v) for k, v in param_arrays(layout, pf.periods_per_year).items()
+        },
         # Poisoned: every output the kernels should write is checked to be written.
         "out_q": np.full((len(Q_VARIABLES) + S, A, Q, B), np.nan),
         "out_p": np.full((P_ROWS, A, B), np.nan),

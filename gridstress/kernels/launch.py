@@ -6,7 +6,7 @@ whether a portfolio fits at all (:func:`fused_covers`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,13 +48,20 @@ RECOVER_Q_PER_THREAD = 2
 
 @dataclass(frozen=True)
 class Variant:
-    """The compile-time parameters of one build of the kernel."""
+    """The compile-time parameters of one build of the kernel.
+
+    ``rent_shape`` and ``crypto_path`` build in model v3's scenario shapes
+    (the rent path, the generation shock and the market's appraisal; the
+    crypto path): a run without them gets the build without their code.
+    """
 
     q_per_thread: int = 1
     segments_in_registers: int = 0
     records: bool = False
     per_loan: bool = False  # writes the per-loan results (a build without them keeps registers)
     max_registers: int = 0  # NVRTC's --maxrregcount for the build (0: ptxas chooses)
+    rent_shape: bool = False
+    crypto_path: bool = False
 
     def defines(self) -> tuple[str, ...]:
         return (
@@ -62,6 +69,8 @@ class Variant:
             f"-DGS_NSEG_REG={self.segments_in_registers}",
             f"-DGS_RECORDS={int(self.records)}",
             f"-DGS_PER_LOAN={int(self.per_loan)}",
+            f"-DGS_RENT_SHAPE={int(self.rent_shape)}",
+            f"-DGS_CRYPTO_PATH={int(self.crypto_path)}",
         )
 
     def compile_options(self) -> tuple[str, ...]:
@@ -71,7 +80,7 @@ class Variant:
 
     def path_stage(self) -> Variant:
         """The build of ``gs_grid`` that writes default records for this variant."""
-        return Variant(1, self.segments_in_registers, True, self.per_loan, self.max_registers)
+        return replace(self, q_per_thread=1, records=True)
 
 
 def choose_variant(
@@ -117,6 +126,12 @@ def rent_periods(pf: PortfolioArrays) -> int:
     return int(max(pf.horizon, longest))
 
 
+def appraisal_periods(pf: PortfolioArrays, market_appraisal: bool) -> int:
+    """Expected-rent factors ``(1 - d_a)^(t_i)`` the kernels tabulate per value
+    of ``a`` (``JA``): the rent index's length with a market appraisal, else none."""
+    return rent_periods(pf) if market_appraisal else 0
+
+
 def market_table_doubles(pf: PortfolioArrays) -> int:
     """Doubles of the market step's tables per value of ``a``: each loan's net
     cash flow, appraisal and fleet refinancing PV, and the discount factors."""
@@ -134,12 +149,17 @@ class LaunchShape:
     variant: Variant = Variant()
 
     def shared_bytes(
-        self, horizon: int, rent_periods: int | None = None, discount_periods: int | None = None
+        self,
+        horizon: int,
+        rent_periods: int | None = None,
+        discount_periods: int | None = None,
+        appraisal_periods: int = 0,
     ) -> int:
         """Two tables per (a, loan, period) and a loan's path fields per (a,
-        loan), and per a value the discount factors (``discount_periods``) and
-        the rent index (``rent_periods``; both default ``horizon``)."""
-        factors = (discount_periods or horizon) + (rent_periods or horizon)
+        loan), and per a value the discount factors (``discount_periods``),
+        the rent index (``rent_periods``; both default ``horizon``) and the
+        expected-rent factors (``appraisal_periods``)."""
+        factors = (discount_periods or horizon) + (rent_periods or horizon) + appraisal_periods
         per_loan = 2 * horizon + PATH_FIELDS
         return (self.loan_tile * per_loan + factors) * self.na_block * 8
 
@@ -161,6 +181,7 @@ def launch_shape(
     variant: Variant = Variant(),
     rent_periods: int | None = None,
     discount_periods: int | None = None,
+    appraisal_periods: int = 0,
 ) -> LaunchShape:
     """Thread-block shape for ``a_count x b_count`` path cells.
 
@@ -168,19 +189,25 @@ def launch_shape(
     every block along ``b``; when there are fewer ``b`` than threads it takes
     several ``a`` values, as many as fit their factors and tables of at least
     one loan in ``shared_bytes``.  Loans are then tiled to fill the shared
-    memory.  ``rent_periods`` and ``discount_periods`` (default ``horizon``)
-    are the lengths of the rent index and the discount factors
-    (:func:`rent_periods`, :func:`discount_periods`).
+    memory.  ``rent_periods``, ``discount_periods`` (default ``horizon``)
+    and ``appraisal_periods`` are the lengths of the rent index, the
+    discount factors and the expected-rent factors (:func:`rent_periods`,
+    :func:`discount_periods`, :func:`appraisal_periods`).  A ``shared_bytes``
+    budget too small for one value of ``a`` and one loan grows to what they
+    take, up to :data:`SHARED_BYTES`: the budget is a tuning choice, the
+    limit the hardware's.
     """
     if min(a_count, b_count, n_loans, horizon) < 1:
         raise ValueError("a launch needs at least one a value, b value, loan and period")
     per_loan = 8 * (2 * horizon + PATH_FIELDS)  # two tables and a path, per a value
-    factors = 8 * ((discount_periods or horizon) + (rent_periods or horizon))
-    if per_loan + factors > shared_bytes:
+    factors = 8 * ((discount_periods or horizon) + (rent_periods or horizon) + appraisal_periods)
+    if per_loan + factors > max(shared_bytes, SHARED_BYTES):
         raise ValueError(
             f"a horizon of {horizon} periods (rent index of {rent_periods or horizon}, "
-            f"discount factors of {discount_periods or horizon}) does not fit the shared memory"
+            f"discount factors of {discount_periods or horizon}, expected rents of "
+            f"{appraisal_periods}) does not fit the shared memory"
         )
+    shared_bytes = max(shared_bytes, per_loan + factors)
     # b values per block: as many as fit, spread evenly over the blocks.
     nb = math.ceil(b_count / math.ceil(b_count / threads))
     na = max(1, min(a_count, threads // nb, shared_bytes // (per_loan + factors)))
@@ -254,25 +281,37 @@ def slabs(a_count: int, cells_per_a: int, slab_cells: int = SLAB_CELLS) -> list[
     return out
 
 
-def fused_covers(pf: PortfolioArrays) -> str | None:
+def fused_covers(pf: PortfolioArrays, market_appraisal: bool = True) -> str | None:
     """None when the fused kernels run this portfolio, else why not.
 
-    The kernels compute every input of model v2; what bounds them is shared
-    memory: a thread block of the loan-outer path kernel holds one loan's
-    tables and its value's factors, one of the market step's tables kernel
-    the rent index.
+    The kernels compute every input of model v3, paths, generation shock and
+    market appraisal included; what bounds them is shared memory: a thread
+    block of the loan-outer path kernel holds one loan's tables and its
+    value's factors, one of the market step's tables kernel the rent index,
+    each with the expected-rent factors where ``market_appraisal`` (some
+    cell has ``appraisal_deflation`` given; without that knowledge assume so).
     """
     rent = rent_periods(pf)
+    expect = appraisal_periods(pf, market_appraisal)
     try:  # the smallest launch: one value of a, one loan per tile
-        launch_shape(1, 1, 1, pf.horizon, rent_periods=rent, discount_periods=discount_periods(pf))
+        launch_shape(
+            1,
+            1,
+            1,
+            pf.horizon,
+            rent_periods=rent,
+            discount_periods=discount_periods(pf),
+            appraisal_periods=expect,
+        )
     except ValueError:
         fits = False
     else:
-        fits = 8 * rent <= SHARED_BYTES
+        fits = 8 * (rent + expect) <= SHARED_BYTES
     if fits:
         return None
+    expected = f", expected rents of {expect}" if expect else ""
     return (
-        f"loan tables of {pf.horizon} periods, rent index of {rent}: more than a "
+        f"loan tables of {pf.horizon} periods, rent index of {rent}{expected}: more than a "
         f"thread block's shared memory holds"
     )
 
@@ -292,6 +331,7 @@ __all__ = [
     "LaunchShape",
     "RecoverShape",
     "Variant",
+    "appraisal_periods",
     "choose_variant",
     "discount_periods",
     "fused_covers",

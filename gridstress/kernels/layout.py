@@ -31,7 +31,7 @@ class BlockLayout:
     a_dims: tuple[str, ...]
     b_dims: tuple[str, ...]
     q_dims: tuple[str, ...]
-    a_params: dict[str, np.ndarray]  # deflation, discount_rate over a
+    a_params: dict[str, np.ndarray]  # the APPRAISAL_AXES parameters over a (NaN: empty)
     b_params: dict[str, np.ndarray]  # the MINING_AXES parameters over b
     q_params: dict[str, np.ndarray]  # keep, keep_crypto over q
 
@@ -44,13 +44,25 @@ class BlockLayout:
         return not bool(np.all(np.isinf(self.b_params["market_depth_gpus"])))
 
     @property
+    def market_appraisal(self) -> bool:
+        """True when some cell has ``appraisal_deflation`` given: the market's appraisal."""
+        return not bool(np.all(np.isnan(self.a_params["appraisal_deflation"])))
+
+    @property
+    def generation_shock(self) -> bool:
+        """True when some cell has a new GPU generation's rent shock."""
+        return bool(np.any(self.a_params["generation_shock"] != 0))
+
+    @property
     def a_leads(self) -> bool:
         """True when the appraisal axes come first: an ``a`` range is a slab of the block."""
         return self.dims[: len(self.a_dims)] == self.a_dims
 
 
-def block_layout(axes_values: dict[str, np.ndarray], fixed: dict[str, float]) -> BlockLayout:
-    """Group a block's axes into ``a``, ``b``, ``q`` and tabulate each group's parameters."""
+def block_layout(axes_values: dict[str, np.ndarray], fixed: dict[str, float | None]) -> BlockLayout:
+    """Group a block's axes into ``a``, ``b``, ``q`` and tabulate each group's
+    parameters; a parameter left empty (None: ``appraisal_deflation``'s
+    foresight appraisal) is NaN, as in the per-cell scenario arrays."""
     dims = tuple(axes_values)
     values = {k: np.asarray(v, dtype=np.float64) for k, v in axes_values.items()}
     shape = tuple(len(v) for v in values.values())
@@ -64,7 +76,8 @@ def block_layout(axes_values: dict[str, np.ndarray], fixed: dict[str, float]) ->
                 out[name] = np.ascontiguousarray(grids[group_dims.index(name)].ravel())
             else:
                 count = math.prod(len(values[d]) for d in group_dims)
-                out[name] = np.full(count, float(fixed[name]))
+                value = fixed[name]
+                out[name] = np.full(count, np.nan if value is None else float(value))
         return group_dims, out
 
     a_dims, a_params = table(APPRAISAL_AXES)

@@ -7,6 +7,7 @@ and the host build."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,6 +27,7 @@ from .launch import (
     LaunchShape,
     RecoverShape,
     Variant,
+    appraisal_periods,
     choose_variant,
     discount_periods,
     launch_shape,
@@ -169,10 +171,15 @@ class KernelPlan:
     plan, the same on the GPU (:class:`FusedGrid`) and in the host build
     (:func:`evaluate_on_host`).  With the market step (``market_tables``, the
     doubles of its tables per value of ``a``) each path launch is the tables
-    kernel and the market kernel, always in two stages."""
+    kernel and the market kernel, always in two stages.  ``path_variant`` is
+    the build of the kernels that step the paths (the loan-outer kernel's is
+    also ``shape.variant``), with model v3's scenario shapes where the block
+    has them; ``appraisal_periods`` the expected-rent factors per value of
+    ``a`` (``JA``: 0 without a market appraisal)."""
 
     staged: bool
-    variant: Variant  # the one-pass build, or in two stages the recovery build
+    variant: Variant  # the one-pass recovery sums' build, or in two stages the recovery build
+    path_variant: Variant
     shape: LaunchShape | None  # the path kernel's (None with the market step)
     rshape: RecoverShape | None
     plan: list[PathLaunch]
@@ -183,6 +190,7 @@ class KernelPlan:
     b_count: int
     q_count: int
     market_tables: int | None = None
+    appraisal_periods: int = 0
 
     @property
     def market(self) -> bool:
@@ -210,19 +218,20 @@ class KernelPlan:
         stages the recovery of each of its slabs."""
         B, Q = self.b_count, self.q_count
         q_tiles = math.ceil(Q / self.variant.q_per_thread)
+        JA = self.appraisal_periods
         out = []
         for p in self.plan:
             a0, a1 = p.path
             if self.market:
-                args = pack_args(pf, layout, pointers, a0, a1, None)
+                args = pack_args(pf, layout, pointers, a0, a1, None, appraisal_periods=JA)
                 out.append(
                     Launch(
                         TABLES_NAME,
-                        self.variant,
+                        self.path_variant,
                         p.path,
                         a1 - a0,
                         TABLES_THREADS,
-                        8 * self.rent_periods,
+                        8 * (self.rent_periods + JA),
                         args,
                         None,
                     )
@@ -230,7 +239,7 @@ class KernelPlan:
                 out.append(
                     Launch(
                         MARKET_NAME,
-                        self.variant,
+                        self.path_variant,
                         p.path,
                         math.ceil((a1 - a0) * B / MARKET_THREADS),
                         MARKET_THREADS,
@@ -249,9 +258,9 @@ class KernelPlan:
                         self.shape.n_blocks(a1 - a0, B, 1 if self.staged else Q),
                         self.shape.threads,
                         self.shape.shared_bytes(
-                            self.horizon, self.rent_periods, self.discount_periods
+                            self.horizon, self.rent_periods, self.discount_periods, JA
                         ),
-                        pack_args(pf, layout, pointers, a0, a1, self.shape),
+                        pack_args(pf, layout, pointers, a0, a1, self.shape, appraisal_periods=JA),
                         None if self.staged else p.path,
                     )
                 )
@@ -281,13 +290,26 @@ def kernel_plan(
     layout: BlockLayout,
     settings: KernelSettings = KernelSettings(),
     per_loan: bool = False,
+    paths: Collection[str] = (),
 ) -> KernelPlan:
     """The kernel plan of a block under ``settings``, in builds that write the
-    per-loan results where ``per_loan``."""
+    per-loan results where ``per_loan``; ``paths`` names the run's scenario
+    paths (``rent_path``, ``crypto_path``).
+
+    The paths, the generation shock and the market appraisal are builds of
+    their own (:class:`Variant`'s ``rent_shape`` and ``crypto_path``): a
+    block without them runs the builds of model v2, and the recovery kernel,
+    which none of them changes, is always built without them.
+    """
     st = settings
     A, B, Q = layout.size("a"), layout.size("b"), layout.size("q")
     S = len(pf.segments)
     market = layout.market
+    shapes = {
+        "rent_shape": "rent_path" in paths or layout.generation_shock or layout.market_appraisal,
+        "crypto_path": "crypto_path" in paths,
+    }
+    JA = appraisal_periods(pf, layout.market_appraisal)
     staged = market or (
         two_stage(Q, st.max_q_per_thread) if st.stages == "auto" else st.stages == "two"
     )
@@ -306,29 +328,34 @@ def kernel_plan(
         if staged
         else None
     )
-    shape = (
-        None
-        if market
-        else launch_shape(
+    shape = None
+    if market:  # the tables and market kernels share the recovery kernel's parameters
+        path_variant = replace(variant, **shapes)
+    else:
+        path_variant = replace(
+            variant.path_stage() if staged else variant,
+            max_registers=st.path_max_registers,
+            **shapes,
+        )
+        shape = launch_shape(
             A,
             B,
             pf.n_loans,
             pf.horizon,
             st.threads,
             st.path_shared_bytes,
-            replace(
-                variant.path_stage() if staged else variant, max_registers=st.path_max_registers
-            ),
+            path_variant,
             rent_periods=rent_periods(pf),
             discount_periods=discount_periods(pf),
+            appraisal_periods=JA,
         )
-    )
     market_tables = market_table_doubles(pf) if market else None
     records_a = record_a(pf.n_loans, B, st.record_bytes, market_tables) if staged else None
     plan = launch_plan(A, B * Q, records_a, st.slab_cells, slab_copies=layout.a_leads)
     return KernelPlan(
         staged,
         variant,
+        path_variant,
         shape,
         rshape,
         plan,
@@ -339,6 +366,7 @@ def kernel_plan(
         B,
         Q,
         market_tables,
+        JA,
     )
 
 

@@ -25,7 +25,15 @@ MARKET_NAME = "gs_market"
 #: NVRTC options: float64 operation by operation, as the NumPy backend.
 NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 
-APPRAISAL_AXES = ("deflation", "discount_rate")
+#: The ``a`` group: what the rent index, the fleet's cash flow and the appraisal
+#: depend on (model v3's generation shock and market appraisal among them).
+APPRAISAL_AXES = (
+    "deflation",
+    "discount_rate",
+    "generation_shock",
+    "generation_years",
+    "appraisal_deflation",
+)
 #: The ``b`` group: the mining axes and the market's (which change no table).
 MINING_AXES = ("crypto_drawdown", "drawdown_periods") + MARKET_PARAMS
 RECOVERY_AXES = ("haircut", "crypto_haircut", "liquidation_cost")
@@ -53,6 +61,7 @@ LOAN_F_COLUMNS = (
     ("refi_min_dscr", "GS_REFI_MIN_DSCR", ""),
     ("balloon", "GS_BALLOON", "balloon due at maturity [USD]"),
     ("cure_periods", "GS_CURE", ""),
+    ("generation_exposure", "GS_EXPOSURE", "share of a generation shock the fleet takes"),
 )
 #: Columns of the per-loan int32 matrix, as :data:`LOAN_F_COLUMNS`.
 LOAN_I_COLUMNS = (
@@ -133,8 +142,13 @@ ARGS_DTYPE = np.dtype(
             "owed",
             "balance",
             "book_value",
+            "rent_path",
+            "crypto_path",
             "a_deflation",
             "a_discount",
+            "a_shock",
+            "a_shock_period",
+            "a_appraisal",
             "b_crypto",
             "b_periods",
             "b_depth",
@@ -161,6 +175,7 @@ ARGS_DTYPE = np.dtype(
             "n_segments",
             "KD",
             "J",
+            "JA",
             "a_begin",
             "a_end",
             "rec_begin",
