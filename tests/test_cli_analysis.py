@@ -13,6 +13,7 @@ from conftest import ROOT, cli_runner
 
 from gridstress import open_cube
 from gridstress.analysis.frontier import frontier
+from gridstress.analysis.price import price
 from gridstress.analysis.reverse import reverse_stress
 from gridstress.analysis.risk import risk
 from gridstress.analysis.summary import summary
@@ -33,9 +34,15 @@ CHROMIUM_FLAGS = (
 def seed(tmp_path_factory):
     """A folder with the seed cube as Zarr (seed.zarr) and NetCDF (seed.nc), with
     per-loan outputs (loans.zarr), without the H100 facility (without-h100.zarr),
-    and a runner."""
+    and a runner. The shipped config asks for per-loan outputs; here only
+    loans.zarr has them (--per-loan), so that the others show a cube without."""
     where = tmp_path_factory.mktemp("seed")
     shutil.copytree(ROOT / "configs", where / "configs")
+    config = (where / "configs" / "seed.yaml").read_text()
+    assert "outputs: {per_loan: true}" in config
+    (where / "configs" / "seed.yaml").write_text(
+        config.replace("outputs: {per_loan: true}", "outputs: {per_loan: false}")
+    )
     book = (where / "configs" / "portfolios" / "seed.csv").read_text().splitlines()
     (where / "configs" / "portfolios" / "without-h100.csv").write_text(
         "\n".join(line for line in book if not line.startswith("NC-H100-2023")) + "\n"
@@ -112,6 +119,31 @@ def test_summary(seed):
     m = s.market["base"]
     assert m.loss == pytest.approx(float(at_base["loss"]), rel=1e-9)
     assert m.loss_deep < m.loss and m.extra_loss == pytest.approx(m.loss - m.loss_deep)
+
+
+def test_summary_names_the_most_underpriced_loan(seed):
+    where, run = seed
+    res = run("summary", "loans.zarr")
+    assert res.returncode == 0, res.stderr
+    with open_cube(where / "loans.zarr") as ds:
+        worst = price(ds, [0.5]).most_underpriced(0.5)
+    assert worst is not None and worst["cushion_bps"] < 0
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("most underpriced loan"))
+    assert line == (
+        "most underpriced loan (rho=0.5, capital for the 99% expected shortfall at 10% a "
+        f"year): {worst['loan_id']}, cushion {worst['cushion_bps']:+,.0f} bp (needs "
+        f"{worst['required_bps']:,.0f} bp, pays {worst['actual_bps']:,.0f}); gridstress "
+        "price loans.zarr prices every loan"
+    )
+    # without per-loan outputs: one line on how to get them
+    res = run("summary", "seed.zarr")
+    assert res.returncode == 0, res.stderr
+    hints = [ln for ln in res.stdout.splitlines() if "what each loan should pay" in ln]
+    assert hints == [
+        "what each loan should pay: run the config with --per-loan (or outputs: "
+        "{per_loan: true}), then gridstress price seed.zarr"
+    ]
+    assert "most underpriced" not in res.stdout
 
 
 def test_summary_names_the_loan_that_breaks_first(seed):
@@ -275,6 +307,27 @@ def test_reverse(seed):
     assert float(rows[0]["deflation"]) == first.point["deflation"]
     assert float(rows[11]["probability"]) == pytest.approx(rs.probable[0].probability)
     assert f"{rs.n_breaking:,} of 56,943 cells reach a loss rate of 35.00%" in res.stdout
+    assert list(rows[0]) == list(rs.rows()[0])
+    assert list(rows[0])[-6:] == [
+        f"{axis}_edge_{end}"
+        for axis in ("deflation", "crypto_drawdown", "haircut")
+        for end in ("low", "high")
+    ]
+    assert float(rows[0]["deflation_edge_high"]) == pytest.approx(rs.edges["deflation"][1])
+    assert "the base scenario itself breaks the book" not in res.stdout  # 35% > 23.94%
+
+
+def test_reverse_says_when_the_base_scenario_already_breaks_the_book(seed):
+    where, run = seed
+    res = run("reverse", "seed.zarr", "--loss-rate", "0.05")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[1] == (
+        "the target loss rate 5.00% is at or below the base scenario's 23.94%: the base "
+        "scenario itself breaks the book"
+    )
+    nearest = res.stdout.split("least severe", 1)[1].splitlines()
+    first = next(ln for ln in nearest if ln.startswith("│  1 │"))
+    assert "deflation=0.3, crypto_drawdown=0.5, haircut=0.35" in first  # the base cell
 
 
 def test_risk(seed):
@@ -285,8 +338,25 @@ def test_risk(seed):
     assert res.returncode == 0, res.stderr
     assert "deflation ~ norm(loc=0.3, scale=0.15)" in res.stdout
     rows = read_csv(where / "risk.csv")
-    assert list(rows[0]) == ["rho", "expected_loss", "var95", "es95", "var99", "es99"]
+    assert list(rows[0]) == [
+        "rho",
+        "expected_loss",
+        "var95",
+        "es95",
+        "var99",
+        "es99",
+        "deflation_edge_low",
+        "deflation_edge_high",
+        "crypto_drawdown_edge_low",
+        "crypto_drawdown_edge_high",
+        "haircut_edge_low",
+        "haircut_edge_high",
+    ]
     assert [float(r["rho"]) for r in rows] == [0.0, 0.5, 0.9]
+    # the table shows the edge weights, not a mass outside the grid
+    header = next(ln for ln in res.stdout.splitlines() if "ES 99%" in ln)
+    assert "deflation edges" in header and "haircut edges" in header
+    assert "outside" not in res.stdout
     with open_cube(where / "seed.nc") as ds:
         expected = risk(ds, [0.0, 0.5, 0.9])
     for row, want in zip(rows, expected):
@@ -392,7 +462,8 @@ def chromium() -> str:
 
 def test_report_renders_offline_in_chromium(seed, tmp_path):
     where, run = seed
-    res = run("report", "seed.zarr", "-o", "report.html")
+    # the cube with per-loan outputs: the report prices each loan too
+    res = run("report", "loans.zarr", "-o", "report.html")
     assert res.returncode == 0, res.stderr
     page = (where / "report.html").read_text()
     for section in (
@@ -403,10 +474,25 @@ def test_report_renders_offline_in_chromium(seed, tmp_path):
         "Deflation frontier",
         "Reverse stress",
         "Scenario weights",
+        "What each loan should pay",
         "Provenance",
         "Config",
     ):
         assert f"<h2>{section}" in page
+    # the risk table gives the edge weights, and no longer a renormalised mass outside
+    risk_part = page.split("<h2>Scenario weights", 1)[1].split("<h2>", 1)[0]
+    assert "<th>deflation edges</th>" in risk_part and "renormalised" not in risk_part
+    assert "outside" not in risk_part
+    # the price table at rho 0.5, most underpriced first, and its figure
+    with open_cube(where / "loans.zarr") as ds:
+        pricing = price(ds, [0.5])
+    priced = page.split("<h2>What each loan should pay", 1)[1].split("<h2>", 1)[0]
+    assert pricing.book[0].line() in priced
+    order = [str(i) for i in pricing.at(0.5)["loan_id"]]
+    cells = [priced.index(f"<td class=l>{loan}</td>") for loan in order]
+    assert cells == sorted(cells) and order[-1] == "portfolio"
+    assert "<th>EL bp</th>" in priced and "<th>capital bp</th>" in priced
+    assert priced.count('src="data:image/png;base64,') == 1
     for part in (
         "Default rate by trigger",
         "What the thin resale market costs",
@@ -424,7 +510,7 @@ def test_report_renders_offline_in_chromium(seed, tmp_path):
             assert 0 < rs.n_breaking < rs.n_cells
             assert f"<h3>Loss rate of {target:.2%}</h3>" in page
     assert s.scenarios["base"]["loss_rate"] == pytest.approx(0.2394, abs=5e-5)
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
     assert "http://" not in page and "https://" not in page  # nothing fetched when opened
     assert "seed-ai-infra-2025" in page and "config_sha256" in page
     browser = chromium()
@@ -451,3 +537,14 @@ def test_report_renders_offline_in_chromium(seed, tmp_path):
     assert len(colours) > 50  # text, tables and a figure
     not_white = (pixels < 0.95).any(axis=-1).mean()
     assert 0.05 < not_white < 0.95
+
+
+def test_a_report_without_per_loan_outputs_says_how_to_price(seed):
+    where, run = seed
+    res = run("report", "seed.zarr", "-o", "plain.html")
+    assert res.returncode == 0, res.stderr
+    page = (where / "plain.html").read_text()
+    priced = page.split("<h2>What each loan should pay</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "--per-loan" in priced and "outputs: {per_loan: true}" in priced
+    assert "The cube has no per-loan outputs (loan_loss, loan_default_years)" in priced
+    assert page.count('src="data:image/png;base64,') == 5  # no spread figure

@@ -248,7 +248,15 @@ def test_summary_tables_as_csv_and_excel(case, cube):
     with (where / "s.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     tables = {r["table"] for r in rows}
-    assert tables == {"scenarios", "default_rate_by_trigger", "segments", "market", "loans"}
+    # the seed config writes per-loan outputs, so the summary prices the loans too
+    assert tables == {
+        "scenarios",
+        "default_rate_by_trigger",
+        "segments",
+        "market",
+        "loans",
+        "price",
+    }
     loans = [r for r in rows if r["table"] == "loans"]
     assert len(loans) == 16 and {r["scenario"] for r in loans} == {"base", "severe"}
     book = load_workbook(where / "s.xlsx", read_only=True)
@@ -258,9 +266,22 @@ def test_summary_tables_as_csv_and_excel(case, cube):
         "segments",
         "market",
         "loans",
+        "price",
     ]
     sheet = list(book["loans"].iter_rows(values_only=True))
     assert sheet[0][:3] == ("scenario", "loan_id", "segment") and len(sheet) == 17
+    # the price sheet: the price table at rho 0.5, most underpriced first, then the book
+    from gridstress.analysis.price import COLUMNS, price
+
+    prices = list(book["price"].iter_rows(values_only=True))
+    assert prices[0] == COLUMNS and len(prices) == 1 + 8 + 1
+    with open_cube(cube) as ds:
+        table = price(ds, [0.5]).at(0.5)
+    assert [r[1] for r in prices[1:]] == list(table["loan_id"])
+    assert {r[0] for r in prices[1:]} == {0.5}
+    first = next(ln for ln in res.stdout.splitlines() if ln.startswith("most underpriced loan"))
+    assert f": {table['loan_id'][0]}, cushion " in first
+    assert "gridstress price " in first
     base = [r for r in loans if r["scenario"] == "base"]
     with open_cube(cube) as ds:
         total = float(ds["loss"].sel(deflation=0.3, crypto_drawdown=0.5, haircut=0.35))

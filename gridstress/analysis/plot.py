@@ -299,6 +299,54 @@ def trigger_figure(
     return fig
 
 
+#: Colours of the required spread's parts and of the actual spread.
+SPREAD_COLOURS = {"el_bps": "#b3202a", "capital_bps": "#e08214", "actual_bps": "#222222"}
+
+
+def spread_figure(table, title: str = "") -> Figure:
+    """Actual against required spread per loan, from the rows of one rho of a price
+    table (:meth:`.price.Pricing.at`, most underpriced first, the portfolio last):
+    the required spread a bar of its expected-loss part (``el_bps``) and its
+    capital part (``capital_bps``, drawn back from the first where it is
+    negative), the actual spread a mark (none for a loan without a spread)."""
+    rows = table.reset_index(drop=True)
+    n = len(rows)
+    fig = Figure(figsize=(8, 1.2 + 0.42 * max(n, 1)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]  # the first row at the top
+    el = rows["el_bps"].to_numpy(dtype=float)
+    capital = rows["capital_bps"].to_numpy(dtype=float)
+    actual = rows["actual_bps"].to_numpy(dtype=float)
+    ax.barh(y, el, color=SPREAD_COLOURS["el_bps"], label="expected loss (el_bps)")
+    ax.barh(y, capital, left=el, color=SPREAD_COLOURS["capital_bps"], label="capital (capital_bps)")
+    priced = np.isfinite(actual)
+    ax.scatter(
+        actual[priced],
+        y[priced],
+        marker="D",
+        s=36,
+        color=SPREAD_COLOURS["actual_bps"],
+        zorder=3,
+        label="actual spread",
+    )
+    for yi, required, have in zip(y, el + capital, actual):
+        if not np.isfinite(have):
+            ax.annotate(
+                "no spread",
+                (max(required, 0.0), yi),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize="small",
+            )
+    ax.set_yticks(y, [str(v) for v in rows["loan_id"]])
+    ax.axvline(0.0, color="#888888", lw=0.8)
+    ax.set_xlabel("spread [bp a year]")
+    ax.legend(loc="best", fontsize="small", framealpha=0.8)
+    ax.set_title(title or "required (stacked) against actual spread", fontsize="medium")
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write a figure as PNG, SVG or PDF, chosen by the suffix of ``path``."""
     path = Path(path)

@@ -15,20 +15,22 @@ analyses), and for each loan ``i`` and each ``rho``:
 - ``cushion_bps = actual_bps - required_bps``: negative, underpriced.
 
 The cube is read block by block along one axis, so memory stays bounded by
-one block whatever the grid and the book: a pass over the book's ``loss``
-finds its VaR (:class:`.risk.TailQuantiles`, an exact weighted quantile kept in
-histograms of the values' bits), a pass over the per-loan variables makes
-the allocations and the first histogram of each loan's standalone VaR, and
-one more pass, where a loan's VaR is not an atom, collects the cells around
-it. See ``docs/analysis.md``.
+two blocks (one read while the other is computed on) whatever the grid and
+the book: a pass over the book's ``loss`` finds its VaR and one pass over the
+per-loan variables makes the allocations and each loan's standalone VaR and
+ES, all exact (:class:`_OwnTails`: the values of each column's worst
+``1 - confidence`` of probability, kept as they come); a column whose tail
+does not fit in ``COLLECT_VALUES`` pairs is found by the radix quantiles of
+:class:`.risk.TailQuantiles` in further passes. See ``docs/analysis.md``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -46,25 +48,13 @@ BLOCK_VALUES = 2**22
 PART_VALUES = 2**18
 #: Most (value, weight) pairs the exact quantiles keep at once, over all columns.
 COLLECT_VALUES = 2**22
+#: Pairs that :class:`_OwnTails` gathers before it merges them into what it keeps.
+MERGE_VALUES = 2**16
 
-COLUMNS = (
-    "rho",
-    "loan_id",
-    "segment",
-    "principal",
-    "wal_years",
-    "pd",
-    "lgd",
-    "el",
-    "el_pv",
-    "el_bps",
-    "es_contribution",
-    "ec",
-    "capital_bps",
-    "required_bps",
-    "actual_bps",
-    "cushion_bps",
-    "standalone_es",
+#: The columns of the table and of ``--csv`` (pricing.md), in order.
+COLUMNS = tuple(
+    "rho,loan_id,segment,principal,wal_years,pd,lgd,el,el_pv,el_bps,es_contribution,ec,"
+    "capital_bps,required_bps,actual_bps,cushion_bps,standalone_es".split(",")
 )
 
 #: ``loan_id`` of the book's row.
@@ -149,8 +139,14 @@ class _Reader:
         self.order = [self.dim] + [d for d in self.dims if d != self.dim]
         self.path_order = [d for d in self.order if d in self.path]
         self.liquidation = tuple(i for i, d in enumerate(self.order) if d not in self.path)
+        # einsum of w·x summed over the liquidation axes: weighted losses per default path
+        axes = "abcdefghijklmnopqrstuvwxy"[: len(self.order)]
+        path_axes = "".join(a for i, a in enumerate(axes) if i not in self.liquidation)
+        self.path_sum = f"{axes},{axes}z->{path_axes}z"
         self.n_loans = ds.sizes["loan"]
         self.weights = weights
+        self.loss: np.ndarray | None = None
+        self.scheduler: str | None = None  # dask's for the reads (None: its default)
 
     def slices(self, values_per_cell: int) -> Iterator[slice]:
         n = self.ds.sizes[self.dim]
@@ -177,11 +173,48 @@ class _Reader:
         at = self.dims.index(self.dim)
         return [np.moveaxis(w.block({self.dim: rows}), at, 0) for w in self.weights]
 
+    def overlapped(
+        self,
+        blocks: Sequence[tuple[int, slice, list[slice]]],
+        names: Sequence[str],
+        work: Callable[[slice, list[slice], list[np.ndarray]], None],
+    ) -> None:
+        """Read the variables ``names`` of each block and call ``work(rows, parts,
+        arrays)`` on them on a second thread while the next block is read (in this
+        thread): two blocks at most in memory. On two cores or fewer the reads
+        take one (dask's synchronous scheduler) and the work the other."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.scheduler = "synchronous" if (os.cpu_count() or 1) <= 2 else None
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                pending: Future | None = None
+                for _, rows, parts in blocks:
+                    arrays = [self.read(name, rows) for name in names]
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(work, rows, parts, arrays)
+                if pending is not None:
+                    pending.result()
+        finally:
+            self.scheduler = None
+
+    def keep_loss(self) -> None:
+        """Keep the book's ``loss`` in memory when it fits in one block (it is read
+        with every block of the per-loan variables)."""
+        if len(list(self.slices(1))) == 1:
+            self.loss = self.read("loss", slice(None))
+
     def read(self, name: str, rows: slice) -> np.ndarray:
+        if name == "loss" and self.loss is not None:
+            return self.loss[rows]
         var = self.ds[name].isel({self.dim: rows})
         order = self.path_order if name == "loan_default_years" else self.order
         extra = ["loan"] if "loan" in var.dims else []
-        return np.asarray(var.transpose(*order, *extra).values, dtype=np.float64)
+        data = var.transpose(*order, *extra).data
+        if hasattr(data, "dask"):
+            data = data.compute(scheduler=self.scheduler)
+        return np.asarray(data, dtype=np.float64)
 
 
 class _Sums:
@@ -214,20 +247,21 @@ class _Sums:
         n_loans = x.shape[-1]
         # per default path (the liquidation axes summed): weights and weighted losses
         w_path = w.sum(axis=reader.liquidation) if reader.liquidation else w
-        wx_path = (x * w[..., None]).sum(axis=reader.liquidation)
-        self.pd[r] += w_path.reshape(-1) @ np.isfinite(tau).reshape(-1, n_loans)
-        self.el[r] += wx_path.reshape(-1, n_loans).sum(axis=0)
-        self.el_pv[r] += (wx_path * discount).reshape(-1, n_loans).sum(axis=0)
-        any_default = np.isfinite(tau).any(axis=-1).reshape(-1)
-        self.book_pd[r] += float(w_path.reshape(-1)[any_default].sum())
+        wx_path = np.einsum(reader.path_sum, w, x).reshape(-1, n_loans)
+        defaulted = np.isfinite(tau).reshape(-1, n_loans)
+        self.pd[r] += w_path.reshape(-1) @ defaulted
+        self.el[r] += wx_path.sum(axis=0)
+        self.el_pv[r] += (wx_path * discount.reshape(-1, n_loans)).sum(axis=0)
+        self.book_pd[r] += float(w_path.reshape(-1)[defaulted.any(axis=-1)].sum())
         w, loss, x = w.reshape(-1), loss.reshape(-1), x.reshape(-1, n_loans)
         self.book_el[r] += float(w @ loss)
-        above = np.where(loss > var, w, 0.0)
-        at = np.where(loss == var, w, 0.0)
-        self.above[r] += above @ x
-        self.at[r] += at @ x
-        self.book_above[r] += float(above @ loss)
-        self.book_at[r] += float(at.sum())
+        # the cells above the book's VaR and at it, weighted, in one product with x
+        tail = np.stack([np.where(loss > var, w, 0.0), np.where(loss == var, w, 0.0)])
+        above, at = tail @ x
+        self.above[r] += above
+        self.at[r] += at
+        self.book_above[r] += float(tail[0] @ loss)
+        self.book_at[r] += float(tail[1].sum())
         self.cdf[r] += float(w[loss <= var].sum())
 
 
@@ -337,31 +371,39 @@ def price(
     reader = _Reader(ds, weights)
     alpha = float(confidence)
     n_rho, n_loans = len(rhos), reader.n_loans
+    room = COLLECT_VALUES // n_rho
 
     # Pass 1: the book's VaR at each rho, from the cube's loss.
-    book = [TailQuantiles(1, alpha, COLLECT_VALUES // n_rho) for _ in rhos]
-    _narrow(book, reader, "loss", 1)
-    var = [_tail(q, 0).var for q in book]
-
-    # Pass 2: the allocations, and the first histogram of each loan's own VaR.
-    sums = _Sums(n_rho, n_loans)
-    own = [TailQuantiles(n_loans, alpha, COLLECT_VALUES // n_rho) for _ in rhos]
-    y = _discount_rate(ds)
-    for b, rows, parts in reader.blocks(n_loans):
+    reader.keep_loss()
+    book = [_OwnTails(1, alpha, room) for _ in rhos]
+    for _, rows, parts in reversed(list(reader.blocks(1))):
         loss = reader.read("loss", rows)
-        x = reader.read("loan_loss", rows)
-        tau = reader.read("loan_default_years", rows)
+        weights_block = reader.weight_blocks(rows)
+        for part in reversed(parts):
+            for t, w in zip(book, weights_block):
+                t.add(loss[part].reshape(-1, 1), w[part].reshape(-1))
+    var = [tails[0].var for tails in _finish(book, reader, "loss", 1)]
+
+    # Pass 2: the allocations, and each loan's own tail. The rows come from the
+    # last down: where losses grow along the axis (deflation), the worst cells
+    # come first and the floor of each loan's tail rises at once.
+    sums = _Sums(n_rho, n_loans)
+    own = [_OwnTails(n_loans, alpha, room) for _ in rhos]
+    y = _discount_rate(ds)
+
+    def work(rows: slice, parts: list[slice], arrays: list[np.ndarray]) -> None:
+        loss, x, tau = arrays
         discount = _discount(reader, rows, tau, y)
         weights_block = reader.weight_blocks(rows)
-        for part in parts:
-            keys = order_keys(x[part].reshape(-1, n_loans))
+        for part in reversed(parts):
+            x_part = x[part].reshape(-1, n_loans)
             for r, w in enumerate(weights_block):
                 sums.add(r, reader, w[part], loss[part], x[part], tau[part], discount[part], var[r])
-                own[r].add(keys, x[part].reshape(-1, n_loans), w[part].reshape(-1), b)
-    for q in own:
-        q.end_pass()
-    # Further passes: the cells around each loan's own VaR.
-    _narrow(own, reader, "loan_loss", n_loans)
+                own[r].add(x_part, w[part].reshape(-1))
+
+    blocks = list(reversed(list(reader.blocks(n_loans))))
+    reader.overlapped(blocks, ("loss", "loan_loss", "loan_default_years"), work)
+    tails = _finish(own, reader, "loan_loss", n_loans)
 
     tables, books = [], []
     total = float(loans.principal.sum())
@@ -370,7 +412,7 @@ def price(
         mean_at = sums.at[r] / sums.book_at[r] if sums.book_at[r] > 0 else 0.0
         es_contribution = (sums.above[r] + excess * mean_at) / (1 - alpha)
         es = (sums.book_above[r] + excess * var[r]) / (1 - alpha)
-        standalone = np.array([_tail(own[r], i).es for i in range(n_loans)])
+        standalone = np.array([t.es for t in tails[r]])
         tables.append(
             _table(
                 rho,
@@ -403,10 +445,17 @@ def price(
     )
 
 
-def _narrow(quantiles: list[TailQuantiles], reader: _Reader, name: str, columns: int) -> None:
+def _narrow(
+    quantiles: list[TailQuantiles],
+    reader: _Reader,
+    name: str,
+    columns: int,
+    select: Sequence[np.ndarray] | None = None,
+) -> None:
     """Read ``name`` in passes until every quantile is found: the first histogram
     part by part, later passes (a few columns, each on its own) a block at once,
-    skipping the blocks that hold no cell of an open bracket."""
+    skipping the blocks that hold no cell of an open bracket. ``select`` gives,
+    per quantile (per rho), the columns it reads (default: all)."""
     while not all(q.done for q in quantiles):
         for b, rows, parts in reader.blocks(columns):
             if not any(q.needs(b) for q in quantiles):
@@ -416,19 +465,139 @@ def _narrow(quantiles: list[TailQuantiles], reader: _Reader, name: str, columns:
             first = any(q.first for q in quantiles)
             for part in parts if first else [slice(None)]:
                 x2 = x[part].reshape(-1, columns)
-                keys = order_keys(x2) if first else None
-                for q, w in zip(quantiles, weights_block):
+                keys = order_keys(x2) if first and select is None else None
+                for r, (q, w) in enumerate(zip(quantiles, weights_block)):
                     if q.needs(b):
-                        q.add(keys, x2, w[part].reshape(-1), b)
+                        xq = x2 if select is None else np.ascontiguousarray(x2[:, select[r]])
+                        kq = order_keys(xq) if keys is None and q.first else keys
+                        q.add(kq, xq, w[part].reshape(-1), b)
         for q in quantiles:
             if not q.done:
                 q.end_pass()
 
 
-def _tail(q: TailQuantiles, j: int) -> Tail:
-    tail = q.tails[j]
-    assert tail is not None
-    return tail
+def _finish(own: list[_OwnTails], reader: _Reader, name: str, columns: int) -> list[list[Tail]]:
+    """Each rho's tails of the columns of ``name`` after the pass of ``own``: the
+    columns that did not fit found by :class:`.risk.TailQuantiles` in further passes."""
+    tails = [t.tails() for t in own]
+    failed = [np.flatnonzero(t.failed) for t in own]
+    rest = [TailQuantiles(f.size, t.alpha, t.room) for f, t in zip(failed, own)]
+    _narrow(rest, reader, name, columns, failed)
+    for found, f, q in zip(tails, failed, rest):
+        for k, j in enumerate(f):
+            found[j] = q.tails[k]
+        assert None not in found
+    return cast(list[list[Tail]], tails)
+
+
+class _OwnTails:
+    """Each column's weighted VaR and ES at ``alpha``, exact, in one pass that
+    keeps only the values of each column's worst ``1 - alpha`` of probability.
+
+    A column's ``floor`` is a value its VaR cannot be below: the greatest value
+    ``v`` seen with weight ``P(x >= v) > 1 - alpha`` among the cells read so far
+    (so ``F(v-) < alpha`` whatever the cells still to come; a margin of
+    :attr:`MARGIN` covers the rounding of the weights' sum). Cells at or below
+    the floor count only by their weight, ``F(floor)`` (an atom at the VaR
+    costs nothing); cells above it are kept, as (value, weight) pairs with
+    equal values merged, and the floor rises as they come. After the pass
+    the VaR is the smallest kept value (the floor included) at which the
+    weight from below reaches ``alpha``, exactly as numpy's weighted
+    ``inverted_cdf`` quantile. A column whose pairs pass half of ``room`` is
+    dropped (:attr:`failed`; the largest first) for :class:`.risk.TailQuantiles`.
+    """
+
+    MARGIN = 1e-9
+
+    def __init__(self, m: int, alpha: float, room: int):
+        self.m, self.alpha, self.room = m, float(alpha), int(room)
+        self.floor = np.full(m, -np.inf)
+        self.to_floor = np.zeros(m)
+        """``F(floor)``: the weight of the cells at or below the floor."""
+        self.failed = np.zeros(m, dtype=bool)
+        # the kept pairs above the floors, sorted by (column, value), values distinct
+        self.cols = np.zeros(0, dtype=np.intp)
+        self.vals, self.ws = np.zeros(0), np.zeros(0)
+        self._new: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._n_new = 0
+
+    def add(self, x: np.ndarray, w: np.ndarray) -> None:
+        """Cells: values ``x`` of shape ``(cells, m)`` and their weights ``w``."""
+        above = x > self.floor
+        hit = np.flatnonzero(above.any(axis=1))  # the few rows with a cell above a floor
+        rows, cols = np.nonzero(above[hit])
+        rows = hit[rows]
+        weights = w[rows]
+        self.to_floor += float(w.sum()) - np.bincount(cols, weights=weights, minlength=self.m)
+        if rows.size:
+            self._new.append((cols, x[rows, cols] + 0.0, weights))  # -0.0 read as 0.0
+            self._n_new += cols.size
+        if self._n_new > max(MERGE_VALUES, self.vals.size) or (
+            self._n_new + self.vals.size > self.room
+        ):
+            self._merge()
+
+    def _merge(self) -> None:
+        """Merge the new pairs into the kept ones and raise the floors."""
+        cols = np.concatenate([self.cols, *(c for c, _, _ in self._new)])
+        vals = np.concatenate([self.vals, *(v for _, v, _ in self._new)])
+        ws = np.concatenate([self.ws, *(w for _, _, w in self._new)])
+        self._new, self._n_new = [], 0
+        order = np.lexsort((vals, cols))
+        cols, vals, ws = cols[order], vals[order], ws[order]
+        if cols.size:
+            start = np.flatnonzero(
+                np.concatenate([[True], (cols[1:] != cols[:-1]) | (vals[1:] != vals[:-1])])
+            )
+            cols, vals, ws = cols[start], vals[start], np.add.reduceat(ws, start)
+        # weight at or above each kept value of its column
+        first = np.searchsorted(cols, np.arange(self.m))
+        position = np.arange(cols.size) - first[cols]
+        before = np.cumsum(ws) - ws
+        at_or_above = (
+            np.bincount(cols, weights=ws, minlength=self.m)[cols] - before + before[first[cols]]
+        )
+        # the new floor: the last value of its column with more than 1 - alpha at or above
+        rises = np.bincount(cols[at_or_above > (1 - self.alpha) + self.MARGIN], minlength=self.m)
+        up = np.flatnonzero(rises)
+        if up.size:
+            under = position < rises[cols]  # at or below the new floor
+            self.to_floor += np.bincount(cols[under], weights=ws[under], minlength=self.m)
+            self.floor[up] = vals[first[up] + rises[up] - 1]
+            cols, vals, ws = cols[~under], vals[~under], ws[~under]
+        counts = np.bincount(cols, minlength=self.m)
+        if cols.size > self.room // 2:  # the columns with the most pairs give way
+            order = np.argsort(-counts, kind="stable")
+            left = cols.size - np.cumsum(counts[order])
+            drop = order[: int(np.searchsorted(-left, -(self.room // 2))) + 1]
+            self.failed[drop] = True
+            self.floor[drop] = np.inf
+            keep = ~self.failed[cols]
+            cols, vals, ws = cols[keep], vals[keep], ws[keep]
+        self.cols, self.vals, self.ws = cols, vals, ws
+
+    def tails(self) -> list[Tail | None]:
+        """Each column's VaR and ES (None for a failed column), after the pass."""
+        self._merge()
+        first = np.searchsorted(self.cols, np.arange(self.m + 1))
+        out: list[Tail | None] = []
+        for j in range(self.m):
+            if self.failed[j]:
+                out.append(None)
+                continue
+            vals = self.vals[first[j] : first[j + 1]]
+            ws = self.ws[first[j] : first[j + 1]]
+            floor, cdf = float(self.floor[j]), float(self.to_floor[j])
+            if vals.size == 0 or (np.isfinite(floor) and cdf >= self.alpha):
+                var = floor if np.isfinite(floor) else 0.0
+                above = float(np.dot(ws, vals))
+            else:
+                cum = cdf + np.cumsum(ws)
+                i = min(int(np.searchsorted(cum, self.alpha, side="left")), vals.size - 1)
+                var, cdf = float(vals[i]), float(cum[i])
+                above = float(np.dot(ws[i + 1 :], vals[i + 1 :]))
+            out.append(Tail(var=var, cdf=cdf, above=above, alpha=self.alpha))
+        return out
 
 
 def _discount(reader: _Reader, rows: slice, tau: np.ndarray, y: float | xr.DataArray) -> np.ndarray:

@@ -4,7 +4,9 @@ Summary (base and severe scenarios, default rate by trigger, what the thin
 resale market costs, each loan's outcome), the loss surface with contours at
 several loss levels, the default triggers along deflation, the lowest market
 price index, the deflation frontier, reverse stress at loss rates above the
-base scenario's, scenario-weighted tail risk, provenance and config.
+base scenario's, scenario-weighted tail risk with the weight on the grid's
+edge cells, what each loan should pay (a cube with per-loan outputs),
+provenance and config.
 
 Figures are embedded as base64 PNG and the styles inline, so the file opens
 offline in any browser and can be mailed as it is.
@@ -16,6 +18,7 @@ import base64
 import html
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,11 @@ from matplotlib.figure import Figure
 from ..variables import TRIGGERS
 from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier, frontier_table, grid_floor
 from .headline import scenario_point
-from .plot import facets, frontier_figure, heatmap, trigger_figure
+from .plot import facets, frontier_figure, heatmap, spread_figure, trigger_figure
+from .price import PER_LOAN_HINT, PORTFOLIO, Pricing, price
 from .reverse import ReverseStress, reverse_stress, targets_above
 from .risk import RiskRow, describe_marginal, marginals, risk
-from .summary import LoanResult, Summary, summary
+from .summary import PER_LOAN_VARS, PRICE_RHO, LoanResult, Summary, can_price, summary
 
 PROVENANCE = (
     "name",
@@ -284,34 +288,101 @@ def _reverse_html(rs: ReverseStress) -> str:
     )
 
 
+def _edges(edges: Mapping[str, tuple[float, float]]) -> list[str]:
+    return [f"{100 * low:.3g}% / {100 * high:.3g}%" for low, high in edges.values()]
+
+
 def _risk_html(rows: Sequence[RiskRow], dists: Mapping[str, Any]) -> str:
     body = [
         [
             f"{r.rho:g}",
             *(_num(v, "pct") for v in (r.expected_loss, r.var95, r.es95, r.var99, r.es99)),
-            f"{r.outside:.3%}",
+            *_edges(r.edges),
         ]
         for r in rows
     ]
+    axes = list(rows[0].edges) if rows else []
     described = "; ".join(f"{axis} {describe_marginal(d)}" for axis, d in dists.items())
     return "\n".join(
         [
             f'<p class="note">Loss as a share of total principal (loss_rate). Marginals: '
             f"{html.escape(described)}; Gaussian copula between deflation and crypto_drawdown "
-            "with correlation rho; other axes independent. Weights renormalised on the grid; "
-            "the last column is the mass that fell outside it.</p>",
+            "with correlation rho; other axes independent. No probability is dropped: the "
+            "cells at each end of an axis also carry every scenario beyond the grid, and the "
+            "weights add up to 1. The edge columns give the weight on an axis's first and "
+            "last grid value (low / high); a large share says the grid is too narrow for "
+            "the marginals, and the tail beyond it is priced at the edge value.</p>",
             _table(
-                [
-                    "rho",
-                    "expected loss",
-                    "VaR 95%",
-                    "ES 95%",
-                    "VaR 99%",
-                    "ES 99%",
-                    "mass outside grid",
-                ],
+                ["rho", "expected loss", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%"]
+                + [f"{axis} edges" for axis in axes],
                 body,
             ),
+        ]
+    )
+
+
+#: The columns of the price table in the report: (header, column, format).
+PRICE_COLUMNS = (
+    ("loan", "loan_id", "text"),
+    ("segment", "segment", "text"),
+    ("principal $M", "principal", "usd"),
+    ("WAL y", "wal_years", "years"),
+    ("PD", "pd", "pct"),
+    ("LGD", "lgd", "pct"),
+    ("EL $M", "el", "usd"),
+    ("EL bp", "el_bps", "bp"),
+    ("ES share $M", "es_contribution", "usd"),
+    ("capital $M", "ec", "usd"),
+    ("capital bp", "capital_bps", "bp"),
+    ("required bp", "required_bps", "bp"),
+    ("actual bp", "actual_bps", "bp"),
+    ("cushion bp", "cushion_bps", "signed"),
+    ("standalone ES $M", "standalone_es", "usd"),
+)
+
+
+def _price_html(pricing: Pricing | None, problem: str | None = None) -> str:
+    """The section "What each loan should pay": the price table and the figure, or
+    what the cube lacks for them."""
+    if pricing is None:
+        text = problem or PER_LOAN_HINT
+        text = html.escape(text[0].upper() + text[1:])
+        return "<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", text) + ".</p>"
+    book = pricing.book[0]
+    rows = pricing.at(book.rho)
+
+    def cell(value: Any, kind: str) -> str:
+        if kind == "text":
+            return html.escape(str(value))
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+        formats = {"usd": f"{value / 1e6:,.1f}", "years": f"{value:.2f}", "bp": f"{value:,.1f}"}
+        return formats.get(kind) or (f"{value:+,.1f}" if kind == "signed" else _num(value, kind))
+
+    body = [[cell(r[col], kind) for _, col, kind in PRICE_COLUMNS] for r in rows.to_dict("records")]
+    worst = pricing.most_underpriced(book.rho)
+    verdict = ""
+    if worst is not None and worst["cushion_bps"] < 0:
+        verdict = (
+            f" The most underpriced loan is {html.escape(str(worst['loan_id']))}: it needs "
+            f"{worst['required_bps']:,.0f} bp a year and pays {worst['actual_bps']:,.0f} bp."
+        )
+    loans = rows[rows["loan_id"] != PORTFOLIO]
+    return "\n".join(
+        [
+            f'<p class="note">At rho = {book.rho:g}: each loan\'s expected loss as a yearly '
+            "spread over its weighted average life (EL bp), plus the cost of the capital "
+            "it uses (its Euler share of the book's expected shortfall at "
+            f"{100 * book.confidence:g}% beyond its expected loss, at "
+            f"{100 * pricing.capital_cost:g}% a year: capital bp), against the spread it "
+            "carries; cushion = actual - required, most underpriced first. "
+            "gridstress price CUBE gives it at any rho, confidence and capital cost.</p>",
+            f"<p>{html.escape(book.line())}.{verdict}</p>",
+            _png(spread_figure(rows, f"required against actual spread at rho={book.rho:g}")),
+            _table([h for h, _, _ in PRICE_COLUMNS], body, left=2),
+            f'<p class="note">{len(loans)} loans; the book\'s expected shortfall '
+            f"{_num(book.es, 'usd')} against {_num(float(loans['standalone_es'].sum()), 'usd')}"
+            " for the loans on their own: the diversification the book gets.</p>",
         ]
     )
 
@@ -330,13 +401,20 @@ def render_report(
     ``loss_rates`` are the reverse-stress targets; by default those of
     :func:`.reverse.targets_above` the base scenario's loss rate.
     """
-    s = summary(ds)
+    pricing = price(ds, [PRICE_RHO], marginals=overrides) if can_price(ds) else None
+    s = summary(ds, pricing)
     line = frontier(ds, frontier_var, threshold)
     targets = list(loss_rates) or targets_above(
         s.scenarios["base"]["loss_rate"], s.headline.worst_loss_rate
     )
     stresses = [reverse_stress(ds, t, rho=reverse_rho, overrides=overrides) for t in targets]
     risk_rows = risk(ds, rhos, overrides=overrides)
+    problem = None
+    if pricing is None and set(PER_LOAN_VARS) <= set(ds.data_vars):
+        problem = (  # per-loan outputs, but no config of this model version to read back
+            "the cube embeds no run config of this model version: price needs its loans' "
+            "principal, schedule and spread"
+        )
     figures = [
         heatmap(
             ds,
@@ -422,6 +500,8 @@ def render_report(
         reverse_html,
         "<h2>Scenario weights: expected loss and tail risk</h2>",
         _risk_html(risk_rows, marginals(ds, overrides)),
+        "<h2>What each loan should pay</h2>",
+        _price_html(pricing, problem),
         "<h2>Provenance</h2>",
         _table(["attribute", "value"], provenance, left=2),
         "<h2>Config</h2>",

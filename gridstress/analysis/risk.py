@@ -648,12 +648,6 @@ class RiskRow:
     """``{axis: (low, high)}``: weight on the cells at the axis's first and last
     grid value (see :attr:`Weights.edges`)."""
 
-    @property
-    def outside(self) -> float:
-        """Always 0: no probability is dropped any more (the edge cells carry it,
-        see ``edges``). Kept only while callers still print the old column."""
-        return 0.0
-
     def csv_row(self) -> dict[str, float]:
         """``rho,expected_loss,var95,es95,var99,es99`` then ``<axis>_edge_low``,
         ``<axis>_edge_high`` for each axis in the cube's order."""

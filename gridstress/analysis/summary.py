@@ -1,5 +1,6 @@
 """The summary of a cube: base and severe scenarios, worst cell, segments, spread,
-the default rate by trigger, each loan's outcome and what the thin resale market costs.
+the default rate by trigger, each loan's outcome, what the thin resale market costs
+and, when given, what each loan should pay (a :class:`.price.Pricing`).
 
 The per-loan tables and the market cost are computed from the cube's
 embedded config (the resolved run config, loans inline) by running the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import xarray as xr
 import yaml
@@ -21,6 +23,10 @@ from ..model import MODEL_VERSION
 from ..variables import TRIGGERS
 from .headline import Headline, headline, scenario_point
 
+#: The copula correlation of the price table of ``summary`` and the report.
+PRICE_RHO = 0.5
+#: The per-loan variables (``run --per-loan``) that pricing needs.
+PER_LOAN_VARS = ("loan_loss", "loan_default_years")
 SCENARIO_VARS = (
     "loss",
     "loss_rate",
@@ -54,7 +60,10 @@ def cube_config(ds: xr.Dataset) -> RunConfig | None:
     another version or one that embeds no whole run config (grid and loans)."""
     if str(ds.attrs.get("model_version")) != MODEL_VERSION:
         return None
-    raw = yaml.safe_load(ds.attrs.get("config") or "")
+    # libyaml's parser where there is one: a book of hundreds of loans is read in
+    # milliseconds rather than a large part of a second
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    raw = yaml.load(ds.attrs.get("config") or "", Loader=loader)  # noqa: S506 (a safe loader)
     if not isinstance(raw, dict) or not {"grid", "portfolio"} <= set(raw):
         return None
     return RunConfig.from_dict(raw, f"{ds.attrs.get('name', 'cube')} (embedded config)")
@@ -166,20 +175,38 @@ class Summary:
     """Per scenario, each loan's outcome (None: the cube embeds no v2 config)."""
     market: dict[str, MarketCost] | None = None
     """Per scenario, the loss with the market step against a deep market."""
+    pricing: Any = None
+    """What each loan should pay (a :class:`.price.Pricing`, at ``rho`` =
+    :data:`PRICE_RHO` where the CLI and the report make it); None when not given."""
 
     @property
     def spread_cushion_bps(self) -> float:
         """Actual minus breakeven spread at the base scenario [bp]."""
         return self.actual_spread_bps - self.breakeven_spread_bps
 
+    @property
+    def most_underpriced(self) -> Any:
+        """The price table's row (a pandas Series) of the loan with the lowest
+        cushion; None without a pricing or when no loan gives a spread."""
+        return None if self.pricing is None else self.pricing.most_underpriced()
 
-def summary(ds: xr.Dataset) -> Summary:
+
+def can_price(ds: xr.Dataset) -> bool:
+    """Whether ``price`` can read the cube: per-loan outputs and an embedded run
+    config of this model version (its loans' principal, schedule and spread)."""
+    return set(PER_LOAN_VARS) <= set(ds.data_vars) and cube_config(ds) is not None
+
+
+def summary(ds: xr.Dataset, pricing: Any = None) -> Summary:
     """Headline figures, base and severe scenarios, segments, spreads and per-loan
     outcomes of a cube.
 
     The base scenario is each axis's ``central`` value, the severe one its
     ``severe`` value (else the midpoint and the maximum of the axis), both
-    rounded to the nearest grid value.
+    rounded to the nearest grid value. ``pricing``, what each loan should pay
+    (``price.price(ds, [PRICE_RHO])`` where :func:`can_price`), is kept as it
+    is: this module does not import ``price``, which reads cubes with
+    :func:`cube_config`.
     """
     points = {"base": scenario_point(ds, "central"), "severe": scenario_point(ds, "severe")}
     scenarios, by_trigger = {}, {}
@@ -210,4 +237,5 @@ def summary(ds: xr.Dataset) -> Summary:
         by_trigger=by_trigger,
         loans=loans,
         market=market,
+        pricing=pricing,
     )

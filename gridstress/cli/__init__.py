@@ -58,7 +58,8 @@ COMMANDS: dict[str, Entry] = {
     "summary": Entry(
         "tables",
         "Headline figures of a cube: base and severe scenarios, triggers, the cost of the "
-        "thin resale market, each loan's outcome, segments and spreads.",
+        "thin resale market, each loan's outcome, segments and spreads, the most "
+        "underpriced loan.",
     ),
     "frontier": Entry(
         "tables",
@@ -76,6 +77,11 @@ COMMANDS: dict[str, Entry] = {
         "risk",
         "Expected loss, VaR and ES at 95% and 99% of the loss rate under scenario weights.",
     ),
+    "price": Entry(
+        "price",
+        "What each loan should pay: expected loss and the cost of the capital it uses "
+        "(its share of the book's expected shortfall) against the spread it carries.",
+    ),
     "plot": Entry(
         "figures",
         "Heatmap of a variable over two axes, with the deflation frontier drawn over it.",
@@ -83,7 +89,7 @@ COMMANDS: dict[str, Entry] = {
     "report": Entry(
         "figures",
         "One self-contained HTML report: summary, loans, triggers, market, figures, "
-        "frontier, reverse stress, risk.",
+        "frontier, reverse stress, risk, what each loan should pay.",
     ),
     "trace": Entry(
         "trace",

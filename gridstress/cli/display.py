@@ -60,6 +60,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     out.print(f"rows written to {path}")
 
 
+def frame_rows(frame, blank_nan: bool = False) -> list[dict[str, Any]]:
+    """The rows of a pandas DataFrame as dicts; NaN as None (an empty cell) with
+    ``blank_nan``, else as it is (a CSV file writes ``nan``)."""
+    rows = frame.to_dict(orient="records")
+    if blank_nan:
+        rows = [
+            {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+            for row in rows
+        ]
+    return rows
+
+
 def pct(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.2%}"
 

@@ -15,6 +15,11 @@ from .display import cell, out, show, write_rows
 from .options import CUBE_ARGUMENT, MARGINALS_OPTION, csv_option, open_cube, read_marginals, whole
 
 
+def edge_pair(low: float, high: float) -> str:
+    """``0.0483% / 2.46%``: an axis's edge weights as percentages."""
+    return f"{100 * low:.3g}% / {100 * high:.3g}%"
+
+
 def reverse(
     cube: Path = CUBE_ARGUMENT,
     loss_rate: float = typer.Option(
@@ -39,7 +44,9 @@ def reverse(
         f"{rs.target:.2%}; their probability (rho={rs.rho:g}): "
         f"{rs.breaking_probability:.4g}"
     )
-    rows = []
+    base = rs.base_line()
+    if base is not None:
+        out.print(base)
     for ranking, cells in (("nearest", rs.nearest), ("probable", rs.probable)):
         title = (
             "least severe (distance from the central scenario)"
@@ -61,9 +68,8 @@ def reverse(
             ],
             left=0,
         )
-        rows += [{"ranking": ranking, "rank": i, **c.row()} for i, c in enumerate(cells, 1)]
     if csv_path is not None:
-        write_rows(csv_path, rows)
+        write_rows(csv_path, rs.rows())
 
 
 def risk(
@@ -87,14 +93,18 @@ def risk(
         dists = marginal_dists(ds, overrides)
     for axis, dist in dists.items():
         out.print(f"{axis} ~ {describe_marginal(dist)}")
+    axes = list(rows[0].edges) if rows else []
     show(
-        "loss rate (share of total principal) under scenario weights",
-        ["rho", "expected", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%", "mass outside"],
+        "loss rate (share of total principal) under scenario weights; edge weights: the "
+        "weight on an axis's first / last grid value, which also carries every scenario "
+        "beyond it",
+        ["rho", "expected", "VaR 95%", "ES 95%", "VaR 99%", "ES 99%"]
+        + [f"{axis} edges" for axis in axes],
         [
             [
                 f"{r.rho:g}",
                 *(f"{v:.2%}" for v in (r.expected_loss, r.var95, r.es95, r.var99, r.es99)),
-                f"{r.outside:.3%}",
+                *(edge_pair(*r.edges[axis]) for axis in axes),
             ]
             for r in rows
         ],

@@ -13,7 +13,7 @@ import typer
 from ..analysis.defaults import FRONTIER_THRESHOLD, FRONTIER_VAR
 from ..errors import InputError
 from ..terminal import check_output
-from .display import cell, out, pct, show, usd_m, write_rows
+from .display import cell, frame_rows, out, pct, show, usd_m, write_rows
 from .options import CUBE_ARGUMENT, FIGURE_SUFFIXES, csv_option, open_cube, whole
 
 
@@ -47,7 +47,40 @@ def summary_tables(s) -> dict[str, list[dict[str, Any]]]:
         tables["loans"] = [
             {"scenario": label, **r.row()} for label, results in s.loans.items() for r in results
         ]
+    if s.pricing is not None:
+        tables["price"] = frame_rows(s.pricing.table, blank_nan=True)
     return tables
+
+
+def price_line(s) -> str | None:
+    """The summary's line on what the loans should pay: the most underpriced loan
+    (cube with per-loan outputs), or how to get it (a cube without)."""
+    if s.pricing is None:
+        if s.loans is None:  # a cube of another model version: nothing to price
+            return None
+        return (
+            "what each loan should pay: run the config with --per-loan (or outputs: "
+            "{per_loan: true}), then gridstress price CUBE"
+        )
+    worst = s.most_underpriced
+    if worst is None:
+        return "no loan gives a spread; gridstress price CUBE says what each should pay"
+    book = s.pricing.book[0]
+    terms = (
+        f"rho={book.rho:g}, capital for the {100 * book.confidence:g}% expected shortfall "
+        f"at {100 * s.pricing.capital_cost:g}% a year"
+    )
+    cushion = float(worst["cushion_bps"])
+    who = (
+        "most underpriced loan"
+        if cushion < 0
+        else "every loan is paid for its risk; thinnest cushion"
+    )
+    return (
+        f"{who} ({terms}): {worst['loan_id']}, cushion {cushion:+,.0f} bp (needs "
+        f"{worst['required_bps']:,.0f} bp, pays {worst['actual_bps']:,.0f}); "
+        "gridstress price CUBE prices every loan"
+    )
 
 
 def summary(
@@ -60,6 +93,7 @@ def summary(
         "worksheet of an Excel workbook here (.xlsx).",
     ),
 ) -> None:
+    from ..analysis.summary import PRICE_RHO, can_price
     from ..analysis.summary import summary as summarise
     from ..variables import TRIGGERS
 
@@ -71,7 +105,12 @@ def summary(
             f"{ds.attrs.get('engine') or ds.attrs.get('backend')} on "
             f"{ds.attrs.get('device')}, {ds.attrs.get('created')})"
         )
-        s = summarise(ds)
+        if can_price(ds):
+            from ..analysis.price import price
+
+            s = summarise(ds, price(ds, [PRICE_RHO]))
+        else:
+            s = summarise(ds)
     for line in s.headline.lines():
         out.print(line)
     for label, point in s.points.items():
@@ -164,6 +203,9 @@ def summary(
         f"principal-weighted spread: {s.actual_spread_bps:,.0f} bp; cushion: "
         f"{s.spread_cushion_bps:,.0f} bp"
     )
+    underpriced = price_line(s)
+    if underpriced is not None:
+        out.print(underpriced.replace("CUBE", str(cube)))
     tables = summary_tables(s)
     if csv_path is not None:
         columns = list(dict.fromkeys(k for rows in tables.values() for r in rows for k in r))
