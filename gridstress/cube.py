@@ -81,7 +81,9 @@ def provenance(
     weighted_spread = (
         1e4 * sum(s * p for s, p in spreads) / sum(p for _, p in spreads) if spreads else np.nan
     )
-    fixed = {f"scenario_{k}": v for k, v in config.scenario.items()}
+    # An empty parameter (appraisal_deflation: the foresight appraisal) has no
+    # attribute: NetCDF has no null; the config attribute says it in full.
+    fixed = {f"scenario_{k}": v for k, v in config.scenario.items() if v is not None}
     return {
         "title": f"gridstress credit stress cube: {config.name}",
         "name": config.name,

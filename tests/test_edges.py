@@ -398,7 +398,7 @@ def test_conventions_version_help_and_whole_numbers(case, cube):
     from gridstress import __version__
 
     res = run("--version")
-    assert res.returncode == 0 and res.stdout.strip() == f"gridstress {__version__} (model v2)"
+    assert res.returncode == 0 and res.stdout.strip() == f"gridstress {__version__} (model v3)"
     for flag in ("-h", "--help"):
         res = run(flag)
         assert res.returncode == 0 and "summary" in res.stdout and "compare" in res.stdout

@@ -32,6 +32,7 @@ from gridstress.analysis.risk import (
 )
 from gridstress.config import config_from_dict
 from gridstress.errors import InputError
+from gridstress.model import MODEL_VERSION
 from gridstress.params import LIQUIDATION_PARAMS
 
 M = 1e6
@@ -74,7 +75,7 @@ def pricing_cube(
         coords={**coords, "loan": np.array(ids, dtype=object)},
     )
     ds.attrs = {
-        "model_version": "2",
+        "model_version": MODEL_VERSION,
         "name": "priced",
         # the resolved config, every default applied, as a run embeds it
         "config": config_from_dict(config, where="priced.yaml").to_yaml(),

@@ -347,6 +347,26 @@ def spread_figure(table, title: str = "") -> Figure:
     return fig
 
 
+def path_figure(paths: Mapping[str, Sequence[Sequence[float]]], years: float) -> Figure:
+    """The scenario paths a cube was run on: ``P(t) = I(t) / I(0)`` of each path
+    over ``years``, its points marked (held flat after the last)."""
+    from ..paths import path_factor
+
+    fig = Figure(figsize=(7.0, 3.2), layout="constrained")
+    ax = fig.subplots()
+    t = np.linspace(0.0, max(years, max(p[-1][0] for p in paths.values())), 400)
+    for name, points in paths.items():
+        pts = tuple((float(a), float(b)) for a, b in points)
+        (line,) = ax.plot(t, path_factor(pts, t), label=name)
+        ax.plot(
+            [a for a, _ in pts], [b / pts[0][1] for _, b in pts], "o", ms=3, color=line.get_color()
+        )
+    ax.axhline(1.0, color="0.7", lw=0.8)
+    ax.set(xlabel="years", ylabel="index / index at t = 0")
+    ax.legend(frameon=False)
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write a figure as PNG, SVG or PDF, chosen by the suffix of ``path``."""
     path = Path(path)

@@ -30,11 +30,19 @@ from matplotlib.figure import Figure
 from ..variables import TRIGGERS
 from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier, frontier_table, grid_floor
 from .headline import scenario_point
-from .plot import facets, frontier_figure, heatmap, spread_figure, trigger_figure
+from .plot import facets, frontier_figure, heatmap, path_figure, spread_figure, trigger_figure
 from .price import PER_LOAN_HINT, PORTFOLIO, Pricing, price
 from .reverse import ReverseStress, reverse_stress, targets_above
 from .risk import RiskRow, describe_marginal, marginals, risk
-from .summary import PER_LOAN_VARS, PRICE_RHO, LoanResult, Summary, can_price, summary
+from .summary import (
+    PER_LOAN_VARS,
+    PRICE_RHO,
+    LoanResult,
+    Summary,
+    can_price,
+    cube_config,
+    summary,
+)
 
 PROVENANCE = (
     "name",
@@ -489,6 +497,7 @@ def render_report(
         _png(figures[1]),
         trigger_html,
         market_html,
+        _paths_html(ds),
         "<h2>Deflation frontier</h2>",
         _png(figures[2]),
         _frontier_html(ds, line),
@@ -509,6 +518,27 @@ def render_report(
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _paths_html(ds: xr.Dataset) -> str:
+    """The scenario paths the cube was run on, drawn (nothing when it had none)."""
+    config = cube_config(ds)
+    if config is None or not config.paths:
+        return ""
+    years = max(loan.term_years for loan in config.loans)
+    described = "; ".join(
+        f"{name}: {len(points)} points to {points[-1][0]:.3g} years"
+        for name, points in config.paths.items()
+    )
+    return "\n".join(
+        [
+            "<h2>Scenario paths</h2>",
+            f'<p class="note">Every cell was run on these paths ({html.escape(described)}), '
+            "read relative to their first point and held flat after the last; deflation "
+            "and the crypto drawdown move each cell around them.</p>",
+            _png(path_figure(config.paths, years)),
+        ]
+    )
 
 
 def write_report(ds: xr.Dataset, path: str | Path, **options: Any) -> Path:

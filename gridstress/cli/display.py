@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,27 @@ def usd_m(value) -> str:
     return "" if value is None else f"{value / 1e6:,.1f}"
 
 
-def cell(point: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in point.items())
+def cell(point: Mapping[str, float | None]) -> str:
+    """A scenario point as ``name=value`` pairs; an empty parameter as ``empty``."""
+    return ", ".join(f"{k}={'empty' if v is None else format(v, 'g')}" for k, v in point.items())
+
+
+def describe_paths(paths: dict) -> str:
+    """The scenario paths of a run in one line, e.g. ``rent_path: 8 points over
+    3.33 years (index 4.7 to 2.42); crypto_path: none``."""
+    from ..params import PATHS
+
+    parts = []
+    for name in PATHS:
+        points = paths.get(name)
+        if not points:
+            parts.append(f"{name}: none")
+            continue
+        parts.append(
+            f"{name}: {len(points)} points over {points[-1][0]:.3g} years "
+            f"(index {points[0][1]:g} to {points[-1][1]:g})"
+        )
+    return "; ".join(parts)
 
 
 def progress_bar(total_cells: int, label: str, log_every_s: float = 10.0, total_blocks: int = 0):

@@ -20,6 +20,7 @@ from .options import (
     open_cube,
     parse_point,
     read_marginals,
+    say_paths,
 )
 
 
@@ -44,6 +45,7 @@ def plot(
 
     point = parse_point(at)
     with open_cube(cube) as ds:
+        say_paths(ds)
         if facet is None:
             fig = heatmap(ds, var, x, y, point, frontier_var, threshold)
         else:
@@ -76,6 +78,7 @@ def report(
     from ..analysis.report import write_report
 
     with open_cube(cube) as ds:
+        say_paths(ds)
         write_report(
             ds,
             output,

@@ -90,6 +90,18 @@ def open_cube(path: Path):
         raise InputError(str(exc)) from None
 
 
+def say_paths(ds) -> None:
+    """One line on the scenario paths a cube was run on, when it was run on any."""
+    from ..analysis.summary import cube_config
+    from .display import describe_paths, out
+
+    cfg = cube_config(ds)
+    if cfg is not None and cfg.paths:
+        out.print(
+            f"{ds.attrs.get('name', 'cube')} was run on the paths " + describe_paths(cfg.paths)
+        )
+
+
 def run_config(path: Path):
     """A run config from a YAML file, or the config a cube embeds."""
     from ..config import load_config

@@ -14,7 +14,14 @@ import typer
 from ..errors import InputError
 from ..terminal import check_output
 from .display import frame_rows, out, show, write_rows
-from .options import CUBE_ARGUMENT, MARGINALS_OPTION, csv_option, open_cube, read_marginals
+from .options import (
+    CUBE_ARGUMENT,
+    MARGINALS_OPTION,
+    csv_option,
+    open_cube,
+    read_marginals,
+    say_paths,
+)
 
 #: The columns of the printed table: (header, CSV column, format).
 TABLE = (
@@ -96,6 +103,7 @@ def price(
         raise InputError(f"--capital-cost {capital_cost:g}: must be >= 0")
     overrides = read_marginals(marginals)
     with open_cube(cube) as ds:
+        say_paths(ds)
         result = price_loans(ds, list(dict.fromkeys(rho)), confidence, capital_cost, overrides)
         name = ds.attrs.get("name", cube)
     book = result.book[0]

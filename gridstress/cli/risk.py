@@ -12,7 +12,15 @@ import typer
 from ..errors import InputError
 from ..terminal import check_output
 from .display import cell, out, show, write_rows
-from .options import CUBE_ARGUMENT, MARGINALS_OPTION, csv_option, open_cube, read_marginals, whole
+from .options import (
+    CUBE_ARGUMENT,
+    MARGINALS_OPTION,
+    csv_option,
+    open_cube,
+    read_marginals,
+    say_paths,
+    whole,
+)
 
 
 def edge_pair(low: float, high: float) -> str:
@@ -38,6 +46,7 @@ def reverse(
     if count < 1:
         raise InputError(f"--count {count}: must be >= 1")
     with open_cube(cube) as ds:
+        say_paths(ds)
         rs = reverse_stress(ds, loss_rate, count, rho, read_marginals(marginals))
     out.print(
         f"{rs.n_breaking:,} of {rs.n_cells:,} cells reach a loss rate of "
@@ -88,6 +97,7 @@ def risk(
 
     check_output(csv_path, (".csv",), "--csv")
     with open_cube(cube) as ds:
+        say_paths(ds)
         overrides = read_marginals(marginals)
         rows = tail_risk(ds, rho, overrides=overrides)
         dists = marginal_dists(ds, overrides)

@@ -14,7 +14,7 @@ from ..analysis.defaults import FRONTIER_THRESHOLD, FRONTIER_VAR
 from ..errors import InputError
 from ..terminal import check_output
 from .display import cell, frame_rows, out, pct, show, usd_m, write_rows
-from .options import CUBE_ARGUMENT, FIGURE_SUFFIXES, csv_option, open_cube, whole
+from .options import CUBE_ARGUMENT, FIGURE_SUFFIXES, csv_option, open_cube, say_paths, whole
 
 
 def summary_tables(s) -> dict[str, list[dict[str, Any]]]:
@@ -100,6 +100,7 @@ def summary(
     check_output(csv_path, (".csv",), "--csv")
     check_output(xlsx_path, (".xlsx",), "--xlsx")
     with open_cube(cube) as ds:
+        say_paths(ds)
         out.print(
             f"{ds.attrs.get('name', cube)} (model v{ds.attrs['model_version']}, "
             f"{ds.attrs.get('engine') or ds.attrs.get('backend')} on "
@@ -252,6 +253,7 @@ def frontier(
     if max_columns < 1:
         raise InputError(f"--max-columns {max_columns}: must be >= 1")
     with open_cube(cube) as ds:
+        say_paths(ds)
         line = find_frontier(ds, var, threshold) if loan is None else loan_frontier(ds, loan)
         grid = frontier_table(line, ds)
         if plot_path is not None:
@@ -323,6 +325,8 @@ def compare(
     check_output(plot_path, FIGURE_SUFFIXES, "--plot")
     names = (str(cube_a), str(cube_b))
     with open_cube(cube_a) as a, open_cube(cube_b) as b:
+        say_paths(a)
+        say_paths(b)
         c = compare_cubes(a, b, var, names)
         if plot_path is not None:
             from ..analysis.plot import difference_figure, save

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputError, did_you_mean
 from ..terminal import check_output, write_csv
-from .display import cell, out, show, usd_m
+from .display import cell, describe_paths, out, show, usd_m
 from .options import at_option, csv_option, parse_point, run_config
 
 
@@ -26,7 +26,6 @@ def trace(
     loan: list[str] = typer.Option([], "--loan", help="Loan id (repeatable; default all)."),
     csv_path: Path | None = csv_option("every period of every loan traced"),
 ) -> None:
-    from ..analysis.headline import reference_index
     from ..reference import trace_cell
 
     check_output(csv_path, (".csv",), "--csv")
@@ -41,11 +40,16 @@ def trace(
             + "; loans are: "
             + ", ".join(ids)
         )
-    central = {a.name: float(a.values[reference_index(a.array, a.central)]) for a in cfg.axes}
-    point = {**cfg.scenario, **central, **given}
+    point = {**cfg.scenario, **cfg.reference_point("central"), **given}
     out.print("cell: " + cell(point))
+    if cfg.paths:
+        out.print("paths: " + describe_paths(cfg.paths))
+    # The rent and crypto indexes' factors, where a path or a shock shapes them.
+    shaped = bool(cfg.paths) or bool(point.get("generation_shock"))
     wanted = tuple(loan) or tuple(ids)
-    traces, market, outcomes = trace_cell(cfg.loans, cfg.periods_per_year, point, wanted)
+    traces, market, outcomes = trace_cell(
+        cfg.loans, cfg.periods_per_year, point, wanted, paths=cfg.paths
+    )
     show(
         "secondary market (every loan of the book; price index after the period's fire sales)",
         ["t", "GPUs sold", "overhang", "price index"],
@@ -80,7 +84,9 @@ def trace(
             f"{ln.term_years:g}y; {tested})",
             [
                 "t",
+                *(["rent P", "shock"] if shaped else []),
                 "rent",
+                *(["crypto Q", "crypto X"] if shaped else []),
                 "CFADS $M",
                 "DS $M",
                 "DSCR",
@@ -100,7 +106,17 @@ def trace(
             [
                 [
                     f"{r['t_years']:.2f}",
-                    f"{r['rent']:.3f}",
+                    *(
+                        [f"{r['rent_path_factor']:.3f}", f"{r['shock_factor']:.3f}"]
+                        if shaped
+                        else []
+                    ),
+                    f"{r['rent_index']:.3f}",
+                    *(
+                        [f"{r['crypto_path_factor']:.3f}", f"{r['crypto_index']:.3f}"]
+                        if shaped
+                        else []
+                    ),
                     usd_m(r["cfads"]),
                     usd_m(r["debt_service"]),
                     opt(r["dscr"], ".2f"),
