@@ -1,4 +1,4 @@
-"""Model v2 (docs/model.md), vectorised over loans and cells, for any ``xp``.
+"""Model v3 (docs/model.md), vectorised over loans and cells, for any ``xp``.
 
 :func:`evaluate` computes the results of one block of the grid.  It is
 written against an array namespace ``xp`` (NumPy or CuPy), so the same code
@@ -12,13 +12,17 @@ and loan fields as ``(L, 1, 1, 1)`` columns.  Broadcasting then computes each
 quantity only over the axes it depends on:
 
 - rents, GPU revenue and the collateral appraisal depend on deflation (and
-  the discount rate) only;
+  the discount rate, the generation shock's axes and the market's expected
+  deflation, :mod:`gridstress.rents`) only;
 - mining revenue and crypto collateral on the crypto drawdown only;
 - the cash, covenant, default and market recursion on the path parameters
   (every scenario parameter but ``haircut``, ``crypto_haircut`` and
   ``liquidation_cost``, which enter only the recovery at default).  Each
   default path is therefore computed once and its loss evaluated for every
   value of the liquidation parameters.
+
+A block is computed with its longest path axis last (:func:`axis_order`),
+where NumPy's inner loops are long, and handed back in its own order.
 
 The recursion runs period-outer, every loan of a cell stepped together in
 period ``k``: first each loan's default triggers (:func:`cash_flow`,
@@ -35,17 +39,20 @@ and :func:`cube_variables` follow the last period.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import rents
 from .params import SCENARIO_PARAMS
+from .paths import Points
 from .portfolio import PortfolioArrays
+from .rents import TimeShape, appraisal_table, crypto_index
 from .variables import CELL_VARIABLES, OUTPUTS, TRIGGERS
 
-MODEL_VERSION = "2"
-HOURS_PER_YEAR = 8760.0
+MODEL_VERSION = "3"
 
 #: Arrays of one loan and path cell that the recursion holds at once (state
 #: and temporaries), and arrays of one cell in the recovery step: block sizing.
@@ -63,46 +70,6 @@ def _is_inf(value: Any) -> bool:
     if isinstance(value, int | float):
         return math.isinf(value)
     return bool(np.all(np.isinf(np.asarray(value.get() if hasattr(value, "get") else value))))
-
-
-def crypto_index(k: int, c, D, xp):
-    """Crypto price index ``X_k = 1 - c min(k, D) / D`` [1]."""
-    return 1.0 - c * (xp.minimum(k, D) if hasattr(D, "shape") else min(k, D)) / D
-
-
-def appraisal_table(pf: PortfolioArrays, deflation, discount_rate, xp, ndim: int) -> list:
-    """Fair value per GPU ``G_k`` for ``k = 0..K`` [USD/GPU], before the market price.
-
-    ``G_k = max(0, sum_{j=k+1..n_L} pi_j (1+y)^{-(j-k)/f})`` with the per-GPU
-    merchant net income ``pi_j = H u max(0, m_j - e) - opex / f``, evaluated
-    backwards: ``S_{j-1} = w (pi_j + S_j)``, ``S_{n_L} = 0``, ``w = (1+y)^(-1/f)``.
-    Each entry has shape ``(L,) + broadcast(deflation, discount_rate)``.
-    """
-    f = pf.periods_per_year
-    dt = 1.0 / f
-    hours = HOURS_PER_YEAR * dt
-
-    def col(a):
-        return a.reshape((-1,) + (1,) * ndim)
-
-    v = pf.values
-    rent0, util = col(v["rent"]), col(v["utilization"])
-    power_cost = col(v["power_kw_per_gpu"] * v["power_price"])
-    opex = col(v["fixed_opex_per_gpu_year"]) * dt
-    n_life = col(pf.n_life)
-    K = pf.horizon
-    last = int(pf.n_life.max()) if pf.n_loans else 0
-    w = (1.0 + discount_rate) ** (-dt)
-    shape = (pf.n_loans,) + np.broadcast_shapes(_shape(deflation), _shape(discount_rate))
-    s = xp.zeros(shape)
-    table = [xp.zeros(shape) for _ in range(K + 1)]
-    for j in range(last, 0, -1):
-        rent_j = rent0 * (1.0 - deflation) ** (j * dt)
-        income = hours * util * xp.maximum(0.0, rent_j - power_cost) - opex
-        s = w * (xp.where(j <= n_life, income, 0.0) + s)
-        if j - 1 <= K:
-            table[j - 1] = xp.maximum(0.0, s)
-    return table
 
 
 class _Loans:
@@ -140,28 +107,6 @@ class _Loans:
         self.book_basis = col(xp.asarray(pf.book_basis))
 
 
-def fleet_cash_flow(ln: _Loans, rows: slice, j: int, d, dt: float, hours: float, xp):
-    """Steps 1-2 of model.md for the loans ``rows`` in period ``j`` [USD]: the
-    fleet's ``R_j - P_j - F_j``, which depends on deflation only."""
-    rent_j = ln.rent0[rows] * (1.0 - d) ** (j * dt)
-    util_j = xp.where(rent_j > ln.power_cost[rows], ln.util[rows], 0.0)
-    in_service = j <= ln.n_life[rows]
-    share_j = xp.where(j <= ln.n_contract[rows], ln.contracted[rows], 0.0)
-    gpu_hours = xp.where(in_service, ln.n_gpus[rows] * hours, 0.0)
-    merchant = (1.0 - share_j) * util_j
-    revenue = gpu_hours * (share_j * ln.contract_rent[rows] + merchant * rent_j)
-    power = gpu_hours * (share_j + merchant) * ln.power_cost[rows]
-    fixed = xp.where(in_service, ln.n_gpus[rows] * ln.opex[rows], 0.0)
-    return revenue - power - fixed
-
-
-def mining_margin(ln: _Loans, rows: slice, j: int, c, D, dt: float, xp):
-    """Step 3 of model.md for the loans ``rows`` in period ``j`` [USD]:
-    ``M_j = max(0, mining_revenue X_j - mining_cost) / f``."""
-    price_j = crypto_index(j, c, D, xp)
-    return xp.maximum(0.0, ln.mining_revenue[rows] * price_j - ln.mining_cost[rows]) * dt
-
-
 def cash_flow_offer(
     fleet: list, mining: list, rows: slice, n: int, y, dt: float, n_refi: np.ndarray, ln: _Loans, xp
 ):
@@ -170,8 +115,8 @@ def cash_flow_offer(
     ``K_n = max(0, sum_{j=n+1..n+n_r} CFADS_j (1+y)^{-(j-n)/f}) / refi_min_dscr``,
     ``n_r`` each loan's ``refi_term_years`` in periods (``n_refi``, on the
     host), with CFADS continued past maturity.  ``fleet[j]`` and
-    ``mining[j]`` are every loan's :func:`fleet_cash_flow` and
-    :func:`mining_margin` of period ``j``; the fleet's part (over deflation)
+    ``mining[j]`` are every loan's :func:`~gridstress.rents.fleet_cash_flow`
+    and :func:`~gridstress.rents.mining_margin` of period ``j``; the fleet's part (over deflation)
     and the mining part (over the crypto axes) are discounted apart and added
     once.
     """
@@ -216,6 +161,7 @@ class PathState:
     drawdown_periods: Any  # D [periods]
     discount_rate: Any  # y [1/year]
     market: Market | None  # None: W is infinite everywhere, p_k = 1 (model v1)
+    time: TimeShape  # the paths and the generation shock
     cash: Any = None  # cash_k [USD]
     breaches: Any = None  # consecutive covenant breaches [periods]
     alive: Any = None  # no default yet
@@ -260,29 +206,40 @@ def _at_market(st: PathState, fair):
     return fair * st.market.price if st.market is not None else fair
 
 
-def start_state(pf: PortfolioArrays, scenario: dict[str, Any], ndim: int, xp) -> PathState:
+def start_state(
+    pf: PortfolioArrays,
+    scenario: dict[str, Any],
+    ndim: int,
+    xp,
+    paths: dict[str, Points] | None = None,
+) -> PathState:
     """The recursion before period 1, with the tables its steps read.
 
     ``cash_0 = cash_reserve``, ``Q_0 = 0``, ``p_0 = 1``, no breach or default;
-    every loan's :func:`fleet_cash_flow` and :func:`mining_margin` up to the
-    last period a cash-flow offer projects, and :func:`appraisal_table`.
+    the block's :class:`~gridstress.rents.TimeShape` (``paths``: the run's
+    ``rent_path`` and ``crypto_path``), every loan's fleet cash flow and
+    mining margin (:mod:`gridstress.rents`) up to the last period a cash-flow
+    offer projects, and :func:`~gridstress.rents.appraisal_table`.
     """
     dt = 1.0 / pf.periods_per_year
-    hours = HOURS_PER_YEAR * dt
+    hours = rents.HOURS_PER_YEAR * dt
     d, y = scenario["deflation"], scenario["discount_rate"]
     c, D = scenario["crypto_drawdown"], scenario["drawdown_periods"]
     ln = _Loans(pf, ndim, xp)
     last = pf.horizon + int(pf.n_refi.max(initial=0))
+    ts = rents.time_shape(pf, scenario, paths, max(last, int(pf.n_life.max(initial=0))), ndim, xp)
     everyone = slice(None)
     fleet: list[Any] = [None] + [
-        fleet_cash_flow(ln, everyone, j, d, dt, hours, xp) for j in range(1, last + 1)
+        rents.fleet_cash_flow(ln, everyone, j, d, dt, hours, xp, ts) for j in range(1, last + 1)
     ]
-    # X_j, hence M_j, stays the same once the fall is complete (j >= D): those
-    # periods share one array.
+    # X_j, hence M_j, stays the same once the fall is complete (j >= D) and the
+    # crypto path is flat: those periods share one array.
     settled = math.ceil(float(D.max()) if hasattr(D, "max") else D)
+    q = ts.crypto_path
     mining: list[Any] = [None]
     for j in range(1, last + 1):
-        mining.append(mining[-1] if j > settled else mining_margin(ln, everyone, j, c, D, dt, xp))
+        same = j > settled and (q is None or q[j] == q[j - 1])
+        mining.append(mining[-1] if same else rents.mining_margin(ln, everyone, j, c, D, dt, xp, q))
     path_params = [scenario[name] for name, p in SCENARIO_PARAMS.items() if p.path]
     path_shape = (pf.n_loans,) + np.broadcast_shapes(*(_shape(p) for p in path_params))
     cells = path_shape[1:]
@@ -293,8 +250,8 @@ def start_state(pf: PortfolioArrays, scenario: dict[str, Any], ndim: int, xp) ->
         decay = 2.0 ** (-dt / scenario["market_half_life_years"])
         share = scenario["book_share"]
         market = Market(xp.zeros(cells), xp.ones(cells), xp.ones(cells), decay, depth, share)
-    table = appraisal_table(pf, d, y, xp, ndim)
-    st = PathState(pf, ln, xp, dt, fleet, mining, table, c, D, y, market)
+    table = appraisal_table(pf, d, y, xp, ndim, ts, scenario["appraisal_deflation"])
+    st = PathState(pf, ln, xp, dt, fleet, mining, table, c, D, y, market, ts)
     st.cash = xp.broadcast_to(ln.cash0, path_shape).copy()
     st.alive = xp.ones(path_shape, dtype=bool)
     st.dscr_min = xp.full(path_shape, xp.inf)
@@ -374,7 +331,7 @@ def ltv_test(st: PathState, p: Period) -> None:
     xp, pf, ln, rows, k = st.xp, st.pf, st.ln, p.rows, p.k
     p.owed = ln.col(pf.owed[rows, k])
     p.fair = ln.pledged_gpus[rows] * st.gpu_value[k][rows]
-    price_k = crypto_index(k, st.crypto_drawdown, st.drawdown_periods, xp)
+    price_k = crypto_index(k, st.crypto_drawdown, st.drawdown_periods, xp, st.time.crypto_path)
     p.crypto = ln.crypto0[rows] * price_k
     if not pf.has_ltv_covenant[rows].any():
         return
@@ -594,8 +551,9 @@ def evaluate(
     shape: tuple[int, ...],
     xp=np,
     per_loan: bool = False,
+    paths: dict[str, Points] | None = None,
 ) -> dict[str, Any]:
-    """Results of model v2 for one block of cells.
+    """Results of model v3 for one block of cells.
 
     Parameters
     ----------
@@ -610,6 +568,9 @@ def evaluate(
         ``numpy`` or ``cupy``.
     per_loan : bool
         Also return ``loan_default_years`` and ``loan_loss``.
+    paths : dict, optional
+        The run's scenario paths (``RunConfig.paths``: ``rent_path``,
+        ``crypto_path``, those given) as ``((years, index), ...)`` points.
 
     Returns
     -------
@@ -622,7 +583,43 @@ def evaluate(
     missing = set(SCENARIO_PARAMS) - set(scenario)
     if missing:
         raise KeyError(f"scenario lacks {sorted(missing)}")
-    st = start_state(pf, scenario, len(shape), xp)
+    order = axis_order(scenario, shape)
+    if order == sorted(order):
+        return _evaluate(pf, scenario, shape, xp, per_loan, paths)
+    moved = {k: xp.transpose(v, order) if _shape(v) else v for k, v in scenario.items()}
+    out = _evaluate(pf, moved, tuple(shape[i] for i in order), xp, per_loan, paths)
+    back = [int(i) for i in np.argsort(order)]
+    return {k: xp.transpose(v, back + list(range(len(shape), v.ndim))) for k, v in out.items()}
+
+
+def axis_order(scenario: dict[str, Any], shape: tuple[int, ...]) -> list[int]:
+    """The order in which :func:`evaluate` lays out the block's axes.
+
+    NumPy's inner loop runs along the last axis, so a short last axis (four
+    generation shocks after fifty crypto drawdowns) costs a loop per few
+    cells: the longest path axis goes last among the path axes, and the
+    liquidation axes, of size 1 in the recursion, after them.  A usual
+    block (deflation, crypto drawdown, haircut; deflation cut) keeps its order.
+    """
+    if any(len(_shape(v)) not in (0, len(shape)) for v in scenario.values()):
+        return list(range(len(shape)))
+    liquidation = {
+        i
+        for name, param in SCENARIO_PARAMS.items()
+        if not param.path
+        for i, n in enumerate(_shape(scenario[name]))
+        if n > 1
+    }
+    path = [i for i in range(len(shape)) if i not in liquidation]
+    if path:
+        longest = max(reversed(path), key=lambda i: shape[i])  # the last of equals
+        path = [i for i in path if i != longest] + [longest]
+    return path + sorted(liquidation)
+
+
+def _evaluate(pf, scenario, shape, xp, per_loan, paths) -> dict[str, Any]:
+    """:func:`evaluate` in the block's own axis order."""
+    st = start_state(pf, scenario, len(shape), xp, paths)
     with np.errstate(divide="ignore", invalid="ignore"):
         for k in range(1, pf.horizon + 1):
             p = Period(k, slice(0, int(pf.active[k])))
@@ -666,11 +663,13 @@ def block_bytes(
     return 8 * (per_path * n_loans * path_cells + per_cell * cells)
 
 
-def scenario_arrays(axes_values: dict[str, Any], fixed: dict[str, float], xp=np):
+def scenario_arrays(axes_values: dict[str, Any], fixed: Mapping[str, float | None], xp=np):
     """Scenario parameters for a block: axis values reshaped to broadcast.
 
     ``axes_values`` maps each axis name, in dim order, to its values in the
-    block; ``fixed`` holds the scenario parameters that are not axes.
+    block; ``fixed`` holds the scenario parameters that are not axes.  An
+    empty one (None: ``appraisal_deflation`` left out) becomes NaN, which
+    the model reads as its ``empty`` meaning (the foresight appraisal).
     """
     ndim = len(axes_values)
     out: dict[str, Any] = {}
@@ -680,18 +679,17 @@ def scenario_arrays(axes_values: dict[str, Any], fixed: dict[str, float], xp=np)
         out[name] = xp.asarray(np.asarray(values, dtype=np.float64).reshape(shape))
     for name, value in fixed.items():
         if name not in out:
-            out[name] = float(value)
+            out[name] = math.nan if value is None else float(value)
     return out
 
 
 __all__ = [
     "MODEL_VERSION",
     "appraisal_table",
+    "axis_order",
     "block_bytes",
     "cash_flow_offer",
     "crypto_index",
     "evaluate",
-    "fleet_cash_flow",
-    "mining_margin",
     "scenario_arrays",
 ]

@@ -37,6 +37,7 @@ NUMERIC_FIELDS = (
     "cure_periods",
     "refi_advance_rate",
     "refi_min_dscr",
+    "generation_exposure",
 )
 
 

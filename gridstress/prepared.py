@@ -25,6 +25,7 @@ from .grid import Block, BlockPlan, largest_plan, plan_blocks, smallest_plan
 from .inputs import RunConfig
 from .model import MODEL_VERSION, block_bytes, evaluate, scenario_arrays
 from .params import LIQUIDATION_PARAMS, SCENARIO_PARAMS
+from .paths import Points
 from .portfolio import PortfolioArrays, portfolio_arrays
 from .variables import FINITE_VARIABLES, OUTPUTS
 
@@ -56,7 +57,7 @@ class BlockEvaluator(Protocol):
         ...
 
     def evaluate(
-        self, axes_values: dict[str, Any], fixed: dict[str, float], copy: bool = True
+        self, axes_values: dict[str, Any], fixed: dict[str, float | None], copy: bool = True
     ) -> dict[str, np.ndarray]:
         """Every variable of the block's cells as host arrays, each axis of the
         block (values ``axes_values``, in grid order) a dim of size its length
@@ -68,22 +69,31 @@ class BlockEvaluator(Protocol):
 class XpModel:
     """The xp model (:func:`gridstress.model.evaluate`) on the backend's array module."""
 
-    def __init__(self, portfolio: PortfolioArrays, backend: Backend, per_loan: bool):
+    def __init__(
+        self,
+        portfolio: PortfolioArrays,
+        backend: Backend,
+        per_loan: bool,
+        paths: dict[str, Points] | None = None,
+    ):
         self.portfolio = portfolio.to(backend.xp)
         self.backend = backend
         self.per_loan = per_loan
+        self.paths = paths or {}
 
     @property
     def engine(self) -> str:
         return f"{ENGINE_XP} ({self.backend.name})"
 
     def evaluate(
-        self, axes_values: dict[str, Any], fixed: dict[str, float], copy: bool = True
+        self, axes_values: dict[str, Any], fixed: dict[str, float | None], copy: bool = True
     ) -> dict[str, np.ndarray]:
         xp = self.backend.xp
         scenario = scenario_arrays(axes_values, fixed, xp)
         shape = tuple(len(values) for values in axes_values.values())
-        out = evaluate(self.portfolio, scenario, shape, xp, per_loan=self.per_loan)
+        out = evaluate(
+            self.portfolio, scenario, shape, xp, per_loan=self.per_loan, paths=self.paths
+        )
         return {name: self.backend.to_host(value) for name, value in out.items()}
 
 
@@ -145,7 +155,7 @@ def prepare(
 
     On a CuPy backend ``kernel="fused"`` (the default) evaluates blocks with
     the fused CUDA kernel where it covers the run
-    (:func:`gridstress.kernels.fused_covers`: every model v2 input whose
+    (:func:`gridstress.kernels.fused_covers`: every model input whose
     loan tables fit the kernel's shared memory) and with the xp model on CuPy
     otherwise, saying so in ``note``; ``kernel="xp"`` always runs the xp
     model (the baseline of ``gridstress bench``).
@@ -169,9 +179,12 @@ def prepare(
     if backend.name == "cupy" and kernel == "fused":
         from .kernels import FusedGrid, fused_covers
 
-        uncovered = fused_covers(pf)
+        market_appraisal = config.scenario.get("appraisal_deflation") is not None or any(
+            a.name == "appraisal_deflation" for a in config.axes
+        )
+        uncovered = fused_covers(pf, market_appraisal=market_appraisal)
         if uncovered is None:
-            fused = FusedGrid(pf, backend.xp, per_loan=config.per_loan)
+            fused = FusedGrid(pf, backend.xp, per_loan=config.per_loan, paths=config.paths)
         else:
             note = (
                 f"the fused CUDA kernel cannot run this portfolio ({uncovered}): "
@@ -186,7 +199,7 @@ def prepare(
         plan = default_plan(config, pf, budget_bytes=XP_GPU_BUDGET_BYTES, loan_cells=math.inf)
     else:
         plan = default_plan(config, pf)
-    evaluator = fused or XpModel(pf, backend, config.per_loan)
+    evaluator = fused or XpModel(pf, backend, config.per_loan, config.paths)
     return PreparedRun(config, backend, pf, plan, evaluator, note)
 
 
@@ -322,6 +335,7 @@ def loans_at_fault(config: RunConfig, cell: tuple[int, ...]) -> list[str]:
                     scenario,
                     (1,) * len(cell),
                     np,
+                    paths=config.paths,
                 )
                 finite = all(
                     np.isfinite(alone[name]).all() for name in FINITE_VARIABLES if name in alone

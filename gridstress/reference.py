@@ -1,13 +1,14 @@
-"""A literal transcription of model v2, kept as the test oracle.
+"""A literal transcription of model v3, kept as the test oracle.
 
 This is the straightforward implementation: vectorised over cells only, with
 Python loops over periods and, inside each period, over loans (the market
 step needs every loan's default of period ``k`` before any loan's period
 ``k + 1``), every cell evaluated on its own (no path shared across haircut
 values) and each appraisal ``G_k`` and each refinancing offer summed term by
-term as model.md writes them.  It shares no code with
-:mod:`gridstress.model` except the input objects, so that agreement between
-the two is evidence, and it is the baseline that
+term as model.md writes them, the market appraisal's recursion once per
+period.  It shares no code with :mod:`gridstress.model` except the input
+objects (it interpolates the scenario paths itself), so that agreement
+between the two is evidence, and it is the baseline that
 ``benchmarks/numpy_backend.py`` measures the engine against.  It also
 records the period-by-period path of chosen loans in one cell, which
 ``gridstress trace`` and ``gridstress summary`` print.
@@ -28,6 +29,19 @@ from .variables import TRIGGERS
 
 def _round_half_up(x: float) -> int:
     return math.floor(round(x, 9) + 0.5)
+
+
+def _path_at(points, t: float) -> float:
+    """P(t) = I(t) / I(0): I linear between points, flat after the last (1: no path)."""
+    if not points:
+        return 1.0
+    if t >= points[-1][0]:
+        return points[-1][1] / points[0][1]
+    i = 1
+    while points[i][0] < t:
+        i += 1
+    (t0, i0), (t1, i1) = points[i - 1], points[i]
+    return (i0 + (i1 - i0) * (t - t0) / (t1 - t0)) / points[0][1]
 
 
 def _schedule(loan: Loan, f: int):
@@ -71,6 +85,7 @@ class _Path:
     loan: Loan
     f: int
     p: dict
+    paths: dict = field(default_factory=dict)
     n: int = 0
     n_life: int = 0
     n_contract: int = 0
@@ -88,6 +103,7 @@ class _Path:
         self.n_contract = _round_half_up(ln.contract_years * f)
         self.n_refi = _round_half_up(ln.refi_term_years * f)
         cells = self.p["deflation"].shape[0]
+        self.n_g = np.array([_round_half_up(t * f) for t in self.p["generation_years"]])
         self.cash = np.full(cells, ln.cash_reserve)
         self.run = np.zeros(cells)
         self.tau = np.zeros(cells, dtype=int)  # 0: no default
@@ -100,12 +116,27 @@ class _Path:
         self.dscr_low = np.full(cells, np.inf)
 
     # Steps 1-4 of model.md, for any period j >= 1 (past maturity too).
+    def P(self, j):
+        """Rent path factor P(t_j)."""
+        return _path_at(self.paths.get("rent_path"), j / self.f)
+
+    def Q(self, j):
+        """Crypto path factor Q(t_j)."""
+        return _path_at(self.paths.get("crypto_path"), j / self.f)
+
+    def S(self, j):
+        """Generation shock factor 1 - j e 1{j > n_g}, per cell."""
+        shocked = j > self.n_g
+        return 1 - self.p["generation_shock"] * self.loan.generation_exposure * shocked
+
     def rent(self, j):
-        return self.loan.rent * (1 - self.p["deflation"]) ** (j * (1 / self.f))
+        """m_j = rent P(t_j) (1 - d)^(t_j) S_j."""
+        d = self.p["deflation"]
+        return self.loan.rent * self.P(j) * (1 - d) ** (j * (1 / self.f)) * self.S(j)
 
     def X(self, k):
         c, D = self.p["crypto_drawdown"], self.p["drawdown_periods"]
-        return 1 - c * np.minimum(k, D) / D
+        return self.Q(k) * (1 - c * np.minimum(k, D) / D)
 
     def cfads(self, j):
         ln, dt = self.loan, 1 / self.f
@@ -122,6 +153,15 @@ class _Path:
         return R - P - F + M, m_j, u_j, R, P, F, M
 
     def appraisal(self, k):
+        """G_k per GPU: the foresight appraisal where appraisal_deflation is
+        empty (NaN), the market appraisal where it is given."""
+        d_a = self.p["appraisal_deflation"]
+        foresight = self.foresight_appraisal(k)
+        if np.isnan(d_a).all():
+            return foresight
+        return np.where(np.isnan(d_a), foresight, self.market_appraisal(k))
+
+    def foresight_appraisal(self, k):
         """G_k: the discounted merchant net income per GPU after period k."""
         ln, dt = self.loan, 1 / self.f
         H = 8760 * dt
@@ -135,6 +175,20 @@ class _Path:
             )
             total += pi_j * (1 + y) ** (-(j - k) * dt)
         return np.maximum(0, total)
+
+    def market_appraisal(self, k):
+        """G_k = W_{k,k}: period k's rent extrapolated at d_a, with the option to retire."""
+        ln, dt = self.loan, 1 / self.f
+        H = 8760 * dt
+        e = ln.power_kw_per_gpu * ln.power_price
+        y, d_a = self.p["discount_rate"], self.p["appraisal_deflation"]
+        m_k = self.rent(k)  # m_0 = rent: P(0) = 1, (1 - d)^0 = 1, S_0 = 1
+        W = np.zeros(self.p["deflation"].shape[0])  # W_{k,n_L}
+        for j in range(self.n_life, k, -1):
+            m_kj = m_k * (1 - d_a) ** ((j - k) * dt)
+            pi_kj = H * ln.utilization * np.maximum(0, m_kj - e) - ln.fixed_opex_per_gpu_year * dt
+            W = np.maximum(0, (1 + y) ** (-dt) * (pi_kj + W))  # W_{k,j-1}
+        return W
 
     def book_value(self, k):
         ln = self.loan
@@ -212,6 +266,11 @@ class _Path:
                     "k": k,
                     "t_years": k * dt,
                     "rent": float(m_k[0]),
+                    "rent_path_factor": self.P(k),
+                    "shock_factor": float(self.S(k)[0]),
+                    "rent_index": float(m_k[0]),
+                    "crypto_path_factor": self.Q(k),
+                    "crypto_index": float(self.X(k)[0]),
                     "utilization": float(u_k[0]),
                     "revenue": float(R[0]),
                     "power": float(P[0]),
@@ -265,9 +324,15 @@ class Simulation:
 
 
 def simulate(
-    loans, periods_per_year: int, p: dict[str, np.ndarray], trace: tuple[str, ...] = ()
+    loans,
+    periods_per_year: int,
+    p: dict[str, np.ndarray],
+    trace: tuple[str, ...] = (),
+    paths: dict | None = None,
 ) -> Simulation:
-    """Run model v2 on flat cells ``p`` (every scenario parameter, one entry a cell).
+    """Run model v3 on flat cells ``p`` (every scenario parameter, one entry a
+    cell; NaN ``appraisal_deflation``: empty) with the scenario ``paths``
+    (``rent_path``, ``crypto_path``: ``((years, index), ...)``, those given).
 
     Loans run in the canonical order (longest maturity first, then loan_id),
     in which every sum over loans is taken.  ``trace`` names loans whose
@@ -275,8 +340,8 @@ def simulate(
     """
     f = periods_per_year
     dt = 1 / f
-    paths = [_Path(loan, f, p) for loan in loans]
-    paths.sort(key=lambda path: (-path.n, path.loan.loan_id))
+    runs = [_Path(loan, f, p, dict(paths or {})) for loan in loans]
+    runs.sort(key=lambda path: (-path.n, path.loan.loan_id))
     traces: dict[str, list[dict]] = {loan_id: [] for loan_id in trace}
     cells = p["deflation"].shape[0]
     Q = np.zeros(cells)
@@ -284,10 +349,10 @@ def simulate(
     price_min = np.ones(cells)
     market = []
     W, T, theta = p["market_depth_gpus"], p["market_half_life_years"], p["book_share"]
-    for k in range(1, max(path.n for path in paths) + 1):
+    for k in range(1, max(path.n for path in runs) + 1):
         defaults = [
             (path, path.period(k, price, traces.get(path.loan.loan_id)))
-            for path in paths
+            for path in runs
             if k <= path.n
         ]
         # Market step: the in-service pledged GPUs of this period's defaults are sold.
@@ -310,7 +375,7 @@ def simulate(
                 "price_index": float(price[0]),
             }
         )
-    return Simulation(paths, price_min, market, traces)
+    return Simulation(runs, price_min, market, traces)
 
 
 @dataclass(frozen=True)
@@ -351,18 +416,21 @@ def outcomes(sim: Simulation, p: dict[str, np.ndarray]) -> list[LoanOutcome]:
     return out
 
 
-def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
+def evaluate_cells(
+    loans, periods_per_year: int, cells: dict[str, np.ndarray], paths: dict | None = None
+):
     """Per-cell results for cells given as flat arrays of every scenario parameter.
 
     ``cells`` maps each name of :data:`SCENARIO_PARAMS` to a 1-D array (one
-    entry per cell).  Returns the cell variables as 1-D arrays,
-    ``loss_by_segment`` as a dict of segment name to 1-D array,
+    entry per cell; NaN ``appraisal_deflation``: empty), ``paths`` the
+    scenario paths as :func:`simulate` takes them.  Returns the cell
+    variables as 1-D arrays, ``loss_by_segment`` as a dict of segment name to 1-D array,
     ``default_rate_by_trigger`` as a dict of trigger to 1-D array, and
     ``loan_default_years`` and ``loan_loss`` as dicts of loan id to 1-D array.
     """
     f = periods_per_year
     p = {name: np.asarray(cells[name], dtype=np.float64) for name in SCENARIO_PARAMS}
-    sim = simulate(loans, f, p)
+    sim = simulate(loans, f, p, paths=paths)
     results = outcomes(sim, p)
     n_cells = p["deflation"].shape[0]
     total = sum(loan.principal for loan in loans)
@@ -409,9 +477,17 @@ def evaluate_cells(loans, periods_per_year: int, cells: dict[str, np.ndarray]):
 
 
 def evaluate_grid(
-    loans, periods_per_year: int, axes: dict[str, np.ndarray], fixed: dict[str, float]
+    loans,
+    periods_per_year: int,
+    axes: dict[str, np.ndarray],
+    fixed: dict[str, float | None],
+    paths: dict | None = None,
 ):
     """Reference results on a full grid: every cell of the product of ``axes``.
+
+    ``fixed`` gives the other scenario parameters (missing ones take their
+    defaults; None is empty), ``paths`` the run's scenario paths
+    (``RunConfig.paths``).
 
     Returns arrays shaped like the grid, with an extra last dim for
     ``loss_by_segment`` (segments sorted by name), ``default_rate_by_trigger``
@@ -426,8 +502,9 @@ def evaluate_grid(
     size = int(np.prod(shape))
     for name, param in SCENARIO_PARAMS.items():
         if name not in cells:
-            cells[name] = np.full(size, fixed.get(name, param.default), dtype=np.float64)
-    flat = evaluate_cells(loans, periods_per_year, cells)
+            value = fixed.get(name, param.default)
+            cells[name] = np.full(size, math.nan if value is None else value, dtype=np.float64)
+    flat = evaluate_cells(loans, periods_per_year, cells, paths)
     out = {}
     for name, value in flat.items():
         if isinstance(value, dict):
@@ -439,26 +516,37 @@ def evaluate_grid(
 
 
 def trace_cell(
-    loans, periods_per_year: int, point: dict[str, float], loan_ids: tuple[str, ...] | None = None
+    loans,
+    periods_per_year: int,
+    point: dict[str, float | None],
+    loan_ids: tuple[str, ...] | None = None,
+    paths: dict | None = None,
 ):
     """The paths of loans in the cell ``point``, with the whole portfolio in the market.
 
-    ``point`` gives scenario parameters (missing ones take their defaults);
-    ``loan_ids`` the loans traced (default all).  Returns ``(traces, market,
-    outcomes)``: per traced loan, a dict per period up to maturity or default
-    (cash flows, DSCR, cash, collateral at fair value and at the market
-    price, book value, market and book LTV, refinancing offers and the
-    triggers that fired); per period, the GPUs sold, the overhang and the
-    price index after the period's sales; and per loan (canonical order) a
-    dict of default time, trigger, EAD, recovery and loss (None when repaid).
+    ``point`` gives scenario parameters (missing ones take their defaults;
+    None is empty); ``loan_ids`` the loans traced (default all); ``paths``
+    the run's scenario paths (``RunConfig.paths``).  Returns ``(traces,
+    market, outcomes)``: per traced loan, a dict per period up to maturity
+    or default (the rent path factor, shock factor and rent index, the crypto
+    path factor and crypto index, cash flows, DSCR, cash, collateral at fair
+    value and at the market price, book value, market and book LTV,
+    refinancing offers and the triggers that fired); per period, the GPUs
+    sold, the overhang and the price index after the period's sales; and per
+    loan (canonical order) a dict of default time, trigger, EAD, recovery and
+    loss (None when repaid).
     """
-    # Only grid axes lack a default, and ``point`` gives them (else float(None) raises).
-    p = {
-        name: np.array([float(cast(float, point.get(name, param.default)))])
-        for name, param in SCENARIO_PARAMS.items()
-    }
+
+    def value(name: str) -> float:
+        given = point.get(name, SCENARIO_PARAMS[name].default)
+        if given is None and SCENARIO_PARAMS[name].empty is not None:
+            return math.nan
+        # Only grid axes lack a default, and ``point`` gives them (else float(None) raises).
+        return float(cast(float, given))
+
+    p = {name: np.array([value(name)]) for name in SCENARIO_PARAMS}
     ids = tuple(loan.loan_id for loan in loans) if loan_ids is None else tuple(loan_ids)
-    sim = simulate(loans, periods_per_year, p, trace=ids)
+    sim = simulate(loans, periods_per_year, p, trace=ids, paths=paths)
     rows = []
     for r in outcomes(sim, p):
         repaid = bool(np.isnan(r.default_years[0]))

@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4):
-    """Random but plausible loans that vary every field of model v2.
+def random_loans(
+    rng: np.random.Generator, count: int, periods_per_year: int = 4, exposure: bool = False
+):
+    """Random but plausible loans that vary every field of model v2 and, with
+    ``exposure``, model v3's ``generation_exposure`` (0, 1 or between).
 
-    The fields model v2 added are drawn after those of v1, loan by loan;
-    :func:`v1_loans` turns such loans into ones model v1 covers.
+    The fields model v2 added are drawn after those of v1, and model v3's
+    after those, loan by loan, so that loans drawn without ``exposure`` are
+    the loans earlier versions drew from the same generator; :func:`v1_loans`
+    turns such loans into ones model v1 covers.
     """
     loans = []
     for i in range(count):
@@ -58,6 +63,8 @@ def random_loans(rng: np.random.Generator, count: int, periods_per_year: int = 4
             loan["gpu_cost"] = float(rng.uniform(5e3, 6e4))
         if rng.random() < 0.5:
             loan["book_life_years"] = float(rng.uniform(2, 8))
+        if exposure:
+            loan["generation_exposure"] = float(rng.choice([0.0, 1.0, rng.uniform(0, 1)]))
         loans.append(loan)
     return loans
 

@@ -1,4 +1,4 @@
-"""Model v2 reproduces model v1 exactly with the v1 settings of model.md.
+"""Model v3 reproduces model v1 exactly with the v1 settings of model.md.
 
 With ``market_depth_gpus: .inf``, ``cash_cap`` = ``cash_reserve``,
 ``refi_term_years: 0`` and ``ltv_basis: market``, every v1 variable equals
@@ -44,7 +44,7 @@ def test_v1_golden_cubes_are_reproduced(name):
     raw["scenario"].update(V1_SCENARIO)
     raw["portfolio"] = v1_loans(raw["portfolio"])
     cube = run_grid(config_from_dict(raw, f"{name}.nc"), backend="numpy")
-    assert cube.attrs["model_version"] == "2"
+    assert cube.attrs["model_version"] == "3"
     for var in golden.data_vars:
         got, expected = cube[var].values, golden[var].values
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected), err_msg=var)
