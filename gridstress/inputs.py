@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 
 from .params import LOAN_FIELDS, PATHS
-from .paths import Points
 
-__all__ = ["REFERENCES", "Axis", "Loan", "RunConfig", "reference_index"]
+__all__ = ["REFERENCES", "Axis", "Loan", "Points", "RunConfig", "reference_index"]
+
+#: A scenario path (:mod:`gridstress.paths`): ``((years, index), ...)``, the
+#: first at years 0.
+Points = tuple[tuple[float, float], ...]
 
 #: The reference scenarios of an axis: ``central`` (the base case the
 #: summaries report) and ``severe``.

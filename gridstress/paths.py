@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .inputs import Loan, Points
 from .schedule import periods
 
-if TYPE_CHECKING:
-    from .inputs import Loan
-
-#: A path: ``((years, index), ...)``, the first at years 0.
-Points = tuple[tuple[float, float], ...]
 #: Days per year of a path given by dates (model.md, "Paths").
 DAYS_PER_YEAR = 365.25
 

@@ -452,7 +452,9 @@ def test_a_second_run_on_the_same_store_is_refused_while_the_first_writes(slow, 
     exit 2, touching nothing; the first ends with every block, and its lock
     is gone."""
     config, reference = slow
-    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", SLOW_CHUNK)
+    # Blocks of 250 cells (256 of them): the first run writes for several
+    # seconds, while the second starts three times.
+    args = ("run", config, "--out", "cube.zarr", "--chunk-cells", 250)
     proc = start_gridstress(*args, "--scheduler", "synchronous", cwd=tmp_path)
     store = partial_path(tmp_path / "cube.zarr")
     wait_for_marks(store, 1, proc, tmp_path)

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, cli_runner
 
 from gridstress import load_config, open_cube
+from gridstress.model import MODEL_VERSION
 
 GRID = """\
 grid:
@@ -416,7 +417,7 @@ def test_plain_xarray_opens_a_cube_without_a_warning(cube):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with xr.open_zarr(cube) as ds:
-            assert float(ds["loss"].max()) > 0 and ds.attrs["model_version"] == "2"
+            assert float(ds["loss"].max()) > 0 and ds.attrs["model_version"] == MODEL_VERSION
 
 
 def test_the_figure_format_follows_the_suffix(case, cube):
