@@ -772,3 +772,18 @@ def test_a_cube_embeds_its_config_whole(path):
     back = RunConfig.from_dict(yaml.safe_load(cfg.to_yaml()), source=cfg.source)
     assert back == replace(cfg, warnings=())
     assert (back.config_sha256, back.portfolio_sha256) == (cfg.config_sha256, cfg.portfolio_sha256)
+
+
+@pytest.mark.parametrize("name", ["replay-h100-2023", "seed-generations"])
+def test_the_summary_loans_add_up_to_the_cube_on_a_v3_config(name):
+    """The per-loan table of summary is traced again by the reference: with a
+    rent path, a generation shock and the market appraisal it must trace the
+    run's own cell, so its losses add up to the cube's loss there."""
+    from gridstress import load_config, run_grid
+    from gridstress.analysis.summary import summary
+
+    cube = run_grid(load_config(f"configs/{name}.yaml"), backend="numpy")
+    s = summary(cube)
+    for label in ("base", "severe"):
+        traced = sum(r.loss for r in s.loans[label])
+        assert traced == pytest.approx(s.scenarios[label]["loss"], rel=1e-9, abs=1e-3), label

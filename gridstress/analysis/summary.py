@@ -103,7 +103,11 @@ def loan_results(config: RunConfig, point: dict[str, float]) -> list[LoanResult]
 
     loans = {ln.loan_id: ln for ln in config.loans}
     _, _, rows = trace_cell(
-        config.loans, config.periods_per_year, {**config.scenario, **point}, loan_ids=()
+        config.loans,
+        config.periods_per_year,
+        {**config.scenario, **point},
+        loan_ids=(),
+        paths=config.paths,
     )
     return [
         LoanResult(
