@@ -28,6 +28,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..variables import TRIGGERS
+from .defaults import PRICE_TABLE, price_cell
 from .frontier import DEFAULT_THRESHOLD, DEFAULT_VAR, frontier, frontier_table, grid_floor
 from .headline import scenario_point
 from .plot import facets, frontier_figure, heatmap, path_figure, spread_figure, trigger_figure
@@ -329,26 +330,6 @@ def _risk_html(rows: Sequence[RiskRow], dists: Mapping[str, Any]) -> str:
     )
 
 
-#: The columns of the price table in the report: (header, column, format).
-PRICE_COLUMNS = (
-    ("loan", "loan_id", "text"),
-    ("segment", "segment", "text"),
-    ("principal $M", "principal", "usd"),
-    ("WAL y", "wal_years", "years"),
-    ("PD", "pd", "pct"),
-    ("LGD", "lgd", "pct"),
-    ("EL $M", "el", "usd"),
-    ("EL bp", "el_bps", "bp"),
-    ("ES share $M", "es_contribution", "usd"),
-    ("capital $M", "ec", "usd"),
-    ("capital bp", "capital_bps", "bp"),
-    ("required bp", "required_bps", "bp"),
-    ("actual bp", "actual_bps", "bp"),
-    ("cushion bp", "cushion_bps", "signed"),
-    ("standalone ES $M", "standalone_es", "usd"),
-)
-
-
 def _price_html(pricing: Pricing | None, problem: str | None = None) -> str:
     """The section "What each loan should pay": the price table and the figure, or
     what the cube lacks for them."""
@@ -359,15 +340,10 @@ def _price_html(pricing: Pricing | None, problem: str | None = None) -> str:
     book = pricing.book[0]
     rows = pricing.at(book.rho)
 
-    def cell(value: Any, kind: str) -> str:
-        if kind == "text":
-            return html.escape(str(value))
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "n/a"
-        formats = {"usd": f"{value / 1e6:,.1f}", "years": f"{value:.2f}", "bp": f"{value:,.1f}"}
-        return formats.get(kind) or (f"{value:+,.1f}" if kind == "signed" else _num(value, kind))
-
-    body = [[cell(r[col], kind) for _, col, kind in PRICE_COLUMNS] for r in rows.to_dict("records")]
+    body = [
+        [html.escape(price_cell(r[col], kind)) for _, col, kind in PRICE_TABLE]
+        for r in rows.to_dict("records")
+    ]
     worst = pricing.most_underpriced(book.rho)
     verdict = ""
     if worst is not None and worst["cushion_bps"] < 0:
@@ -387,7 +363,7 @@ def _price_html(pricing: Pricing | None, problem: str | None = None) -> str:
             "gridstress price CUBE gives it at any rho, confidence and capital cost.</p>",
             f"<p>{html.escape(book.line())}.{verdict}</p>",
             _png(spread_figure(rows, f"required against actual spread at rho={book.rho:g}")),
-            _table([h for h, _, _ in PRICE_COLUMNS], body, left=2),
+            _table([h for h, _, _ in PRICE_TABLE], body, left=2),
             f'<p class="note">{len(loans)} loans; the book\'s expected shortfall '
             f"{_num(book.es, 'usd')} against {_num(float(loans['standalone_es'].sum()), 'usd')}"
             " for the loans on their own: the diversification the book gets.</p>",

@@ -5,12 +5,11 @@ A command's help is its entry in :data:`gridstress.cli.COMMANDS`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from ..analysis.defaults import PRICE_TABLE, price_cell
 from ..errors import InputError
 from ..terminal import check_output
 from .display import frame_rows, out, show, write_rows
@@ -22,42 +21,6 @@ from .options import (
     read_marginals,
     say_paths,
 )
-
-#: The columns of the printed table: (header, CSV column, format).
-TABLE = (
-    ("loan", "loan_id", "text"),
-    ("segment", "segment", "text"),
-    ("principal $M", "principal", "usd"),
-    ("WAL y", "wal_years", "years"),
-    ("PD", "pd", "pct"),
-    ("LGD", "lgd", "pct"),
-    ("EL $M", "el", "usd"),
-    ("EL bp", "el_bps", "bp"),
-    ("ES share $M", "es_contribution", "usd"),
-    ("capital $M", "ec", "usd"),
-    ("capital bp", "capital_bps", "bp"),
-    ("required bp", "required_bps", "bp"),
-    ("actual bp", "actual_bps", "bp"),
-    ("cushion bp", "cushion_bps", "signed_bp"),
-    ("standalone ES $M", "standalone_es", "usd"),
-)
-
-
-def shown(value: Any, kind: str) -> str:
-    """A value of the price table in readable units ($M, %, bp); ``n/a`` for NaN."""
-    if kind == "text":
-        return str(value)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if kind == "usd":
-        return f"{value / 1e6:,.1f}"
-    if kind == "years":
-        return f"{value:.2f}"
-    if kind == "pct":
-        return f"{value:.2%}"
-    if kind == "signed_bp":
-        return f"{value:+,.1f}"
-    return f"{value:,.1f}"
 
 
 def edge_line(edges: dict[str, tuple[float, float]]) -> str:
@@ -119,8 +82,11 @@ def price(
         show(
             f"what each loan should pay at rho={line.rho:g} (most underpriced first; "
             "cushion = actual - required spread)",
-            [header for header, _, _ in TABLE],
-            [[shown(row[col], kind) for _, col, kind in TABLE] for row in frame_rows(rows)],
+            [header for header, _, _ in PRICE_TABLE],
+            [
+                [price_cell(row[col], kind) for _, col, kind in PRICE_TABLE]
+                for row in frame_rows(rows)
+            ],
             left=2,
         )
         worst = result.most_underpriced(line.rho)
